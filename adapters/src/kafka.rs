@@ -1,0 +1,177 @@
+//! The log port on Kafka (`rdkafka`, with the librdkafka the crate bundles): client settings,
+//! the envelope ↔ record mapping of the CloudEvents binary binding, topic creation and watermarks.
+
+use std::time::Duration;
+
+use aurora_events::cloudevents;
+use aurora_events::Envelope;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::FutureRecord;
+
+use crate::config::Config;
+
+/// Settings of the idempotent producer: acks from all replicas, ordered retries per partition.
+pub fn producer_config(config: &Config) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("batch.num.messages", "10000")
+        .set("message.timeout.ms", "120000")
+        .set("socket.keepalive.enable", "true");
+    client
+}
+
+/// Settings of a consumer in `group_id`. Offsets are committed by the application, never
+/// automatically: a record counts as consumed once its effect is durable.
+pub fn consumer_config(config: &Config, group_id: &str) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("fetch.wait.max.ms", "10")
+        .set("socket.keepalive.enable", "true");
+    client
+}
+
+/// The topic, key, headers and value of the record carrying `envelope`.
+pub struct OutgoingRecord {
+    pub topic: String,
+    pub key: String,
+    pub headers: OwnedHeaders,
+    pub value: Vec<u8>,
+}
+
+impl OutgoingRecord {
+    pub fn for_envelope(prefix: &str, envelope: &Envelope) -> Self {
+        let (header_pairs, value) = cloudevents::to_binary(envelope);
+        let mut headers = OwnedHeaders::new_with_capacity(header_pairs.len());
+        for (name, text) in &header_pairs {
+            headers = headers.insert(Header { key: name, value: Some(text.as_bytes()) });
+        }
+        Self {
+            topic: aurora_events::topics::topic_for_category(prefix, envelope.stream.category()),
+            key: envelope.stream.to_string(),
+            headers,
+            value,
+        }
+    }
+
+    pub fn as_future_record(&self) -> FutureRecord<'_, String, Vec<u8>> {
+        FutureRecord::to(&self.topic).key(&self.key).payload(&self.value).headers(self.headers.clone())
+    }
+}
+
+/// The value of header `name` of `message`, when present and UTF-8.
+pub fn header_str<'a>(message: &'a impl Message, name: &str) -> Option<&'a str> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|header| header.key == name)
+        .and_then(|header| header.value)
+        .and_then(|value| std::str::from_utf8(value).ok())
+}
+
+/// Reads the envelope of a consumed record.
+pub fn envelope_of(message: &impl Message) -> Result<Envelope, cloudevents::BindingError> {
+    cloudevents::from_binary(|name| header_str(message, name), message.payload())
+}
+
+/// Creates the topics that do not exist yet. Existing topics are left as they are.
+pub async fn ensure_topics(config: &Config, topics: &[String]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .create()?;
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|name| NewTopic::new(name, config.topic_partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for outcome in admin.create_topics(&new_topics, &options).await? {
+        match outcome {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("creating topic {topic} failed: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// Low and high watermark of every partition of `topic` (blocking: call from a blocking task).
+pub fn partition_watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<(i32, i64, i64)>> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut marks = Vec::new();
+    for topic_metadata in metadata.topics() {
+        if topic_metadata.error().is_some() {
+            continue;
+        }
+        for partition in topic_metadata.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, partition.id(), timeout)?;
+            marks.push((partition.id(), low, high));
+        }
+    }
+    marks.sort_unstable();
+    Ok(marks)
+}
+
+/// A consumer that belongs to no group, for reading topics from chosen offsets.
+pub fn standalone_consumer(config: &Config) -> anyhow::Result<BaseConsumer> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("group.id", format!("aurora-standalone-{}", uuid::Uuid::now_v7()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    Ok(consumer)
+}
+
+/// Header names a dead-lettered record carries besides its original headers.
+pub const DLQ_ERROR: &str = "aurora_dlq_error";
+pub const DLQ_TOPIC: &str = "aurora_dlq_topic";
+pub const DLQ_PARTITION: &str = "aurora_dlq_partition";
+pub const DLQ_OFFSET: &str = "aurora_dlq_offset";
+pub const DLQ_CONSUMER: &str = "aurora_dlq_consumer";
+
+/// The dead-letter copy of `message`: same key, value and headers, plus where it came from, who
+/// gave up on it and why.
+pub fn dead_letter_record(prefix: &str, consumer: &str, message: &OwnedMessage, error: &str) -> OutgoingRecord {
+    let mut headers = OwnedHeaders::new();
+    if let Some(original) = message.headers() {
+        for header in original.iter() {
+            if let Some(value) = header.value {
+                headers = headers.insert(Header { key: header.key, value: Some(value) });
+            }
+        }
+    }
+    let partition = message.partition().to_string();
+    let offset = message.offset().to_string();
+    for (name, text) in [
+        (DLQ_ERROR, error),
+        (DLQ_TOPIC, message.topic()),
+        (DLQ_PARTITION, partition.as_str()),
+        (DLQ_OFFSET, offset.as_str()),
+        (DLQ_CONSUMER, consumer),
+    ] {
+        headers = headers.insert(Header { key: name, value: Some(text.as_bytes()) });
+    }
+    OutgoingRecord {
+        topic: aurora_events::topics::dead_letter_topic(prefix),
+        key: message.key().map(|key| String::from_utf8_lossy(key).into_owned()).unwrap_or_default(),
+        headers,
+        value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+    }
+}

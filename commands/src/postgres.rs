@@ -1,0 +1,160 @@
+//! The event store on Postgres: one round trip per append through `aurora_append`.
+
+use async_trait::async_trait;
+use aurora_adapters::postgres::is_transient;
+use aurora_events::{Envelope, StreamId};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::store::{AppendRequest, AppendResult, EventStore, StoreError};
+
+const VERSION_MISMATCH: &str = "AU409";
+const UNIQUE_VIOLATION: &str = "23505";
+const STREAM_VERSION_CONSTRAINT: &str = "events_stream_version_unique";
+
+#[derive(Clone)]
+pub struct PostgresEventStore {
+    pool: PgPool,
+}
+
+impl PostgresEventStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn current_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        let version: i64 = sqlx::query_scalar("SELECT coalesce(max(stream_version), 0) FROM events WHERE stream = $1")
+            .bind(stream.to_string())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(version as u64)
+    }
+}
+
+fn store_error(error: sqlx::Error) -> StoreError {
+    if is_transient(&error) {
+        StoreError::Unavailable(error.into())
+    } else {
+        StoreError::Unexpected(error.into())
+    }
+}
+
+pub(crate) fn envelope_from_row(row: &PgRow) -> Result<Envelope, StoreError> {
+    let decode = |error: String| StoreError::Unexpected(anyhow::anyhow!("stored event is malformed: {error}"));
+    let stream: String = row.try_get("stream").map_err(store_error)?;
+    let actor: String = row.try_get("actor").map_err(store_error)?;
+    Ok(Envelope {
+        id: row.try_get("event_id").map_err(store_error)?,
+        event_type: row.try_get("event_type").map_err(store_error)?,
+        schema_version: row.try_get::<i32, _>("schema_version").map_err(store_error)? as u32,
+        stream: stream.parse().map_err(|error: aurora_events::StreamIdError| decode(error.to_string()))?,
+        stream_version: row.try_get::<i64, _>("stream_version").map_err(store_error)? as u64,
+        org_id: aurora_events::OrgId(row.try_get("org_id").map_err(store_error)?),
+        actor: actor.parse().map_err(|error: aurora_events::envelope::ActorParseError| decode(error.to_string()))?,
+        occurred_at: row.try_get("occurred_at").map_err(store_error)?,
+        correlation_id: row.try_get("correlation_id").map_err(store_error)?,
+        causation_id: row.try_get("causation_id").map_err(store_error)?,
+        traceparent: row.try_get("traceparent").map_err(store_error)?,
+        payload: row.try_get("payload").map_err(store_error)?,
+    })
+}
+
+pub(crate) const ENVELOPE_COLUMNS: &str = "event_id, event_type, schema_version, stream, stream_version, org_id, \
+     actor, occurred_at, correlation_id, causation_id, traceparent, payload";
+
+#[async_trait]
+impl EventStore for PostgresEventStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        if request.events.is_empty() {
+            return Err(StoreError::NothingToAppend);
+        }
+        let event_count = request.events.len();
+        let event_ids: Vec<Uuid> = (0..event_count).map(|_| Uuid::now_v7()).collect();
+        let mut types = Vec::with_capacity(event_count);
+        let mut schema_versions = Vec::with_capacity(event_count);
+        let mut payloads = Vec::with_capacity(event_count);
+        for event in request.events {
+            types.push(event.event_type);
+            schema_versions.push(event.schema_version as i32);
+            payloads.push(event.payload);
+        }
+        let outcome = sqlx::query(
+            "SELECT first_version, last_version, event_ids, duplicate \
+             FROM aurora_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(request.stream.to_string())
+        .bind(request.expected.as_sql())
+        .bind(request.command_id)
+        .bind(&event_ids)
+        .bind(&types)
+        .bind(&schema_versions)
+        .bind(&payloads)
+        .bind(request.org_id.0)
+        .bind(request.actor.to_string())
+        .bind(request.occurred_at)
+        .bind(request.correlation_id)
+        .bind(request.causation_id)
+        .bind(request.traceparent.as_deref())
+        .fetch_one(&self.pool)
+        .await;
+        match outcome {
+            Ok(row) => Ok(AppendResult {
+                first_version: row.try_get::<i64, _>("first_version").map_err(store_error)? as u64,
+                last_version: row.try_get::<i64, _>("last_version").map_err(store_error)? as u64,
+                event_ids: row.try_get("event_ids").map_err(store_error)?,
+                duplicate: row.try_get("duplicate").map_err(store_error)?,
+            }),
+            Err(sqlx::Error::Database(database_error))
+                if database_error.code().as_deref() == Some(VERSION_MISMATCH) =>
+            {
+                let actual = self.current_version(&request.stream).await?;
+                Err(StoreError::Conflict { stream: request.stream, expected: request.expected, actual })
+            }
+            Err(sqlx::Error::Database(database_error))
+                if database_error.code().as_deref() == Some(UNIQUE_VIOLATION)
+                    && database_error.constraint() == Some(STREAM_VERSION_CONSTRAINT) =>
+            {
+                let actual = self.current_version(&request.stream).await?;
+                Err(StoreError::Conflict { stream: request.stream, expected: request.expected, actual })
+            }
+            Err(error) => Err(store_error(error)),
+        }
+    }
+
+    async fn load_stream(&self, stream: &StreamId, after_version: u64) -> Result<Vec<Envelope>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ENVELOPE_COLUMNS} FROM events WHERE stream = $1 AND stream_version > $2 ORDER BY stream_version"
+        ))
+        .bind(stream.to_string())
+        .bind(after_version as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_error)?;
+        rows.iter().map(envelope_from_row).collect()
+    }
+
+    async fn command_result(&self, command_id: Uuid) -> Result<Option<AppendResult>, StoreError> {
+        let row = sqlx::query(
+            "SELECT first_version, last_version, event_ids FROM processed_commands WHERE command_id = $1",
+        )
+        .bind(command_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_error)?;
+        row.map(|row| {
+            Ok(AppendResult {
+                first_version: row.try_get::<i64, _>("first_version").map_err(store_error)? as u64,
+                last_version: row.try_get::<i64, _>("last_version").map_err(store_error)? as u64,
+                event_ids: row.try_get("event_ids").map_err(store_error)?,
+                duplicate: true,
+            })
+        })
+        .transpose()
+    }
+}

@@ -1,0 +1,201 @@
+//! The relay publishes appended events to Kafka, at least once and in stream order.
+//!
+//! Events are read in `(transaction_id, position)` order and only from transactions older than
+//! the oldest one still running (`pg_snapshot_xmin`). A `position` is taken when a row is inserted,
+//! not when its transaction commits, so reading by position alone could pass over an event whose
+//! transaction commits after a later position was published; reading behind the snapshot horizon
+//! never does. The checkpoint moves only after Kafka acknowledged every record of a batch, so a
+//! relay that dies mid-batch republishes that batch: duplicates, never gaps. Consumers deduplicate
+//! by event id or stream version.
+//!
+//! Only one relay publishes at a time: the leader holds a Postgres advisory lock on the session it
+//! reads through; the others wait for the lock.
+
+use std::time::Duration;
+
+use aurora_adapters::kafka::{producer_config, OutgoingRecord};
+use aurora_adapters::Config;
+use futures::future::join_all;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureProducer;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres, Row};
+use tokio_util::sync::CancellationToken;
+
+use crate::postgres::{envelope_from_row, ENVELOPE_COLUMNS};
+
+/// Key of the advisory lock the leading relay holds.
+const RELAY_LOCK_KEY: i64 = 0x6175_726f_7261; // "aurora"
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Checkpoint {
+    transaction_id: u64,
+    position: i64,
+}
+
+pub struct Relay {
+    pool: PgPool,
+    producer: FutureProducer,
+    topic_prefix: String,
+    name: String,
+    batch_size: i64,
+    idle_wait: Duration,
+}
+
+impl Relay {
+    pub fn new(config: &Config, pool: PgPool) -> anyhow::Result<Self> {
+        Ok(Self {
+            pool,
+            producer: producer_config(config).create()?,
+            topic_prefix: config.topic_prefix.clone(),
+            name: "kafka".into(),
+            batch_size: config.relay_batch,
+            idle_wait: config.relay_idle_wait,
+        })
+    }
+
+    /// Publishes until `shutdown`; transient failures of Postgres or Kafka are retried with backoff.
+    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match self.lead(&shutdown).await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "relay interrupted");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits to become the leader, then publishes until shutdown or an error.
+    async fn lead(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let mut connection = self.pool.acquire().await?;
+        loop {
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(RELAY_LOCK_KEY)
+                .fetch_one(&mut *connection)
+                .await?;
+            if locked {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        tracing::info!(relay = %self.name, "relay is leading");
+        let outcome = self.publish_loop(&mut connection, shutdown).await;
+        // A connection that still holds the lock must not go back to the pool with it.
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(RELAY_LOCK_KEY).execute(&mut *connection).await;
+        outcome
+    }
+
+    async fn publish_loop(
+        &self,
+        connection: &mut PoolConnection<Postgres>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut checkpoint = self.load_checkpoint(connection).await?;
+        while !shutdown.is_cancelled() {
+            let rows = sqlx::query(&format!(
+                "SELECT {ENVELOPE_COLUMNS}, transaction_id::text::bigint AS txid, position FROM events \
+                 WHERE (transaction_id, position) > ($1::text::xid8, $2) \
+                   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY transaction_id, position LIMIT $3"
+            ))
+            .bind(checkpoint.transaction_id.to_string())
+            .bind(checkpoint.position)
+            .bind(self.batch_size)
+            .fetch_all(&mut **connection)
+            .await?;
+            let Some(last) = rows.last() else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(self.idle_wait) => {}
+                }
+                continue;
+            };
+            let next_checkpoint =
+                Checkpoint { transaction_id: last.try_get::<i64, _>("txid")? as u64, position: last.try_get("position")? };
+            let records = rows
+                .iter()
+                .map(|row| envelope_from_row(row).map(|envelope| OutgoingRecord::for_envelope(&self.topic_prefix, &envelope)))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.publish(&records).await?;
+            sqlx::query(
+                "INSERT INTO relay_checkpoints (relay, transaction_id, position) VALUES ($1, $2::text::xid8, $3) \
+                 ON CONFLICT (relay) DO UPDATE SET transaction_id = EXCLUDED.transaction_id, \
+                 position = EXCLUDED.position, updated_at = now()",
+            )
+            .bind(&self.name)
+            .bind(next_checkpoint.transaction_id.to_string())
+            .bind(next_checkpoint.position)
+            .execute(&mut **connection)
+            .await?;
+            checkpoint = next_checkpoint;
+            tracing::trace!(published = records.len(), position = checkpoint.position, "relay batch published");
+        }
+        Ok(())
+    }
+
+    async fn load_checkpoint(&self, connection: &mut PoolConnection<Postgres>) -> anyhow::Result<Checkpoint> {
+        let row = sqlx::query("SELECT transaction_id::text::bigint AS txid, position FROM relay_checkpoints WHERE relay = $1")
+            .bind(&self.name)
+            .fetch_optional(&mut **connection)
+            .await?;
+        Ok(match row {
+            Some(row) => Checkpoint { transaction_id: row.try_get::<i64, _>("txid")? as u64, position: row.try_get("position")? },
+            None => Checkpoint { transaction_id: 0, position: 0 },
+        })
+    }
+
+    /// Sends every record and waits until Kafka acknowledged all of them.
+    async fn publish(&self, records: &[OutgoingRecord]) -> anyhow::Result<()> {
+        let mut deliveries = Vec::with_capacity(records.len());
+        for record in records {
+            loop {
+                match self.producer.send_result(record.as_future_record()) {
+                    Ok(delivery) => {
+                        deliveries.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        // The local queue is full: let librdkafka drain it, then enqueue again.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((error, _)) => anyhow::bail!("enqueueing record for {}: {error}", record.topic),
+                }
+            }
+        }
+        for outcome in join_all(deliveries).await {
+            match outcome {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => anyhow::bail!("kafka refused a record: {error}"),
+                Err(_) => anyhow::bail!("the producer dropped a record before delivering it"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Events appended but not yet published by the relay.
+pub async fn backlog(pool: &PgPool) -> anyhow::Result<i64> {
+    let checkpoint: Option<(String, i64)> =
+        sqlx::query_as("SELECT transaction_id::text, position FROM relay_checkpoints WHERE relay = 'kafka'")
+            .fetch_optional(pool)
+            .await?;
+    let (transaction_id, position) = checkpoint.unwrap_or_else(|| ("0".to_owned(), 0));
+    let backlog: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2)")
+            .bind(transaction_id)
+            .bind(position)
+            .fetch_one(pool)
+            .await?;
+    Ok(backlog)
+}

@@ -1,0 +1,132 @@
+//! Typed payloads: every event family is an enum whose variants are the event types of one
+//! stream category, declared once with [`event_family!`] so that the type name, the schema
+//! version, the JSON Schema and the decoder can never disagree.
+
+use crate::upcast::Upcasters;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type `{0}`")]
+    UnknownType(String),
+    #[error("event `{event_type}` has schema version {found}, newer than the {known} this build knows")]
+    FutureVersion { event_type: String, found: u32, known: u32 },
+    #[error("no upcaster takes `{event_type}` from schema version {from}")]
+    MissingUpcaster { event_type: String, from: u32 },
+    #[error("upcasting `{event_type}` from schema version {from} failed: {reason}")]
+    Upcast { event_type: String, from: u32, reason: String },
+    #[error("payload of `{event_type}` does not match its schema: {source}")]
+    Payload { event_type: String, source: serde_json::Error },
+}
+
+/// What the schema generator and the decoder know about one event type.
+#[derive(Debug, Clone)]
+pub struct EventTypeInfo {
+    pub event_type: &'static str,
+    pub schema_version: u32,
+    pub category: &'static str,
+    pub schema: serde_json::Value,
+}
+
+/// A family of events that belong to one stream category.
+pub trait EventPayload: Sized + Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
+    /// The stream category (and so the topic) of this family.
+    const CATEGORY: &'static str;
+
+    fn event_type(&self) -> &'static str;
+    fn schema_version(&self) -> u32;
+    fn to_json(&self) -> serde_json::Value;
+
+    /// Reads a stored payload, upcasting it first when it was written by an older schema.
+    fn decode_with(
+        upcasters: &Upcasters,
+        event_type: &str,
+        schema_version: u32,
+        payload: serde_json::Value,
+    ) -> Result<Self, DecodeError>;
+
+    fn decode(event_type: &str, schema_version: u32, payload: serde_json::Value) -> Result<Self, DecodeError> {
+        Self::decode_with(Upcasters::shipped(), event_type, schema_version, payload)
+    }
+
+    fn type_infos() -> Vec<EventTypeInfo>;
+}
+
+/// Declares an event family: `Family in "category" { Variant(Payload) = ("type.name", 1), ... }`.
+#[macro_export]
+macro_rules! event_family {
+    (
+        $(#[$meta:meta])*
+        pub enum $family:ident in $category:literal {
+            $( $variant:ident($payload:ty) = ($type_name:literal, $version:literal) ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum $family {
+            $( $variant($payload), )+
+        }
+
+        impl $crate::catalog::EventPayload for $family {
+            const CATEGORY: &'static str = $category;
+
+            fn event_type(&self) -> &'static str {
+                match self { $( Self::$variant(_) => $type_name, )+ }
+            }
+
+            fn schema_version(&self) -> u32 {
+                match self { $( Self::$variant(_) => $version, )+ }
+            }
+
+            fn to_json(&self) -> serde_json::Value {
+                let encoded = match self { $( Self::$variant(payload) => serde_json::to_value(payload), )+ };
+                encoded.expect("event payloads are plain data and always serialize")
+            }
+
+            fn decode_with(
+                upcasters: &$crate::upcast::Upcasters,
+                event_type: &str,
+                schema_version: u32,
+                payload: serde_json::Value,
+            ) -> Result<Self, $crate::catalog::DecodeError> {
+                match event_type {
+                    $(
+                        $type_name => {
+                            let current = upcasters.upcast($type_name, schema_version, $version, payload)?;
+                            serde_json::from_value::<$payload>(current)
+                                .map(Self::$variant)
+                                .map_err(|source| $crate::catalog::DecodeError::Payload {
+                                    event_type: $type_name.to_owned(),
+                                    source,
+                                })
+                        }
+                    )+
+                    other => Err($crate::catalog::DecodeError::UnknownType(other.to_owned())),
+                }
+            }
+
+            fn type_infos() -> Vec<$crate::catalog::EventTypeInfo> {
+                vec![ $(
+                    $crate::catalog::EventTypeInfo {
+                        event_type: $type_name,
+                        schema_version: $version,
+                        category: $category,
+                        schema: serde_json::to_value(schemars::schema_for!($payload))
+                            .expect("schemas serialize"),
+                    },
+                )+ ]
+            }
+        }
+    };
+}
+
+/// Every event type Aurora publishes. The schema files in `schemas/` are generated from this.
+pub fn all_event_types() -> Vec<EventTypeInfo> {
+    let mut infos = Vec::new();
+    infos.extend(crate::chat::ChatSessionEvent::type_infos());
+    infos
+}
+
+/// The stream category an event type belongs to, if Aurora knows the type.
+pub fn category_of(event_type: &str) -> Option<&'static str> {
+    all_event_types().into_iter().find(|info| info.event_type == event_type).map(|info| info.category)
+}

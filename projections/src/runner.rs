@@ -1,0 +1,224 @@
+//! The live consumer of one projection: a member of the projection's consumer group that applies
+//! batches of records and stores their offsets with the rows, retries transient failures with
+//! backoff, sends poison records to the dead-letter topic, and on shutdown finishes the batch in
+//! hand before it exits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aurora_adapters::kafka::{consumer_config, dead_letter_record, ensure_topics, producer_config};
+use aurora_adapters::Config;
+use futures::FutureExt;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::{PgConnection, PgPool, Row};
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::apply_records;
+use crate::{Projection, TableNames};
+
+pub struct ProjectionRunner {
+    projection: Arc<dyn Projection>,
+    pool: PgPool,
+    config: Config,
+}
+
+/// The consumer group of a projection.
+pub fn group_id(config: &Config, projection: &str) -> String {
+    format!("{}aurora-projection-{projection}", config.topic_prefix)
+}
+
+impl ProjectionRunner {
+    pub fn new(projection: Arc<dyn Projection>, pool: PgPool, config: Config) -> Self {
+        Self { projection, pool, config }
+    }
+
+    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let name = self.projection.name();
+        let topics = self.projection.topics(&self.config.topic_prefix);
+        let mut all_topics = topics.clone();
+        all_topics.push(aurora_events::topics::dead_letter_topic(&self.config.topic_prefix));
+        ensure_topics(&self.config, &all_topics).await?;
+
+        let consumer: StreamConsumer = consumer_config(&self.config, &group_id(&self.config, name)).create()?;
+        let topic_names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topic_names)?;
+        let dead_letters: FutureProducer = producer_config(&self.config).create()?;
+        tracing::info!(projection = name, ?topics, "projection consuming");
+
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                received = consumer.recv() => received,
+            };
+            let first = match first {
+                Ok(message) => message.detach(),
+                Err(error) => {
+                    tracing::warn!(projection = name, %error, "kafka consume error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < self.config.projection_batch {
+                match consumer.recv().now_or_never() {
+                    Some(Ok(message)) => batch.push(message.detach()),
+                    Some(Err(error)) => {
+                        tracing::warn!(projection = name, %error, "kafka consume error");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            // Finish the batch in hand even when shutdown is requested meanwhile, unless the
+            // database stays away: then the batch is redelivered to whoever consumes next.
+            let Some(next_offsets) = self.apply_with_retry(&batch, &dead_letters, &shutdown).await else {
+                break;
+            };
+            let mut committed = TopicPartitionList::new();
+            for ((topic, partition), next_offset) in next_offsets {
+                committed.add_partition_offset(&topic, partition, Offset::Offset(next_offset))?;
+            }
+            if let Err(error) = consumer.commit(&committed, CommitMode::Async) {
+                // Postgres holds the truth; the group offset only saves rereading on restart.
+                tracing::debug!(projection = name, %error, "committing group offsets failed");
+            }
+        }
+        tracing::info!(projection = name, "projection stopped");
+        Ok(())
+    }
+
+    async fn apply_with_retry(
+        &self,
+        batch: &[OwnedMessage],
+        dead_letters: &FutureProducer,
+        shutdown: &CancellationToken,
+    ) -> Option<BTreeMap<(String, i32), i64>> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.apply_batch(batch, dead_letters).await {
+                Ok(next_offsets) => return Some(next_offsets),
+                Err(error) => {
+                    tracing::warn!(
+                        projection = self.projection.name(),
+                        error = %format!("{error:#}"),
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "applying batch failed, retrying"
+                    );
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// One transaction: lock the partitions' offsets, apply what is new, dead-letter the poison,
+    /// move the offsets. Returns the next offset of each partition in the batch.
+    async fn apply_batch(
+        &self,
+        batch: &[OwnedMessage],
+        dead_letters: &FutureProducer,
+    ) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+        let name = self.projection.name();
+        let mut transaction = self.pool.begin().await?;
+        let mut next_offsets = lock_offsets(&mut transaction, name, batch).await?;
+        let fresh: Vec<&OwnedMessage> = batch
+            .iter()
+            .filter(|message| message.offset() >= next_offsets[&(message.topic().to_owned(), message.partition())])
+            .collect();
+        let poison = apply_records(self.projection.as_ref(), &mut transaction, &TableNames::live(), &fresh).await?;
+        if !poison.is_empty() {
+            let records: Vec<_> = poison
+                .iter()
+                .map(|poison| dead_letter_record(&self.config.topic_prefix, name, poison.message, &poison.error))
+                .collect();
+            let deliveries: Vec<_> = records
+                .iter()
+                .map(|record| dead_letters.send(record.as_future_record(), Duration::from_secs(30)))
+                .collect();
+            for delivery in futures::future::join_all(deliveries).await {
+                delivery.map_err(|(error, _)| anyhow::anyhow!("dead-lettering failed: {error}"))?;
+            }
+            for poison in &poison {
+                tracing::error!(
+                    projection = name,
+                    topic = poison.message.topic(),
+                    partition = poison.message.partition(),
+                    offset = poison.message.offset(),
+                    error = %poison.error,
+                    "record sent to the dead-letter topic"
+                );
+            }
+        }
+        for message in &fresh {
+            let next = next_offsets.entry((message.topic().to_owned(), message.partition())).or_insert(0);
+            *next = (*next).max(message.offset() + 1);
+        }
+        store_offsets(&mut transaction, name, &next_offsets).await?;
+        transaction.commit().await?;
+        Ok(next_offsets)
+    }
+}
+
+/// Locks (creating when missing) the offset rows of every partition in `batch`.
+pub(crate) async fn lock_offsets(
+    connection: &mut PgConnection,
+    projection: &str,
+    batch: &[OwnedMessage],
+) -> Result<BTreeMap<(String, i32), i64>, sqlx::Error> {
+    let mut partitions: Vec<(String, i32)> =
+        batch.iter().map(|message| (message.topic().to_owned(), message.partition())).collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    let (topics, numbers): (Vec<String>, Vec<i32>) = partitions.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO projection_offsets (projection, topic, partition, next_offset) \
+         SELECT $1, t, p, 0 FROM unnest($2::text[], $3::int[]) AS u(t, p) ON CONFLICT DO NOTHING",
+    )
+    .bind(projection)
+    .bind(&topics)
+    .bind(&numbers)
+    .execute(&mut *connection)
+    .await?;
+    let rows = sqlx::query(
+        "SELECT topic, partition, next_offset FROM projection_offsets \
+         WHERE projection = $1 AND (topic, partition) IN (SELECT * FROM unnest($2::text[], $3::int[])) \
+         ORDER BY topic, partition FOR UPDATE",
+    )
+    .bind(projection)
+    .bind(&topics)
+    .bind(&numbers)
+    .fetch_all(&mut *connection)
+    .await?;
+    rows.iter()
+        .map(|row| Ok(((row.try_get("topic")?, row.try_get("partition")?), row.try_get("next_offset")?)))
+        .collect()
+}
+
+pub(crate) async fn store_offsets(
+    connection: &mut PgConnection,
+    projection: &str,
+    next_offsets: &BTreeMap<(String, i32), i64>,
+) -> Result<(), sqlx::Error> {
+    let topics: Vec<&str> = next_offsets.keys().map(|(topic, _)| topic.as_str()).collect();
+    let partitions: Vec<i32> = next_offsets.keys().map(|(_, partition)| *partition).collect();
+    let offsets: Vec<i64> = next_offsets.values().copied().collect();
+    sqlx::query(
+        "INSERT INTO projection_offsets (projection, topic, partition, next_offset) \
+         SELECT $1, t, p, n FROM unnest($2::text[], $3::int[], $4::bigint[]) AS u(t, p, n) \
+         ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+    )
+    .bind(projection)
+    .bind(&topics)
+    .bind(&partitions)
+    .bind(&offsets)
+    .execute(connection)
+    .await?;
+    Ok(())
+}

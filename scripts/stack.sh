@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Aurora's local stack: Postgres 16 + pgvector (from PyPI pgserver), the Tansu Kafka-compatible
+# broker (from crates.io), and Redis (from Debian). Installs what is missing, reuses what is there,
+# binds everything to 127.0.0.1.
+#
+#   scripts/stack.sh up       install (once) and start everything; idempotent
+#   scripts/stack.sh down     stop everything; data stays
+#   scripts/stack.sh status   show what runs where
+#   scripts/stack.sh env      print the variables the tests and `aurora` use
+#
+# Data lives in $AURORA_STACK_DIR (default /var/lib/aurora); installed binaries in
+# $AURORA_STACK_CACHE (default ~/.cache/aurora).
+set -euo pipefail
+
+STACK_DIR=${AURORA_STACK_DIR:-/var/lib/aurora}
+CACHE_DIR=${AURORA_STACK_CACHE:-$HOME/.cache/aurora}
+PG_PORT=${AURORA_STACK_PG_PORT:-5433}
+KAFKA_PORT=${AURORA_STACK_KAFKA_PORT:-9092}
+REDIS_PORT=${AURORA_STACK_REDIS_PORT:-6379}
+TANSU_VERSION=0.6.0
+PGSERVER_VERSION=0.1.4
+RUN_USER=aurora
+
+PG_HOME="$CACHE_DIR/pgserver-$PGSERVER_VERSION"
+PG_BIN="$PG_HOME/pgserver/pginstall/bin"
+TANSU_BIN="$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu"
+PG_DATA="$STACK_DIR/postgres"
+RUN_DIR="$STACK_DIR/run"
+LOG_DIR="$STACK_DIR/logs"
+
+say() { printf '[stack] %s\n' "$*" >&2; }
+
+as_run_user() {
+  if [ "$(id -u)" = 0 ]; then runuser -u "$RUN_USER" -- "$@"; else "$@"; fi
+}
+
+install_redis() {
+  command -v redis-server >/dev/null && return
+  say "installing redis-server from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq redis-server >/dev/null
+  # Debian starts its own redis on 6379; the stack runs its own instance instead.
+  systemctl disable --now redis-server >/dev/null 2>&1 || service redis-server stop >/dev/null 2>&1 || true
+}
+
+install_postgres() {
+  [ -x "$PG_BIN/postgres" ] && [ -d "$PG_HOME/pgserver.libs" ] && return
+  if ! python3 -c "import pgserver" 2>/dev/null || [ "$(python3 -c 'import importlib.metadata as m; print(m.version("pgserver"))')" != "$PGSERVER_VERSION" ]; then
+    say "installing pgserver $PGSERVER_VERSION (Postgres 16 + pgvector) from PyPI"
+    python3 -m pip install --quiet --disable-pip-version-check "pgserver==$PGSERVER_VERSION"
+  fi
+  local site
+  site="$(python3 -c 'import pgserver, os; print(os.path.dirname(os.path.dirname(pgserver.__file__)))')"
+  # Postgres refuses to run as root: copy the binaries where the run user can read them, keeping
+  # the layout their RPATH expects ($ORIGIN/../../../pgserver.libs).
+  mkdir -p "$CACHE_DIR"
+  rm -rf "$PG_HOME.tmp"
+  mkdir -p "$PG_HOME.tmp/pgserver"
+  cp -a "$site/pgserver/pginstall" "$PG_HOME.tmp/pgserver/"
+  cp -a "$site/pgserver.libs" "$PG_HOME.tmp/"
+  chmod -R a+rX "$PG_HOME.tmp"
+  rm -rf "$PG_HOME"
+  mv "$PG_HOME.tmp" "$PG_HOME"
+}
+
+install_tansu() {
+  if [ -x "$TANSU_BIN" ] && [ "$("$TANSU_BIN" --version 2>/dev/null)" = "tansu $TANSU_VERSION" ]; then return; fi
+  say "installing tansu $TANSU_VERSION from crates.io (about 17 minutes, once)"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features libsql,dynostore \
+    --root "$CACHE_DIR/tansu-$TANSU_VERSION" --quiet
+}
+
+ensure_user() {
+  [ "$(id -u)" = 0 ] || return 0
+  id "$RUN_USER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$RUN_USER"
+  # The cache may sit under a home directory the run user cannot enter.
+  local dir="$CACHE_DIR"
+  while [ "$dir" != / ]; do chmod o+x "$dir" 2>/dev/null || true; dir=$(dirname "$dir"); done
+}
+
+prepare_dirs() {
+  mkdir -p "$STACK_DIR" "$RUN_DIR" "$LOG_DIR" "$STACK_DIR/tansu" "$STACK_DIR/redis"
+  if [ "$(id -u)" = 0 ]; then chown -R "$RUN_USER" "$STACK_DIR"; fi
+}
+
+pg_running() { as_run_user "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }
+
+start_postgres() {
+  if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+    say "initialising postgres in $PG_DATA"
+    as_run_user "$PG_BIN/initdb" -D "$PG_DATA" -U aurora --auth=trust --encoding=UTF8 --locale=C >/dev/null
+    cat >> "$PG_DATA/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$RUN_DIR'
+max_connections = 400
+shared_buffers = 512MB
+wal_buffers = 16MB
+max_wal_size = 4GB
+idle_in_transaction_session_timeout = '5min'
+CONF
+  fi
+  if ! pg_running; then
+    say "starting postgres on 127.0.0.1:$PG_PORT"
+    as_run_user "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$LOG_DIR/postgres.log" -w -t 60 start >/dev/null
+  fi
+  for _ in $(seq 1 60); do
+    "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" && break
+    sleep 0.5
+  done
+  if ! "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U aurora -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'aurora'" | grep -q 1; then
+    "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U aurora aurora
+  fi
+  # pgvector is part of the stack: fail now, not when the knowledge base first needs it.
+  PGOPTIONS="-c client_min_messages=warning" "$PG_BIN/psql" -q -h 127.0.0.1 -p "$PG_PORT" -U aurora -d aurora -c "CREATE EXTENSION IF NOT EXISTS vector" >/dev/null
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+tansu_running() { [ -f "$RUN_DIR/tansu.pid" ] && kill -0 "$(cat "$RUN_DIR/tansu.pid")" 2>/dev/null; }
+
+start_tansu() {
+  if ! tansu_running; then
+    say "starting tansu on 127.0.0.1:$KAFKA_PORT (log in $STACK_DIR/tansu/tansu.db)"
+    (
+      # Tansu reads the sqlite:// path relative to its working directory.
+      cd "$STACK_DIR/tansu"
+      nohup "$TANSU_BIN" broker \
+        --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --storage-engine "sqlite://tansu.db" \
+        >>"$LOG_DIR/tansu.log" 2>&1 &
+      echo $! >"$RUN_DIR/tansu.pid"
+    )
+  fi
+  for _ in $(seq 1 100); do port_open "$KAFKA_PORT" && return; sleep 0.2; done
+  say "tansu did not open port $KAFKA_PORT; see $LOG_DIR/tansu.log"
+  exit 1
+}
+
+start_redis() {
+  if ! redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
+    say "starting redis on 127.0.0.1:$REDIS_PORT"
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes --dir "$STACK_DIR/redis" \
+      --pidfile "$RUN_DIR/redis.pid" --logfile "$LOG_DIR/redis.log" --appendonly yes >/dev/null
+  fi
+  for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && return; sleep 0.1; done
+  say "redis did not answer on $REDIS_PORT"
+  exit 1
+}
+
+print_env() {
+  cat <<VARS
+export AURORA_DATABASE_URL=postgres://aurora@127.0.0.1:$PG_PORT/aurora
+export AURORA_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+export AURORA_TEST_DATABASE_ADMIN_URL=postgres://aurora@127.0.0.1:$PG_PORT/postgres
+export AURORA_TEST_PG_BIN=$PG_BIN
+export AURORA_TEST_TANSU_BIN=$TANSU_BIN
+export AURORA_TEST_RUN_USER=$RUN_USER
+VARS
+}
+
+case "${1:-}" in
+  up)
+    install_redis
+    install_postgres
+    install_tansu
+    ensure_user
+    prepare_dirs
+    start_postgres
+    start_tansu
+    start_redis
+    say "stack is up: postgres 127.0.0.1:$PG_PORT, kafka 127.0.0.1:$KAFKA_PORT, redis 127.0.0.1:$REDIS_PORT"
+    ;;
+  down)
+    pg_running && as_run_user "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null && say "postgres stopped"
+    if tansu_running; then kill "$(cat "$RUN_DIR/tansu.pid")" && say "tansu stopped"; fi
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 && say "redis stopped"
+    true
+    ;;
+  status)
+    if pg_running; then echo "postgres  up    127.0.0.1:$PG_PORT  data $PG_DATA"; else echo "postgres  down"; fi
+    if tansu_running; then echo "tansu     up    127.0.0.1:$KAFKA_PORT  log $STACK_DIR/tansu/tansu.db"; else echo "tansu     down"; fi
+    if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then echo "redis     up    127.0.0.1:$REDIS_PORT"; else echo "redis     down"; fi
+    ;;
+  env) print_env ;;
+  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+esac
