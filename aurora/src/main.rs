@@ -1,1 +1,223 @@
-fn main() {}
+//! `aurora`: one binary for every role and tool. `up` runs every role in one process; `gateway`,
+//! `processors` and `projections` run one role each, so each can be scaled out on its own.
+
+mod bench;
+mod tools;
+
+use std::path::PathBuf;
+
+use aurora_adapters::{shutdown, Config};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "aurora", version, about = "Aurora: AI site reliability, event-sourced over Kafka")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every role (gateway, processors, projections) in this process.
+    Up,
+    /// Run the HTTP gateway.
+    Gateway,
+    /// Run the processors (the relay to Kafka, and the reactors later issues add).
+    Processors,
+    /// Run the projections that build the read models.
+    Projections {
+        /// Run only these projections (default: all).
+        #[arg(long = "only")]
+        only: Vec<String>,
+    },
+    /// Apply database migrations.
+    Migrate,
+    /// Rebuild a projection from offset zero into fresh tables and swap them in.
+    Replay {
+        /// The projection to rebuild: audit_log or chat_sessions.
+        projection: String,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// The event log on Kafka.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Measure throughput and latency against the running stack.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+    /// The published event schemas.
+    Schemas {
+        #[command(subcommand)]
+        command: SchemasCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Write the audit log as JSON lines.
+    Export {
+        /// Output file (`-` for standard output).
+        #[arg(long, default_value = "audit.jsonl")]
+        out: PathBuf,
+        /// Only this organisation.
+        #[arg(long)]
+        org: Option<uuid::Uuid>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Follow topics and print every record as a CloudEvent in JSON, one per line.
+    Tail {
+        /// Topics to follow (default: every event topic).
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        /// Start at the beginning of each topic instead of its end.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after this many records.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The event backbone: appends, relay, projection, replay and end-to-end latency, each beside a raw baseline.
+    Backbone(bench::BackboneOptions),
+}
+
+#[derive(Subcommand)]
+enum SchemasCommand {
+    /// Regenerate schemas/ from the code.
+    Write {
+        #[arg(long, default_value = "schemas")]
+        dir: PathBuf,
+    },
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("AURORA_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("AURORA_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Schemas { command: SchemasCommand::Write { dir } } = &cli.command {
+        return tools::write_schemas(dir);
+    }
+    let config = Config::from_env()?;
+    let shutdown = shutdown::on_signals();
+    match cli.command {
+        Command::Up => {
+            let pool = aurora_adapters::postgres::connect(&config).await?;
+            aurora_commands::migrate(&pool).await?;
+            run_roles(&config, pool, &[Role::Gateway, Role::Processors, Role::Projections(Vec::new())], shutdown).await
+        }
+        Command::Gateway => {
+            let pool = aurora_adapters::postgres::connect(&config).await?;
+            run_roles(&config, pool, &[Role::Gateway], shutdown).await
+        }
+        Command::Processors => {
+            let pool = aurora_adapters::postgres::connect(&config).await?;
+            run_roles(&config, pool, &[Role::Processors], shutdown).await
+        }
+        Command::Projections { only } => {
+            let pool = aurora_adapters::postgres::connect(&config).await?;
+            run_roles(&config, pool, &[Role::Projections(only)], shutdown).await
+        }
+        Command::Migrate => {
+            let pool = aurora_adapters::postgres::connect(&config).await?;
+            aurora_commands::migrate(&pool).await?;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Replay { projection } => tools::replay(&config, &projection).await,
+        Command::Audit { command: AuditCommand::Export { out, org } } => tools::export_audit(&config, &out, org).await,
+        Command::Events { command: EventsCommand::Tail { topics, from_beginning, limit } } => {
+            tools::tail_events(&config, topics, from_beginning, limit, shutdown).await
+        }
+        Command::Bench { command: BenchCommand::Backbone(options) } => bench::backbone(&config, options).await,
+        Command::Schemas { .. } => unreachable!("handled before configuration is read"),
+    }
+}
+
+enum Role {
+    Gateway,
+    Processors,
+    Projections(Vec<String>),
+}
+
+/// Runs `roles` until shutdown; when one fails, the others are stopped too.
+async fn run_roles(config: &Config, pool: sqlx::PgPool, roles: &[Role], shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for role in roles {
+        let config = config.clone();
+        let pool = pool.clone();
+        let shutdown = shutdown.clone();
+        match role {
+            Role::Gateway => {
+                let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
+                let state = aurora_gateway::AppState::new(config, pool)?;
+                tasks.spawn(async move { aurora_gateway::serve(state, listener, shutdown).await });
+            }
+            Role::Processors => {
+                tasks.spawn(async move { aurora_processors::run(&config, pool, shutdown).await });
+            }
+            Role::Projections(only) => {
+                let projections = aurora_projections::all_projections();
+                for name in only {
+                    if !projections.iter().any(|projection| projection.name() == name) {
+                        anyhow::bail!("unknown projection `{name}`");
+                    }
+                }
+                for projection in projections {
+                    if !only.is_empty() && !only.iter().any(|name| name == projection.name()) {
+                        continue;
+                    }
+                    let runner = aurora_projections::runner::ProjectionRunner::new(projection, pool.clone(), config.clone());
+                    let shutdown = shutdown.clone();
+                    tasks.spawn(async move { runner.run(shutdown).await });
+                }
+            }
+        }
+    }
+    let mut outcome = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.map_err(anyhow::Error::from).and_then(|inner| inner);
+        if let Err(error) = result {
+            tracing::error!(error = %format!("{error:#}"), "a role failed; stopping the others");
+            shutdown.cancel();
+            if outcome.is_ok() {
+                outcome = Err(error);
+            }
+        }
+    }
+    outcome
+}

@@ -1,0 +1,142 @@
+//! Every error the API returns, mapped once to a status code and an RFC 9457 problem document.
+
+use aurora_commands::{HandleError, StoreError};
+use aurora_domain::DomainError;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the kind of problem.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The request field at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The stream's current version, on conflicts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no route matches this path")]
+    RouteNotFound,
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{detail}")]
+    BadRequest { detail: String, field: Option<String> },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("request body is larger than the gateway accepts (AURORA_MAX_BODY_BYTES)")]
+    PayloadTooLarge,
+    #[error("{detail}")]
+    Conflict { detail: String, current_version: Option<u64> },
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "route-not-found", "Route not found"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Resource not found"),
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required"),
+            ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad-request", "Request is not valid"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported content type")
+            }
+            ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large"),
+            ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict", "Conflicting change"),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", "Command refused"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Dependency unavailable"),
+            ApiError::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, title) = self.parts();
+        let detail = match &self {
+            // The cause is logged, never shown: it may name internals.
+            ApiError::Unexpected(error) => {
+                tracing::error!(error = %format!("{error:#}"), "request failed");
+                "the server could not complete the request; it has been logged".to_owned()
+            }
+            other => {
+                if status.is_server_error() {
+                    tracing::warn!(error = %other, "request failed");
+                }
+                other.to_string()
+            }
+        };
+        let problem = Problem {
+            problem_type: format!("/problems/{slug}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail,
+            field: match &self {
+                ApiError::BadRequest { field, .. } => field.clone(),
+                _ => None,
+            },
+            current_version: match &self {
+                ApiError::Conflict { current_version, .. } => *current_version,
+                _ => None,
+            },
+        };
+        let body = serde_json::to_vec(&problem).expect("problems serialize");
+        (status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response()
+    }
+}
+
+impl From<HandleError> for ApiError {
+    fn from(error: HandleError) -> Self {
+        match error {
+            HandleError::Domain(DomainError::NotFound(what)) => ApiError::NotFound(what),
+            HandleError::Domain(DomainError::AlreadyExists(what)) => {
+                ApiError::Conflict { detail: format!("{what} already exists"), current_version: None }
+            }
+            HandleError::Domain(DomainError::InvalidInput { field, reason }) => {
+                ApiError::BadRequest { detail: format!("{field} {reason}"), field: Some(field.to_owned()) }
+            }
+            HandleError::Domain(DomainError::InvalidState(reason)) => ApiError::Unprocessable(reason),
+            HandleError::Conflict { expected, actual, .. } => ApiError::Conflict {
+                detail: format!("the resource is at version {actual}, the request expected {expected}"),
+                current_version: Some(actual),
+            },
+            HandleError::TooMuchContention { .. } => ApiError::Conflict {
+                detail: "the resource kept changing while the request was handled; try again".into(),
+                current_version: None,
+            },
+            HandleError::Store(StoreError::Unavailable(error)) => {
+                tracing::warn!(error = %format!("{error:#}"), "event store unavailable");
+                ApiError::Unavailable("the event store is unavailable; try again shortly".into())
+            }
+            other => ApiError::Unexpected(anyhow::Error::new(other)),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        if aurora_adapters::postgres::is_transient(&error) {
+            tracing::warn!(%error, "database unavailable");
+            ApiError::Unavailable("the database is unavailable; try again shortly".into())
+        } else {
+            ApiError::Unexpected(error.into())
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Chat sessions: commands go through the chat session aggregate; reads come from the
+//! `chat_sessions` read model, which trails the commands by the relay and projection delay.
+
+use aurora_domain::chat_session::{ChatSession, ChatSessionCommand};
+use aurora_events::StreamId;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use aurora_commands::{CommandMeta, Handled};
+
+use crate::extract::{Json, Path, Query};
+use crate::identity::Caller;
+use crate::problem::{ApiError, Problem};
+use crate::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    /// 1 to 200 characters.
+    pub title: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenameSession {
+    pub title: String,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSession {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// What a command did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandAccepted {
+    pub session_id: Uuid,
+    /// The session's stream version after the command; send it back in `If-Match`.
+    pub stream_version: u64,
+    /// The events this command appended (empty when it changed nothing).
+    pub event_ids: Vec<Uuid>,
+    /// True when this `Idempotency-Key` was handled before and nothing new was appended.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct SessionView {
+    pub session_id: Uuid,
+    pub title: String,
+    pub owner: String,
+    pub archived: bool,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Include archived sessions (default false).
+    #[serde(default)]
+    pub include_archived: bool,
+    /// At most this many sessions (1 to 200, default 50).
+    pub limit: Option<i64>,
+}
+
+fn stream_of(session_id: Uuid) -> StreamId {
+    StreamId::new("chat", session_id.to_string()).expect("uuids are valid stream ids")
+}
+
+/// The command metadata of a request: `Idempotency-Key` (a UUID) becomes the command id.
+fn command_meta(caller: &Caller, headers: &HeaderMap) -> Result<CommandMeta, ApiError> {
+    let mut meta = CommandMeta::new(caller.org_id, caller.actor.clone());
+    if let Some(key) = headers.get("idempotency-key") {
+        meta.command_id = key
+            .to_str()
+            .ok()
+            .and_then(|text| Uuid::parse_str(text.trim()).ok())
+            .ok_or_else(|| ApiError::BadRequest {
+                detail: "Idempotency-Key must be a UUID".into(),
+                field: Some("Idempotency-Key".into()),
+            })?;
+        meta.correlation_id = meta.command_id;
+    }
+    if let Some(traceparent) = headers.get("traceparent").and_then(|value| value.to_str().ok()) {
+        meta.traceparent = Some(traceparent.to_owned());
+    }
+    Ok(meta)
+}
+
+/// `If-Match: "<version>"` (quotes optional): the version the client decided on.
+fn expected_version(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get("if-match") else { return Ok(None) };
+    value
+        .to_str()
+        .ok()
+        .map(|text| text.trim().trim_matches('"'))
+        .and_then(|text| text.parse().ok())
+        .map(Some)
+        .ok_or_else(|| ApiError::BadRequest { detail: "If-Match must be a stream version".into(), field: Some("If-Match".into()) })
+}
+
+fn accepted(session_id: Uuid, handled: Handled) -> CommandAccepted {
+    CommandAccepted {
+        session_id,
+        stream_version: handled.stream_version,
+        duplicate: handled.appended.as_ref().is_some_and(|appended| appended.duplicate),
+        event_ids: handled.appended.map(|appended| appended.event_ids).unwrap_or_default(),
+    }
+}
+
+/// Open a chat session.
+#[utoipa::path(
+    post, path = "/v1/chat/sessions", tag = "chat", request_body = CreateSession,
+    params(("Idempotency-Key" = Option<Uuid>, Header, description = "Repeat a request safely: the same key yields the same result once")),
+    responses(
+        (status = 201, body = CommandAccepted), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 415, body = Problem), (status = 413, body = Problem)
+    )
+)]
+pub async fn create_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Json(request): Json<CreateSession>,
+) -> Result<(StatusCode, axum::Json<CommandAccepted>), ApiError> {
+    let meta = command_meta(&caller, &headers)?;
+    // The command id names the session, so a retried create addresses the same stream.
+    let session_id = meta.command_id;
+    let command = ChatSessionCommand::Create { session_id, title: request.title, owner: caller.actor.to_string() };
+    let handled = state.commands.handle::<ChatSession>(&stream_of(session_id), command, &meta, None).await?;
+    Ok((StatusCode::CREATED, axum::Json(accepted(session_id, handled))))
+}
+
+/// Rename a chat session.
+#[utoipa::path(
+    patch, path = "/v1/chat/sessions/{session_id}", tag = "chat", request_body = RenameSession,
+    params(
+        ("session_id" = Uuid, Path),
+        ("If-Match" = Option<u64>, Header, description = "Refuse with 409 unless the session is at this version"),
+        ("Idempotency-Key" = Option<Uuid>, Header)
+    ),
+    responses((status = 200, body = CommandAccepted), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem))
+)]
+pub async fn rename_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(session_id): Path<Uuid>,
+    headers: HeaderMap,
+    Json(request): Json<RenameSession>,
+) -> Result<axum::Json<CommandAccepted>, ApiError> {
+    let meta = command_meta(&caller, &headers)?;
+    let expected = expected_version(&headers)?;
+    let command = ChatSessionCommand::Rename { title: request.title };
+    let handled = state.commands.handle::<ChatSession>(&stream_of(session_id), command, &meta, expected).await?;
+    Ok(axum::Json(accepted(session_id, handled)))
+}
+
+/// Archive a chat session.
+#[utoipa::path(
+    post, path = "/v1/chat/sessions/{session_id}/archive", tag = "chat", request_body = ArchiveSession,
+    params(("session_id" = Uuid, Path), ("If-Match" = Option<u64>, Header), ("Idempotency-Key" = Option<Uuid>, Header)),
+    responses((status = 200, body = CommandAccepted), (status = 404, body = Problem), (status = 409, body = Problem))
+)]
+pub async fn archive_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(session_id): Path<Uuid>,
+    headers: HeaderMap,
+    Json(request): Json<ArchiveSession>,
+) -> Result<axum::Json<CommandAccepted>, ApiError> {
+    let meta = command_meta(&caller, &headers)?;
+    let expected = expected_version(&headers)?;
+    let command = ChatSessionCommand::Archive { reason: request.reason };
+    let handled = state.commands.handle::<ChatSession>(&stream_of(session_id), command, &meta, expected).await?;
+    Ok(axum::Json(accepted(session_id, handled)))
+}
+
+/// The caller's organisation's chat sessions, most recently changed first.
+#[utoipa::path(
+    get, path = "/v1/chat/sessions", tag = "chat", params(ListParams),
+    responses((status = 200, body = Vec<SessionView>), (status = 401, body = Problem))
+)]
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<ListParams>,
+) -> Result<axum::Json<Vec<SessionView>>, ApiError> {
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::BadRequest { detail: "limit must be between 1 and 200".into(), field: Some("limit".into()) });
+    }
+    let sessions = sqlx::query_as::<_, SessionView>(
+        "SELECT session_id, title, owner, archived, version, created_at, updated_at FROM chat_sessions \
+         WHERE org_id = $1 AND ($2 OR NOT archived) ORDER BY updated_at DESC, session_id LIMIT $3",
+    )
+    .bind(caller.org_id.0)
+    .bind(params.include_archived)
+    .bind(limit)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(axum::Json(sessions))
+}
+
+/// One chat session.
+#[utoipa::path(
+    get, path = "/v1/chat/sessions/{session_id}", tag = "chat", params(("session_id" = Uuid, Path)),
+    responses((status = 200, body = SessionView), (status = 404, body = Problem))
+)]
+pub async fn get_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(session_id): Path<Uuid>,
+) -> Result<axum::Json<SessionView>, ApiError> {
+    sqlx::query_as::<_, SessionView>(
+        "SELECT session_id, title, owner, archived, version, created_at, updated_at FROM chat_sessions \
+         WHERE org_id = $1 AND session_id = $2",
+    )
+    .bind(caller.org_id.0)
+    .bind(session_id)
+    .fetch_optional(&state.pool)
+    .await?
+    .map(axum::Json)
+    .ok_or_else(|| ApiError::NotFound("chat session".into()))
+}
