@@ -1,1 +1,230 @@
+//! The test harness: a fresh database and topic namespace per test on the shared local stack,
+//! Aurora's roles in-process or as the real binary, and private Postgres and Tansu servers for
+//! the tests that restart them.
 
+pub mod kafka;
+pub mod servers;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use aurora_adapters::Config;
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const ORG_HEADER: &str = "x-aurora-org";
+pub const USER_HEADER: &str = "x-aurora-user";
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+pub fn admin_database_url() -> String {
+    env_or("AURORA_TEST_DATABASE_ADMIN_URL", "postgres://aurora@127.0.0.1:5433/postgres")
+}
+
+pub fn kafka_brokers() -> String {
+    env_or("AURORA_KAFKA_BROKERS", "127.0.0.1:9092")
+}
+
+pub fn init_logging() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("AURORA_TEST_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
+}
+
+/// One test's world: its own database (migrated) and its own topic prefix.
+pub struct TestEnv {
+    pub config: Config,
+    pub pool: PgPool,
+    pub database: String,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        Self::with_servers(&admin_database_url(), &kafka_brokers()).await
+    }
+
+    /// A test world on the given Postgres (admin URL, database `postgres`) and broker.
+    pub async fn with_servers(admin_url: &str, brokers: &str) -> Self {
+        init_logging();
+        let database = format!("aurora_test_{}", Uuid::now_v7().simple());
+        let admin = aurora_adapters::postgres::connect_url(admin_url, 1).await.expect("admin connection to postgres");
+        sqlx::query(&format!("CREATE DATABASE {database}")).execute(&admin).await.expect("create test database");
+        admin.close().await;
+        let database_url = match admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{database}"),
+            None => panic!("admin url has no database part"),
+        };
+        let config = Config {
+            database_url,
+            kafka_brokers: brokers.to_owned(),
+            topic_prefix: format!("t{}.", &Uuid::now_v7().simple().to_string()[20..]),
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            database_pool_size: 8,
+            ..Config::default()
+        };
+        let pool = aurora_adapters::postgres::connect(&config).await.expect("connect to test database");
+        aurora_commands::migrate(&pool).await.expect("migrations");
+        Self { config, pool, database }
+    }
+
+    /// The environment variables that point the `aurora` binary at this test world.
+    pub fn binary_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("AURORA_DATABASE_URL".into(), self.config.database_url.clone()),
+            ("AURORA_KAFKA_BROKERS".into(), self.config.kafka_brokers.clone()),
+            ("AURORA_TOPIC_PREFIX".into(), self.config.topic_prefix.clone()),
+            ("AURORA_TOPIC_PARTITIONS".into(), self.config.topic_partitions.to_string()),
+            ("AURORA_DATABASE_POOL_SIZE".into(), "4".into()),
+        ]
+    }
+
+    pub fn topic(&self, category: &str) -> String {
+        aurora_events::topics::topic_for_category(&self.config.topic_prefix, category)
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.expect(sql)
+    }
+}
+
+/// Which roles an in-process app runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    pub gateway: bool,
+    pub processors: bool,
+    pub projections: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles { gateway: true, processors: true, projections: true };
+}
+
+/// Aurora's roles running inside the test process.
+pub struct App {
+    pub base_url: String,
+    pub shutdown: CancellationToken,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl App {
+    pub async fn spawn(env: &TestEnv, roles: Roles) -> Self {
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let mut base_url = String::new();
+        if roles.gateway {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            base_url = format!("http://{}", listener.local_addr().unwrap());
+            let state = aurora_gateway::AppState::new(env.config.clone(), env.pool.clone()).unwrap();
+            tasks.spawn(aurora_gateway::serve(state, listener, shutdown.clone()));
+        }
+        if roles.processors {
+            let (config, pool, token) = (env.config.clone(), env.pool.clone(), shutdown.clone());
+            tasks.spawn(async move { aurora_processors::run(&config, pool, token).await });
+        }
+        if roles.projections {
+            for projection in aurora_projections::all_projections() {
+                let runner = aurora_projections::runner::ProjectionRunner::new(projection, env.pool.clone(), env.config.clone());
+                let token = shutdown.clone();
+                tasks.spawn(async move { runner.run(token).await });
+            }
+        }
+        Self { base_url, shutdown, tasks }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Stops every role and reports the first failure.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while let Some(joined) = self.tasks.join_next().await {
+            joined.expect("role panicked").expect("role failed");
+        }
+    }
+}
+
+/// A caller of the API: an organisation and a user.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub org: Uuid,
+    pub user: String,
+}
+
+impl Caller {
+    pub fn new(user: &str) -> Self {
+        Self { org: Uuid::now_v7(), user: user.to_owned() }
+    }
+
+    pub fn apply(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request.header(ORG_HEADER, self.org.to_string()).header(USER_HEADER, &self.user)
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).no_proxy().build().unwrap()
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `aurora` binary, built on first use when the test run did not build it.
+pub fn aurora_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(path) = std::env::var("AURORA_BIN") {
+            return PathBuf::from(path);
+        }
+        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace.join("target"));
+        let status = std::process::Command::new(env!("CARGO"))
+            .current_dir(&workspace)
+            .args(["build", "--quiet", "-p", "aurora", "--bin", "aurora"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the aurora binary failed");
+        target.join("debug").join("aurora")
+    })
+    .clone()
+}
+
+/// Starts `aurora <args>` against `env`, with its output captured in the returned child.
+pub fn spawn_aurora(env: &TestEnv, args: &[&str], extra_env: &[(&str, &str)]) -> tokio::process::Child {
+    let mut command = tokio::process::Command::new(aurora_bin());
+    command.args(args).envs(env.binary_env()).kill_on_drop(true);
+    for (name, value) in extra_env {
+        command.env(name, value);
+    }
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    command.spawn().expect("start aurora")
+}
+
+/// Sends SIGTERM to `child` (graceful shutdown).
+pub fn terminate(child: &tokio::process::Child) {
+    let pid = child.id().expect("child is running");
+    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(status.success());
+}

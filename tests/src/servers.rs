@@ -1,0 +1,150 @@
+//! Private Postgres and Tansu servers for the tests that stop and restart them, so that restarting
+//! never disturbs the tests sharing the stack. Binaries come from the stack script
+//! (`scripts/stack.sh env`).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|output| output.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not open port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub struct PrivatePostgres {
+    pub port: u16,
+    data: PathBuf,
+    bin: PathBuf,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> Self {
+        let bin = PathBuf::from(std::env::var("AURORA_TEST_PG_BIN").expect("AURORA_TEST_PG_BIN (run through scripts/test)"));
+        let data = std::env::temp_dir().join(format!("aurora-test-pg-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&data).unwrap();
+        let server = Self { port: free_port(), data, bin };
+        if is_root() {
+            let user = std::env::var("AURORA_TEST_RUN_USER").unwrap_or_else(|_| "aurora".into());
+            assert!(Command::new("chown").arg(&user).arg(&server.data).status().unwrap().success());
+        }
+        let status = server
+            .command("initdb")
+            .args(["-U", "aurora", "--auth=trust", "-E", "UTF8", "--locale=C", "-D"])
+            .arg(&server.data)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "initdb failed");
+        server.resume();
+        server
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let program = self.bin.join(program);
+        if is_root() {
+            let user = std::env::var("AURORA_TEST_RUN_USER").unwrap_or_else(|_| "aurora".into());
+            let mut command = Command::new("runuser");
+            command.args(["-u", &user, "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://aurora@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts (again) on the same port and data.
+    pub fn resume(&self) {
+        let options = format!("-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories='' -c max_connections=100", self.port);
+        let status = self
+            .command("pg_ctl")
+            .args(["-w", "-t", "60", "-D"])
+            .arg(&self.data)
+            .args(["-o", &options, "-l"])
+            .arg(self.data.join("server.log"))
+            .arg("start")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl start failed");
+        wait_for_port(self.port, "postgres");
+    }
+
+    /// Stops immediately, as a crash would.
+    pub fn stop(&self) {
+        let status = self.command("pg_ctl").args(["-w", "-m", "immediate", "-D"]).arg(&self.data).arg("stop").stdout(Stdio::null()).status().unwrap();
+        assert!(status.success(), "pg_ctl stop failed");
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self.command("pg_ctl").args(["-m", "immediate", "-D"]).arg(&self.data).arg("stop").stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+pub struct PrivateTansu {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateTansu {
+    pub fn start() -> Self {
+        let bin = PathBuf::from(std::env::var("AURORA_TEST_TANSU_BIN").expect("AURORA_TEST_TANSU_BIN (run through scripts/test)"));
+        let dir = std::env::temp_dir().join(format!("aurora-test-tansu-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = Self { port: free_port(), dir, bin, child: None };
+        server.resume();
+        server
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn resume(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("tansu.log")).unwrap();
+        let child = Command::new(&self.bin)
+            .current_dir(&self.dir)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "sqlite://tansu.db"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        wait_for_port(self.port, "tansu");
+    }
+
+    /// Kills the broker process.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateTansu {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,94 @@
+//! Load, decide, append, retry: the command handler with the chat session aggregate on Postgres.
+
+use std::sync::Arc;
+
+use aurora_commands::postgres::PostgresEventStore;
+use aurora_commands::{CommandHandler, CommandMeta, HandleError};
+use aurora_domain::chat_session::{ChatSession, ChatSessionCommand};
+use aurora_domain::DomainError;
+use aurora_events::{Actor, OrgId, StreamId};
+use uuid::Uuid;
+
+async fn handler() -> (aurora_tests::TestEnv, CommandHandler) {
+    let env = aurora_tests::TestEnv::new().await;
+    let handler = CommandHandler::new(Arc::new(PostgresEventStore::new(env.pool.clone())));
+    (env, handler)
+}
+
+fn create(session_id: Uuid) -> ChatSessionCommand {
+    ChatSessionCommand::Create { session_id, title: "checkout latency".into(), owner: "user:ana".into() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commands_on_one_stream_all_land_by_retrying() {
+    let (_env, handler) = handler().await;
+    let org = OrgId(Uuid::now_v7());
+    let session_id = Uuid::now_v7();
+    let stream = StreamId::new("chat", session_id.to_string()).unwrap();
+    handler.handle::<ChatSession>(&stream, create(session_id), &CommandMeta::new(org, Actor::user("ana")), None).await.unwrap();
+
+    let renames = (0..4).map(|index| {
+        let handler = handler.clone();
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            let command = ChatSessionCommand::Rename { title: format!("title {index}") };
+            handler.handle::<ChatSession>(&stream, command, &CommandMeta::new(org, Actor::user("ana")), None).await
+        })
+    });
+    for outcome in futures::future::join_all(renames).await {
+        outcome.unwrap().expect("every rename lands after retrying on conflict");
+    }
+    let (state, version) = handler.load::<ChatSession>(&stream, org).await.unwrap();
+    assert_eq!(version, 5);
+    assert!(state.title.starts_with("title "));
+}
+
+#[tokio::test]
+async fn a_stale_expected_version_is_a_conflict_naming_the_current_one() {
+    let (_env, handler) = handler().await;
+    let org = OrgId(Uuid::now_v7());
+    let session_id = Uuid::now_v7();
+    let stream = StreamId::new("chat", session_id.to_string()).unwrap();
+    let meta = || CommandMeta::new(org, Actor::user("ana"));
+    handler.handle::<ChatSession>(&stream, create(session_id), &meta(), None).await.unwrap();
+    handler
+        .handle::<ChatSession>(&stream, ChatSessionCommand::Rename { title: "one".into() }, &meta(), Some(1))
+        .await
+        .unwrap();
+    let error = handler
+        .handle::<ChatSession>(&stream, ChatSessionCommand::Rename { title: "two".into() }, &meta(), Some(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, HandleError::Conflict { expected: 1, actual: 2, .. }), "{error}");
+}
+
+#[tokio::test]
+async fn a_repeated_command_returns_the_first_result_and_appends_nothing() {
+    let (env, handler) = handler().await;
+    let org = OrgId(Uuid::now_v7());
+    let session_id = Uuid::now_v7();
+    let stream = StreamId::new("chat", session_id.to_string()).unwrap();
+    let meta = CommandMeta::new(org, Actor::user("ana"));
+    let first = handler.handle::<ChatSession>(&stream, create(session_id), &meta, None).await.unwrap();
+    let again = handler.handle::<ChatSession>(&stream, create(session_id), &meta, None).await.unwrap();
+    assert_eq!(again.appended.as_ref().unwrap().event_ids, first.appended.as_ref().unwrap().event_ids);
+    assert!(again.appended.unwrap().duplicate);
+    assert_eq!(env.count("SELECT count(*) FROM events").await, 1);
+}
+
+#[tokio::test]
+async fn unknown_streams_and_other_organisations_streams_are_not_found() {
+    let (_env, handler) = handler().await;
+    let org = OrgId(Uuid::now_v7());
+    let other_org = OrgId(Uuid::now_v7());
+    let session_id = Uuid::now_v7();
+    let stream = StreamId::new("chat", session_id.to_string()).unwrap();
+    let rename = ChatSessionCommand::Rename { title: "x".into() };
+
+    let unknown = handler.handle::<ChatSession>(&stream, rename.clone(), &CommandMeta::new(org, Actor::user("ana")), None).await;
+    assert!(matches!(unknown, Err(HandleError::Domain(DomainError::NotFound(_)))));
+
+    handler.handle::<ChatSession>(&stream, create(session_id), &CommandMeta::new(org, Actor::user("ana")), None).await.unwrap();
+    let foreign = handler.handle::<ChatSession>(&stream, rename, &CommandMeta::new(other_org, Actor::user("eve")), None).await;
+    assert!(matches!(foreign, Err(HandleError::Domain(DomainError::NotFound(_)))));
+}
