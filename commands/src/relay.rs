@@ -11,9 +11,10 @@
 //! Only one relay publishes at a time: the leader holds a Postgres advisory lock on the session it
 //! reads through; the others wait for the lock.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use aurora_adapters::kafka::{producer_config, OutgoingRecord};
+use aurora_adapters::kafka::{ensure_topics, producer_config, OutgoingRecord};
 use aurora_adapters::Config;
 use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -34,6 +35,7 @@ struct Checkpoint {
 }
 
 pub struct Relay {
+    config: Config,
     pool: PgPool,
     producer: FutureProducer,
     topic_prefix: String,
@@ -45,6 +47,7 @@ pub struct Relay {
 impl Relay {
     pub fn new(config: &Config, pool: PgPool) -> anyhow::Result<Self> {
         Ok(Self {
+            config: config.clone(),
             pool,
             producer: producer_config(config).create()?,
             topic_prefix: config.topic_prefix.clone(),
@@ -102,6 +105,10 @@ impl Relay {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         let mut checkpoint = self.load_checkpoint(connection).await?;
+        // Topics are created before the first record goes to them: a broker without automatic
+        // topic creation would otherwise hold the records until they time out.
+        let mut known_topics: HashSet<String> = aurora_events::topics::all_event_topics(&self.topic_prefix).into_iter().collect();
+        ensure_topics(&self.config, &known_topics.iter().cloned().collect::<Vec<_>>()).await?;
         while !shutdown.is_cancelled() {
             let rows = sqlx::query(&format!(
                 "SELECT {ENVELOPE_COLUMNS}, transaction_id::text::bigint AS txid, position FROM events \
@@ -127,6 +134,12 @@ impl Relay {
                 .iter()
                 .map(|row| envelope_from_row(row).map(|envelope| OutgoingRecord::for_envelope(&self.topic_prefix, &envelope)))
                 .collect::<Result<Vec<_>, _>>()?;
+            let new_topics: Vec<String> =
+                records.iter().map(|record| record.topic.clone()).filter(|topic| !known_topics.contains(topic)).collect();
+            if !new_topics.is_empty() {
+                ensure_topics(&self.config, &new_topics).await?;
+                known_topics.extend(new_topics);
+            }
             self.publish(&records).await?;
             sqlx::query(
                 "INSERT INTO relay_checkpoints (relay, transaction_id, position) VALUES ($1, $2::text::xid8, $3) \

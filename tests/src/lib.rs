@@ -228,3 +228,82 @@ pub fn terminate(child: &tokio::process::Child) {
     let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     assert!(status.success());
 }
+
+/// Appends, from `writers` concurrent tasks, `events_per_stream` chat events (a creation, then
+/// renames) to each of `streams` new chat sessions in `org`. Returns every appended event id.
+/// Appends that fail because the database is briefly away are retried, as a client would.
+pub async fn write_burst(pool: &PgPool, org: Uuid, streams: usize, events_per_stream: usize, writers: usize) -> Vec<Uuid> {
+    use aurora_commands::postgres::PostgresEventStore;
+    use aurora_commands::{AppendRequest, EventStore, ExpectedVersion, NewEvent, StoreError};
+    use aurora_events::chat::{ChatSessionEvent, SessionCreated, SessionRenamed};
+
+    let store = std::sync::Arc::new(PostgresEventStore::new(pool.clone()));
+    let session_ids: Vec<Uuid> = (0..streams).map(|_| Uuid::now_v7()).collect();
+    let mut tasks = JoinSet::new();
+    for writer in 0..writers {
+        let store = store.clone();
+        let mine: Vec<Uuid> = session_ids.iter().copied().skip(writer).step_by(writers).collect();
+        tasks.spawn(async move {
+            let mut ids = Vec::new();
+            for version in 1..=events_per_stream as u64 {
+                for session_id in &mine {
+                    let event = if version == 1 {
+                        ChatSessionEvent::Created(SessionCreated { session_id: *session_id, title: "burst".into(), owner: "user:burst".into() })
+                    } else {
+                        ChatSessionEvent::Renamed(SessionRenamed { title: format!("burst {version}") })
+                    };
+                    let request = AppendRequest {
+                        stream: aurora_events::StreamId::new("chat", session_id.to_string()).unwrap(),
+                        expected: if version == 1 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version - 1) },
+                        command_id: Some(Uuid::now_v7()),
+                        org_id: aurora_events::OrgId(org),
+                        actor: aurora_events::Actor::user("burst"),
+                        correlation_id: Uuid::now_v7(),
+                        causation_id: None,
+                        traceparent: None,
+                        occurred_at: chrono::Utc::now(),
+                        events: vec![NewEvent::from_payload(&event)],
+                    };
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    loop {
+                        match store.append(request.clone()).await {
+                            Ok(result) => {
+                                ids.extend(result.event_ids);
+                                break;
+                            }
+                            Err(StoreError::Unavailable(_)) | Err(StoreError::Unexpected(_)) if Instant::now() < deadline => {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            Err(error) => panic!("append failed: {error}"),
+                        }
+                    }
+                }
+            }
+            ids
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(ids) = tasks.join_next().await {
+        all.extend(ids.unwrap());
+    }
+    all
+}
+
+/// Decodes records into envelopes, keeping the first copy of each event id, in log order.
+pub fn distinct_envelopes(records: &[rdkafka::message::OwnedMessage]) -> Vec<aurora_events::Envelope> {
+    let mut seen = std::collections::HashSet::new();
+    records
+        .iter()
+        .map(|record| aurora_adapters::kafka::envelope_of(record).expect("relayed records are CloudEvents"))
+        .filter(|envelope| seen.insert(envelope.id))
+        .collect()
+}
+
+/// Asserts that each stream's events appear with versions 1, 2, 3, ... in log order.
+pub fn assert_stream_order(envelopes: &[aurora_events::Envelope]) {
+    let mut last: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for envelope in envelopes {
+        let previous = last.insert(envelope.stream.to_string(), envelope.stream_version).unwrap_or(0);
+        assert_eq!(envelope.stream_version, previous + 1, "stream {} out of order", envelope.stream);
+    }
+}
