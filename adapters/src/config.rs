@@ -67,6 +67,7 @@ const KNOWN: &[&str] = &[
     "AURORA_DATABASE_POOL_SIZE",
     "AURORA_LOG",
     "AURORA_LOG_FORMAT",
+    "AURORA_KAFKA_DEBUG",
 ];
 
 /// Variables read by the project's scripts and tests rather than by the configuration.

@@ -8,7 +8,7 @@ use aurora_events::Envelope;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
@@ -29,6 +29,14 @@ pub fn producer_config(config: &Config) -> ClientConfig {
     client
 }
 
+/// `AURORA_KAFKA_DEBUG` (e.g. `cgrp,fetch`) turns on librdkafka's own debug contexts.
+fn with_debug(client: &mut ClientConfig) -> &mut ClientConfig {
+    if let Ok(contexts) = std::env::var("AURORA_KAFKA_DEBUG") {
+        client.set("debug", contexts);
+    }
+    client
+}
+
 /// Settings of a consumer in `group_id`. Offsets are committed by the application, never
 /// automatically: a record counts as consumed once its effect is durable.
 pub fn consumer_config(config: &Config, group_id: &str) -> ClientConfig {
@@ -40,8 +48,11 @@ pub fn consumer_config(config: &Config, group_id: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
+        // Bounds how long a rebalance waits for a member that died without leaving the group.
+        .set("max.poll.interval.ms", "20000")
         .set("fetch.wait.max.ms", "10")
         .set("socket.keepalive.enable", "true");
+    with_debug(&mut client);
     client
 }
 
@@ -108,8 +119,8 @@ pub async fn ensure_topics(config: &Config, topics: &[String]) -> anyhow::Result
 }
 
 /// Low and high watermark of every partition of `topic` (blocking: call from a blocking task).
-pub fn partition_watermarks(
-    consumer: &BaseConsumer,
+pub fn partition_watermarks<Context: ConsumerContext>(
+    consumer: &impl Consumer<Context>,
     topic: &str,
     timeout: Duration,
 ) -> anyhow::Result<Vec<(i32, i64, i64)>> {

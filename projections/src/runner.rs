@@ -1,13 +1,12 @@
-//! The live consumer of one projection: a member of the projection's consumer group that applies
-//! batches of records and stores their offsets with the rows, retries transient failures with
-//! backoff, sends poison records to the dead-letter topic, and on shutdown finishes the batch in
-//! hand before it exits.
+//! The live consumer of one projection: it applies batches of records and stores their offsets
+//! with the rows, retries transient failures with backoff, sends poison records to the dead-letter
+//! topic, and on shutdown finishes the batch in hand before it exits.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aurora_adapters::kafka::{consumer_config, dead_letter_record, ensure_topics, producer_config};
+use aurora_adapters::kafka::{consumer_config, dead_letter_record, ensure_topics, partition_watermarks, producer_config};
 use aurora_adapters::Config;
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -36,22 +35,101 @@ impl ProjectionRunner {
         Self { projection, pool, config }
     }
 
+    /// Consumes until `shutdown`. Several instances of one projection may run: one consumes, the
+    /// others wait to take over (see the module documentation of `lead`).
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let name = self.projection.name();
         let topics = self.projection.topics(&self.config.topic_prefix);
         let mut all_topics = topics.clone();
         all_topics.push(aurora_events::topics::dead_letter_topic(&self.config.topic_prefix));
-        ensure_topics(&self.config, &all_topics).await?;
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let outcome = match ensure_topics(&self.config, &all_topics).await {
+                Ok(()) => self.lead(&topics, &shutdown).await,
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(projection = name, error = %format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "projection interrupted");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::info!(projection = name, "projection stopped");
+        Ok(())
+    }
 
+    /// Takes the projection's Postgres advisory lock, assigns itself every partition at the
+    /// offsets stored with the read model, and consumes until shutdown or an error.
+    ///
+    /// Ownership is decided in Postgres rather than by a Kafka consumer group: Tansu 0.6's group
+    /// coordinator keeps a member that died without leaving as the group's leader, so a restarted
+    /// consumer joins and is assigned nothing. The stored offsets, locked per batch, keep even two
+    /// overlapping owners from applying a record twice.
+    async fn lead(&self, topics: &[String], shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let name = self.projection.name();
+        let mut lock = self.pool.acquire().await?;
+        loop {
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('aurora-projection:' || $1))")
+                .bind(name)
+                .fetch_one(&mut *lock)
+                .await?;
+            if locked {
+                break;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        let outcome = self.consume(topics, &mut lock, shutdown).await;
+        let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext('aurora-projection:' || $1))").bind(name).execute(&mut *lock).await;
+        outcome
+    }
+
+    async fn consume(
+        &self,
+        topics: &[String],
+        lock: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let name = self.projection.name();
         let consumer: StreamConsumer = consumer_config(&self.config, &group_id(&self.config, name)).create()?;
-        let topic_names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topic_names)?;
+        let stored: Vec<(String, i32, i64)> =
+            sqlx::query_as("SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = $1")
+                .bind(name)
+                .fetch_all(&mut **lock)
+                .await?;
+        let mut assignment = TopicPartitionList::new();
+        for topic in topics {
+            let marks = tokio::task::block_in_place(|| partition_watermarks(&consumer, topic, Duration::from_secs(10)))?;
+            for (partition, low, _) in marks {
+                let next = stored
+                    .iter()
+                    .find(|(stored_topic, stored_partition, _)| stored_topic == topic && *stored_partition == partition)
+                    .map(|(_, _, next)| *next)
+                    .unwrap_or(low);
+                assignment.add_partition_offset(topic, partition, Offset::Offset(next.max(low)))?;
+            }
+        }
+        consumer.assign(&assignment)?;
         let dead_letters: FutureProducer = producer_config(&self.config).create()?;
-        tracing::info!(projection = name, ?topics, "projection consuming");
+        tracing::info!(projection = name, ?topics, partitions = assignment.count(), "projection consuming");
 
+        let mut lock_check = tokio::time::interval(Duration::from_secs(5));
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = lock_check.tick() => {
+                    // The lock lives as long as its session: if that is gone, so is ownership.
+                    sqlx::query("SELECT 1").execute(&mut **lock).await?;
+                    continue;
+                }
                 received = consumer.recv() => received,
             };
             let first = match first {
@@ -74,8 +152,8 @@ impl ProjectionRunner {
                 }
             }
             // Finish the batch in hand even when shutdown is requested meanwhile, unless the
-            // database stays away: then the batch is redelivered to whoever consumes next.
-            let Some(next_offsets) = self.apply_with_retry(&batch, &dead_letters, &shutdown).await else {
+            // database stays away: then the batch is read again by whoever consumes next.
+            let Some(next_offsets) = self.apply_with_retry(&batch, &dead_letters, shutdown).await else {
                 break;
             };
             let mut committed = TopicPartitionList::new();
@@ -83,11 +161,10 @@ impl ProjectionRunner {
                 committed.add_partition_offset(&topic, partition, Offset::Offset(next_offset))?;
             }
             if let Err(error) = consumer.commit(&committed, CommitMode::Async) {
-                // Postgres holds the truth; the group offset only saves rereading on restart.
+                // Postgres holds the truth; the group offsets only let Kafka tools show progress.
                 tracing::debug!(projection = name, %error, "committing group offsets failed");
             }
         }
-        tracing::info!(projection = name, "projection stopped");
         Ok(())
     }
 

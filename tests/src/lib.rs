@@ -222,6 +222,21 @@ pub fn spawn_aurora(env: &TestEnv, args: &[&str], extra_env: &[(&str, &str)]) ->
     command.spawn().expect("start aurora")
 }
 
+/// Starts a long-running `aurora <args>` whose log goes to a file (a pipe nobody reads would
+/// eventually block it); the path is printed so a failing test points at it.
+pub fn spawn_aurora_role(env: &TestEnv, args: &[&str], extra_env: &[(&str, &str)]) -> tokio::process::Child {
+    let log_path = std::env::temp_dir().join(format!("aurora-{}-{}.log", args.join("-"), Uuid::now_v7().simple()));
+    eprintln!("aurora {} logs to {}", args.join(" "), log_path.display());
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut command = tokio::process::Command::new(aurora_bin());
+    command.args(args).envs(env.binary_env()).kill_on_drop(true);
+    for (name, value) in extra_env {
+        command.env(name, value);
+    }
+    command.stdout(std::process::Stdio::null()).stderr(log);
+    command.spawn().expect("start aurora")
+}
+
 /// Sends SIGTERM to `child` (graceful shutdown).
 pub fn terminate(child: &tokio::process::Child) {
     let pid = child.id().expect("child is running");

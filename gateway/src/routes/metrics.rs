@@ -48,7 +48,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         topics
             .into_iter()
             .map(|topic| {
-                let marks = aurora_adapters::kafka::partition_watermarks(&kafka, &topic, Duration::from_secs(2)).unwrap_or_default();
+                let marks = aurora_adapters::kafka::partition_watermarks(kafka.as_ref(), &topic, Duration::from_secs(2)).unwrap_or_default();
                 (topic, marks)
             })
             .collect::<Vec<_>>()
