@@ -7,6 +7,8 @@
 #   scripts/stack.sh down     stop everything; data stays
 #   scripts/stack.sh status   show what runs where
 #   scripts/stack.sh env      print the variables the tests and `aurora` use
+#   scripts/stack.sh scratch-broker PORT [sqlite|memory]
+#                             (re)start a throwaway broker with an empty log on PORT
 #
 # Data lives in $AURORA_STACK_DIR (default /var/lib/aurora); installed binaries in
 # $AURORA_STACK_CACHE (default ~/.cache/aurora).
@@ -150,6 +152,43 @@ start_redis() {
   exit 1
 }
 
+# A throwaway broker with an empty log, for test runs (ENGINE sqlite, the stack's engine) and
+# benchmarks (ENGINE memory). Tansu 0.6's sqlite engine stalls fetches from a log of some ten
+# thousand records (a consumer reading from offset 0 got nothing for minutes while the broker spun
+# a core), so a benchmark of a million events cannot run on it.
+scratch_broker() {
+  local port=$1 engine=${2:-sqlite} dir="$STACK_DIR/scratch-broker-$1" storage
+  case "$engine" in
+    sqlite) storage="sqlite://tansu.db" ;;
+    memory) storage="memory://tansu/" ;;
+    *) say "unknown engine $engine"; exit 2 ;;
+  esac
+  if [ -f "$dir/tansu.pid" ] && kill -0 "$(cat "$dir/tansu.pid")" 2>/dev/null; then
+    kill "$(cat "$dir/tansu.pid")" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$(cat "$dir/tansu.pid")" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    nohup "$TANSU_BIN" broker \
+      --listener-url "tcp://127.0.0.1:$port" \
+      --advertised-listener-url "tcp://127.0.0.1:$port" \
+      --storage-engine "$storage" \
+      >>"$dir/tansu.log" 2>&1 &
+    echo $! >"$dir/tansu.pid"
+  )
+  for _ in $(seq 1 100); do port_open "$port" && { say "scratch broker on 127.0.0.1:$port"; return; }; sleep 0.2; done
+  say "scratch broker did not open port $port; see $dir/tansu.log"
+  exit 1
+}
+
+stop_scratch_broker() {
+  local dir="$STACK_DIR/scratch-broker-$1"
+  if [ -f "$dir/tansu.pid" ]; then kill "$(cat "$dir/tansu.pid")" 2>/dev/null || true; fi
+  rm -rf "$dir"
+}
+
 print_env() {
   cat <<VARS
 export AURORA_DATABASE_URL=postgres://aurora@127.0.0.1:$PG_PORT/aurora
@@ -185,5 +224,7 @@ case "${1:-}" in
     if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then echo "redis     up    127.0.0.1:$REDIS_PORT"; else echo "redis     down"; fi
     ;;
   env) print_env ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+  scratch-broker) scratch_broker "${2:?port}" "${3:-sqlite}" ;;
+  stop-scratch-broker) stop_scratch_broker "${2:?port}" ;;
+  *) echo "usage: $0 up|down|status|env|scratch-broker PORT [sqlite|memory]|stop-scratch-broker PORT" >&2; exit 2 ;;
 esac

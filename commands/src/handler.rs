@@ -14,8 +14,12 @@ use crate::store::{AppendRequest, AppendResult, EventStore, ExpectedVersion, New
 /// Who sends a command, on whose behalf, and how it relates to what came before.
 #[derive(Debug, Clone)]
 pub struct CommandMeta {
-    /// Identifies the command; the same id twice yields the events once.
+    /// Identifies the command (and starts the correlation of what it causes).
     pub command_id: Uuid,
+    /// Whether the id came from outside (an `Idempotency-Key`, a webhook delivery id, the event a
+    /// processor reacts to) and may arrive again: then the store remembers it, and the same id
+    /// twice yields the events once. A fresh id nobody else knows is not worth a write.
+    pub idempotent: bool,
     pub org_id: OrgId,
     pub actor: Actor,
     pub correlation_id: Uuid,
@@ -27,7 +31,12 @@ impl CommandMeta {
     /// A command that starts a new correlation.
     pub fn new(org_id: OrgId, actor: Actor) -> Self {
         let command_id = Uuid::now_v7();
-        Self { command_id, org_id, actor, correlation_id: command_id, causation_id: None, traceparent: None }
+        Self { command_id, idempotent: false, org_id, actor, correlation_id: command_id, causation_id: None, traceparent: None }
+    }
+
+    /// A command whose id may be delivered again: handled once, whatever the number of deliveries.
+    pub fn idempotent(org_id: OrgId, actor: Actor, command_id: Uuid) -> Self {
+        Self { command_id, idempotent: true, correlation_id: command_id, ..Self::new(org_id, actor) }
     }
 }
 
@@ -81,8 +90,10 @@ impl CommandHandler {
     where
         A::Command: Clone,
     {
-        if let Some(previous) = self.store.command_result(meta.command_id).await? {
-            return Ok(Handled { stream_version: previous.last_version, appended: Some(previous) });
+        if meta.idempotent {
+            if let Some(previous) = self.store.command_result(meta.command_id).await? {
+                return Ok(Handled { stream_version: previous.last_version, appended: Some(previous) });
+            }
         }
         for attempt in 1..=self.max_attempts {
             let (state, version) = self.load::<A>(stream, meta.org_id).await?;
@@ -98,7 +109,7 @@ impl CommandHandler {
             let request = AppendRequest {
                 stream: stream.clone(),
                 expected: if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) },
-                command_id: Some(meta.command_id),
+                command_id: meta.idempotent.then_some(meta.command_id),
                 org_id: meta.org_id,
                 actor: meta.actor.clone(),
                 correlation_id: meta.correlation_id,

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::store::{AppendRequest, AppendResult, EventStore, StoreError};
 
 const VERSION_MISMATCH: &str = "AU409";
+const COMMAND_IN_FLIGHT: &str = "AU208";
 const UNIQUE_VIOLATION: &str = "23505";
 const STREAM_VERSION_CONSTRAINT: &str = "events_stream_version_unique";
 
@@ -84,7 +85,53 @@ impl EventStore for PostgresEventStore {
             schema_versions.push(event.schema_version as i32);
             payloads.push(event.payload);
         }
-        let outcome = sqlx::query(
+        let outcome = if request.command_id.is_none() {
+            // Without a command to remember, one INSERT does it: the version check is its WHERE
+            // clause, and no row back means the stream was not at the expected version.
+            let inserted = sqlx::query(
+                "INSERT INTO events (event_id, stream, stream_version, event_type, schema_version, org_id, actor, \
+                 occurred_at, correlation_id, causation_id, traceparent, payload) \
+                 SELECT u.event_id, $1, current.version + u.ordinality, u.event_type, u.schema_version, $7, $8, $9, \
+                        $10, $11, $12, u.payload \
+                 FROM (SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream = $1) AS current, \
+                      unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[]) \
+                        WITH ORDINALITY AS u(event_id, event_type, schema_version, payload, ordinality) \
+                 WHERE $2 < 0 OR current.version = $2 \
+                 RETURNING stream_version",
+            )
+            .bind(request.stream.to_string())
+            .bind(request.expected.as_sql())
+            .bind(&event_ids)
+            .bind(&types)
+            .bind(&schema_versions)
+            .bind(&payloads)
+            .bind(request.org_id.0)
+            .bind(request.actor.to_string())
+            .bind(request.occurred_at)
+            .bind(request.correlation_id)
+            .bind(request.causation_id)
+            .bind(request.traceparent.as_deref())
+            .fetch_all(&self.pool)
+            .await;
+            match inserted {
+                Ok(rows) if rows.is_empty() => {
+                    let actual = self.current_version(&request.stream).await?;
+                    return Err(StoreError::Conflict { stream: request.stream, expected: request.expected, actual });
+                }
+                Ok(rows) => {
+                    let versions: Vec<i64> = rows.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>().map_err(store_error)?;
+                    return Ok(AppendResult {
+                        first_version: versions.iter().copied().min().unwrap_or(0) as u64,
+                        last_version: versions.iter().copied().max().unwrap_or(0) as u64,
+                        event_ids,
+                        duplicate: false,
+                    });
+                }
+                Err(error) => Err(error),
+            }
+        } else {
+            loop {
+            let attempt = sqlx::query(
             "SELECT first_version, last_version, event_ids, duplicate \
              FROM aurora_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
@@ -103,6 +150,13 @@ impl EventStore for PostgresEventStore {
         .bind(request.traceparent.as_deref())
         .fetch_one(&self.pool)
         .await;
+            // The same command was appended concurrently and won: asking again returns its result.
+            match attempt {
+                Err(sqlx::Error::Database(ref database_error)) if database_error.code().as_deref() == Some(COMMAND_IN_FLIGHT) => continue,
+                other => break other,
+            }
+            }
+        };
         match outcome {
             Ok(row) => Ok(AppendResult {
                 first_version: row.try_get::<i64, _>("first_version").map_err(store_error)? as u64,

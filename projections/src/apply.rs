@@ -28,17 +28,20 @@ pub async fn apply_records<'a>(
     records: &[&'a OwnedMessage],
 ) -> Result<Vec<Poison<'a>>, sqlx::Error> {
     let mut poison = Vec::new();
-    let mut decoded: Vec<(&'a OwnedMessage, Envelope)> = Vec::with_capacity(records.len());
+    let mut messages: Vec<&'a OwnedMessage> = Vec::with_capacity(records.len());
+    let mut envelopes: Vec<Envelope> = Vec::with_capacity(records.len());
     for message in records {
         match envelope_of(*message) {
-            Ok(envelope) => decoded.push((message, envelope)),
+            Ok(envelope) => {
+                messages.push(message);
+                envelopes.push(envelope);
+            }
             Err(error) => poison.push(Poison { message, error: format!("record is not an Aurora CloudEvent: {error}") }),
         }
     }
-    if decoded.is_empty() {
+    if envelopes.is_empty() {
         return Ok(poison);
     }
-    let envelopes: Vec<Envelope> = decoded.iter().map(|(_, envelope)| envelope.clone()).collect();
     sqlx::query("SAVEPOINT projection_batch").execute(&mut *connection).await?;
     match projection.apply(connection, tables, &envelopes).await {
         Ok(()) => {
@@ -51,7 +54,7 @@ pub async fn apply_records<'a>(
             sqlx::query("ROLLBACK TO SAVEPOINT projection_batch").execute(&mut *connection).await?;
         }
     }
-    for (message, envelope) in decoded {
+    for (message, envelope) in messages.into_iter().zip(envelopes) {
         sqlx::query("SAVEPOINT projection_record").execute(&mut *connection).await?;
         match projection.apply(connection, tables, std::slice::from_ref(&envelope)).await {
             Ok(()) => {

@@ -68,7 +68,7 @@ async fn a_repeated_command_returns_the_first_result_and_appends_nothing() {
     let org = OrgId(Uuid::now_v7());
     let session_id = Uuid::now_v7();
     let stream = StreamId::new("chat", session_id.to_string()).unwrap();
-    let meta = CommandMeta::new(org, Actor::user("ana"));
+    let meta = CommandMeta::idempotent(org, Actor::user("ana"), Uuid::now_v7());
     let first = handler.handle::<ChatSession>(&stream, create(session_id), &meta, None).await.unwrap();
     let again = handler.handle::<ChatSession>(&stream, create(session_id), &meta, None).await.unwrap();
     assert_eq!(again.appended.as_ref().unwrap().event_ids, first.appended.as_ref().unwrap().event_ids);

@@ -87,6 +87,7 @@ fn command_meta(caller: &Caller, headers: &HeaderMap) -> Result<CommandMeta, Api
                 field: Some("Idempotency-Key".into()),
             })?;
         meta.correlation_id = meta.command_id;
+        meta.idempotent = true;
     }
     if let Some(traceparent) = headers.get("traceparent").and_then(|value| value.to_str().ok()) {
         meta.traceparent = Some(traceparent.to_owned());
