@@ -94,9 +94,21 @@ pub fn header_str<'a>(message: &'a impl Message, name: &str) -> Option<&'a str> 
         .and_then(|value| std::str::from_utf8(value).ok())
 }
 
-/// Reads the envelope of a consumed record.
+/// Reads the envelope of a consumed record. The headers are read out of librdkafka once, not
+/// once per attribute: this is the hot path of every consumer.
 pub fn envelope_of(message: &impl Message) -> Result<Envelope, cloudevents::BindingError> {
-    cloudevents::from_binary(|name| header_str(message, name), message.payload())
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(16);
+    if let Some(all) = message.headers() {
+        for header in all.iter() {
+            if let Some(text) = header.value.and_then(|value| std::str::from_utf8(value).ok()) {
+                headers.push((header.key, text));
+            }
+        }
+    }
+    cloudevents::from_binary(
+        |name| headers.iter().find(|(key, _)| *key == name).map(|(_, text)| *text),
+        message.payload(),
+    )
 }
 
 /// Creates the topics that do not exist yet. Existing topics are left as they are.
