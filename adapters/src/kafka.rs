@@ -22,7 +22,7 @@ pub fn producer_config(config: &Config) -> ClientConfig {
         .set("bootstrap.servers", &config.kafka_brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("linger.ms", "2")
+        .set("linger.ms", "1")
         .set("batch.num.messages", "10000")
         .set("message.timeout.ms", "120000")
         .set("socket.keepalive.enable", "true");
@@ -47,6 +47,8 @@ pub fn consumer_config(config: &Config, group_id: &str) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        .set("fetch.max.bytes", "16777216")
+        .set("max.partition.fetch.bytes", "4194304")
         .set("session.timeout.ms", "10000")
         // Bounds how long a rebalance waits for a member that died without leaving the group.
         .set("max.poll.interval.ms", "20000")

@@ -11,19 +11,22 @@
 //! Only one relay publishes at a time: the leader holds a Postgres advisory lock on the session it
 //! reads through; the others wait for the lock.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use aurora_adapters::kafka::{ensure_topics, producer_config, OutgoingRecord};
 use aurora_adapters::Config;
 use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{DeliveryFuture, FutureProducer};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Row};
 use tokio_util::sync::CancellationToken;
 
 use crate::postgres::{envelope_from_row, ENVELOPE_COLUMNS};
+
+/// Batches enqueued but not yet acknowledged, at most.
+const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
 /// Key of the advisory lock the leading relay holds.
 const RELAY_LOCK_KEY: i64 = 0x6175_726f_7261; // "aurora"
@@ -109,26 +112,37 @@ impl Relay {
         // topic creation would otherwise hold the records until they time out.
         let mut known_topics: HashSet<String> = aurora_events::topics::all_event_topics(&self.topic_prefix).into_iter().collect();
         ensure_topics(&self.config, &known_topics.iter().cloned().collect::<Vec<_>>()).await?;
+        // Batches in flight: the next batch is read and enqueued while Kafka acknowledges the
+        // earlier ones; the checkpoint only ever moves past batches that were acknowledged.
+        let mut in_flight: VecDeque<(Checkpoint, Vec<DeliveryFuture>)> = VecDeque::new();
+        let mut read_after = checkpoint;
         while !shutdown.is_cancelled() {
+            if in_flight.len() >= MAX_BATCHES_IN_FLIGHT {
+                checkpoint = self.settle_oldest(connection, &mut in_flight).await?.unwrap_or(checkpoint);
+            }
             let rows = sqlx::query(&format!(
                 "SELECT {ENVELOPE_COLUMNS}, transaction_id::text::bigint AS txid, position FROM events \
                  WHERE (transaction_id, position) > ($1::text::xid8, $2) \
                    AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
                  ORDER BY transaction_id, position LIMIT $3"
             ))
-            .bind(checkpoint.transaction_id.to_string())
-            .bind(checkpoint.position)
+            .bind(read_after.transaction_id.to_string())
+            .bind(read_after.position)
             .bind(self.batch_size)
             .fetch_all(&mut **connection)
             .await?;
             let Some(last) = rows.last() else {
+                if !in_flight.is_empty() {
+                    checkpoint = self.settle_oldest(connection, &mut in_flight).await?.unwrap_or(checkpoint);
+                    continue;
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
                     _ = tokio::time::sleep(self.idle_wait) => {}
                 }
                 continue;
             };
-            let next_checkpoint =
+            let batch_end =
                 Checkpoint { transaction_id: last.try_get::<i64, _>("txid")? as u64, position: last.try_get("position")? };
             let records = rows
                 .iter()
@@ -140,21 +154,44 @@ impl Relay {
                 ensure_topics(&self.config, &new_topics).await?;
                 known_topics.extend(new_topics);
             }
-            self.publish(&records).await?;
-            sqlx::query(
-                "INSERT INTO relay_checkpoints (relay, transaction_id, position) VALUES ($1, $2::text::xid8, $3) \
-                 ON CONFLICT (relay) DO UPDATE SET transaction_id = EXCLUDED.transaction_id, \
-                 position = EXCLUDED.position, updated_at = now()",
-            )
-            .bind(&self.name)
-            .bind(next_checkpoint.transaction_id.to_string())
-            .bind(next_checkpoint.position)
-            .execute(&mut **connection)
-            .await?;
-            checkpoint = next_checkpoint;
-            tracing::trace!(published = records.len(), position = checkpoint.position, "relay batch published");
+            in_flight.push_back((batch_end, self.enqueue(&records).await?));
+            read_after = batch_end;
         }
+        // Finish what is in hand before stopping.
+        while !in_flight.is_empty() {
+            self.settle_oldest(connection, &mut in_flight).await?;
+        }
+        tracing::debug!(position = checkpoint.position, "relay stopped");
         Ok(())
+    }
+
+    /// Waits for Kafka to acknowledge the oldest batch in flight, then records it as published.
+    async fn settle_oldest(
+        &self,
+        connection: &mut PoolConnection<Postgres>,
+        in_flight: &mut VecDeque<(Checkpoint, Vec<DeliveryFuture>)>,
+    ) -> anyhow::Result<Option<Checkpoint>> {
+        let Some((batch_end, deliveries)) = in_flight.pop_front() else { return Ok(None) };
+        let published = deliveries.len();
+        for outcome in join_all(deliveries).await {
+            match outcome {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => anyhow::bail!("kafka refused a record: {error}"),
+                Err(_) => anyhow::bail!("the producer dropped a record before delivering it"),
+            }
+        }
+        sqlx::query(
+            "INSERT INTO relay_checkpoints (relay, transaction_id, position) VALUES ($1, $2::text::xid8, $3) \
+             ON CONFLICT (relay) DO UPDATE SET transaction_id = EXCLUDED.transaction_id, \
+             position = EXCLUDED.position, updated_at = now()",
+        )
+        .bind(&self.name)
+        .bind(batch_end.transaction_id.to_string())
+        .bind(batch_end.position)
+        .execute(&mut **connection)
+        .await?;
+        tracing::trace!(published, position = batch_end.position, "relay batch published");
+        Ok(Some(batch_end))
     }
 
     async fn load_checkpoint(&self, connection: &mut PoolConnection<Postgres>) -> anyhow::Result<Checkpoint> {
@@ -168,8 +205,8 @@ impl Relay {
         })
     }
 
-    /// Sends every record and waits until Kafka acknowledged all of them.
-    async fn publish(&self, records: &[OutgoingRecord]) -> anyhow::Result<()> {
+    /// Hands every record to the producer, in order; the returned futures resolve on acknowledgement.
+    async fn enqueue(&self, records: &[OutgoingRecord]) -> anyhow::Result<Vec<DeliveryFuture>> {
         let mut deliveries = Vec::with_capacity(records.len());
         for record in records {
             loop {
@@ -186,14 +223,7 @@ impl Relay {
                 }
             }
         }
-        for outcome in join_all(deliveries).await {
-            match outcome {
-                Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => anyhow::bail!("kafka refused a record: {error}"),
-                Err(_) => anyhow::bail!("the producer dropped a record before delivering it"),
-            }
-        }
-        Ok(())
+        Ok(deliveries)
     }
 }
 
