@@ -68,7 +68,14 @@ pub struct OutgoingRecord {
 
 impl OutgoingRecord {
     pub fn for_envelope(prefix: &str, envelope: &Envelope) -> Self {
-        let (header_pairs, value) = cloudevents::to_binary(envelope);
+        let (_, value) = cloudevents::to_binary(envelope);
+        Self::with_value(prefix, envelope, value)
+    }
+
+    /// The record for `envelope` whose value is `value`, the payload already serialized (the
+    /// relay reads it as text from Postgres rather than parsing and reserializing it).
+    pub fn with_value(prefix: &str, envelope: &Envelope, value: Vec<u8>) -> Self {
+        let header_pairs = cloudevents::headers_of(envelope);
         let mut headers = OwnedHeaders::new_with_capacity(header_pairs.len());
         for (name, text) in &header_pairs {
             headers = headers.insert(Header { key: name, value: Some(text.as_bytes()) });

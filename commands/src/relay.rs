@@ -23,7 +23,11 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres, Row};
 use tokio_util::sync::CancellationToken;
 
-use crate::postgres::{envelope_from_row, ENVELOPE_COLUMNS};
+use crate::postgres::envelope_from_row;
+
+/// The envelope columns with the payload as text, sent as the record value as it is stored.
+const RELAY_COLUMNS: &str = "event_id, event_type, schema_version, stream, stream_version, org_id, actor, occurred_at, \
+     correlation_id, causation_id, traceparent, 'null'::jsonb AS payload, payload::text AS payload_text";
 
 /// Batches enqueued but not yet acknowledged, at most.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
@@ -121,7 +125,7 @@ impl Relay {
                 checkpoint = self.settle_oldest(connection, &mut in_flight).await?.unwrap_or(checkpoint);
             }
             let rows = sqlx::query(&format!(
-                "SELECT {ENVELOPE_COLUMNS}, transaction_id::text::bigint AS txid, position FROM events \
+                "SELECT {RELAY_COLUMNS}, transaction_id::text::bigint AS txid, position FROM events \
                  WHERE (transaction_id, position) > ($1::text::xid8, $2) \
                    AND transaction_id < pg_snapshot_xmin(pg_current_snapshot()) \
                  ORDER BY transaction_id, position LIMIT $3"
@@ -146,7 +150,11 @@ impl Relay {
                 Checkpoint { transaction_id: last.try_get::<i64, _>("txid")? as u64, position: last.try_get("position")? };
             let records = rows
                 .iter()
-                .map(|row| envelope_from_row(row).map(|envelope| OutgoingRecord::for_envelope(&self.topic_prefix, &envelope)))
+                .map(|row| {
+                    let envelope = envelope_from_row(row)?;
+                    let payload: String = row.try_get("payload_text")?;
+                    anyhow::Ok(OutgoingRecord::with_value(&self.topic_prefix, &envelope, payload.into_bytes()))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             let new_topics: Vec<String> =
                 records.iter().map(|record| record.topic.clone()).filter(|topic| !known_topics.contains(topic)).collect();

@@ -33,6 +33,12 @@ pub fn source_for(category: &str) -> String {
 
 /// The headers and value of the record for `envelope`. The key is `envelope.stream`.
 pub fn to_binary(envelope: &Envelope) -> (Vec<(&'static str, String)>, Vec<u8>) {
+    let value = serde_json::to_vec(&envelope.payload).expect("JSON values always serialize");
+    (headers_of(envelope), value)
+}
+
+/// The `ce_*` headers of the record for `envelope` (its payload is not read).
+pub fn headers_of(envelope: &Envelope) -> Vec<(&'static str, String)> {
     let mut headers = vec![
         (H_ID, envelope.id.to_string()),
         (H_TYPE, envelope.event_type.clone()),
@@ -53,8 +59,7 @@ pub fn to_binary(envelope: &Envelope) -> (Vec<(&'static str, String)>, Vec<u8>) 
     if let Some(traceparent) = &envelope.traceparent {
         headers.push((H_TRACEPARENT, traceparent.clone()));
     }
-    let value = serde_json::to_vec(&envelope.payload).expect("JSON values always serialize");
-    (headers, value)
+    headers
 }
 
 #[derive(Debug, thiserror::Error)]
