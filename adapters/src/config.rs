@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// Postgres holding the event store and the read models.
     pub database_url: String,
@@ -27,6 +27,34 @@ pub struct Config {
     pub projection_batch: usize,
     /// Connections in each process's Postgres pool.
     pub database_pool_size: u32,
+}
+
+/// `url` with any password replaced, for logs and debug output.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((credentials, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    match credentials.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Config")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("kafka_brokers", &self.kafka_brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("topic_partitions", &self.topic_partitions)
+            .field("http_addr", &self.http_addr)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("relay_idle_wait", &self.relay_idle_wait)
+            .field("relay_batch", &self.relay_batch)
+            .field("projection_batch", &self.projection_batch)
+            .field("database_pool_size", &self.database_pool_size)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,5 +163,13 @@ mod tests {
         assert!(error.to_string().contains("AURORA_DATABSE_URL"));
         let error = Config::from_vars(vars(&[("AURORA_TOPIC_PARTITIONS", "many")])).unwrap_err();
         assert!(error.to_string().contains("AURORA_TOPIC_PARTITIONS"));
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_database_password() {
+        let config = Config::from_vars(vars(&[("AURORA_DATABASE_URL", "postgres://aurora:hunter2@db:5432/aurora")])).unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("postgres://aurora:***@db:5432/aurora"));
     }
 }

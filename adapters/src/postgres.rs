@@ -56,3 +56,36 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+/// Waits until this process holds the session-level advisory lock `name`, which makes it the one
+/// instance that does the work the lock guards (the relay, one projection). The lock lives as long
+/// as the returned connection's session: keep the connection, and release with
+/// [`release_leadership`]. `None` when `shutdown` came first.
+pub async fn acquire_leadership(
+    pool: &sqlx::PgPool,
+    name: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>> {
+    let mut connection = pool.acquire().await?;
+    loop {
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+            .bind(name)
+            .fetch_one(&mut *connection)
+            .await?;
+        if locked {
+            tracing::info!(lock = name, "leading");
+            return Ok(Some(connection));
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Gives up the lock taken by [`acquire_leadership`], so the connection can go back to the pool.
+pub async fn release_leadership(connection: &mut sqlx::PgConnection, name: &str) {
+    if let Err(error) = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))").bind(name).execute(connection).await {
+        tracing::debug!(lock = name, %error, "releasing leadership failed; the session ends with the connection");
+    }
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aurora_adapters::kafka::{producer_config, OutgoingRecord};
 use aurora_adapters::Config;
-use aurora_commands::postgres::PostgresEventStore;
+use aurora_commands::postgres::{envelope_from_row, PostgresEventStore, ENVELOPE_COLUMNS};
 use aurora_commands::relay::Relay;
 use aurora_commands::{AppendRequest, EventStore, ExpectedVersion, NewEvent};
 use aurora_events::{Actor, OrgId, StreamId};
@@ -277,31 +277,13 @@ async fn measure_relay(config: &Config, pool: &PgPool, count: u64) -> anyhow::Re
 
 async fn measure_raw_producer(config: &Config, pool: &PgPool, count: u64) -> anyhow::Result<f64> {
     eprintln!("measuring the raw producer over {count} records");
-    let rows = sqlx::query(&format!(
-        "SELECT event_id, event_type, schema_version, stream, stream_version, org_id, actor, occurred_at, correlation_id, \
-         causation_id, traceparent, payload FROM events ORDER BY position LIMIT {count}"
-    ))
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query(&format!("SELECT {ENVELOPE_COLUMNS} FROM events ORDER BY position LIMIT {count}"))
+        .fetch_all(pool)
+        .await?;
     let raw_prefix = format!("{}raw.", config.topic_prefix);
     let mut records = Vec::with_capacity(rows.len());
     for row in &rows {
-        use sqlx::Row;
-        let envelope = aurora_events::Envelope {
-            id: row.try_get("event_id")?,
-            event_type: row.try_get("event_type")?,
-            schema_version: row.try_get::<i32, _>("schema_version")? as u32,
-            stream: row.try_get::<String, _>("stream")?.parse()?,
-            stream_version: row.try_get::<i64, _>("stream_version")? as u64,
-            org_id: OrgId(row.try_get("org_id")?),
-            actor: row.try_get::<String, _>("actor")?.parse()?,
-            occurred_at: row.try_get("occurred_at")?,
-            correlation_id: row.try_get("correlation_id")?,
-            causation_id: row.try_get("causation_id")?,
-            traceparent: row.try_get("traceparent")?,
-            payload: row.try_get("payload")?,
-        };
-        records.push(OutgoingRecord::for_envelope(&raw_prefix, &envelope));
+        records.push(OutgoingRecord::for_envelope(&raw_prefix, &envelope_from_row(row)?));
     }
     drop(rows);
     aurora_adapters::kafka::ensure_topics(config, &[aurora_events::topics::topic_for_category(&raw_prefix, "chat")]).await?;

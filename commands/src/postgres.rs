@@ -46,7 +46,8 @@ fn store_error(error: sqlx::Error) -> StoreError {
     }
 }
 
-pub(crate) fn envelope_from_row(row: &PgRow) -> Result<Envelope, StoreError> {
+/// The envelope stored in an `events` row selected with [`ENVELOPE_COLUMNS`].
+pub fn envelope_from_row(row: &PgRow) -> Result<Envelope, StoreError> {
     let decode = |error: String| StoreError::Unexpected(anyhow::anyhow!("stored event is malformed: {error}"));
     let stream: String = row.try_get("stream").map_err(store_error)?;
     let actor: String = row.try_get("actor").map_err(store_error)?;
@@ -66,7 +67,7 @@ pub(crate) fn envelope_from_row(row: &PgRow) -> Result<Envelope, StoreError> {
     })
 }
 
-pub(crate) const ENVELOPE_COLUMNS: &str = "event_id, event_type, schema_version, stream, stream_version, org_id, \
+pub const ENVELOPE_COLUMNS: &str = "event_id, event_type, schema_version, stream, stream_version, org_id, \
      actor, occurred_at, correlation_id, causation_id, traceparent, payload";
 
 #[async_trait]

@@ -15,6 +15,7 @@ use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use aurora_adapters::kafka::{ensure_topics, producer_config, OutgoingRecord};
+use aurora_adapters::postgres::{acquire_leadership, release_leadership};
 use aurora_adapters::Config;
 use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -31,9 +32,6 @@ const RELAY_COLUMNS: &str = "event_id, event_type, schema_version, stream, strea
 
 /// Batches enqueued but not yet acknowledged, at most.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
-
-/// Key of the advisory lock the leading relay holds.
-const RELAY_LOCK_KEY: i64 = 0x6175_726f_7261; // "aurora"
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Checkpoint {
@@ -85,24 +83,11 @@ impl Relay {
 
     /// Waits to become the leader, then publishes until shutdown or an error.
     async fn lead(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let mut connection = self.pool.acquire().await?;
-        loop {
-            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(RELAY_LOCK_KEY)
-                .fetch_one(&mut *connection)
-                .await?;
-            if locked {
-                break;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
-        tracing::info!(relay = %self.name, "relay is leading");
+        let lock = format!("aurora-relay:{}", self.name);
+        let Some(mut connection) = acquire_leadership(&self.pool, &lock, shutdown).await? else { return Ok(()) };
         let outcome = self.publish_loop(&mut connection, shutdown).await;
         // A connection that still holds the lock must not go back to the pool with it.
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(RELAY_LOCK_KEY).execute(&mut *connection).await;
+        release_leadership(&mut connection, &lock).await;
         outcome
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aurora_adapters::kafka::{consumer_config, dead_letter_record, ensure_topics, partition_watermarks, producer_config};
+use aurora_adapters::postgres::{acquire_leadership, release_leadership};
 use aurora_adapters::Config;
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -72,23 +73,10 @@ impl ProjectionRunner {
     /// consumer joins and is assigned nothing. The stored offsets, locked per batch, keep even two
     /// overlapping owners from applying a record twice.
     async fn lead(&self, topics: &[String], shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let name = self.projection.name();
-        let mut lock = self.pool.acquire().await?;
-        loop {
-            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('aurora-projection:' || $1))")
-                .bind(name)
-                .fetch_one(&mut *lock)
-                .await?;
-            if locked {
-                break;
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
+        let lock_name = format!("aurora-projection:{}", self.projection.name());
+        let Some(mut lock) = acquire_leadership(&self.pool, &lock_name, shutdown).await? else { return Ok(()) };
         let outcome = self.consume(topics, &mut lock, shutdown).await;
-        let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext('aurora-projection:' || $1))").bind(name).execute(&mut *lock).await;
+        release_leadership(&mut lock, &lock_name).await;
         outcome
     }
 
