@@ -160,6 +160,23 @@ pub fn partition_watermarks<Context: ConsumerContext>(
     Ok(marks)
 }
 
+/// The partition ids of `topic` (blocking: call from a blocking task). Empty when it does not exist.
+pub fn partitions_of<Context: ConsumerContext>(
+    consumer: &impl Consumer<Context>,
+    topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<i32>> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|topic_metadata| topic_metadata.error().is_none())
+        .flat_map(|topic_metadata| topic_metadata.partitions().iter().map(|partition| partition.id()))
+        .collect();
+    partitions.sort_unstable();
+    Ok(partitions)
+}
+
 /// A consumer that belongs to no group, for reading topics from chosen offsets.
 pub fn standalone_consumer(config: &Config) -> anyhow::Result<BaseConsumer> {
     let consumer: BaseConsumer = ClientConfig::new()

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aurora_adapters::kafka::{consumer_config, dead_letter_record, ensure_topics, partition_watermarks, producer_config};
+use aurora_adapters::kafka::{consumer_config, dead_letter_record, ensure_topics, partitions_of, producer_config};
 use aurora_adapters::postgres::{acquire_leadership, release_leadership};
 use aurora_adapters::Config;
 use futures::FutureExt;
@@ -95,14 +95,16 @@ impl ProjectionRunner {
                 .await?;
         let mut assignment = TopicPartitionList::new();
         for topic in topics {
-            let marks = tokio::task::block_in_place(|| partition_watermarks(&consumer, topic, Duration::from_secs(10)))?;
-            for (partition, low, _) in marks {
-                let next = stored
+            // Only the partition list: asking for watermarks here costs the broker a log lookup
+            // per partition, and a stored offset (or the beginning) is all the assignment needs.
+            let partitions = tokio::task::block_in_place(|| partitions_of(&consumer, topic, Duration::from_secs(10)))?;
+            for partition in partitions {
+                let stored_next = stored
                     .iter()
                     .find(|(stored_topic, stored_partition, _)| stored_topic == topic && *stored_partition == partition)
-                    .map(|(_, _, next)| *next)
-                    .unwrap_or(low);
-                assignment.add_partition_offset(topic, partition, Offset::Offset(next.max(low)))?;
+                    .map(|(_, _, next)| *next);
+                let start = stored_next.map_or(Offset::Beginning, Offset::Offset);
+                assignment.add_partition_offset(topic, partition, start)?;
             }
         }
         consumer.assign(&assignment)?;
