@@ -122,23 +122,28 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 tansu_running() { [ -f "$RUN_DIR/tansu.pid" ] && kill -0 "$(cat "$RUN_DIR/tansu.pid")" 2>/dev/null; }
 
-start_tansu() {
-  if ! tansu_running; then
-    say "starting tansu on 127.0.0.1:$KAFKA_PORT (log in $STACK_DIR/tansu/tansu.db)"
-    (
-      # Tansu reads the sqlite:// path relative to its working directory.
-      cd "$STACK_DIR/tansu"
-      nohup "$TANSU_BIN" broker \
-        --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --storage-engine "sqlite://tansu.db" \
-        >>"$LOG_DIR/tansu.log" 2>&1 &
-      echo $! >"$RUN_DIR/tansu.pid"
-    )
-  fi
-  for _ in $(seq 1 100); do port_open "$KAFKA_PORT" && return; sleep 0.2; done
-  say "tansu did not open port $KAFKA_PORT; see $LOG_DIR/tansu.log"
+# launch_tansu DIR PORT STORAGE LOG PIDFILE: starts a broker in DIR (Tansu reads a sqlite:// path
+# relative to its working directory) and waits until PORT answers.
+launch_tansu() {
+  local dir=$1 port=$2 storage=$3 log=$4 pidfile=$5
+  (
+    cd "$dir"
+    nohup "$TANSU_BIN" broker \
+      --listener-url "tcp://127.0.0.1:$port" \
+      --advertised-listener-url "tcp://127.0.0.1:$port" \
+      --storage-engine "$storage" \
+      >>"$log" 2>&1 &
+    echo $! >"$pidfile"
+  )
+  for _ in $(seq 1 100); do port_open "$port" && return; sleep 0.2; done
+  say "tansu did not open port $port; see $log"
   exit 1
+}
+
+start_tansu() {
+  tansu_running && return
+  say "starting tansu on 127.0.0.1:$KAFKA_PORT (log in $STACK_DIR/tansu/tansu.db)"
+  launch_tansu "$STACK_DIR/tansu" "$KAFKA_PORT" "sqlite://tansu.db" "$LOG_DIR/tansu.log" "$RUN_DIR/tansu.pid"
 }
 
 start_redis() {
@@ -169,18 +174,8 @@ scratch_broker() {
   fi
   rm -rf "$dir"
   mkdir -p "$dir"
-  (
-    cd "$dir"
-    nohup "$TANSU_BIN" broker \
-      --listener-url "tcp://127.0.0.1:$port" \
-      --advertised-listener-url "tcp://127.0.0.1:$port" \
-      --storage-engine "$storage" \
-      >>"$dir/tansu.log" 2>&1 &
-    echo $! >"$dir/tansu.pid"
-  )
-  for _ in $(seq 1 100); do port_open "$port" && { say "scratch broker on 127.0.0.1:$port"; return; }; sleep 0.2; done
-  say "scratch broker did not open port $port; see $dir/tansu.log"
-  exit 1
+  launch_tansu "$dir" "$port" "$storage" "$dir/tansu.log" "$dir/tansu.pid"
+  say "scratch broker ($engine) on 127.0.0.1:$port"
 }
 
 stop_scratch_broker() {
