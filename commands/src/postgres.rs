@@ -11,6 +11,24 @@ use crate::store::{AppendRequest, AppendResult, EventStore, StoreError};
 
 const VERSION_MISMATCH: &str = "AU409";
 const COMMAND_IN_FLIGHT: &str = "AU208";
+
+/// An append of events with no command id to record. `$3` (the command id) must be NULL here.
+const APPEND_WITHOUT_COMMAND: &str = "WITH inserted AS ( \
+     INSERT INTO events (event_id, stream, stream_version, event_type, schema_version, org_id, actor, \
+                         occurred_at, correlation_id, causation_id, traceparent, payload) \
+     SELECT u.event_id, $1, current.version + u.ordinality, u.event_type, u.schema_version, $8, $9, $10, \
+            $11, $12, $13, u.payload \
+     FROM (SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream = $1) AS current, \
+          unnest($4::uuid[], $5::text[], $6::int[], $7::jsonb[]) \
+            WITH ORDINALITY AS u(event_id, event_type, schema_version, payload, ordinality) \
+     WHERE ($2 < 0 OR current.version = $2) AND $3::uuid IS NULL \
+     RETURNING stream_version) \
+   SELECT min(stream_version) AS first_version, max(stream_version) AS last_version, \
+          $4::uuid[] AS event_ids, false AS duplicate FROM inserted";
+
+/// An append that also records its command id (see migrations/0004).
+const APPEND_WITH_COMMAND: &str = "SELECT first_version, last_version, event_ids, duplicate \
+     FROM aurora_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 const UNIQUE_VIOLATION: &str = "23505";
 const STREAM_VERSION_CONSTRAINT: &str = "events_stream_version_unique";
 
@@ -86,100 +104,57 @@ impl EventStore for PostgresEventStore {
             schema_versions.push(event.schema_version as i32);
             payloads.push(event.payload);
         }
-        let outcome = if request.command_id.is_none() {
-            // Without a command to remember, one INSERT does it: the version check is its WHERE
-            // clause, and no row back means the stream was not at the expected version.
-            let inserted = sqlx::query(
-                "INSERT INTO events (event_id, stream, stream_version, event_type, schema_version, org_id, actor, \
-                 occurred_at, correlation_id, causation_id, traceparent, payload) \
-                 SELECT u.event_id, $1, current.version + u.ordinality, u.event_type, u.schema_version, $7, $8, $9, \
-                        $10, $11, $12, u.payload \
-                 FROM (SELECT coalesce(max(stream_version), 0) AS version FROM events WHERE stream = $1) AS current, \
-                      unnest($3::uuid[], $4::text[], $5::int[], $6::jsonb[]) \
-                        WITH ORDINALITY AS u(event_id, event_type, schema_version, payload, ordinality) \
-                 WHERE $2 < 0 OR current.version = $2 \
-                 RETURNING stream_version",
-            )
-            .bind(request.stream.to_string())
-            .bind(request.expected.as_sql())
-            .bind(&event_ids)
-            .bind(&types)
-            .bind(&schema_versions)
-            .bind(&payloads)
-            .bind(request.org_id.0)
-            .bind(request.actor.to_string())
-            .bind(request.occurred_at)
-            .bind(request.correlation_id)
-            .bind(request.causation_id)
-            .bind(request.traceparent.as_deref())
-            .fetch_all(&self.pool)
-            .await;
-            match inserted {
-                Ok(rows) if rows.is_empty() => {
-                    let actual = self.current_version(&request.stream).await?;
-                    return Err(StoreError::Conflict { stream: request.stream, expected: request.expected, actual });
-                }
-                Ok(rows) => {
-                    let versions: Vec<i64> = rows.iter().map(|row| row.try_get(0)).collect::<Result<_, _>>().map_err(store_error)?;
-                    return Ok(AppendResult {
-                        first_version: versions.iter().copied().min().unwrap_or(0) as u64,
-                        last_version: versions.iter().copied().max().unwrap_or(0) as u64,
-                        event_ids,
-                        duplicate: false,
-                    });
-                }
-                Err(error) => Err(error),
-            }
-        } else {
-            loop {
-            let attempt = sqlx::query(
-            "SELECT first_version, last_version, event_ids, duplicate \
-             FROM aurora_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(request.stream.to_string())
-        .bind(request.expected.as_sql())
-        .bind(request.command_id)
-        .bind(&event_ids)
-        .bind(&types)
-        .bind(&schema_versions)
-        .bind(&payloads)
-        .bind(request.org_id.0)
-        .bind(request.actor.to_string())
-        .bind(request.occurred_at)
-        .bind(request.correlation_id)
-        .bind(request.causation_id)
-        .bind(request.traceparent.as_deref())
-        .fetch_one(&self.pool)
-        .await;
+        // Without a command to remember, one INSERT does it: the version check is its WHERE
+        // clause, and no row inserted means the stream was not at the expected version. With an
+        // idempotency key, `aurora_append` also records the command. Both take the same
+        // parameters and answer with one row of the same shape.
+        let statement = if request.command_id.is_none() { APPEND_WITHOUT_COMMAND } else { APPEND_WITH_COMMAND };
+        let outcome = loop {
+            let attempt = sqlx::query(statement)
+                .bind(request.stream.to_string())
+                .bind(request.expected.as_sql())
+                .bind(request.command_id)
+                .bind(&event_ids)
+                .bind(&types)
+                .bind(&schema_versions)
+                .bind(&payloads)
+                .bind(request.org_id.0)
+                .bind(request.actor.to_string())
+                .bind(request.occurred_at)
+                .bind(request.correlation_id)
+                .bind(request.causation_id)
+                .bind(request.traceparent.as_deref())
+                .fetch_one(&self.pool)
+                .await;
             // The same command was appended concurrently and won: asking again returns its result.
             match attempt {
                 Err(sqlx::Error::Database(ref database_error)) if database_error.code().as_deref() == Some(COMMAND_IN_FLIGHT) => continue,
                 other => break other,
             }
-            }
         };
-        match outcome {
-            Ok(row) => Ok(AppendResult {
-                first_version: row.try_get::<i64, _>("first_version").map_err(store_error)? as u64,
-                last_version: row.try_get::<i64, _>("last_version").map_err(store_error)? as u64,
-                event_ids: row.try_get("event_ids").map_err(store_error)?,
-                duplicate: row.try_get("duplicate").map_err(store_error)?,
-            }),
-            Err(sqlx::Error::Database(database_error))
-                if database_error.code().as_deref() == Some(VERSION_MISMATCH) =>
-            {
-                let actual = self.current_version(&request.stream).await?;
-                Err(StoreError::Conflict { stream: request.stream, expected: request.expected, actual })
+        let conflict = match &outcome {
+            // The plain INSERT found the stream at another version and inserted nothing.
+            Ok(row) => row.try_get::<Option<i64>, _>("first_version").map_err(store_error)?.is_none(),
+            // `aurora_append` found the stream at another version, or a concurrent append took it.
+            Err(sqlx::Error::Database(database_error)) => {
+                let code = database_error.code();
+                code.as_deref() == Some(VERSION_MISMATCH)
+                    || (code.as_deref() == Some(UNIQUE_VIOLATION)
+                        && database_error.constraint() == Some(STREAM_VERSION_CONSTRAINT))
             }
-            Err(sqlx::Error::Database(database_error))
-                if database_error.code().as_deref() == Some(UNIQUE_VIOLATION)
-                    && database_error.constraint() == Some(STREAM_VERSION_CONSTRAINT) =>
-            {
-                let actual = self.current_version(&request.stream).await?;
-                Err(StoreError::Conflict { stream: request.stream, expected: request.expected, actual })
-            }
-            Err(error) => Err(store_error(error)),
+            Err(_) => false,
+        };
+        if conflict {
+            let actual = self.current_version(&request.stream).await?;
+            return Err(StoreError::Conflict { stream: request.stream, expected: request.expected, actual });
         }
+        let row = outcome.map_err(store_error)?;
+        Ok(AppendResult {
+            first_version: row.try_get::<i64, _>("first_version").map_err(store_error)? as u64,
+            last_version: row.try_get::<i64, _>("last_version").map_err(store_error)? as u64,
+            event_ids: row.try_get("event_ids").map_err(store_error)?,
+            duplicate: row.try_get("duplicate").map_err(store_error)?,
+        })
     }
 
     async fn load_stream(&self, stream: &StreamId, after_version: u64) -> Result<Vec<Envelope>, StoreError> {
