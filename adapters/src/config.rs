@@ -27,6 +27,26 @@ pub struct Config {
     pub projection_batch: usize,
     /// Connections in each process's Postgres pool.
     pub database_pool_size: u32,
+    /// Redis, for rate limits and WebSocket tickets.
+    pub redis_url: String,
+    /// Prefix of every Redis key, so several installations (or test runs) can share a server.
+    pub redis_prefix: String,
+    /// How long a login session lasts.
+    pub session_ttl: Duration,
+    /// Mark session cookies `Secure` (set this whenever Aurora is served over HTTPS).
+    pub cookie_secure: bool,
+    /// How long a WebSocket ticket may wait before it is used.
+    pub ws_ticket_ttl: Duration,
+    /// How long an invitation stays valid unless the admin asks for another time.
+    pub invitation_ttl: Duration,
+    /// Login or registration attempts allowed from one client address per window.
+    pub auth_rate_limit_per_ip: u32,
+    /// Login or registration attempts allowed for one email address per window.
+    pub auth_rate_limit_per_account: u32,
+    /// The window of the two limits above.
+    pub auth_rate_window: Duration,
+    /// Take the client address from the last `X-Forwarded-For` entry (behind a trusted proxy only).
+    pub trust_forwarded_for: bool,
 }
 
 /// `url` with any password replaced, for logs and debug output.
@@ -53,6 +73,16 @@ impl std::fmt::Debug for Config {
             .field("relay_batch", &self.relay_batch)
             .field("projection_batch", &self.projection_batch)
             .field("database_pool_size", &self.database_pool_size)
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("session_ttl", &self.session_ttl)
+            .field("cookie_secure", &self.cookie_secure)
+            .field("ws_ticket_ttl", &self.ws_ticket_ttl)
+            .field("invitation_ttl", &self.invitation_ttl)
+            .field("auth_rate_limit_per_ip", &self.auth_rate_limit_per_ip)
+            .field("auth_rate_limit_per_account", &self.auth_rate_limit_per_account)
+            .field("auth_rate_window", &self.auth_rate_window)
+            .field("trust_forwarded_for", &self.trust_forwarded_for)
             .finish()
     }
 }
@@ -78,6 +108,16 @@ impl Default for Config {
             relay_batch: 2000,
             projection_batch: 2000,
             database_pool_size: 10,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_prefix: "aurora:".into(),
+            session_ttl: Duration::from_secs(7 * 24 * 3600),
+            cookie_secure: false,
+            ws_ticket_ttl: Duration::from_secs(30),
+            invitation_ttl: Duration::from_secs(7 * 24 * 3600),
+            auth_rate_limit_per_ip: 20,
+            auth_rate_limit_per_account: 10,
+            auth_rate_window: Duration::from_secs(60),
+            trust_forwarded_for: false,
         }
     }
 }
@@ -93,6 +133,16 @@ const KNOWN: &[&str] = &[
     "AURORA_RELAY_BATCH",
     "AURORA_PROJECTION_BATCH",
     "AURORA_DATABASE_POOL_SIZE",
+    "AURORA_REDIS_URL",
+    "AURORA_REDIS_PREFIX",
+    "AURORA_SESSION_TTL_SECS",
+    "AURORA_COOKIE_SECURE",
+    "AURORA_WS_TICKET_TTL_SECS",
+    "AURORA_INVITATION_TTL_SECS",
+    "AURORA_AUTH_RATE_LIMIT_PER_IP",
+    "AURORA_AUTH_RATE_LIMIT_PER_ACCOUNT",
+    "AURORA_AUTH_RATE_WINDOW_SECS",
+    "AURORA_TRUST_FORWARDED_FOR",
     "AURORA_LOG",
     "AURORA_LOG_FORMAT",
     "AURORA_KAFKA_DEBUG",
@@ -129,6 +179,22 @@ impl Config {
                 "AURORA_DATABASE_POOL_SIZE" => {
                     config.database_pool_size = parse("AURORA_DATABASE_POOL_SIZE", &value)?
                 }
+                "AURORA_REDIS_URL" => config.redis_url = value,
+                "AURORA_REDIS_PREFIX" => config.redis_prefix = value,
+                "AURORA_SESSION_TTL_SECS" => config.session_ttl = seconds("AURORA_SESSION_TTL_SECS", &value)?,
+                "AURORA_COOKIE_SECURE" => config.cookie_secure = parse("AURORA_COOKIE_SECURE", &value)?,
+                "AURORA_WS_TICKET_TTL_SECS" => config.ws_ticket_ttl = seconds("AURORA_WS_TICKET_TTL_SECS", &value)?,
+                "AURORA_INVITATION_TTL_SECS" => config.invitation_ttl = seconds("AURORA_INVITATION_TTL_SECS", &value)?,
+                "AURORA_AUTH_RATE_LIMIT_PER_IP" => {
+                    config.auth_rate_limit_per_ip = parse("AURORA_AUTH_RATE_LIMIT_PER_IP", &value)?
+                }
+                "AURORA_AUTH_RATE_LIMIT_PER_ACCOUNT" => {
+                    config.auth_rate_limit_per_account = parse("AURORA_AUTH_RATE_LIMIT_PER_ACCOUNT", &value)?
+                }
+                "AURORA_AUTH_RATE_WINDOW_SECS" => {
+                    config.auth_rate_window = seconds("AURORA_AUTH_RATE_WINDOW_SECS", &value)?
+                }
+                "AURORA_TRUST_FORWARDED_FOR" => config.trust_forwarded_for = parse("AURORA_TRUST_FORWARDED_FOR", &value)?,
                 known if KNOWN.contains(&known) => {}
                 _ => return Err(ConfigError::Unknown(name)),
             }
@@ -138,6 +204,14 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+fn seconds(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let seconds: u64 = parse(name, value)?;
+    if seconds == 0 {
+        return Err(ConfigError::Invalid { name, reason: "must be at least 1 second".into() });
+    }
+    Ok(Duration::from_secs(seconds))
 }
 
 fn parse<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T, ConfigError>

@@ -88,44 +88,96 @@ pub fn envelope_from_row(row: &PgRow) -> Result<Envelope, StoreError> {
 pub const ENVELOPE_COLUMNS: &str = "event_id, event_type, schema_version, stream, stream_version, org_id, \
      actor, occurred_at, correlation_id, causation_id, traceparent, payload";
 
+/// The per-event columns of an append, as the arrays its statement unnests.
+struct AppendColumns {
+    event_ids: Vec<Uuid>,
+    types: Vec<String>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<serde_json::Value>,
+}
+
+impl AppendColumns {
+    fn of(request: &AppendRequest) -> Self {
+        Self {
+            event_ids: request.events.iter().map(|_| Uuid::now_v7()).collect(),
+            types: request.events.iter().map(|event| event.event_type.clone()).collect(),
+            schema_versions: request.events.iter().map(|event| event.schema_version as i32).collect(),
+            payloads: request.events.iter().map(|event| event.payload.clone()).collect(),
+        }
+    }
+}
+
+/// Both append statements take the same parameters, in this order.
+fn append_query<'q>(
+    statement: &'q str,
+    request: &'q AppendRequest,
+    columns: &'q AppendColumns,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(statement)
+        .bind(request.stream.to_string())
+        .bind(request.expected.as_sql())
+        .bind(request.command_id)
+        .bind(&columns.event_ids)
+        .bind(&columns.types)
+        .bind(&columns.schema_versions)
+        .bind(&columns.payloads)
+        .bind(request.org_id.0)
+        .bind(request.actor.to_string())
+        .bind(request.occurred_at)
+        .bind(request.correlation_id)
+        .bind(request.causation_id)
+        .bind(request.traceparent.as_deref())
+}
+
+fn append_result(row: &PgRow) -> Result<AppendResult, StoreError> {
+    Ok(AppendResult {
+        first_version: row.try_get::<i64, _>("first_version").map_err(store_error)? as u64,
+        last_version: row.try_get::<i64, _>("last_version").map_err(store_error)? as u64,
+        event_ids: row.try_get("event_ids").map_err(store_error)?,
+        duplicate: row.try_get("duplicate").map_err(store_error)?,
+    })
+}
+
+/// Appends inside the caller's transaction, so that the events commit or roll back with the
+/// other rows it writes (the identity tables do this). Without a command id only: idempotency
+/// belongs to [`EventStore::append`]. A stream at another version than `expected` is a
+/// [`StoreError::Conflict`] and leaves the transaction usable.
+pub async fn append_in_transaction(
+    connection: &mut sqlx::PgConnection,
+    request: AppendRequest,
+) -> Result<AppendResult, StoreError> {
+    if request.events.is_empty() {
+        return Err(StoreError::NothingToAppend);
+    }
+    debug_assert!(request.command_id.is_none(), "idempotent appends go through EventStore::append");
+    let request = AppendRequest { command_id: None, ..request };
+    let columns = AppendColumns::of(&request);
+    let row = append_query(APPEND_WITHOUT_COMMAND, &request, &columns).fetch_one(&mut *connection).await.map_err(store_error)?;
+    if row.try_get::<Option<i64>, _>("first_version").map_err(store_error)?.is_none() {
+        let actual: i64 = sqlx::query_scalar("SELECT coalesce(max(stream_version), 0) FROM events WHERE stream = $1")
+            .bind(request.stream.to_string())
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(store_error)?;
+        return Err(StoreError::Conflict { stream: request.stream, expected: request.expected, actual: actual as u64 });
+    }
+    append_result(&row)
+}
+
 #[async_trait]
 impl EventStore for PostgresEventStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
         if request.events.is_empty() {
             return Err(StoreError::NothingToAppend);
         }
-        let event_count = request.events.len();
-        let event_ids: Vec<Uuid> = (0..event_count).map(|_| Uuid::now_v7()).collect();
-        let mut types = Vec::with_capacity(event_count);
-        let mut schema_versions = Vec::with_capacity(event_count);
-        let mut payloads = Vec::with_capacity(event_count);
-        for event in request.events {
-            types.push(event.event_type);
-            schema_versions.push(event.schema_version as i32);
-            payloads.push(event.payload);
-        }
+        let columns = AppendColumns::of(&request);
         // Without a command to remember, one INSERT does it: the version check is its WHERE
         // clause, and no row inserted means the stream was not at the expected version. With an
         // idempotency key, `aurora_append` also records the command. Both take the same
         // parameters and answer with one row of the same shape.
         let statement = if request.command_id.is_none() { APPEND_WITHOUT_COMMAND } else { APPEND_WITH_COMMAND };
         let outcome = loop {
-            let attempt = sqlx::query(statement)
-                .bind(request.stream.to_string())
-                .bind(request.expected.as_sql())
-                .bind(request.command_id)
-                .bind(&event_ids)
-                .bind(&types)
-                .bind(&schema_versions)
-                .bind(&payloads)
-                .bind(request.org_id.0)
-                .bind(request.actor.to_string())
-                .bind(request.occurred_at)
-                .bind(request.correlation_id)
-                .bind(request.causation_id)
-                .bind(request.traceparent.as_deref())
-                .fetch_one(&self.pool)
-                .await;
+            let attempt = append_query(statement, &request, &columns).fetch_one(&self.pool).await;
             // The same command was appended concurrently and won: asking again returns its result.
             match attempt {
                 Err(sqlx::Error::Database(ref database_error)) if database_error.code().as_deref() == Some(COMMAND_IN_FLIGHT) => continue,
@@ -148,13 +200,7 @@ impl EventStore for PostgresEventStore {
             let actual = self.current_version(&request.stream).await?;
             return Err(StoreError::Conflict { stream: request.stream, expected: request.expected, actual });
         }
-        let row = outcome.map_err(store_error)?;
-        Ok(AppendResult {
-            first_version: row.try_get::<i64, _>("first_version").map_err(store_error)? as u64,
-            last_version: row.try_get::<i64, _>("last_version").map_err(store_error)? as u64,
-            event_ids: row.try_get("event_ids").map_err(store_error)?,
-            duplicate: row.try_get("duplicate").map_err(store_error)?,
-        })
+        append_result(&outcome.map_err(store_error)?)
     }
 
     async fn load_stream(&self, stream: &StreamId, after_version: u64) -> Result<Vec<Envelope>, StoreError> {

@@ -3,6 +3,7 @@
 //! in `aurora-commands` loads, decides, and appends.
 
 pub mod chat_session;
+pub mod identity;
 pub mod testing;
 
 use aurora_events::EventPayload;

@@ -123,6 +123,8 @@ macro_rules! event_family {
 pub fn all_event_types() -> Vec<EventTypeInfo> {
     let mut infos = Vec::new();
     infos.extend(crate::chat::ChatSessionEvent::type_infos());
+    infos.extend(crate::identity::UserEvent::type_infos());
+    infos.extend(crate::identity::OrgEvent::type_infos());
     infos
 }
 

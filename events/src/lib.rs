@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod chat;
 pub mod cloudevents;
 pub mod envelope;
+pub mod identity;
 pub mod schema;
 pub mod topics;
 pub mod upcast;

@@ -1,23 +1,30 @@
-//! The gateway: axum routes for commands and read-model queries, health and readiness, Prometheus
-//! metrics and the OpenAPI description. Errors leave as `application/problem+json` (RFC 9457) from
-//! one place, [`problem::ApiError`].
+//! The gateway: axum routes for commands and read-model queries, accounts and tenancy, the
+//! WebSocket, health and readiness, Prometheus metrics and the OpenAPI description. Errors leave
+//! as `application/problem+json` (RFC 9457) from one place, [`problem::ApiError`]; who may call
+//! what is decided in one place, [`auth`].
 
+pub mod auth;
 pub mod extract;
-pub mod identity;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use aurora_adapters::Config;
 use aurora_commands::postgres::PostgresEventStore;
 use aurora_commands::CommandHandler;
 use axum::extract::DefaultBodyLimit;
+use axum::http::Request;
 use axum::Router;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
+
+use crate::auth::limits::RateLimiter;
+use crate::auth::store::IdentityStore;
+use crate::auth::tickets::Tickets;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -25,13 +32,20 @@ pub struct AppState {
     pub pool: PgPool,
     pub commands: CommandHandler,
     pub kafka: Arc<rdkafka::consumer::BaseConsumer>,
+    pub identities: IdentityStore,
+    pub limiter: RateLimiter,
+    pub tickets: Tickets,
 }
 
 impl AppState {
-    pub fn new(config: Config, pool: PgPool) -> anyhow::Result<Self> {
+    pub async fn new(config: Config, pool: PgPool) -> anyhow::Result<Self> {
         let kafka = aurora_adapters::kafka::standalone_consumer(&config)?;
+        let redis = aurora_adapters::redis::connect(&config).await?;
         Ok(Self {
             commands: CommandHandler::new(Arc::new(PostgresEventStore::new(pool.clone()))),
+            identities: IdentityStore::new(pool.clone()),
+            limiter: RateLimiter::new(redis.clone(), &config),
+            tickets: Tickets::new(redis, &config.redis_prefix, config.ws_ticket_ttl),
             config: Arc::new(config),
             pool,
             kafka: Arc::new(kafka),
@@ -41,16 +55,21 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
-    routes::router()
+    // Spans name the path only: a query string can carry a WebSocket ticket.
+    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+        tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+    });
+    routes::router(&state)
         .with_state(state)
         .fallback(|| async { problem::ApiError::RouteNotFound })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TraceLayer::new_for_http())
+        .layer(trace)
 }
 
 /// Serves until `shutdown`, then lets requests in flight finish.
 pub async fn serve(state: AppState, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     Ok(())
 }

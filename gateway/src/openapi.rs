@@ -1,15 +1,30 @@
-//! `/openapi.json`, generated from the route annotations and types in the code.
+//! `/openapi.json`, generated from the route annotations and types in the code, with each
+//! operation's access rule taken from the route table: `x-required-role` is `public`, `ticket`,
+//! `viewer`, `editor` or `admin`, and guarded operations name the security schemes they accept.
 
+use axum::http::Method;
 use axum::Json;
+use utoipa::openapi::extensions::ExtensionsBuilder;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::path::Operation;
 use utoipa::OpenApi;
 
-use crate::routes::{audit, chat, health, metrics};
+use crate::auth::{Access, SESSION_COOKIE};
+use crate::routes::{audit, auth, chat, health, metrics, org, specs, tokens, ws};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Aurora API", description = "Aurora's gateway. Errors are application/problem+json (RFC 9457)."),
+    info(
+        title = "Aurora API",
+        description = "Aurora's gateway. Errors are application/problem+json (RFC 9457). Each operation's \
+                       `x-required-role` says who may call it. Requests that change something with a session \
+                       cookie carry the session's CSRF token in `X-CSRF-Token`."
+    ),
     paths(
         health::healthz, health::readyz, metrics::metrics,
+        auth::register, auth::login, auth::logout, auth::change_password, auth::me, auth::ws_ticket, ws::open,
+        org::list_members, org::change_role, org::remove_member, org::invite, org::list_invitations, org::revoke_invitation,
+        tokens::create_token, tokens::list_tokens, tokens::revoke_token,
         chat::create_session, chat::list_sessions, chat::get_session, chat::rename_session, chat::archive_session,
         audit::query_audit_log,
     ),
@@ -17,7 +32,40 @@ use crate::routes::{audit, chat, health, metrics};
 )]
 pub struct ApiDoc;
 
+/// The description with every route's access rule applied.
+pub fn described() -> utoipa::openapi::OpenApi {
+    let mut api = ApiDoc::openapi();
+    let components = api.components.get_or_insert_with(Default::default);
+    components.add_security_scheme("session", SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(SESSION_COOKIE))));
+    components.add_security_scheme("api_token", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    for spec in specs() {
+        let Some(item) = api.paths.paths.get_mut(spec.path) else { continue };
+        let operation: Option<&mut Operation> = match spec.method {
+            Method::GET => item.get.as_mut(),
+            Method::POST => item.post.as_mut(),
+            Method::PATCH => item.patch.as_mut(),
+            Method::PUT => item.put.as_mut(),
+            Method::DELETE => item.delete.as_mut(),
+            _ => None,
+        };
+        let Some(operation) = operation else { continue };
+        let rule = ExtensionsBuilder::new().add("x-required-role", spec.access.describe()).build();
+        match operation.extensions.as_mut() {
+            Some(extensions) => extensions.merge(rule),
+            None => operation.extensions = Some(rule),
+        }
+        if let Access::Member(_) = spec.access {
+            operation.security = Some(vec![
+                SecurityRequirement::new("session", Vec::<String>::new()),
+                SecurityRequirement::new("api_token", Vec::<String>::new()),
+            ]);
+        }
+    }
+    api
+}
+
 /// This API's OpenAPI 3.1 description.
 pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    static DESCRIBED: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    Json(DESCRIBED.get_or_init(described).clone())
 }

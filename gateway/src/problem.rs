@@ -32,6 +32,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("too many attempts; try again in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
     #[error("{detail}")]
     BadRequest { detail: String, field: Option<String> },
     #[error("{0}")]
@@ -54,6 +58,8 @@ impl ApiError {
             ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "route-not-found", "Route not found"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Resource not found"),
             ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too-many-requests", "Too many requests"),
             ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad-request", "Request is not valid"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported content type")
@@ -98,21 +104,44 @@ impl IntoResponse for ApiError {
             },
         };
         let body = serde_json::to_vec(&problem).expect("problems serialize");
-        (status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response()
+        let mut response = (status, [(header::CONTENT_TYPE, "application/problem+json")], body).into_response();
+        if let ApiError::TooManyRequests { retry_after_secs } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after_secs));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"aurora\""));
+        }
+        response
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> Self {
+        match error {
+            DomainError::NotFound(what) => ApiError::NotFound(what),
+            DomainError::AlreadyExists(what) => {
+                ApiError::Conflict { detail: format!("{what} already exists"), current_version: None }
+            }
+            DomainError::InvalidInput { field, reason } => {
+                ApiError::BadRequest { detail: format!("{field} {reason}"), field: Some(field.to_owned()) }
+            }
+            DomainError::InvalidState(reason) => ApiError::Unprocessable(reason),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::from(HandleError::Store(error))
     }
 }
 
 impl From<HandleError> for ApiError {
     fn from(error: HandleError) -> Self {
         match error {
-            HandleError::Domain(DomainError::NotFound(what)) => ApiError::NotFound(what),
-            HandleError::Domain(DomainError::AlreadyExists(what)) => {
-                ApiError::Conflict { detail: format!("{what} already exists"), current_version: None }
-            }
-            HandleError::Domain(DomainError::InvalidInput { field, reason }) => {
-                ApiError::BadRequest { detail: format!("{field} {reason}"), field: Some(field.to_owned()) }
-            }
-            HandleError::Domain(DomainError::InvalidState(reason)) => ApiError::Unprocessable(reason),
+            HandleError::Domain(domain) => domain.into(),
             HandleError::Conflict { expected, actual, .. } => ApiError::Conflict {
                 detail: format!("the resource is at version {actual}, the request expected {expected}"),
                 current_version: Some(actual),

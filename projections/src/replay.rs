@@ -114,6 +114,8 @@ pub async fn rebuild(
         sqlx::query(&format!("ALTER TABLE {table} RENAME TO {table}{RETIRED_SUFFIX}")).execute(&mut *transaction).await?;
         sqlx::query(&format!("ALTER TABLE {fresh} RENAME TO {table}")).execute(&mut *transaction).await?;
         sqlx::query(&format!("DROP TABLE {table}{RETIRED_SUFFIX}")).execute(&mut *transaction).await?;
+        // A table made `LIKE` another has neither its row-level policy nor its grants.
+        sqlx::query("SELECT aurora_expose_to_tenants($1::regclass)").bind(*table).execute(&mut *transaction).await?;
     }
     store_offsets(&mut transaction, name, &final_offsets).await?;
     transaction.commit().await?;

@@ -15,9 +15,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub const ORG_HEADER: &str = "x-aurora-org";
-pub const USER_HEADER: &str = "x-aurora-user";
-
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
@@ -28,6 +25,10 @@ pub fn admin_database_url() -> String {
 
 pub fn kafka_brokers() -> String {
     env_or("AURORA_KAFKA_BROKERS", "127.0.0.1:9092")
+}
+
+pub fn redis_url() -> String {
+    env_or("AURORA_REDIS_URL", "redis://127.0.0.1:6379")
 }
 
 pub fn init_logging() {
@@ -68,6 +69,9 @@ impl TestEnv {
             topic_prefix: format!("t{}.", &Uuid::now_v7().simple().to_string()[20..]),
             http_addr: "127.0.0.1:0".parse().unwrap(),
             database_pool_size: 8,
+            redis_url: redis_url(),
+            // Rate-limit counters and tickets of one test never meet another's.
+            redis_prefix: format!("aurora-test:{}:", Uuid::now_v7().simple()),
             ..Config::default()
         };
         let pool = aurora_adapters::postgres::connect(&config).await.expect("connect to test database");
@@ -83,6 +87,8 @@ impl TestEnv {
             ("AURORA_TOPIC_PREFIX".into(), self.config.topic_prefix.clone()),
             ("AURORA_TOPIC_PARTITIONS".into(), self.config.topic_partitions.to_string()),
             ("AURORA_DATABASE_POOL_SIZE".into(), "4".into()),
+            ("AURORA_REDIS_URL".into(), self.config.redis_url.clone()),
+            ("AURORA_REDIS_PREFIX".into(), self.config.redis_prefix.clone()),
         ]
     }
 
@@ -122,7 +128,7 @@ impl App {
         if roles.gateway {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             base_url = format!("http://{}", listener.local_addr().unwrap());
-            let state = aurora_gateway::AppState::new(env.config.clone(), env.pool.clone()).unwrap();
+            let state = aurora_gateway::AppState::new(env.config.clone(), env.pool.clone()).await.unwrap();
             tasks.spawn(aurora_gateway::serve(state, listener, shutdown.clone()));
         }
         if roles.processors {
@@ -152,21 +158,76 @@ impl App {
     }
 }
 
-/// A caller of the API: an organisation and a user.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A registered member of an organisation, logged in with a session cookie.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub org: Uuid,
-    pub user: String,
+    pub user_id: Uuid,
+    pub email: String,
+    pub session: String,
+    pub csrf: String,
 }
 
 impl Caller {
-    pub fn new(user: &str) -> Self {
-        Self { org: Uuid::now_v7(), user: user.to_owned() }
+    /// Registers `name` as the admin of a new organisation.
+    pub async fn register(base_url: &str, name: &str) -> Self {
+        let email = format!("{name}-{}@example.com", Uuid::now_v7().simple());
+        let body = serde_json::json!({
+            "email": email, "password": PASSWORD, "display_name": name, "organisation_name": format!("{name}'s team"),
+        });
+        Self::from_registration(base_url, email, body).await
     }
 
-    pub fn apply(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        request.header(ORG_HEADER, self.org.to_string()).header(USER_HEADER, &self.user)
+    /// Invites `name` into `admin`'s organisation with `role` and registers them.
+    pub async fn join(base_url: &str, admin: &Caller, name: &str, role: &str) -> Self {
+        let email = format!("{name}-{}@example.com", Uuid::now_v7().simple());
+        let invitation = admin
+            .apply(http().post(format!("{base_url}/v1/org/invitations")))
+            .json(&serde_json::json!({ "email": email, "role": role }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(invitation.status(), reqwest::StatusCode::CREATED, "invitation refused: {}", invitation.text().await.unwrap());
+        let invitation: serde_json::Value = invitation.json().await.unwrap();
+        let body = serde_json::json!({
+            "email": email, "password": PASSWORD, "display_name": name, "invitation_token": invitation["token"],
+        });
+        Self::from_registration(base_url, email, body).await
     }
+
+    async fn from_registration(base_url: &str, email: String, body: serde_json::Value) -> Self {
+        let response = http().post(format!("{base_url}/v1/auth/register")).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED, "registration refused: {}", response.text().await.unwrap());
+        let session = set_cookie(&response, "aurora_session").expect("registration sets the session cookie");
+        let opened: serde_json::Value = response.json().await.unwrap();
+        Self {
+            org: opened["org_id"].as_str().unwrap().parse().unwrap(),
+            user_id: opened["user_id"].as_str().unwrap().parse().unwrap(),
+            email,
+            session,
+            csrf: opened["csrf_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Sends the session cookie and the CSRF token, as the web UI does.
+    pub fn apply(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        request.header("cookie", format!("aurora_session={}", self.session)).header("x-csrf-token", &self.csrf)
+    }
+}
+
+/// The value a response's `Set-Cookie` gives cookie `name`.
+pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .filter_map(|value| value.split(';').next())
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
 }
 
 pub fn http() -> reqwest::Client {

@@ -85,7 +85,7 @@ async fn readiness_fails_when_the_broker_is_unreachable() {
 async fn sessions_are_created_renamed_archived_and_listed() {
     let env = TestEnv::new().await;
     let app = App::spawn(&env, Roles::ALL).await;
-    let ana = Caller::new("ana");
+    let ana = Caller::register(&app.base_url, "ana").await;
     let created = create_session(&app, &ana, "checkout latency").await;
     let session_id = created["session_id"].as_str().unwrap().to_owned();
     assert_eq!(created["stream_version"], 1);
@@ -101,7 +101,7 @@ async fn sessions_are_created_renamed_archived_and_listed() {
     assert_eq!(renamed.status(), StatusCode::OK);
     let view = session_in_read_model(&app, &ana, &session_id, 2).await;
     assert_eq!(view["title"], "db pool exhaustion");
-    assert_eq!(view["owner"], "user:ana");
+    assert_eq!(view["owner"], format!("user:{}", ana.user_id));
 
     let archived = ana
         .apply(http().post(app.url(&format!("/v1/chat/sessions/{session_id}/archive"))))
@@ -139,7 +139,7 @@ async fn sessions_are_created_renamed_archived_and_listed() {
 async fn conflicts_repeats_and_unknown_streams_get_typed_answers() {
     let env = TestEnv::new().await;
     let app = App::spawn(&env, Roles { gateway: true, processors: false, projections: false }).await;
-    let ana = Caller::new("ana");
+    let ana = Caller::register(&app.base_url, "ana").await;
     let key = Uuid::now_v7().to_string();
     let send_create = || {
         ana.apply(http().post(app.url("/v1/chat/sessions")))
@@ -153,7 +153,7 @@ async fn conflicts_repeats_and_unknown_streams_get_typed_answers() {
     let again: Value = again_response.json().await.unwrap();
     assert_eq!(again["event_ids"], first["event_ids"]);
     assert_eq!(again["duplicate"], true);
-    assert_eq!(env.count("SELECT count(*) FROM events").await, 1);
+    assert_eq!(env.count("SELECT count(*) FROM events WHERE stream LIKE 'chat-%'").await, 1);
 
     let session_id = first["session_id"].as_str().unwrap();
     let rename = |version: &str, title: &str| {
@@ -175,7 +175,7 @@ async fn conflicts_repeats_and_unknown_streams_get_typed_answers() {
     problem(unknown, StatusCode::NOT_FOUND).await;
 
     // Another organisation sees nothing of it, on every route.
-    let eve = Caller::new("eve");
+    let eve = Caller::register(&app.base_url, "eve").await;
     let foreign_rename = eve
         .apply(http().patch(app.url(&format!("/v1/chat/sessions/{session_id}"))))
         .json(&json!({ "title": "mine now" }))
@@ -200,7 +200,7 @@ async fn bad_input_is_refused_with_a_problem_document_naming_the_fault() {
     let mut env = TestEnv::new().await;
     env.config.max_body_bytes = 4096;
     let app = App::spawn(&env, Roles { gateway: true, processors: false, projections: false }).await;
-    let ana = Caller::new("ana");
+    let ana = Caller::register(&app.base_url, "ana").await;
     let post = |body: &'static str, content_type: &'static str| {
         ana.apply(http().post(app.url("/v1/chat/sessions"))).header("content-type", content_type).body(body).send()
     };
@@ -244,7 +244,7 @@ async fn bad_input_is_refused_with_a_problem_document_naming_the_fault() {
     problem(bad_filter, StatusCode::BAD_REQUEST).await;
     problem(http().get(app.url("/nowhere")).send().await.unwrap(), StatusCode::NOT_FOUND).await;
 
-    assert_eq!(env.count("SELECT count(*) FROM events").await, 0, "refused requests append nothing");
+    assert_eq!(env.count("SELECT count(*) FROM events WHERE stream LIKE 'chat-%'").await, 0, "refused requests append nothing");
     app.stop().await;
 }
 
@@ -252,8 +252,8 @@ async fn bad_input_is_refused_with_a_problem_document_naming_the_fault() {
 async fn the_audit_log_filters_by_stream_type_actor_and_time_and_pages() {
     let env = TestEnv::new().await;
     let app = App::spawn(&env, Roles::ALL).await;
-    let ana = Caller::new("ana");
-    let bob = Caller { org: ana.org, user: "bob".into() };
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let bob = Caller::join(&app.base_url, &ana, "bob", "editor").await;
     let before = chrono::Utc::now();
     let first = create_session(&app, &ana, "one").await;
     let first_id = first["session_id"].as_str().unwrap().to_owned();
@@ -267,7 +267,7 @@ async fn the_audit_log_filters_by_stream_type_actor_and_time_and_pages() {
         assert_eq!(response.status(), StatusCode::OK);
     }
     let second = create_session(&app, &ana, "two").await;
-    let outsider = Caller::new("ana");
+    let outsider = Caller::register(&app.base_url, "ana").await;
     create_session(&app, &outsider, "elsewhere").await;
 
     let query = |caller: &Caller, params: String| {
@@ -278,10 +278,18 @@ async fn the_audit_log_filters_by_stream_type_actor_and_time_and_pages() {
             response.json::<Value>().await.unwrap()
         }
     };
-    eventually("six audit entries", WAIT, || async {
-        (query(&ana, "limit=100".into()).await["items"].as_array().unwrap().len() == 6).then_some(())
-    })
-    .await;
+    let chat_entries = |page: &Value| {
+        page["items"].as_array().unwrap().iter().filter(|item| item["type"].as_str().unwrap().starts_with("chat.")).count()
+    };
+    eventually("six chat audit entries", WAIT, || async { (chat_entries(&query(&ana, "limit=1000".into()).await) == 6).then_some(()) })
+        .await;
+    // Registrations, logins and the invitation are audited too, in the organisation's log.
+    let everything = query(&ana, "limit=1000".into()).await;
+    let types: Vec<&str> = everything["items"].as_array().unwrap().iter().map(|item| item["type"].as_str().unwrap()).collect();
+    for expected in ["org.created", "org.member_joined", "org.member_invited", "user.registered", "user.logged_in"] {
+        assert!(types.contains(&expected), "{expected} missing from the audit log: {types:?}");
+    }
+    let total = types.len();
 
     let stream = format!("chat-{first_id}");
     let by_stream = query(&ana, format!("stream={stream}")).await;
@@ -289,14 +297,16 @@ async fn the_audit_log_filters_by_stream_type_actor_and_time_and_pages() {
     assert_eq!(versions, vec![1, 2, 3, 4, 5]);
     let by_type = query(&ana, "type=chat.session_created".into()).await;
     assert_eq!(by_type["items"].as_array().unwrap().len(), 2);
-    let by_actor = query(&ana, "actor=user:bob".into()).await;
+    let by_actor = query(&ana, format!("actor=user:{}&type=chat.session_renamed", bob.user_id)).await;
     assert_eq!(by_actor["items"].as_array().unwrap().len(), 4);
     let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let from_future = query(&ana, format!("from={future}")).await;
     assert!(from_future["items"].as_array().unwrap().is_empty());
     let before_text = before.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).replace('+', "%2B");
     let until_before = query(&ana, format!("to={before_text}")).await;
-    assert!(until_before["items"].as_array().unwrap().is_empty());
+    // Before the first chat command only the registrations had happened.
+    assert_eq!(chat_entries(&until_before), 0);
+    assert!(!until_before["items"].as_array().unwrap().is_empty());
 
     // Pages of two cover everything once, in order.
     let mut seen = Vec::new();
@@ -315,13 +325,16 @@ async fn the_audit_log_filters_by_stream_type_actor_and_time_and_pages() {
             None => break,
         }
     }
-    assert_eq!(seen.len(), 6);
+    assert_eq!(seen.len(), total);
     let mut unique = seen.clone();
     unique.dedup();
-    assert_eq!(unique.len(), 6);
+    assert_eq!(unique.len(), total);
     assert!(seen.iter().any(|id| second["event_ids"][0] == *id));
 
-    // The other organisation's audit log holds only its own event.
-    assert_eq!(query(&outsider, String::new()).await["items"].as_array().unwrap().len(), 1);
+    // The other organisation's audit log holds only its own events.
+    let theirs = query(&outsider, "limit=1000".into()).await;
+    assert_eq!(chat_entries(&theirs), 1);
+    let ours: std::collections::HashSet<&str> = everything["items"].as_array().unwrap().iter().map(|item| item["event_id"].as_str().unwrap()).collect();
+    assert!(theirs["items"].as_array().unwrap().iter().all(|item| !ours.contains(item["event_id"].as_str().unwrap())));
     app.stop().await;
 }

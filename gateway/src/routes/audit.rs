@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::extract::Query;
-use crate::identity::Caller;
+use crate::auth::Caller;
 use crate::problem::{ApiError, Problem};
 use crate::AppState;
 
@@ -87,7 +87,7 @@ pub async fn query_audit_log(
         "SELECT event_id, stream, stream_version, event_type, schema_version, actor, occurred_at, correlation_id, causation_id \
          FROM audit_log WHERE org_id = ",
     );
-    query.push_bind(caller.org_id.0);
+    query.push_bind(caller.org_id().0);
     if let Some(stream) = &params.stream {
         query.push(" AND stream = ").push_bind(stream.clone());
     }
@@ -108,7 +108,7 @@ pub async fn query_audit_log(
         query.push(" AND (occurred_at, event_id) > (").push_bind(occurred_at).push(", ").push_bind(event_id).push(")");
     }
     query.push(" ORDER BY occurred_at, event_id LIMIT ").push_bind(limit + 1);
-    let mut items: Vec<AuditEntry> = query.build_query_as().fetch_all(&state.pool).await?;
+    let mut items: Vec<AuditEntry> = query.build_query_as().fetch_all(&mut *caller.read_models(&state.pool).await?).await?;
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
         items.last().map(encode_cursor)

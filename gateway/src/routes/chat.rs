@@ -13,7 +13,7 @@ use uuid::Uuid;
 use aurora_commands::{CommandMeta, Handled};
 
 use crate::extract::{Json, Path, Query};
-use crate::identity::Caller;
+use crate::auth::Caller;
 use crate::problem::{ApiError, Problem};
 use crate::AppState;
 
@@ -76,7 +76,7 @@ fn stream_of(session_id: Uuid) -> StreamId {
 
 /// The command metadata of a request: `Idempotency-Key` (a UUID) becomes the command id.
 fn command_meta(caller: &Caller, headers: &HeaderMap) -> Result<CommandMeta, ApiError> {
-    let mut meta = CommandMeta::new(caller.org_id, caller.actor.clone());
+    let mut meta = CommandMeta::new(caller.org_id(), caller.actor());
     if let Some(key) = headers.get("idempotency-key") {
         meta.command_id = key
             .to_str()
@@ -134,7 +134,7 @@ pub async fn create_session(
     let meta = command_meta(&caller, &headers)?;
     // The command id names the session, so a retried create addresses the same stream.
     let session_id = meta.command_id;
-    let command = ChatSessionCommand::Create { session_id, title: request.title, owner: caller.actor.to_string() };
+    let command = ChatSessionCommand::Create { session_id, title: request.title, owner: caller.actor().to_string() };
     let handled = state.commands.handle::<ChatSession>(&stream_of(session_id), command, &meta, None).await?;
     Ok((StatusCode::CREATED, axum::Json(accepted(session_id, handled))))
 }
@@ -201,10 +201,10 @@ pub async fn list_sessions(
         "SELECT session_id, title, owner, archived, version, created_at, updated_at FROM chat_sessions \
          WHERE org_id = $1 AND ($2 OR NOT archived) ORDER BY updated_at DESC, session_id LIMIT $3",
     )
-    .bind(caller.org_id.0)
+    .bind(caller.org_id().0)
     .bind(params.include_archived)
     .bind(limit)
-    .fetch_all(&state.pool)
+    .fetch_all(&mut *caller.read_models(&state.pool).await?)
     .await?;
     Ok(axum::Json(sessions))
 }
@@ -223,9 +223,9 @@ pub async fn get_session(
         "SELECT session_id, title, owner, archived, version, created_at, updated_at FROM chat_sessions \
          WHERE org_id = $1 AND session_id = $2",
     )
-    .bind(caller.org_id.0)
+    .bind(caller.org_id().0)
     .bind(session_id)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&mut *caller.read_models(&state.pool).await?)
     .await?
     .map(axum::Json)
     .ok_or_else(|| ApiError::NotFound("chat session".into()))

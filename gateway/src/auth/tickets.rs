@@ -1,0 +1,63 @@
+//! WebSocket tickets. A browser cannot put a cookie-independent credential on a WebSocket
+//! handshake, and a long-lived token in a URL ends up in logs; so a client asks for a ticket over
+//! authenticated HTTP and presents it once, within seconds, on the handshake. Tickets live in
+//! Redis under their digest and are taken with `GETDEL`, which makes them single-use across every
+//! gateway instance.
+
+use std::time::Duration;
+
+use aurora_events::OrgId;
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::secret::{hex_digest, Secret};
+use crate::problem::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketHolder {
+    pub user_id: Uuid,
+    pub org_id: OrgId,
+}
+
+#[derive(Clone)]
+pub struct Tickets {
+    redis: ConnectionManager,
+    prefix: String,
+    ttl: Duration,
+}
+
+fn unavailable(error: redis::RedisError) -> ApiError {
+    tracing::warn!(%error, "ticket store unavailable");
+    ApiError::Unavailable("the ticket store is unavailable; try again shortly".into())
+}
+
+impl Tickets {
+    pub fn new(redis: ConnectionManager, prefix: &str, ttl: Duration) -> Self {
+        Self { redis, prefix: prefix.to_owned(), ttl }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn key(&self, ticket: &str) -> String {
+        format!("{}ws-ticket:{}", self.prefix, hex_digest(ticket))
+    }
+
+    pub async fn issue(&self, holder: TicketHolder) -> Result<Secret, ApiError> {
+        let ticket = Secret::generate("auw_");
+        let value = serde_json::to_string(&holder).map_err(anyhow::Error::from)?;
+        let mut redis = self.redis.clone();
+        let _: () = redis.pset_ex(self.key(ticket.expose()), value, self.ttl.as_millis() as u64).await.map_err(unavailable)?;
+        Ok(ticket)
+    }
+
+    /// The holder of `ticket`, if it exists and has not been used or expired. Using it ends it.
+    pub async fn redeem(&self, ticket: &str) -> Result<Option<TicketHolder>, ApiError> {
+        let mut redis = self.redis.clone();
+        let value: Option<String> = redis.get_del(self.key(ticket)).await.map_err(unavailable)?;
+        value.map(|value| serde_json::from_str(&value).map_err(|error| ApiError::Unexpected(error.into()))).transpose()
+    }
+}
