@@ -41,11 +41,36 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
-/// The field a serde error names: "unknown field `x`" or "missing field `x`".
+/// The field a serde error names: "unknown field `x`", "missing field `x`", or the path in front
+/// of any other complaint ("role: unknown variant `owner`").
 fn field_named_in(text: &str) -> Option<String> {
-    let start = text.find('`')? + 1;
-    let length = text[start..].find('`')?;
-    Some(text[start..start + length].to_owned())
+    for marker in ["unknown field `", "missing field `"] {
+        if let Some(start) = text.find(marker) {
+            return text[start + marker.len()..].split_once('`').map(|(field, _)| field.to_owned());
+        }
+    }
+    // Past axum's "Failed to deserialize ...: " comes serde's "path: complaint".
+    let complaint = text.split_once(": ").map_or(text, |(_, rest)| rest);
+    let (path, _) = complaint.split_once(": ")?;
+    (!path.is_empty() && !path.contains(' ')).then(|| path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_named_in;
+
+    #[test]
+    fn the_field_at_fault_is_named() {
+        let prefix = "Failed to deserialize the JSON body into the target type: ";
+        assert_eq!(field_named_in(&format!("{prefix}unknown field `colour`, expected `title`")).as_deref(), Some("colour"));
+        assert_eq!(field_named_in(&format!("{prefix}missing field `title` at line 1")).as_deref(), Some("title"));
+        assert_eq!(
+            field_named_in(&format!("{prefix}role: unknown variant `owner`, expected one of `viewer`")).as_deref(),
+            Some("role")
+        );
+        assert_eq!(field_named_in(&format!("{prefix}invalid type: integer `1`, expected a string")), None);
+        assert_eq!(field_named_in("Failed to deserialize query string: unknown field `colour`").as_deref(), Some("colour"));
+    }
 }
 
 /// `axum::extract::Query` with problem+json rejections.

@@ -21,7 +21,7 @@ use crate::routes::{audit, auth, chat, health, metrics, org, specs, tokens, ws};
                        cookie carry the session's CSRF token in `X-CSRF-Token`."
     ),
     paths(
-        health::healthz, health::readyz, metrics::metrics,
+        health::healthz, health::readyz, metrics::metrics, openapi_json,
         auth::register, auth::login, auth::logout, auth::change_password, auth::me, auth::ws_ticket, ws::open,
         org::list_members, org::change_role, org::remove_member, org::invite, org::list_invitations, org::revoke_invitation,
         tokens::create_token, tokens::list_tokens, tokens::revoke_token,
@@ -65,6 +65,7 @@ pub fn described() -> utoipa::openapi::OpenApi {
 }
 
 /// This API's OpenAPI 3.1 description.
+#[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, description = "This document", content_type = "application/json")))]
 pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     static DESCRIBED: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
     Json(DESCRIBED.get_or_init(described).clone())

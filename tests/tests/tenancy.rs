@@ -1,0 +1,166 @@
+//! Tenancy on every route: another organisation's resources do not exist for a caller (404, not
+//! 403), collections show only the caller's organisation, the database itself hides other
+//! organisations' rows from the gateway's reads, and every route is described with its rule.
+
+use std::collections::HashSet;
+
+use aurora_gateway::auth::Access;
+use aurora_gateway::routes::specs;
+use aurora_tests::{http, App, Caller, Roles, TestEnv};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const GATEWAY_ONLY: Roles = Roles { gateway: true, processors: false, projections: false };
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_organisations_resources_are_not_found_on_every_route() {
+    let env = TestEnv::new().await;
+    let app = App::spawn(&env, Roles::ALL).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let bob = Caller::join(&app.base_url, &ana, "bob", "editor").await;
+    let eve = Caller::register(&app.base_url, "eve").await;
+
+    // One of each of ana's organisation's resources.
+    let session: Value =
+        ana.apply(http().post(app.url("/v1/chat/sessions"))).json(&json!({ "title": "ours" })).send().await.unwrap().json().await.unwrap();
+    let session_id = session["session_id"].as_str().unwrap().to_owned();
+    let invitation: Value = ana
+        .apply(http().post(app.url("/v1/org/invitations")))
+        .json(&json!({ "email": "pending@example.com", "role": "viewer" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let invitation_id = invitation["invitation_id"].as_str().unwrap().to_owned();
+    let token: Value = ana.apply(http().post(app.url("/v1/tokens"))).json(&json!({ "name": "ours" })).send().await.unwrap().json().await.unwrap();
+    let token_id = token["token_id"].as_str().unwrap().to_owned();
+    aurora_tests::eventually("the session in the read model", std::time::Duration::from_secs(30), || async {
+        (env.count("SELECT count(*) FROM chat_sessions").await == 1).then_some(())
+    })
+    .await;
+
+    // Every route with a resource in its path, with ana's resource in it, asked by eve (an admin
+    // of her own organisation, so no role stands in the way). A route added later without a case
+    // here fails this test.
+    let body_for = |path: &str, method: &reqwest::Method| -> Option<Value> {
+        match (method.as_str(), path) {
+            ("PATCH", "/v1/chat/sessions/{session_id}") => Some(json!({ "title": "mine now" })),
+            ("POST", "/v1/chat/sessions/{session_id}/archive") => Some(json!({})),
+            ("PATCH", "/v1/org/members/{user_id}") => Some(json!({ "role": "viewer" })),
+            _ => None,
+        }
+    };
+    let mut covered = 0;
+    for spec in specs().into_iter().filter(|spec| spec.path.contains('{')) {
+        let path = spec
+            .path
+            .replace("{session_id}", &session_id)
+            .replace("{user_id}", &bob.user_id.to_string())
+            .replace("{invitation_id}", &invitation_id)
+            .replace("{token_id}", &token_id);
+        assert!(!path.contains('{'), "no resource of ana's for {} {}: add one to this test", spec.method, spec.path);
+        let method = reqwest::Method::from_bytes(spec.method.as_str().as_bytes()).unwrap();
+        let mut request = eve.apply(http().request(method.clone(), app.url(&path)));
+        if let Some(body) = body_for(spec.path, &method) {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{} {} let another organisation see a resource", spec.method, spec.path);
+        covered += 1;
+    }
+    assert_eq!(covered, 7);
+
+    // Collections hold nothing of ana's organisation.
+    let ours: Vec<String> =
+        vec![session_id.clone(), invitation_id.clone(), token_id.clone(), bob.user_id.to_string(), ana.user_id.to_string(), ana.org.to_string()];
+    for path in ["/v1/chat/sessions?include_archived=true", "/v1/org/members", "/v1/org/invitations", "/v1/tokens", "/v1/audit?limit=1000", "/v1/auth/me"] {
+        let response = eve.apply(http().get(app.url(path))).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let text = response.text().await.unwrap();
+        for id in &ours {
+            assert!(!text.contains(id.as_str()), "{path} shows another organisation's {id}: {text}");
+        }
+    }
+    let audit_of_ana = eve.apply(http().get(app.url(&format!("/v1/audit?stream=chat-{session_id}")))).send().await.unwrap();
+    assert_eq!(audit_of_ana.json::<Value>().await.unwrap()["items"], json!([]));
+
+    // And nothing was changed by the attempts.
+    let still: Value = ana.apply(http().get(app.url(&format!("/v1/chat/sessions/{session_id}")))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(still["title"], "ours");
+    assert_eq!(still["archived"], false);
+    let members: Value = ana.apply(http().get(app.url("/v1/org/members"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(members.as_array().unwrap().len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_shows_the_gateways_reads_one_organisation_only() {
+    let env = TestEnv::new().await;
+    let app = App::spawn(&env, GATEWAY_ONLY).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let eve = Caller::register(&app.base_url, "eve").await;
+    let tables = ["organisations", "accounts", "invitations", "api_tokens", "audit_log", "chat_sessions"];
+    let mut transaction = env.pool.begin().await.unwrap();
+    // What `Caller::read_models` does: every table, with no WHERE at all, as eve.
+    sqlx::query("SELECT set_config('role', 'aurora_tenant', true), set_config('aurora.org_id', $1, true)")
+        .bind(eve.org.to_string())
+        .execute(&mut *transaction)
+        .await
+        .unwrap();
+    for table in tables {
+        let orgs: Vec<uuid::Uuid> =
+            sqlx::query_scalar(&format!("SELECT DISTINCT org_id FROM {table}")).fetch_all(&mut *transaction).await.unwrap();
+        assert!(orgs.iter().all(|org| *org == eve.org), "{table} shows {orgs:?} to {}", eve.org);
+    }
+    let accounts: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts").fetch_one(&mut *transaction).await.unwrap();
+    assert_eq!(accounts, 1);
+    assert_ne!(ana.org, eve.org);
+    transaction.rollback().await.unwrap();
+
+    // The tenant role reads neither secrets' digests nor the event store nor sessions.
+    for forbidden in ["SELECT password_hash FROM accounts", "SELECT token_hash FROM api_tokens", "SELECT count(*) FROM events", "SELECT count(*) FROM auth_sessions"] {
+        let mut transaction = env.pool.begin().await.unwrap();
+        sqlx::query("SELECT set_config('role', 'aurora_tenant', true), set_config('aurora.org_id', $1, true)")
+            .bind(eve.org.to_string())
+            .execute(&mut *transaction)
+            .await
+            .unwrap();
+        let refused = sqlx::query(forbidden).fetch_all(&mut *transaction).await.unwrap_err();
+        assert!(refused.to_string().contains("permission denied"), "{forbidden}: {refused}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_is_described_with_its_types_and_required_role() {
+    let env = TestEnv::new().await;
+    let app = App::spawn(&env, GATEWAY_ONLY).await;
+    let spec: Value = http().get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let mut described = HashSet::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            described.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let routes = specs();
+    assert_eq!(described.len(), routes.len(), "described: {described:?}");
+    for route in &routes {
+        let operation = &spec["paths"][route.path][route.method.as_str().to_lowercase()];
+        assert!(operation.is_object(), "{} {} is not described", route.method, route.path);
+        assert_eq!(operation["x-required-role"], route.access.describe(), "{} {}", route.method, route.path);
+        assert!(!operation["responses"].as_object().unwrap().is_empty());
+        let guarded = matches!(route.access, Access::Member(_));
+        assert_eq!(operation["security"].is_array(), guarded, "{} {} security", route.method, route.path);
+        if matches!(route.method.as_str(), "POST" | "PATCH") && route.path != "/v1/auth/logout" && route.path != "/v1/auth/ws-ticket" {
+            assert!(operation["requestBody"].is_object(), "{} {} has no request type", route.method, route.path);
+        }
+    }
+    for schema in ["RegisterRequest", "SessionOpened", "TokenCreated", "InvitationCreated", "Member", "Role", "Problem"] {
+        assert!(spec["components"]["schemas"][schema].is_object(), "{schema} missing");
+    }
+    assert!(spec["components"]["securitySchemes"]["session"].is_object());
+    assert!(spec["components"]["securitySchemes"]["api_token"].is_object());
+    app.stop().await;
+}
