@@ -55,24 +55,6 @@ fn field_named_in(text: &str) -> Option<String> {
     (!path.is_empty() && !path.contains(' ')).then(|| path.to_owned())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::field_named_in;
-
-    #[test]
-    fn the_field_at_fault_is_named() {
-        let prefix = "Failed to deserialize the JSON body into the target type: ";
-        assert_eq!(field_named_in(&format!("{prefix}unknown field `colour`, expected `title`")).as_deref(), Some("colour"));
-        assert_eq!(field_named_in(&format!("{prefix}missing field `title` at line 1")).as_deref(), Some("title"));
-        assert_eq!(
-            field_named_in(&format!("{prefix}role: unknown variant `owner`, expected one of `viewer`")).as_deref(),
-            Some("role")
-        );
-        assert_eq!(field_named_in(&format!("{prefix}invalid type: integer `1`, expected a string")), None);
-        assert_eq!(field_named_in("Failed to deserialize query string: unknown field `colour`").as_deref(), Some("colour"));
-    }
-}
-
 /// `axum::extract::Query` with problem+json rejections.
 pub struct Query<T>(pub T);
 
@@ -102,5 +84,23 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
             Ok(axum::extract::Path(value)) => Ok(Path(value)),
             Err(rejection) => Err(ApiError::BadRequest { detail: rejection.body_text(), field: None }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_named_in;
+
+    #[test]
+    fn the_field_at_fault_is_named() {
+        let prefix = "Failed to deserialize the JSON body into the target type: ";
+        assert_eq!(field_named_in(&format!("{prefix}unknown field `colour`, expected `title`")).as_deref(), Some("colour"));
+        assert_eq!(field_named_in(&format!("{prefix}missing field `title` at line 1")).as_deref(), Some("title"));
+        assert_eq!(
+            field_named_in(&format!("{prefix}role: unknown variant `owner`, expected one of `viewer`")).as_deref(),
+            Some("role")
+        );
+        assert_eq!(field_named_in(&format!("{prefix}invalid type: integer `1`, expected a string")), None);
+        assert_eq!(field_named_in("Failed to deserialize query string: unknown field `colour`").as_deref(), Some("colour"));
     }
 }

@@ -96,8 +96,19 @@ impl TestEnv {
         aurora_events::topics::topic_for_category(&self.config.topic_prefix, category)
     }
 
+    /// Runs a `SELECT count(*) ...`. A connection the pool kept across a database restart fails
+    /// once on use; like any client, the test asks again.
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(&self.pool).await.expect(sql)
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match sqlx::query_scalar(sql).fetch_one(&self.pool).await {
+                Ok(count) => return count,
+                Err(error) if aurora_adapters::postgres::is_transient(&error) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("{sql}: {error}"),
+            }
+        }
     }
 }
 
@@ -286,6 +297,11 @@ pub fn spawn_aurora(env: &TestEnv, args: &[&str], extra_env: &[(&str, &str)]) ->
 /// Starts a long-running `aurora <args>` whose log goes to a file (a pipe nobody reads would
 /// eventually block it); the path is printed so a failing test points at it.
 pub fn spawn_aurora_role(env: &TestEnv, args: &[&str], extra_env: &[(&str, &str)]) -> tokio::process::Child {
+    spawn_aurora_logged(env, args, extra_env).0
+}
+
+/// [`spawn_aurora_role`], also answering where the log goes.
+pub fn spawn_aurora_logged(env: &TestEnv, args: &[&str], extra_env: &[(&str, &str)]) -> (tokio::process::Child, PathBuf) {
     let log_path = std::env::temp_dir().join(format!("aurora-{}-{}.log", args.join("-"), Uuid::now_v7().simple()));
     eprintln!("aurora {} logs to {}", args.join(" "), log_path.display());
     let log = std::fs::File::create(&log_path).unwrap();
@@ -295,7 +311,12 @@ pub fn spawn_aurora_role(env: &TestEnv, args: &[&str], extra_env: &[(&str, &str)
         command.env(name, value);
     }
     command.stdout(std::process::Stdio::null()).stderr(log);
-    command.spawn().expect("start aurora")
+    (command.spawn().expect("start aurora"), log_path)
+}
+
+/// A port nothing listens on right now, for a server the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Sends SIGTERM to `child` (graceful shutdown).

@@ -86,7 +86,7 @@ impl RateLimiter {
                 .filter_map(|value| value.to_str().ok())
                 .flat_map(|value| value.split(','))
                 .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
-                .last();
+                .next_back();
             if let Some(address) = forwarded {
                 return address;
             }
