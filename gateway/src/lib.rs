@@ -35,17 +35,19 @@ pub struct AppState {
     pub identities: IdentityStore,
     pub limiter: RateLimiter,
     pub tickets: Tickets,
+    pub redis: aurora_adapters::redis::Redis,
 }
 
 impl AppState {
     pub async fn new(config: Config, pool: PgPool) -> anyhow::Result<Self> {
         let kafka = aurora_adapters::kafka::standalone_consumer(&config)?;
-        let redis = aurora_adapters::redis::connect(&config).await?;
+        let redis = aurora_adapters::redis::Redis::connect(&config).await?;
         Ok(Self {
             commands: CommandHandler::new(Arc::new(PostgresEventStore::new(pool.clone()))),
             identities: IdentityStore::new(pool.clone()),
             limiter: RateLimiter::new(redis.clone(), &config),
-            tickets: Tickets::new(redis, &config.redis_prefix, config.ws_ticket_ttl),
+            tickets: Tickets::new(redis.clone(), &config.redis_prefix, config.ws_ticket_ttl),
+            redis,
             config: Arc::new(config),
             pool,
             kafka: Arc::new(kafka),

@@ -490,3 +490,74 @@ async fn account_routes_refuse_bad_input_by_field() {
     assert_eq!(register(valid.to_string(), "application/json").await.unwrap().status(), StatusCode::CREATED);
     app.stop().await;
 }
+
+/// A Redis of the test's own, to stop and start again.
+struct PrivateRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    fn start() -> Self {
+        let mut redis = Self { port: aurora_tests::free_port(), child: None };
+        redis.resume();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn resume(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed by scripts/stack.sh");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_refuses_logins_clearly_and_they_resume_when_it_returns() {
+    let mut redis = PrivateRedis::start();
+    let mut env = TestEnv::new().await;
+    env.config.redis_url = redis.url();
+    let app = App::spawn(&env, GATEWAY_ONLY).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+
+    redis.stop();
+    let refused = problem(login(&app, &ana.email, PASSWORD).await, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(refused["detail"].as_str().unwrap().contains("try again"), "{refused}");
+    let not_ready = problem(http().get(app.url("/readyz")).send().await.unwrap(), StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(not_ready["detail"].as_str().unwrap().contains("redis"));
+    problem(ana.apply(http().post(app.url("/v1/auth/ws-ticket"))).send().await.unwrap(), StatusCode::SERVICE_UNAVAILABLE).await;
+    // Sessions live in Postgres: a logged-in user goes on working.
+    assert_eq!(ana.apply(http().get(app.url("/v1/auth/me"))).send().await.unwrap().status(), StatusCode::OK);
+
+    redis.resume();
+    eventually("logins to work again", WAIT, || async {
+        (login(&app, &ana.email, PASSWORD).await.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    assert_eq!(http().get(app.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
+    app.stop().await;
+}

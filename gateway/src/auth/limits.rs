@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
-use redis::aio::ConnectionManager;
+use aurora_adapters::redis::Redis;
 
 use crate::auth::secret::hex_digest;
 use crate::problem::ApiError;
@@ -27,7 +27,7 @@ return {count, ttl}
 
 #[derive(Clone)]
 pub struct RateLimiter {
-    redis: ConnectionManager,
+    redis: Redis,
     script: redis::Script,
     prefix: String,
     per_ip: u32,
@@ -37,7 +37,7 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    pub fn new(redis: ConnectionManager, config: &Config) -> Self {
+    pub fn new(redis: Redis, config: &Config) -> Self {
         Self {
             redis,
             script: redis::Script::new(COUNT_ATTEMPT),
@@ -58,9 +58,10 @@ impl RateLimiter {
         ];
         let mut retry_after_ms = 0u64;
         for (key, limit) in keys {
-            let mut redis = self.redis.clone();
-            let (count, ttl_ms): (u64, u64) =
-                self.script.key(&key).arg(self.window_ms).invoke_async(&mut redis).await.map_err(|error| {
+            let mut invocation = self.script.key(&key);
+            invocation.arg(self.window_ms);
+            let run = self.redis.run(|mut connection| async move { invocation.invoke_async(&mut connection).await });
+            let (count, ttl_ms): (u64, u64) = run.await.map_err(|error| {
                     tracing::warn!(%error, "rate limiter unavailable");
                     ApiError::Unavailable("the rate limiter is unavailable; try again shortly".into())
                 })?;

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use aurora_events::OrgId;
-use redis::aio::ConnectionManager;
+use aurora_adapters::redis::{Redis, RedisUnavailable};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -23,18 +23,18 @@ pub struct TicketHolder {
 
 #[derive(Clone)]
 pub struct Tickets {
-    redis: ConnectionManager,
+    redis: Redis,
     prefix: String,
     ttl: Duration,
 }
 
-fn unavailable(error: redis::RedisError) -> ApiError {
+fn unavailable(error: RedisUnavailable) -> ApiError {
     tracing::warn!(%error, "ticket store unavailable");
     ApiError::Unavailable("the ticket store is unavailable; try again shortly".into())
 }
 
 impl Tickets {
-    pub fn new(redis: ConnectionManager, prefix: &str, ttl: Duration) -> Self {
+    pub fn new(redis: Redis, prefix: &str, ttl: Duration) -> Self {
         Self { redis, prefix: prefix.to_owned(), ttl }
     }
 
@@ -49,15 +49,19 @@ impl Tickets {
     pub async fn issue(&self, holder: TicketHolder) -> Result<Secret, ApiError> {
         let ticket = Secret::generate("auw_");
         let value = serde_json::to_string(&holder).map_err(anyhow::Error::from)?;
-        let mut redis = self.redis.clone();
-        let _: () = redis.pset_ex(self.key(ticket.expose()), value, self.ttl.as_millis() as u64).await.map_err(unavailable)?;
+        let (key, ttl_ms) = (self.key(ticket.expose()), self.ttl.as_millis() as u64);
+        self.redis
+            .run(|mut connection| async move { connection.pset_ex::<_, _, ()>(key, value, ttl_ms).await })
+            .await
+            .map_err(unavailable)?;
         Ok(ticket)
     }
 
     /// The holder of `ticket`, if it exists and has not been used or expired. Using it ends it.
     pub async fn redeem(&self, ticket: &str) -> Result<Option<TicketHolder>, ApiError> {
-        let mut redis = self.redis.clone();
-        let value: Option<String> = redis.get_del(self.key(ticket)).await.map_err(unavailable)?;
+        let key = self.key(ticket);
+        let value: Option<String> =
+            self.redis.run(|mut connection| async move { connection.get_del(key).await }).await.map_err(unavailable)?;
         value.map(|value| serde_json::from_str(&value).map_err(|error| ApiError::Unexpected(error.into()))).transpose()
     }
 }

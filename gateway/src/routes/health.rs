@@ -21,7 +21,7 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Postgres and the broker are reachable.
+/// Postgres, the broker and Redis are reachable.
 #[utoipa::path(
     get, path = "/readyz", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = crate::problem::Problem))
@@ -38,6 +38,10 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
     .await;
     if !matches!(broker, Ok(Ok(()))) {
         return Err(ApiError::Unavailable("the kafka broker is not reachable".into()));
+    }
+    let ping = state.redis.run(|mut connection| async move { redis::cmd("PING").query_async::<String>(&mut connection).await }).await;
+    if ping.is_err() {
+        return Err(ApiError::Unavailable("redis is not reachable".into()));
     }
     Ok(Json(Health { status: "ready" }))
 }
