@@ -47,6 +47,21 @@ pub struct Config {
     pub auth_rate_window: Duration,
     /// Take the client address from the last `X-Forwarded-For` entry (behind a trusted proxy only).
     pub trust_forwarded_for: bool,
+    /// Base URL of any OpenAI-compatible Chat Completions API (OpenAI, Azure OpenAI, Ollama, vLLM).
+    pub llm_base_url: String,
+    pub llm_model: String,
+    /// Sent as `Authorization: Bearer`; never printed.
+    pub llm_api_key: Option<String>,
+    /// How long the LLM may take to send its first chunk, and between two chunks.
+    pub llm_timeout: Duration,
+    /// The model's context window, in tokens; history beyond it is trimmed, oldest first.
+    pub llm_context_tokens: usize,
+    /// Limits of one turn.
+    pub agent_max_llm_calls: u32,
+    pub agent_max_tool_calls: u32,
+    pub agent_max_turn: Duration,
+    /// How long a confirmation waits for an answer before it expires.
+    pub confirmation_ttl: Duration,
 }
 
 /// `url` with any password replaced, for logs and debug output.
@@ -83,6 +98,15 @@ impl std::fmt::Debug for Config {
             .field("auth_rate_limit_per_account", &self.auth_rate_limit_per_account)
             .field("auth_rate_window", &self.auth_rate_window)
             .field("trust_forwarded_for", &self.trust_forwarded_for)
+            .field("llm_base_url", &redact_url(&self.llm_base_url))
+            .field("llm_model", &self.llm_model)
+            .field("llm_api_key", &self.llm_api_key.as_ref().map(|_| "***"))
+            .field("llm_timeout", &self.llm_timeout)
+            .field("llm_context_tokens", &self.llm_context_tokens)
+            .field("agent_max_llm_calls", &self.agent_max_llm_calls)
+            .field("agent_max_tool_calls", &self.agent_max_tool_calls)
+            .field("agent_max_turn", &self.agent_max_turn)
+            .field("confirmation_ttl", &self.confirmation_ttl)
             .finish()
     }
 }
@@ -118,6 +142,16 @@ impl Default for Config {
             auth_rate_limit_per_account: 10,
             auth_rate_window: Duration::from_secs(60),
             trust_forwarded_for: false,
+            // Ollama's OpenAI-compatible API on this machine.
+            llm_base_url: "http://127.0.0.1:11434/v1".into(),
+            llm_model: "llama3.1".into(),
+            llm_api_key: None,
+            llm_timeout: Duration::from_secs(60),
+            llm_context_tokens: 16_000,
+            agent_max_llm_calls: 10,
+            agent_max_tool_calls: 20,
+            agent_max_turn: Duration::from_secs(600),
+            confirmation_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -143,6 +177,15 @@ const KNOWN: &[&str] = &[
     "AURORA_AUTH_RATE_LIMIT_PER_ACCOUNT",
     "AURORA_AUTH_RATE_WINDOW_SECS",
     "AURORA_TRUST_FORWARDED_FOR",
+    "AURORA_LLM_BASE_URL",
+    "AURORA_LLM_MODEL",
+    "AURORA_LLM_API_KEY",
+    "AURORA_LLM_TIMEOUT_SECS",
+    "AURORA_LLM_CONTEXT_TOKENS",
+    "AURORA_AGENT_MAX_LLM_CALLS",
+    "AURORA_AGENT_MAX_TOOL_CALLS",
+    "AURORA_AGENT_MAX_TURN_SECS",
+    "AURORA_CONFIRMATION_TTL_SECS",
     "AURORA_LOG",
     "AURORA_LOG_FORMAT",
     "AURORA_KAFKA_DEBUG",
@@ -195,6 +238,15 @@ impl Config {
                     config.auth_rate_window = seconds("AURORA_AUTH_RATE_WINDOW_SECS", &value)?
                 }
                 "AURORA_TRUST_FORWARDED_FOR" => config.trust_forwarded_for = parse("AURORA_TRUST_FORWARDED_FOR", &value)?,
+                "AURORA_LLM_BASE_URL" => config.llm_base_url = value,
+                "AURORA_LLM_MODEL" => config.llm_model = value,
+                "AURORA_LLM_API_KEY" => config.llm_api_key = Some(value).filter(|key| !key.is_empty()),
+                "AURORA_LLM_TIMEOUT_SECS" => config.llm_timeout = seconds("AURORA_LLM_TIMEOUT_SECS", &value)?,
+                "AURORA_LLM_CONTEXT_TOKENS" => config.llm_context_tokens = parse("AURORA_LLM_CONTEXT_TOKENS", &value)?,
+                "AURORA_AGENT_MAX_LLM_CALLS" => config.agent_max_llm_calls = parse("AURORA_AGENT_MAX_LLM_CALLS", &value)?,
+                "AURORA_AGENT_MAX_TOOL_CALLS" => config.agent_max_tool_calls = parse("AURORA_AGENT_MAX_TOOL_CALLS", &value)?,
+                "AURORA_AGENT_MAX_TURN_SECS" => config.agent_max_turn = seconds("AURORA_AGENT_MAX_TURN_SECS", &value)?,
+                "AURORA_CONFIRMATION_TTL_SECS" => config.confirmation_ttl = seconds("AURORA_CONFIRMATION_TTL_SECS", &value)?,
                 known if KNOWN.contains(&known) => {}
                 _ => return Err(ConfigError::Unknown(name)),
             }
@@ -241,9 +293,13 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_the_database_password() {
-        let config = Config::from_vars(vars(&[("AURORA_DATABASE_URL", "postgres://aurora:hunter2@db:5432/aurora")])).unwrap();
+        let config = Config::from_vars(vars(&[
+            ("AURORA_DATABASE_URL", "postgres://aurora:hunter2@db:5432/aurora"),
+            ("AURORA_LLM_API_KEY", "sk-hunter3"),
+        ]))
+        .unwrap();
         let printed = format!("{config:?}");
-        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("hunter2") && !printed.contains("hunter3"), "{printed}");
         assert!(printed.contains("postgres://aurora:***@db:5432/aurora"));
     }
 }

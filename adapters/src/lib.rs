@@ -1,10 +1,12 @@
 //! Clients of external systems shared by the gateway, processors and projections: one module per
-//! port. Today: configuration, Postgres connections, the Kafka log and Redis.
+//! port. Today: configuration, Postgres connections, the Kafka log, Redis and the LLM.
 
 pub mod config;
 pub mod kafka;
+pub mod llm;
 pub mod postgres;
 pub mod redis;
+pub mod scripted_llm;
 pub mod shutdown;
 
 pub use config::Config;

@@ -89,3 +89,16 @@ pub async fn release_leadership(connection: &mut sqlx::PgConnection, name: &str)
         tracing::debug!(lock = name, %error, "releasing leadership failed; the session ends with the connection");
     }
 }
+
+/// A transaction on the read models that sees one organisation only: it runs as the
+/// `aurora_tenant` role with `aurora.org_id` set, and row-level security (migrations/0005)
+/// filters every read-model table by it, whatever the queries inside say. The role can read no
+/// event store, session or hash. The gateway's reads and the agent's tools both go through here.
+pub async fn tenant_transaction(pool: &PgPool, org_id: uuid::Uuid) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query("SELECT set_config('role', 'aurora_tenant', true), set_config('aurora.org_id', $1, true)")
+        .bind(org_id.to_string())
+        .execute(&mut *transaction)
+        .await?;
+    Ok(transaction)
+}

@@ -184,7 +184,7 @@ async fn run_roles(config: &Config, pool: sqlx::PgPool, roles: &[Role], shutdown
         match role {
             Role::Gateway => {
                 let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
-                let state = aurora_gateway::AppState::new(config, pool).await?;
+                let state = aurora_gateway::AppState::new(config, pool, shutdown.clone()).await?;
                 tasks.spawn(async move { aurora_gateway::serve(state, listener, shutdown).await });
             }
             Role::Processors => {

@@ -1,25 +1,133 @@
-//! The chat session aggregate: created, renamed, archived. Later issues add turns to it.
+//! The chat session aggregate: the session (created, renamed, archived, deleted) and its turns
+//! with the agent. A turn's whole state — its LLM calls, tool calls, confirmations and how it
+//! ended — is folded from its events, so the agent processor decides its next step from this
+//! state after a restart exactly as it would have without one.
 
-use aurora_events::chat::{ChatSessionEvent, SessionArchived, SessionCreated, SessionRenamed};
+use aurora_events::chat::{
+    AssistantMessageCompleted, ChatMode, ChatSessionEvent, ConfirmationDenied, ConfirmationExpired, ConfirmationGranted,
+    ConfirmationRequested, LlmCallCompleted, MessageSubmitted, SessionArchived, SessionCreated, SessionDeleted,
+    SessionRenamed, ToolCallCompleted, ToolCallFailed, ToolCallRequested, ToolCallStarted, TurnCancelRequested,
+    TurnCancelled, TurnFailed, TurnFailure, TurnStarted,
+};
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{Aggregate, DomainError};
 
 pub const MAX_TITLE_CHARS: usize = 200;
+pub const MAX_MESSAGE_CHARS: usize = 16_000;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ChatSessionCommand {
     Create { session_id: Uuid, title: String, owner: String },
     Rename { title: String },
     Archive { reason: Option<String> },
+    Delete,
+    /// A user asks something (the gateway).
+    Submit { turn_id: Uuid, text: String, mode: ChatMode, submitted_by: String },
+    /// The agent processor takes the turn.
+    StartTurn { turn_id: Uuid, started_at: DateTime<Utc>, model: String, tools: Vec<String> },
+    RecordLlmCall(LlmCallCompleted),
+    /// The agent will run a tool; a destructive one waits for the confirmation given here.
+    RequestTool { call: ToolCallRequested, confirmation: Option<(Uuid, DateTime<Utc>)> },
+    /// A destructive tool is about to run. Refused if it was started before: its outcome is unknown.
+    StartTool { turn_id: Uuid, tool_call_id: String },
+    FinishTool { turn_id: Uuid, tool_call_id: String, outcome: Result<ToolCallCompleted, String> },
+    AnswerConfirmation { confirmation_id: Uuid, approve: bool },
+    ExpireConfirmation { confirmation_id: Uuid },
+    RequestCancel { turn_id: Uuid },
+    Cancel { turn_id: Uuid },
+    Complete(AssistantMessageCompleted),
+    Fail { turn_id: Uuid, reason: TurnFailure, message: String },
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnStatus {
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolOutcome {
+    Completed(serde_json::Value),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolCallState {
+    pub requested: ToolCallRequested,
+    pub started: bool,
+    pub outcome: Option<ToolOutcome>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfirmationAnswer {
+    Granted,
+    Denied,
+    Expired,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Confirmation {
+    pub confirmation_id: Uuid,
+    pub tool_call_id: String,
+    pub expires_at: DateTime<Utc>,
+    pub answer: Option<ConfirmationAnswer>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Turn {
+    pub turn_id: Uuid,
+    pub mode: ChatMode,
+    pub question: String,
+    pub submitted_by: String,
+    pub status: TurnStatus,
+    /// Set once the agent processor took the turn.
+    pub started_at: Option<DateTime<Utc>>,
+    pub cancel_requested: bool,
+    pub llm_calls: Vec<LlmCallCompleted>,
+    pub tool_calls: Vec<ToolCallState>,
+    pub confirmations: Vec<Confirmation>,
+}
+
+impl Turn {
+    pub fn tool_call(&self, tool_call_id: &str) -> Option<&ToolCallState> {
+        self.tool_calls.iter().find(|call| call.requested.tool_call_id == tool_call_id)
+    }
+
+    fn tool_call_mut(&mut self, tool_call_id: &str) -> Option<&mut ToolCallState> {
+        self.tool_calls.iter_mut().find(|call| call.requested.tool_call_id == tool_call_id)
+    }
+
+    pub fn confirmation_for(&self, tool_call_id: &str) -> Option<&Confirmation> {
+        self.confirmations.iter().find(|confirmation| confirmation.tool_call_id == tool_call_id)
+    }
+
+    /// Whether the turn waits for a person's answer.
+    pub fn awaiting_confirmation(&self) -> bool {
+        self.confirmations.iter().any(|confirmation| confirmation.answer.is_none())
+    }
+}
+
+/// One finished question and answer, for the model's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub question: String,
+    pub answer: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatSession {
     pub session_id: Option<Uuid>,
     pub title: String,
     pub owner: String,
     pub archived: bool,
+    pub deleted: bool,
+    pub history: Vec<Exchange>,
+    /// The latest turn, finished or not.
+    pub turn: Option<Turn>,
 }
 
 fn valid_title(title: String) -> Result<String, DomainError> {
@@ -36,48 +144,246 @@ fn valid_title(title: String) -> Result<String, DomainError> {
     Ok(title)
 }
 
+fn not_running() -> DomainError {
+    DomainError::InvalidState("the turn is no longer running".into())
+}
+
 impl Aggregate for ChatSession {
     type Command = ChatSessionCommand;
     type Event = ChatSessionEvent;
 
     fn decide(&self, command: ChatSessionCommand) -> Result<Vec<ChatSessionEvent>, DomainError> {
+        use ChatSessionCommand as C;
+        use ChatSessionEvent as E;
         match command {
-            ChatSessionCommand::Create { session_id, title, owner } => {
+            C::Create { session_id, title, owner } => {
                 if self.exists() {
                     return Err(DomainError::AlreadyExists(format!("chat session {session_id}")));
                 }
                 let title = valid_title(title)?;
-                Ok(vec![ChatSessionEvent::Created(SessionCreated { session_id, title, owner })])
+                Ok(vec![E::Created(SessionCreated { session_id, title, owner })])
             }
-            ChatSessionCommand::Rename { title } => {
+            C::Rename { title } => {
                 self.require_open()?;
                 let title = valid_title(title)?;
                 if title == self.title {
                     return Ok(Vec::new());
                 }
-                Ok(vec![ChatSessionEvent::Renamed(SessionRenamed { title })])
+                Ok(vec![E::Renamed(SessionRenamed { title })])
             }
-            ChatSessionCommand::Archive { reason } => {
-                if !self.exists() {
-                    return Err(DomainError::NotFound("chat session".into()));
-                }
+            C::Archive { reason } => {
+                self.require_present()?;
                 if self.archived {
                     return Ok(Vec::new());
                 }
-                Ok(vec![ChatSessionEvent::Archived(SessionArchived { reason })])
+                Ok(vec![E::Archived(SessionArchived { reason })])
+            }
+            C::Delete => {
+                if !self.exists() {
+                    return Err(DomainError::NotFound("chat session".into()));
+                }
+                if self.deleted {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![E::Deleted(SessionDeleted {})])
+            }
+            C::Submit { turn_id, text, mode, submitted_by } => {
+                self.require_open()?;
+                if self.running_turn().is_some() {
+                    return Err(DomainError::InvalidState("a turn is running in this session; wait for it or cancel it".into()));
+                }
+                let text = text.trim().to_owned();
+                if text.is_empty() {
+                    return Err(DomainError::InvalidInput { field: "text", reason: "must not be empty".into() });
+                }
+                if text.chars().count() > MAX_MESSAGE_CHARS {
+                    return Err(DomainError::InvalidInput {
+                        field: "text",
+                        reason: format!("must be at most {MAX_MESSAGE_CHARS} characters"),
+                    });
+                }
+                Ok(vec![E::MessageSubmitted(MessageSubmitted { turn_id, text, mode, submitted_by })])
+            }
+            C::StartTurn { turn_id, started_at, model, tools } => {
+                let turn = self.running(turn_id)?;
+                if turn.started_at.is_some() {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![E::TurnStarted(TurnStarted { turn_id, started_at, model, tools })])
+            }
+            C::RecordLlmCall(call) => {
+                let turn = self.running(call.turn_id)?;
+                let recorded = turn.llm_calls.len() as u32;
+                if call.call_index <= recorded {
+                    return Ok(Vec::new());
+                }
+                if call.call_index != recorded + 1 {
+                    return Err(DomainError::InvalidInput { field: "call_index", reason: format!("must be {}", recorded + 1) });
+                }
+                Ok(vec![E::LlmCallCompleted(call)])
+            }
+            C::RequestTool { call, confirmation } => {
+                let turn = self.running(call.turn_id)?;
+                if turn.tool_call(&call.tool_call_id).is_some() {
+                    return Ok(Vec::new());
+                }
+                let mut events = vec![E::ToolCallRequested(call.clone())];
+                if let Some((confirmation_id, expires_at)) = confirmation {
+                    events.push(E::ConfirmationRequested(ConfirmationRequested {
+                        turn_id: call.turn_id,
+                        confirmation_id,
+                        tool_call_id: call.tool_call_id,
+                        tool: call.name,
+                        arguments: call.arguments,
+                        expires_at,
+                    }));
+                }
+                Ok(events)
+            }
+            C::StartTool { turn_id, tool_call_id } => {
+                let turn = self.running(turn_id)?;
+                let call = turn
+                    .tool_call(&tool_call_id)
+                    .ok_or_else(|| DomainError::NotFound(format!("tool call {tool_call_id}")))?;
+                if call.outcome.is_some() {
+                    return Ok(Vec::new());
+                }
+                if call.started {
+                    return Err(DomainError::InvalidState(format!("tool call {tool_call_id} was started before")));
+                }
+                Ok(vec![E::ToolCallStarted(ToolCallStarted { turn_id, tool_call_id })])
+            }
+            C::FinishTool { turn_id, tool_call_id, outcome } => {
+                let turn = self.running(turn_id)?;
+                let call = turn
+                    .tool_call(&tool_call_id)
+                    .ok_or_else(|| DomainError::NotFound(format!("tool call {tool_call_id}")))?;
+                if call.outcome.is_some() {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![match outcome {
+                    Ok(completed) => E::ToolCallCompleted(completed),
+                    Err(error) => E::ToolCallFailed(ToolCallFailed { turn_id, tool_call_id, error }),
+                }])
+            }
+            C::AnswerConfirmation { confirmation_id, approve } => {
+                let confirmation = self
+                    .turn
+                    .as_ref()
+                    .and_then(|turn| turn.confirmations.iter().find(|c| c.confirmation_id == confirmation_id))
+                    .ok_or_else(|| DomainError::NotFound("confirmation".into()))?;
+                match confirmation.answer {
+                    Some(ConfirmationAnswer::Expired) => {
+                        return Err(DomainError::InvalidState("this confirmation has expired".into()))
+                    }
+                    Some(_) => return Err(DomainError::InvalidState("this confirmation was already answered".into())),
+                    None => {}
+                }
+                if self.running_turn().is_none() {
+                    return Err(not_running());
+                }
+                Ok(vec![if approve {
+                    E::ConfirmationGranted(ConfirmationGranted { confirmation_id })
+                } else {
+                    E::ConfirmationDenied(ConfirmationDenied { confirmation_id })
+                }])
+            }
+            C::ExpireConfirmation { confirmation_id } => {
+                let pending = self.turn.as_ref().is_some_and(|turn| {
+                    turn.status == TurnStatus::Running
+                        && turn.confirmations.iter().any(|c| c.confirmation_id == confirmation_id && c.answer.is_none())
+                });
+                Ok(if pending { vec![E::ConfirmationExpired(ConfirmationExpired { confirmation_id })] } else { Vec::new() })
+            }
+            C::RequestCancel { turn_id } => {
+                let turn = self.running_turn().ok_or_else(|| DomainError::InvalidState("no turn is running".into()))?;
+                if turn.turn_id != turn_id {
+                    return Err(DomainError::NotFound("turn".into()));
+                }
+                if turn.cancel_requested {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![E::TurnCancelRequested(TurnCancelRequested { turn_id })])
+            }
+            C::Cancel { turn_id } => {
+                self.running(turn_id)?;
+                Ok(vec![E::TurnCancelled(TurnCancelled { turn_id })])
+            }
+            C::Complete(completed) => {
+                self.running(completed.turn_id)?;
+                Ok(vec![E::AssistantMessageCompleted(completed)])
+            }
+            C::Fail { turn_id, reason, message } => {
+                self.running(turn_id)?;
+                Ok(vec![E::TurnFailed(TurnFailed { turn_id, reason, message })])
             }
         }
     }
 
     fn evolve(mut self, event: &ChatSessionEvent) -> Self {
+        use ChatSessionEvent as E;
         match event {
-            ChatSessionEvent::Created(created) => {
+            E::Created(created) => {
                 self.session_id = Some(created.session_id);
                 self.title = created.title.clone();
                 self.owner = created.owner.clone();
             }
-            ChatSessionEvent::Renamed(renamed) => self.title = renamed.title.clone(),
-            ChatSessionEvent::Archived(_) => self.archived = true,
+            E::Renamed(renamed) => self.title = renamed.title.clone(),
+            E::Archived(_) => self.archived = true,
+            E::Deleted(_) => self.deleted = true,
+            E::MessageSubmitted(submitted) => {
+                self.turn = Some(Turn {
+                    turn_id: submitted.turn_id,
+                    mode: submitted.mode,
+                    question: submitted.text.clone(),
+                    submitted_by: submitted.submitted_by.clone(),
+                    status: TurnStatus::Running,
+                    started_at: None,
+                    cancel_requested: false,
+                    llm_calls: Vec::new(),
+                    tool_calls: Vec::new(),
+                    confirmations: Vec::new(),
+                });
+            }
+            E::TurnStarted(started) => self.with_turn(|turn| turn.started_at = Some(started.started_at)),
+            E::LlmCallCompleted(call) => self.with_turn(|turn| turn.llm_calls.push(call.clone())),
+            E::ToolCallRequested(call) => {
+                self.with_turn(|turn| turn.tool_calls.push(ToolCallState { requested: call.clone(), started: false, outcome: None }))
+            }
+            E::ToolCallStarted(started) => self.with_turn(|turn| {
+                if let Some(call) = turn.tool_call_mut(&started.tool_call_id) {
+                    call.started = true;
+                }
+            }),
+            E::ToolCallCompleted(completed) => self.with_turn(|turn| {
+                if let Some(call) = turn.tool_call_mut(&completed.tool_call_id) {
+                    call.outcome = Some(ToolOutcome::Completed(completed.result.clone()));
+                }
+            }),
+            E::ToolCallFailed(failed) => self.with_turn(|turn| {
+                if let Some(call) = turn.tool_call_mut(&failed.tool_call_id) {
+                    call.outcome = Some(ToolOutcome::Failed(failed.error.clone()));
+                }
+            }),
+            E::ConfirmationRequested(requested) => self.with_turn(|turn| {
+                turn.confirmations.push(Confirmation {
+                    confirmation_id: requested.confirmation_id,
+                    tool_call_id: requested.tool_call_id.clone(),
+                    expires_at: requested.expires_at,
+                    answer: None,
+                })
+            }),
+            E::ConfirmationGranted(answer) => self.answer(answer.confirmation_id, ConfirmationAnswer::Granted),
+            E::ConfirmationDenied(answer) => self.answer(answer.confirmation_id, ConfirmationAnswer::Denied),
+            E::ConfirmationExpired(answer) => self.answer(answer.confirmation_id, ConfirmationAnswer::Expired),
+            E::AssistantMessageCompleted(completed) => {
+                let question = self.turn.as_ref().map(|turn| turn.question.clone()).unwrap_or_default();
+                self.history.push(Exchange { question, answer: completed.text.clone() });
+                self.with_turn(|turn| turn.status = TurnStatus::Completed);
+            }
+            E::TurnCancelRequested(_) => self.with_turn(|turn| turn.cancel_requested = true),
+            E::TurnCancelled(_) => self.with_turn(|turn| turn.status = TurnStatus::Cancelled),
+            E::TurnFailed(_) => self.with_turn(|turn| turn.status = TurnStatus::Failed),
         }
         self
     }
@@ -88,14 +394,42 @@ impl Aggregate for ChatSession {
 }
 
 impl ChatSession {
-    fn require_open(&self) -> Result<(), DomainError> {
-        if !self.exists() {
+    fn require_present(&self) -> Result<(), DomainError> {
+        if !self.exists() || self.deleted {
             return Err(DomainError::NotFound("chat session".into()));
         }
+        Ok(())
+    }
+
+    fn require_open(&self) -> Result<(), DomainError> {
+        self.require_present()?;
         if self.archived {
             return Err(DomainError::InvalidState("chat session is archived".into()));
         }
         Ok(())
+    }
+
+    /// The turn in progress, if any.
+    pub fn running_turn(&self) -> Option<&Turn> {
+        self.turn.as_ref().filter(|turn| turn.status == TurnStatus::Running)
+    }
+
+    fn running(&self, turn_id: Uuid) -> Result<&Turn, DomainError> {
+        self.running_turn().filter(|turn| turn.turn_id == turn_id).ok_or_else(not_running)
+    }
+
+    fn with_turn(&mut self, change: impl FnOnce(&mut Turn)) {
+        if let Some(turn) = self.turn.as_mut() {
+            change(turn);
+        }
+    }
+
+    fn answer(&mut self, confirmation_id: Uuid, answer: ConfirmationAnswer) {
+        self.with_turn(|turn| {
+            if let Some(confirmation) = turn.confirmations.iter_mut().find(|c| c.confirmation_id == confirmation_id) {
+                confirmation.answer = Some(answer);
+            }
+        })
     }
 }
 
@@ -172,5 +506,112 @@ mod tests {
         given::<ChatSession>([created(), archived])
             .when(ChatSessionCommand::Archive { reason: Some("done".into()) })
             .then([]);
+    }
+
+    fn submitted(turn_id: Uuid) -> ChatSessionEvent {
+        ChatSessionEvent::MessageSubmitted(MessageSubmitted {
+            turn_id,
+            text: "why is checkout slow?".into(),
+            mode: ChatMode::Agent,
+            submitted_by: "user:ana".into(),
+        })
+    }
+
+    fn archive_requested(turn_id: Uuid, confirmation_id: Uuid) -> Vec<ChatSessionEvent> {
+        let call = ToolCallRequested {
+            turn_id,
+            tool_call_id: "call_1".into(),
+            name: "archive_chat_session".into(),
+            arguments: serde_json::json!({}),
+            destructive: true,
+        };
+        vec![
+            ChatSessionEvent::ToolCallRequested(call),
+            ChatSessionEvent::ConfirmationRequested(ConfirmationRequested {
+                turn_id,
+                confirmation_id,
+                tool_call_id: "call_1".into(),
+                tool: "archive_chat_session".into(),
+                arguments: serde_json::json!({}),
+                expires_at: Utc::now(),
+            }),
+        ]
+    }
+
+    #[test]
+    fn one_turn_runs_at_a_time() {
+        let turn_id = Uuid::now_v7();
+        given::<ChatSession>([created(), submitted(turn_id)])
+            .when(ChatSessionCommand::Submit { turn_id: Uuid::now_v7(), text: "and now?".into(), mode: ChatMode::Ask, submitted_by: "user:ana".into() })
+            .then_error(DomainError::InvalidState("a turn is running in this session; wait for it or cancel it".into()));
+        let finished = ChatSessionEvent::TurnCancelled(TurnCancelled { turn_id });
+        let next = Uuid::now_v7();
+        given::<ChatSession>([created(), submitted(turn_id), finished])
+            .when(ChatSessionCommand::Submit { turn_id: next, text: " and now? ".into(), mode: ChatMode::Ask, submitted_by: "user:bo".into() })
+            .then([ChatSessionEvent::MessageSubmitted(MessageSubmitted {
+                turn_id: next,
+                text: "and now?".into(),
+                mode: ChatMode::Ask,
+                submitted_by: "user:bo".into(),
+            })]);
+    }
+
+    #[test]
+    fn a_confirmation_is_answered_once_and_not_after_it_expired() {
+        let (turn_id, confirmation_id) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut history = vec![created(), submitted(turn_id)];
+        history.extend(archive_requested(turn_id, confirmation_id));
+        given::<ChatSession>(history.clone())
+            .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: true })
+            .then([ChatSessionEvent::ConfirmationGranted(ConfirmationGranted { confirmation_id })]);
+        let mut granted = history.clone();
+        granted.push(ChatSessionEvent::ConfirmationGranted(ConfirmationGranted { confirmation_id }));
+        given::<ChatSession>(granted.clone())
+            .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: false })
+            .then_error(DomainError::InvalidState("this confirmation was already answered".into()));
+        given::<ChatSession>(granted).when(ChatSessionCommand::ExpireConfirmation { confirmation_id }).then([]);
+        let mut expired = history;
+        expired.push(ChatSessionEvent::ConfirmationExpired(ConfirmationExpired { confirmation_id }));
+        given::<ChatSession>(expired)
+            .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: true })
+            .then_error(DomainError::InvalidState("this confirmation has expired".into()));
+    }
+
+    #[test]
+    fn a_destructive_tool_is_started_once() {
+        let (turn_id, confirmation_id) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut history = vec![created(), submitted(turn_id)];
+        history.extend(archive_requested(turn_id, confirmation_id));
+        let start = ChatSessionCommand::StartTool { turn_id, tool_call_id: "call_1".into() };
+        given::<ChatSession>(history.clone())
+            .when(start.clone())
+            .then([ChatSessionEvent::ToolCallStarted(ToolCallStarted { turn_id, tool_call_id: "call_1".into() })]);
+        history.push(ChatSessionEvent::ToolCallStarted(ToolCallStarted { turn_id, tool_call_id: "call_1".into() }));
+        given::<ChatSession>(history)
+            .when(start)
+            .then_error(DomainError::InvalidState("tool call call_1 was started before".into()));
+    }
+
+    #[test]
+    fn a_finished_turn_takes_no_more_steps_and_recording_twice_is_a_no_op() {
+        let turn_id = Uuid::now_v7();
+        let call = LlmCallCompleted {
+            turn_id,
+            call_index: 1,
+            model: "m".into(),
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            latency_ms: 1,
+            first_token_ms: None,
+            text: "hi".into(),
+            tool_calls: Vec::new(),
+            finish_reason: None,
+        };
+        given::<ChatSession>([created(), submitted(turn_id), ChatSessionEvent::LlmCallCompleted(call.clone())])
+            .when(ChatSessionCommand::RecordLlmCall(call))
+            .then([]);
+        given::<ChatSession>([created(), submitted(turn_id), ChatSessionEvent::TurnCancelled(TurnCancelled { turn_id })])
+            .when(ChatSessionCommand::Fail { turn_id, reason: TurnFailure::LlmUnavailable, message: "x".into() })
+            .then_error(DomainError::InvalidState("the turn is no longer running".into()));
     }
 }

@@ -19,3 +19,9 @@ pub fn all_event_topics(prefix: &str) -> Vec<String> {
     categories.dedup();
     categories.into_iter().map(|category| topic_for_category(prefix, category)).collect()
 }
+
+/// LLM token deltas on their way to the browser: short retention, not event-sourced (the
+/// completed message is an event). Key: the chat session id. Value: a [`crate::chat::TokenDelta`].
+pub fn deltas_topic(prefix: &str) -> String {
+    format!("{prefix}aurora.chat.deltas")
+}

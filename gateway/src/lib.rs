@@ -4,6 +4,7 @@
 //! what is decided in one place, [`auth`].
 
 pub mod auth;
+pub mod chat_hub;
 pub mod extract;
 pub mod openapi;
 pub mod problem;
@@ -36,10 +37,12 @@ pub struct AppState {
     pub limiter: RateLimiter,
     pub tickets: Tickets,
     pub redis: aurora_adapters::redis::Redis,
+    pub chat_hub: Arc<chat_hub::ChatHub>,
 }
 
 impl AppState {
-    pub async fn new(config: Config, pool: PgPool) -> anyhow::Result<Self> {
+    /// The gateway's state; the chat hub follows the topics until `shutdown`.
+    pub async fn new(config: Config, pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let kafka = aurora_adapters::kafka::standalone_consumer(&config)?;
         let redis = aurora_adapters::redis::Redis::connect(&config).await?;
         Ok(Self {
@@ -48,6 +51,7 @@ impl AppState {
             limiter: RateLimiter::new(redis.clone(), &config),
             tickets: Tickets::new(redis.clone(), &config.redis_prefix, config.ws_ticket_ttl),
             redis,
+            chat_hub: chat_hub::ChatHub::start(&config, shutdown).await,
             config: Arc::new(config),
             pool,
             kafka: Arc::new(kafka),

@@ -26,6 +26,7 @@ use crate::routes::{audit, auth, chat, health, metrics, org, specs, tokens, ws};
         org::list_members, org::change_role, org::remove_member, org::invite, org::list_invitations, org::revoke_invitation,
         tokens::create_token, tokens::list_tokens, tokens::revoke_token,
         chat::create_session, chat::list_sessions, chat::get_session, chat::rename_session, chat::archive_session,
+        chat::delete_session, chat::list_messages, chat::tool_result,
         audit::query_audit_log,
     ),
     components(schemas(crate::problem::Problem))

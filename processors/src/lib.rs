@@ -1,14 +1,29 @@
-//! The processors role: everything that reacts to the log rather than to a request. Today that is
-//! the relay, which publishes appended events to Kafka; the agent runtime, RCA, deploys, indexing
-//! and discovery join it here as later issues add them.
+//! The processors role: everything that reacts to the log rather than to a request. Today: the
+//! relay, which publishes appended events to Kafka, and the agent runtime, which runs chat turns
+//! with the LLM and the tools. RCA, deploys, indexing and discovery join here as they arrive.
+
+pub mod agent;
+pub mod tools;
+
+use std::sync::Arc;
 
 use aurora_adapters::Config;
+use aurora_commands::postgres::PostgresEventStore;
 use aurora_commands::relay::Relay;
+use aurora_commands::CommandHandler;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-/// Runs every processor of this build until `shutdown`.
+/// Runs every processor of this build until `shutdown`; when one fails, the others stop too.
 pub async fn run(config: &Config, pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let relay = Relay::new(config, pool)?;
-    relay.run(shutdown).await
+    let relay = Relay::new(config, pool.clone())?;
+    let commands = CommandHandler::new(Arc::new(PostgresEventStore::new(pool.clone())));
+    let deltas = agent::deltas::DeltaPublisher::new(config)?;
+    let agent = agent::Agent::new(config, pool.clone(), commands, deltas);
+    let runner = agent::runner::AgentRunner::new(config.clone(), pool, agent);
+    let (relay_outcome, agent_outcome) = tokio::join!(relay.run(shutdown.clone()), async {
+        let outcome = runner.run(shutdown.clone()).await;
+        outcome
+    });
+    relay_outcome.and(agent_outcome)
 }

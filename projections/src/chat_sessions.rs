@@ -68,6 +68,26 @@ impl Projection for ChatSessions {
                     .execute(&mut *connection)
                     .await?;
                 }
+                ChatSessionEvent::Deleted(_) => {
+                    sqlx::query(&format!(
+                        "UPDATE {table} SET deleted = true, version = $2, updated_at = $3 WHERE session_id = $1 AND version < $2"
+                    ))
+                    .bind(session_id)
+                    .bind(version)
+                    .bind(envelope.occurred_at)
+                    .execute(&mut *connection)
+                    .await?;
+                }
+                // Every turn event moves the session's version (the one `If-Match` compares) and
+                // its last activity.
+                _ => {
+                    sqlx::query(&format!("UPDATE {table} SET version = $2, updated_at = $3 WHERE session_id = $1 AND version < $2"))
+                        .bind(session_id)
+                        .bind(version)
+                        .bind(envelope.occurred_at)
+                        .execute(&mut *connection)
+                        .await?;
+                }
             }
         }
         Ok(())

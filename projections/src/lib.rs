@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod chat_messages;
 pub mod chat_sessions;
 pub mod replay;
 pub mod runner;
@@ -61,7 +62,7 @@ pub trait Projection: Send + Sync + 'static {
 
 /// Every projection of this build.
 pub fn all_projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(audit::AuditLog), Arc::new(chat_sessions::ChatSessions)]
+    vec![Arc::new(audit::AuditLog), Arc::new(chat_sessions::ChatSessions), Arc::new(chat_messages::ChatMessages)]
 }
 
 pub fn projection_named(name: &str) -> Option<Arc<dyn Projection>> {

@@ -2,6 +2,7 @@
 //! Aurora's roles in-process or as the real binary, and private Postgres and Tansu servers for
 //! the tests that restart them.
 
+pub mod chat;
 pub mod kafka;
 pub mod servers;
 
@@ -139,7 +140,7 @@ impl App {
         if roles.gateway {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             base_url = format!("http://{}", listener.local_addr().unwrap());
-            let state = aurora_gateway::AppState::new(env.config.clone(), env.pool.clone()).await.unwrap();
+            let state = aurora_gateway::AppState::new(env.config.clone(), env.pool.clone(), shutdown.clone()).await.unwrap();
             tasks.spawn(aurora_gateway::serve(state, listener, shutdown.clone()));
         }
         if roles.processors {
@@ -242,6 +243,7 @@ pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 pub fn http() -> reqwest::Client {
+    aurora_adapters::llm::install_tls_provider();
     reqwest::Client::builder().timeout(Duration::from_secs(30)).no_proxy().build().unwrap()
 }
 

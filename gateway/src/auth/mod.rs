@@ -82,12 +82,7 @@ impl Caller {
     /// table by it (migrations/0005). A query that forgets its `WHERE org_id` still sees no other
     /// organisation's rows.
     pub async fn read_models(&self, pool: &PgPool) -> Result<Transaction<'static, Postgres>, ApiError> {
-        let mut transaction = pool.begin().await?;
-        sqlx::query("SELECT set_config('role', 'aurora_tenant', true), set_config('aurora.org_id', $1, true)")
-            .bind(self.identity.org_id.0.to_string())
-            .execute(&mut *transaction)
-            .await?;
-        Ok(transaction)
+        Ok(aurora_adapters::postgres::tenant_transaction(pool, self.identity.org_id.0).await?)
     }
 }
 

@@ -199,7 +199,7 @@ pub async fn list_sessions(
     }
     let sessions = sqlx::query_as::<_, SessionView>(
         "SELECT session_id, title, owner, archived, version, created_at, updated_at FROM chat_sessions \
-         WHERE org_id = $1 AND ($2 OR NOT archived) ORDER BY updated_at DESC, session_id LIMIT $3",
+         WHERE org_id = $1 AND NOT deleted AND ($2 OR NOT archived) ORDER BY updated_at DESC, session_id LIMIT $3",
     )
     .bind(caller.org_id().0)
     .bind(params.include_archived)
@@ -221,7 +221,7 @@ pub async fn get_session(
 ) -> Result<axum::Json<SessionView>, ApiError> {
     sqlx::query_as::<_, SessionView>(
         "SELECT session_id, title, owner, archived, version, created_at, updated_at FROM chat_sessions \
-         WHERE org_id = $1 AND session_id = $2",
+         WHERE org_id = $1 AND session_id = $2 AND NOT deleted",
     )
     .bind(caller.org_id().0)
     .bind(session_id)
@@ -229,4 +229,126 @@ pub async fn get_session(
     .await?
     .map(axum::Json)
     .ok_or_else(|| ApiError::NotFound("chat session".into()))
+}
+
+/// Delete a chat session: it leaves every list and takes no more turns. Its events stay in the log.
+#[utoipa::path(
+    delete, path = "/v1/chat/sessions/{session_id}", tag = "chat",
+    params(("session_id" = Uuid, Path), ("If-Match" = Option<u64>, Header), ("Idempotency-Key" = Option<Uuid>, Header)),
+    responses((status = 200, body = CommandAccepted), (status = 404, body = Problem), (status = 409, body = Problem))
+)]
+pub async fn delete_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(session_id): Path<Uuid>,
+    headers: HeaderMap,
+) -> Result<axum::Json<CommandAccepted>, ApiError> {
+    let meta = command_meta(&caller, &headers)?;
+    let expected = expected_version(&headers)?;
+    let handled = state.commands.handle::<ChatSession>(&stream_of(session_id), ChatSessionCommand::Delete, &meta, expected).await?;
+    Ok(axum::Json(accepted(session_id, handled)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct MessagesParams {
+    /// Only entries after this position (the `position` of the last entry of the previous page).
+    pub after: Option<i64>,
+    /// At most this many entries, 1 to 200 (default 50).
+    pub limit: Option<i64>,
+}
+
+/// One entry of a conversation: the question (`user`), the answer (`assistant`), a tool call
+/// (`tool_call`) and its outcome (`tool_result`), a confirmation request (`confirmation`), or how
+/// a turn ended without an answer (`notice`).
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct MessageView {
+    pub event_id: Uuid,
+    pub turn_id: Uuid,
+    pub position: i64,
+    pub kind: String,
+    pub text: String,
+    pub data: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessagePage {
+    pub items: Vec<MessageView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next_after: Option<i64>,
+}
+
+/// A session's conversation, oldest first, a page at a time.
+#[utoipa::path(
+    get, path = "/v1/chat/sessions/{session_id}/messages", tag = "chat", params(("session_id" = Uuid, Path), MessagesParams),
+    responses((status = 200, body = MessagePage), (status = 400, body = Problem), (status = 404, body = Problem))
+)]
+pub async fn list_messages(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(session_id): Path<Uuid>,
+    Query(params): Query<MessagesParams>,
+) -> Result<axum::Json<MessagePage>, ApiError> {
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::BadRequest { detail: "limit must be between 1 and 200".into(), field: Some("limit".into()) });
+    }
+    let mut read = caller.read_models(&state.pool).await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM chat_sessions WHERE org_id = $1 AND session_id = $2 AND NOT deleted)")
+        .bind(caller.org_id().0)
+        .bind(session_id)
+        .fetch_one(&mut *read)
+        .await?;
+    if !exists {
+        return Err(ApiError::NotFound("chat session".into()));
+    }
+    let mut items: Vec<MessageView> = sqlx::query_as(
+        "SELECT event_id, turn_id, position, kind, text, data, created_at FROM chat_messages          WHERE org_id = $1 AND session_id = $2 AND position > $3 ORDER BY position LIMIT $4",
+    )
+    .bind(caller.org_id().0)
+    .bind(session_id)
+    .bind(params.after.unwrap_or(0))
+    .bind(limit + 1)
+    .fetch_all(&mut *read)
+    .await?;
+    let next_after = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|item| item.position)
+    } else {
+        None
+    };
+    Ok(axum::Json(MessagePage { items, next_after }))
+}
+
+/// A tool call's whole result (the events keep it cut to the tool's cap).
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct ToolResultView {
+    pub tool_call_id: String,
+    pub turn_id: Uuid,
+    pub result: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The whole result of one tool call.
+#[utoipa::path(
+    get, path = "/v1/chat/sessions/{session_id}/tool-calls/{tool_call_id}", tag = "chat",
+    params(("session_id" = Uuid, Path), ("tool_call_id" = String, Path)),
+    responses((status = 200, body = ToolResultView), (status = 404, body = Problem))
+)]
+pub async fn tool_result(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((session_id, tool_call_id)): Path<(Uuid, String)>,
+) -> Result<axum::Json<ToolResultView>, ApiError> {
+    sqlx::query_as(
+        "SELECT tool_call_id, turn_id, result, created_at FROM tool_results WHERE org_id = $1 AND session_id = $2 AND tool_call_id = $3",
+    )
+    .bind(caller.org_id().0)
+    .bind(session_id)
+    .bind(tool_call_id)
+    .fetch_optional(&mut *caller.read_models(&state.pool).await?)
+    .await?
+    .map(axum::Json)
+    .ok_or_else(|| ApiError::NotFound("tool result".into()))
 }

@@ -57,7 +57,10 @@ fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
         route(Method::GET, "/v1/chat/sessions", Member(Viewer), get(chat::list_sessions)),
         route(Method::GET, "/v1/chat/sessions/{session_id}", Member(Viewer), get(chat::get_session)),
         route(Method::PATCH, "/v1/chat/sessions/{session_id}", Member(Editor), patch(chat::rename_session)),
+        route(Method::DELETE, "/v1/chat/sessions/{session_id}", Member(Editor), delete(chat::delete_session)),
         route(Method::POST, "/v1/chat/sessions/{session_id}/archive", Member(Editor), post(chat::archive_session)),
+        route(Method::GET, "/v1/chat/sessions/{session_id}/messages", Member(Viewer), get(chat::list_messages)),
+        route(Method::GET, "/v1/chat/sessions/{session_id}/tool-calls/{tool_call_id}", Member(Viewer), get(chat::tool_result)),
         route(Method::GET, "/v1/audit", Member(Viewer), get(audit::query_audit_log)),
     ]
 }

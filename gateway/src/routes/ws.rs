@@ -1,14 +1,24 @@
-//! The WebSocket. The handshake authenticates with a single-use ticket from
-//! `POST /v1/auth/ws-ticket`; the socket then belongs to that user, in that organisation. Frames
-//! are JSON objects with a `type`. Chat arrives on this socket with the agent runtime; today it
-//! greets the user and answers `ping`.
+//! The WebSocket, where engineers chat with the agent. The handshake authenticates with a
+//! single-use ticket from `POST /v1/auth/ws-ticket`; the socket then belongs to that user, in that
+//! organisation. Frames are JSON objects with a `type`. The client sends `query`, `subscribe`,
+//! `confirm`, `cancel` and `ping`; the server answers each (`accepted`, `subscribed`,
+//! `confirmation_answered`, `cancel_requested`, `pong`, or `error` with a `code`) and pushes what
+//! happens in the sessions the socket follows: `delta` frames as the answer streams, and every
+//! chat event (`tool_call.requested`, `confirmation.requested`, `chat.assistant_message_completed`,
+//! ...) with its payload.
 
+use aurora_commands::CommandMeta;
+use aurora_domain::chat_session::{ChatSession, ChatSessionCommand};
+use aurora_domain::Aggregate;
+use aurora_events::chat::ChatMode;
 use aurora_events::identity::Role;
+use aurora_events::{Actor, OrgId, StreamId};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
@@ -49,32 +59,213 @@ pub async fn open(
     Ok(upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| serve_socket(socket, holder.user_id, holder.org_id.0, role)))
+        .on_upgrade(move |socket| serve_socket(state, socket, Holder { user_id: holder.user_id, org_id: holder.org_id }, role)))
 }
 
+/// What a client may send. Every frame may carry a `request_id`, echoed in the answer.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum ClientFrame {
-    Ping,
+    Ping {
+        #[serde(default)]
+        request_id: Option<String>,
+    },
+    /// Ask something: in a session, or (without `session_id`) in a new one.
+    Query {
+        #[serde(default)]
+        request_id: Option<String>,
+        #[serde(default)]
+        session_id: Option<Uuid>,
+        text: String,
+        mode: ChatMode,
+    },
+    /// Follow a session: its turn in progress now, and everything after.
+    Subscribe {
+        #[serde(default)]
+        request_id: Option<String>,
+        session_id: Uuid,
+    },
+    /// Answer a confirmation request: the session's owner or an admin.
+    Confirm {
+        #[serde(default)]
+        request_id: Option<String>,
+        session_id: Uuid,
+        confirmation_id: Uuid,
+        approve: bool,
+    },
+    /// Stop the running turn at its next step.
+    Cancel {
+        #[serde(default)]
+        request_id: Option<String>,
+        session_id: Uuid,
+        turn_id: Uuid,
+    },
 }
 
-async fn serve_socket(mut socket: WebSocket, user_id: Uuid, org_id: Uuid, role: Role) {
-    let hello = json!({ "type": "hello", "user_id": user_id, "org_id": org_id, "role": role });
+/// Who holds the socket.
+#[derive(Debug, Clone, Copy)]
+struct Holder {
+    user_id: Uuid,
+    org_id: OrgId,
+}
+
+fn error_frame(request_id: &Option<String>, code: &str, detail: impl Into<String>) -> Value {
+    json!({ "type": "error", "request_id": request_id, "code": code, "detail": detail.into() })
+}
+
+/// The error frame of a refused command, with the code its HTTP status would have.
+fn refused(request_id: &Option<String>, error: ApiError) -> Value {
+    let code = match &error {
+        ApiError::NotFound(_) => "not_found",
+        ApiError::Forbidden(_) => "forbidden",
+        ApiError::BadRequest { .. } => "bad_request",
+        ApiError::Conflict { .. } | ApiError::Unprocessable(_) => "conflict",
+        ApiError::Unavailable(_) => "unavailable",
+        _ => "internal",
+    };
+    let detail = match &error {
+        ApiError::Unexpected(cause) => {
+            tracing::error!(error = %format!("{cause:#}"), "websocket command failed");
+            "the server could not complete the request; it has been logged".to_owned()
+        }
+        other => other.to_string(),
+    };
+    error_frame(request_id, code, detail)
+}
+
+fn chat_stream(session_id: Uuid) -> StreamId {
+    StreamId::new("chat", session_id.to_string()).expect("uuids are valid stream ids")
+}
+
+async fn serve_socket(state: AppState, mut socket: WebSocket, holder: Holder, role: Role) {
+    let hello = json!({ "type": "hello", "user_id": holder.user_id, "org_id": holder.org_id.0, "role": role });
     if socket.send(Message::Text(hello.to_string().into())).await.is_err() {
         return;
     }
-    while let Some(Ok(message)) = socket.recv().await {
-        let reply = match message {
-            Message::Text(text) => match serde_json::from_str::<ClientFrame>(&text) {
-                Ok(ClientFrame::Ping) => json!({ "type": "pong" }),
-                Err(error) => json!({ "type": "error", "detail": format!("frame not understood: {error}") }),
+    let (outbox, mut inbox) = mpsc::channel::<Value>(crate::chat_hub::SOCKET_BACKLOG);
+    loop {
+        let reply = tokio::select! {
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientFrame>(&text) {
+                    Ok(frame) => Some(handle_frame(&state, holder, frame, &outbox).await),
+                    Err(error) => Some(error_frame(&None, "bad_frame", format!("frame not understood: {error}"))),
+                },
+                Some(Ok(Message::Binary(_))) => Some(error_frame(&None, "bad_frame", "frames are JSON text, not binary")),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
             },
-            Message::Binary(_) => json!({ "type": "error", "detail": "frames are JSON text, not binary" }),
-            Message::Close(_) => break,
-            Message::Ping(_) | Message::Pong(_) => continue,
+            pushed = inbox.recv() => pushed,
         };
-        if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
-            break;
+        if let Some(frame) = reply {
+            if socket.send(Message::Text(frame.to_string().into())).await.is_err() {
+                break;
+            }
         }
     }
+}
+
+async fn handle_frame(state: &AppState, holder: Holder, frame: ClientFrame, outbox: &mpsc::Sender<Value>) -> Value {
+    let request_id = match &frame {
+        ClientFrame::Ping { request_id }
+        | ClientFrame::Query { request_id, .. }
+        | ClientFrame::Subscribe { request_id, .. }
+        | ClientFrame::Confirm { request_id, .. }
+        | ClientFrame::Cancel { request_id, .. } => request_id.clone(),
+    };
+    match handle(state, holder, frame, outbox).await {
+        Ok(reply) => reply,
+        Err(error) => refused(&request_id, error),
+    }
+}
+
+/// The role the holder has now: a role change or a removal holds from the next frame.
+async fn current_role(state: &AppState, holder: Holder) -> Result<Role, ApiError> {
+    state
+        .identities
+        .current_role(holder.user_id, holder.org_id)
+        .await?
+        .ok_or_else(|| ApiError::Forbidden("you are no longer a member of this organisation".into()))
+}
+
+async fn handle(state: &AppState, holder: Holder, frame: ClientFrame, outbox: &mpsc::Sender<Value>) -> Result<Value, ApiError> {
+    let actor = Actor::user(holder.user_id.to_string());
+    match frame {
+        ClientFrame::Ping { request_id } => Ok(json!({ "type": "pong", "request_id": request_id })),
+        ClientFrame::Query { request_id, session_id, text, mode } => {
+            if current_role(state, holder).await? < Role::Editor {
+                return Err(ApiError::Forbidden("asking the agent needs the editor role".into()));
+            }
+            let session_id = match session_id {
+                Some(session_id) => session_id,
+                None => {
+                    let session_id = Uuid::now_v7();
+                    let title: String = text.trim().chars().take(60).collect();
+                    let title = if title.is_empty() { "New chat".to_owned() } else { title };
+                    let create = ChatSessionCommand::Create { session_id, title, owner: actor.to_string() };
+                    state.commands.handle::<ChatSession>(&chat_stream(session_id), create, &CommandMeta::new(holder.org_id, actor.clone()), None).await?;
+                    session_id
+                }
+            };
+            // Subscribed before the question is recorded, so that no frame of the turn is missed.
+            state.chat_hub.subscribe(session_id, outbox.clone());
+            let turn_id = Uuid::now_v7();
+            let submit = ChatSessionCommand::Submit { turn_id, text, mode, submitted_by: actor.to_string() };
+            state.commands.handle::<ChatSession>(&chat_stream(session_id), submit, &CommandMeta::new(holder.org_id, actor), None).await?;
+            Ok(json!({ "type": "accepted", "request_id": request_id, "session_id": session_id, "turn_id": turn_id }))
+        }
+        ClientFrame::Subscribe { request_id, session_id } => {
+            let (session, version) = state.commands.load::<ChatSession>(&chat_stream(session_id), holder.org_id).await?;
+            if !session.exists() || session.deleted {
+                return Err(ApiError::NotFound("chat session".into()));
+            }
+            state.chat_hub.subscribe(session_id, outbox.clone());
+            let turn = session.running_turn().map(|turn| {
+                json!({
+                    "turn_id": turn.turn_id,
+                    "question": turn.question,
+                    "mode": turn.mode,
+                    "llm_calls": turn.llm_calls.len(),
+                    "tool_calls": turn.tool_calls.iter().map(|call| json!({
+                        "tool_call_id": call.requested.tool_call_id, "name": call.requested.name,
+                        "finished": call.outcome.is_some(),
+                    })).collect::<Vec<_>>(),
+                    "pending_confirmations": turn.confirmations.iter().filter(|c| c.answer.is_none()).map(|c| json!({
+                        "confirmation_id": c.confirmation_id, "tool_call_id": c.tool_call_id, "expires_at": c.expires_at,
+                    })).collect::<Vec<_>>(),
+                })
+            });
+            let partial = state.chat_hub.partial(session_id).filter(|partial| turn.is_some() && Some(partial.turn_id) == session.running_turn().map(|t| t.turn_id));
+            Ok(json!({
+                "type": "subscribed", "request_id": request_id, "session_id": session_id, "stream_version": version,
+                "running_turn": turn,
+                "partial": partial.map(|partial| json!({ "turn_id": partial.turn_id, "call_index": partial.call_index, "text": partial.text })),
+            }))
+        }
+        ClientFrame::Confirm { request_id, session_id, confirmation_id, approve } => {
+            owner_or_admin(state, holder, session_id, "answer this confirmation").await?;
+            let answer = ChatSessionCommand::AnswerConfirmation { confirmation_id, approve };
+            state.commands.handle::<ChatSession>(&chat_stream(session_id), answer, &CommandMeta::new(holder.org_id, actor), None).await?;
+            Ok(json!({ "type": "confirmation_answered", "request_id": request_id, "confirmation_id": confirmation_id, "approved": approve }))
+        }
+        ClientFrame::Cancel { request_id, session_id, turn_id } => {
+            owner_or_admin(state, holder, session_id, "cancel this turn").await?;
+            let cancel = ChatSessionCommand::RequestCancel { turn_id };
+            state.commands.handle::<ChatSession>(&chat_stream(session_id), cancel, &CommandMeta::new(holder.org_id, actor), None).await?;
+            Ok(json!({ "type": "cancel_requested", "request_id": request_id, "turn_id": turn_id }))
+        }
+    }
+}
+
+/// Confirmations and cancels belong to the session's owner (still an editor) or an admin.
+async fn owner_or_admin(state: &AppState, holder: Holder, session_id: Uuid, what: &str) -> Result<(), ApiError> {
+    let (session, _) = state.commands.load::<ChatSession>(&chat_stream(session_id), holder.org_id).await?;
+    if !session.exists() || session.deleted {
+        return Err(ApiError::NotFound("chat session".into()));
+    }
+    let role = current_role(state, holder).await?;
+    let owner = session.owner == format!("user:{}", holder.user_id);
+    if role == Role::Admin || (owner && role >= Role::Editor) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!("only the session's owner or an admin may {what}")))
 }

@@ -1,0 +1,171 @@
+//! Live chat for the sockets this gateway holds. Every gateway instance reads the deltas topic and
+//! the chat topic from their ends and forwards what concerns a session to the sockets subscribed
+//! to it here, so a socket gets its answer whichever processor runs the turn and whichever gateway
+//! took the question. The text of each answer still streaming is kept, so that a client that
+//! (re)connects mid-turn sees what was said so far.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aurora_adapters::kafka::{ensure_topics, envelope_of, partition_watermarks};
+use aurora_adapters::Config;
+use aurora_events::chat::TokenDelta;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Frames a socket may fall behind by before it is dropped (the client reconnects and resumes).
+pub const SOCKET_BACKLOG: usize = 8192;
+
+/// The answer streaming in a session now.
+#[derive(Debug, Clone, Default)]
+pub struct Partial {
+    pub turn_id: Uuid,
+    pub call_index: u32,
+    pub text: String,
+}
+
+#[derive(Default)]
+pub struct ChatHub {
+    subscribers: Mutex<HashMap<Uuid, Vec<mpsc::Sender<Value>>>>,
+    partials: Mutex<HashMap<Uuid, Partial>>,
+}
+
+impl ChatHub {
+    /// Starts following the topics from their current ends, and returns once it follows them, so
+    /// that nothing said after the gateway starts is missed; the hub forwards until `shutdown`.
+    /// If the broker cannot be reached now, the hub keeps trying in the background.
+    pub async fn start(config: &Config, shutdown: CancellationToken) -> Arc<Self> {
+        let hub = Arc::new(Self::default());
+        let follower = hub.clone();
+        let config = config.clone();
+        let first = tokio::time::timeout(Duration::from_secs(10), Self::subscribe_to_topics(&config)).await;
+        let mut consumer = match first {
+            Ok(Ok(consumer)) => Some(consumer),
+            Ok(Err(error)) => {
+                tracing::warn!(error = %format!("{error:#}"), "chat hub cannot follow the topics yet; retrying in the background");
+                None
+            }
+            Err(_) => None,
+        };
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            while !shutdown.is_cancelled() {
+                let followed = match consumer.take() {
+                    Some(consumer) => follower.follow(&config, consumer, &shutdown).await,
+                    None => match Self::subscribe_to_topics(&config).await {
+                        Ok(consumer) => follower.follow(&config, consumer, &shutdown).await,
+                        Err(error) => Err(error),
+                    },
+                };
+                if let Err(error) = followed {
+                    tracing::warn!(error = %format!("{error:#}"), "chat hub interrupted; following again");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        });
+        hub
+    }
+
+    /// Sends what happens in `session_id` to `socket` from now on.
+    pub fn subscribe(&self, session_id: Uuid, socket: mpsc::Sender<Value>) {
+        let mut subscribers = self.subscribers.lock().expect("hub lock");
+        let sockets = subscribers.entry(session_id).or_default();
+        if !sockets.iter().any(|known| known.same_channel(&socket)) {
+            sockets.push(socket);
+        }
+    }
+
+    pub fn partial(&self, session_id: Uuid) -> Option<Partial> {
+        self.partials.lock().expect("hub lock").get(&session_id).cloned()
+    }
+
+    fn forward(&self, session_id: Uuid, frame: Value) {
+        let mut subscribers = self.subscribers.lock().expect("hub lock");
+        let Some(sockets) = subscribers.get_mut(&session_id) else { return };
+        // A closed or hopelessly slow socket is let go.
+        sockets.retain(|socket| socket.try_send(frame.clone()).is_ok());
+        if sockets.is_empty() {
+            subscribers.remove(&session_id);
+        }
+    }
+
+    /// A consumer assigned every partition of the two topics at their high watermarks now.
+    async fn subscribe_to_topics(config: &Config) -> anyhow::Result<StreamConsumer> {
+        let deltas = aurora_events::topics::deltas_topic(&config.topic_prefix);
+        let chat = aurora_events::topics::topic_for_category(&config.topic_prefix, "chat");
+        ensure_topics(config, &[deltas.clone(), chat.clone()]).await?;
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &config.kafka_brokers)
+            .set("group.id", format!("aurora-hub-{}", Uuid::now_v7()))
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "5")
+            .set("fetch.min.bytes", "1")
+            .set("socket.nagle.disable", "true")
+            .create()?;
+        let mut assignment = TopicPartitionList::new();
+        for topic in [&deltas, &chat] {
+            // The ends as numbers, not `Offset::End`, which would be resolved later, at the first fetch.
+            let marks = tokio::task::block_in_place(|| partition_watermarks(&consumer, topic, Duration::from_secs(10)))?;
+            for (partition, _low, high) in marks {
+                assignment.add_partition_offset(topic, partition, Offset::Offset(high))?;
+            }
+        }
+        consumer.assign(&assignment)?;
+        Ok(consumer)
+    }
+
+    async fn follow(&self, config: &Config, consumer: StreamConsumer, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let deltas = aurora_events::topics::deltas_topic(&config.topic_prefix);
+        loop {
+            let message = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                message = consumer.recv() => message?,
+            };
+            if message.topic() == deltas {
+                let Some(Ok(delta)) = message.payload().map(serde_json::from_slice::<TokenDelta>) else { continue };
+                self.on_delta(delta);
+            } else if let Ok(envelope) = envelope_of(&message) {
+                let Ok(session_id) = Uuid::parse_str(envelope.stream.id()) else { continue };
+                if matches!(
+                    envelope.event_type.as_str(),
+                    "llm.call_completed" | "chat.assistant_message_completed" | "chat.turn_failed" | "chat.turn_cancelled"
+                ) {
+                    self.partials.lock().expect("hub lock").remove(&session_id);
+                }
+                let frame = json!({
+                    "type": envelope.event_type,
+                    "session_id": session_id,
+                    "event_id": envelope.id,
+                    "stream_version": envelope.stream_version,
+                    "payload": envelope.payload,
+                });
+                self.forward(session_id, frame);
+            }
+        }
+    }
+
+    fn on_delta(&self, delta: TokenDelta) {
+        {
+            let mut partials = self.partials.lock().expect("hub lock");
+            let partial = partials.entry(delta.session_id).or_default();
+            if delta.seq == 0 || partial.turn_id != delta.turn_id || partial.call_index != delta.call_index {
+                *partial = Partial { turn_id: delta.turn_id, call_index: delta.call_index, text: String::new() };
+            }
+            partial.text.push_str(&delta.text);
+        }
+        let frame = json!({
+            "type": "delta", "session_id": delta.session_id, "turn_id": delta.turn_id,
+            "call_index": delta.call_index, "seq": delta.seq, "text": delta.text,
+        });
+        self.forward(delta.session_id, frame);
+    }
+}

@@ -1,0 +1,456 @@
+//! The agent runtime: advances a chat turn from wherever its events leave it until it ends or
+//! waits for a person. Every step is recorded through the chat session aggregate before the next
+//! one is taken, so a processor that dies at any point resumes the turn from its events: an LLM
+//! call that was not recorded is made again, a read-only tool whose result was not recorded runs
+//! again, and a destructive tool that was started but not finished is never run twice — its
+//! unknown outcome is recorded as a failure instead.
+
+pub mod deltas;
+pub mod runner;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aurora_adapters::llm::{ChatMessage, Completion, Llm, ToolSpec};
+use aurora_adapters::Config;
+use aurora_commands::{CommandHandler, CommandMeta, HandleError};
+use aurora_domain::chat_session::{ChatSession, ChatSessionCommand, ConfirmationAnswer, ToolOutcome, Turn};
+use aurora_domain::DomainError;
+use aurora_events::chat::{AssistantMessageCompleted, LlmCallCompleted, ToolCallCompleted, ToolCallRequested, TurnFailure};
+use aurora_events::identity::Role;
+use aurora_events::{Actor, OrgId, StreamId};
+use chrono::Utc;
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::tools::{AnyTool, Effect, Registry, ToolContext};
+use deltas::DeltaPublisher;
+
+/// Limits of one turn.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub llm_calls: u32,
+    pub tool_calls: u32,
+    pub wall_time: Duration,
+    pub context_tokens: usize,
+    pub confirmation_ttl: Duration,
+}
+
+impl Limits {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            llm_calls: config.agent_max_llm_calls,
+            tool_calls: config.agent_max_tool_calls,
+            wall_time: config.agent_max_turn,
+            context_tokens: config.llm_context_tokens,
+            confirmation_ttl: config.confirmation_ttl,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Agent {
+    commands: CommandHandler,
+    pool: PgPool,
+    llm: Llm,
+    tools: Registry,
+    deltas: DeltaPublisher,
+    limits: Limits,
+    /// Wakes the timer loop when a new confirmation sets a timer.
+    timers_changed: Arc<tokio::sync::Notify>,
+}
+
+/// Where a turn stands after [`Agent::advance`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advanced {
+    /// Nothing is running in the session.
+    Idle,
+    /// The turn waits for a person to answer a confirmation.
+    Waiting,
+    /// The turn ended (answered, failed or cancelled).
+    Ended,
+}
+
+fn agent_actor() -> Actor {
+    Actor::processor("agent")
+}
+
+impl Agent {
+    pub fn new(config: &Config, pool: PgPool, commands: CommandHandler, deltas: DeltaPublisher) -> Self {
+        Self {
+            commands,
+            pool,
+            llm: Llm::new(config),
+            tools: Registry::standard(),
+            deltas,
+            limits: Limits::from_config(config),
+            timers_changed: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    pub fn timers_changed(&self) -> Arc<tokio::sync::Notify> {
+        self.timers_changed.clone()
+    }
+
+    pub fn commands(&self) -> &CommandHandler {
+        &self.commands
+    }
+
+    async fn record(&self, stream: &StreamId, org_id: OrgId, turn_id: Uuid, command: ChatSessionCommand) -> Result<(), HandleError> {
+        let mut meta = CommandMeta::new(org_id, agent_actor());
+        meta.correlation_id = turn_id;
+        self.commands.handle::<ChatSession>(stream, command, &meta, None).await.map(|_| ())
+    }
+
+    /// Advances the running turn of `stream`, if any, until it ends or waits. `cancel` interrupts
+    /// a streaming LLM call as soon as a cancel request is seen.
+    pub async fn advance(&self, stream: &StreamId, org_id: OrgId, cancel: &CancellationToken) -> anyhow::Result<Advanced> {
+        loop {
+            let (session, _) = self.commands.load::<ChatSession>(stream, org_id).await?;
+            let Some(turn) = session.running_turn().cloned() else {
+                return Ok(if session.turn.is_some() { Advanced::Ended } else { Advanced::Idle });
+            };
+            let outcome = self.step(stream, org_id, &session, &turn, cancel).await;
+            match outcome {
+                Ok(Some(advanced)) => return Ok(advanced),
+                Ok(None) => continue,
+                // The turn ended under us (cancelled, or finished by another owner): look again.
+                Err(HandleError::Domain(DomainError::InvalidState(_))) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Takes one step of `turn`. `None`: a step was recorded, look again.
+    async fn step(
+        &self,
+        stream: &StreamId,
+        org_id: OrgId,
+        session: &ChatSession,
+        turn: &Turn,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Advanced>, HandleError> {
+        let turn_id = turn.turn_id;
+        let offered = self.tools.offered(org_id, turn.mode);
+        if turn.cancel_requested {
+            self.record(stream, org_id, turn_id, ChatSessionCommand::Cancel { turn_id }).await?;
+            return Ok(Some(Advanced::Ended));
+        }
+        let Some(started_at) = turn.started_at else {
+            let tools = offered.iter().map(|tool| tool.name().to_owned()).collect();
+            let start = ChatSessionCommand::StartTurn { turn_id, started_at: Utc::now(), model: self.llm.model().to_owned(), tools };
+            self.record(stream, org_id, turn_id, start).await?;
+            return Ok(None);
+        };
+        if turn.awaiting_confirmation() {
+            return Ok(Some(Advanced::Waiting));
+        }
+        if let Some(pending) = turn.tool_calls.iter().find(|call| call.outcome.is_none()) {
+            self.resolve_tool_call(stream, org_id, turn, &pending.requested, pending.started, &offered).await?;
+            return Ok(None);
+        }
+        let elapsed = (Utc::now() - started_at).to_std().unwrap_or_default();
+        if elapsed > self.limits.wall_time {
+            let message = format!("The turn ran longer than its limit of {} s and was stopped.", self.limits.wall_time.as_secs());
+            self.fail(stream, org_id, turn_id, TurnFailure::WallTimeLimit, message).await?;
+            return Ok(Some(Advanced::Ended));
+        }
+        if turn.llm_calls.len() as u32 >= self.limits.llm_calls {
+            let message = format!("The turn reached its limit of {} model calls and was stopped.", self.limits.llm_calls);
+            self.fail(stream, org_id, turn_id, TurnFailure::LlmCallLimit, message).await?;
+            return Ok(Some(Advanced::Ended));
+        }
+        let call_index = turn.llm_calls.len() as u32 + 1;
+        let messages = self.conversation(session, turn, &offered);
+        let specs: Vec<ToolSpec> = offered
+            .iter()
+            .map(|tool| ToolSpec { name: tool.name().to_owned(), description: tool.description().to_owned(), parameters: tool.parameters() })
+            .collect();
+        let session_id = Uuid::parse_str(stream.id()).unwrap_or_default();
+        let mut seq = 0u32;
+        let streamed = self.llm.stream(&messages, &specs, |text| {
+            self.deltas.publish(session_id, turn_id, call_index, seq, text);
+            seq += 1;
+        });
+        let completion = tokio::select! {
+            completion = streamed => completion,
+            _ = cancel.cancelled() => return Ok(None),
+        };
+        let completion: Completion = match completion {
+            Ok(completion) => completion,
+            Err(error) => {
+                tracing::warn!(%stream, %turn_id, %error, "llm call failed");
+                let message = format!("The model could not answer: {error}. Nothing was changed; ask again when it is back.");
+                self.fail(stream, org_id, turn_id, TurnFailure::LlmUnavailable, message).await?;
+                return Ok(Some(Advanced::Ended));
+            }
+        };
+        let record = LlmCallCompleted {
+            turn_id,
+            call_index,
+            model: self.llm.model().to_owned(),
+            prompt_tokens: completion.prompt_tokens,
+            completion_tokens: completion.completion_tokens,
+            latency_ms: completion.latency.as_millis() as u64,
+            first_token_ms: completion.first_token.map(|first| first.as_millis() as u64),
+            text: completion.text.clone(),
+            tool_calls: completion.tool_calls.clone(),
+            finish_reason: completion.finish_reason.clone(),
+        };
+        self.record(stream, org_id, turn_id, ChatSessionCommand::RecordLlmCall(record)).await?;
+        if completion.tool_calls.is_empty() {
+            let mut llm_calls = turn.llm_calls.clone();
+            llm_calls.push(LlmCallCompleted {
+                turn_id,
+                call_index,
+                model: String::new(),
+                prompt_tokens: completion.prompt_tokens,
+                completion_tokens: completion.completion_tokens,
+                latency_ms: 0,
+                first_token_ms: None,
+                text: String::new(),
+                tool_calls: Vec::new(),
+                finish_reason: None,
+            });
+            let answer = AssistantMessageCompleted {
+                turn_id,
+                text: completion.text,
+                llm_calls: llm_calls.len() as u32,
+                tool_calls: turn.tool_calls.len() as u32,
+                prompt_tokens: llm_calls.iter().map(|call| call.prompt_tokens).sum(),
+                completion_tokens: llm_calls.iter().map(|call| call.completion_tokens).sum(),
+            };
+            self.record(stream, org_id, turn_id, ChatSessionCommand::Complete(answer)).await?;
+            return Ok(Some(Advanced::Ended));
+        }
+        let mut requested = turn.tool_calls.len() as u32;
+        for call in completion.tool_calls {
+            requested += 1;
+            if requested > self.limits.tool_calls {
+                let message = format!("The turn reached its limit of {} tool calls and was stopped.", self.limits.tool_calls);
+                self.fail(stream, org_id, turn_id, TurnFailure::ToolCallLimit, message).await?;
+                return Ok(Some(Advanced::Ended));
+            }
+            let tool = offered.iter().find(|tool| tool.name() == call.name);
+            let arguments: Result<Value, _> =
+                if call.arguments.trim().is_empty() { Ok(Value::Object(Default::default())) } else { serde_json::from_str(&call.arguments) };
+            let destructive = tool.is_some_and(|tool| tool.effect() == Effect::Destructive);
+            let request = ToolCallRequested {
+                turn_id,
+                tool_call_id: call.tool_call_id.clone(),
+                name: call.name.clone(),
+                arguments: arguments.as_ref().cloned().unwrap_or(Value::String(call.arguments.clone())),
+                destructive,
+            };
+            let problem = match (&tool, &arguments) {
+                (None, _) => Some(format!("there is no tool named {} in this conversation", call.name)),
+                (_, Err(error)) => Some(format!("the arguments are not valid JSON: {error}")),
+                _ => None,
+            };
+            let confirmation = (destructive && problem.is_none()).then(|| {
+                let expires_at = Utc::now() + chrono::Duration::from_std(self.limits.confirmation_ttl).unwrap_or_default();
+                (Uuid::now_v7(), expires_at)
+            });
+            self.record(stream, org_id, turn_id, ChatSessionCommand::RequestTool { call: request, confirmation }).await?;
+            if let Some(error) = problem {
+                let finish = ChatSessionCommand::FinishTool { turn_id, tool_call_id: call.tool_call_id.clone(), outcome: Err(error) };
+                self.record(stream, org_id, turn_id, finish).await?;
+            }
+        }
+        self.ensure_confirmation_timers(stream, org_id).await?;
+        Ok(None)
+    }
+
+    async fn fail(&self, stream: &StreamId, org_id: OrgId, turn_id: Uuid, reason: TurnFailure, message: String) -> Result<(), HandleError> {
+        self.record(stream, org_id, turn_id, ChatSessionCommand::Fail { turn_id, reason, message }).await
+    }
+
+    /// Every pending confirmation of the stream has its expiry timer (idempotent).
+    async fn ensure_confirmation_timers(&self, stream: &StreamId, org_id: OrgId) -> Result<(), HandleError> {
+        let (session, _) = self.commands.load::<ChatSession>(stream, org_id).await?;
+        let Some(turn) = session.running_turn() else { return Ok(()) };
+        for confirmation in turn.confirmations.iter().filter(|confirmation| confirmation.answer.is_none()) {
+            sqlx::query(
+                "INSERT INTO timers (timer_id, kind, org_id, stream, payload, due_at) VALUES ($1, 'confirmation_expiry', $2, $3, $4, $5) \
+                 ON CONFLICT (timer_id) DO NOTHING",
+            )
+            .bind(confirmation.confirmation_id)
+            .bind(org_id.0)
+            .bind(stream.to_string())
+            .bind(serde_json::json!({ "confirmation_id": confirmation.confirmation_id }))
+            .bind(confirmation.expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|error| HandleError::Store(aurora_commands::StoreError::Unexpected(error.into())))?;
+        }
+        self.timers_changed.notify_one();
+        Ok(())
+    }
+
+    /// Runs, refuses or writes off one requested tool call whose outcome is not recorded.
+    async fn resolve_tool_call(
+        &self,
+        stream: &StreamId,
+        org_id: OrgId,
+        turn: &Turn,
+        call: &ToolCallRequested,
+        started_before: bool,
+        offered: &[Arc<dyn AnyTool>],
+    ) -> Result<(), HandleError> {
+        let turn_id = turn.turn_id;
+        let finish = |outcome: Result<ToolCallCompleted, String>| ChatSessionCommand::FinishTool {
+            turn_id,
+            tool_call_id: call.tool_call_id.clone(),
+            outcome,
+        };
+        let Some(tool) = offered.iter().find(|tool| tool.name() == call.name).cloned() else {
+            let error = format!("there is no tool named {} in this conversation", call.name);
+            return self.record(stream, org_id, turn_id, finish(Err(error))).await;
+        };
+        if call.destructive {
+            let answer = turn.confirmation_for(&call.tool_call_id).and_then(|confirmation| confirmation.answer);
+            match answer {
+                Some(ConfirmationAnswer::Granted) => {}
+                Some(ConfirmationAnswer::Denied) => {
+                    let error = "a person declined to run this tool; do not try it again in this turn".to_owned();
+                    return self.record(stream, org_id, turn_id, finish(Err(error))).await;
+                }
+                Some(ConfirmationAnswer::Expired) | None => {
+                    let error = "nobody confirmed this tool in time, so it did not run".to_owned();
+                    return self.record(stream, org_id, turn_id, finish(Err(error))).await;
+                }
+            }
+            if started_before {
+                let error = "the agent stopped while this tool ran; whether it took effect is unknown, and it was not run again".to_owned();
+                return self.record(stream, org_id, turn_id, finish(Err(error))).await;
+            }
+            let start = ChatSessionCommand::StartTool { turn_id, tool_call_id: call.tool_call_id.clone() };
+            match self.record(stream, org_id, turn_id, start).await {
+                Ok(()) => {}
+                Err(HandleError::Domain(DomainError::InvalidState(_))) => return Ok(()),
+                Err(error) => return Err(error),
+            }
+        }
+        let outcome = self.run_tool(stream, org_id, turn, call, tool.as_ref()).await;
+        self.record(stream, org_id, turn_id, finish(outcome)).await
+    }
+
+    async fn run_tool(
+        &self,
+        stream: &StreamId,
+        org_id: OrgId,
+        turn: &Turn,
+        call: &ToolCallRequested,
+        tool: &dyn AnyTool,
+    ) -> Result<ToolCallCompleted, String> {
+        let user_id = turn.submitted_by.strip_prefix("user:").and_then(|id| Uuid::parse_str(id).ok());
+        let Some(user_id) = user_id else { return Err("the turn has no user to run tools for".into()) };
+        let role: Option<String> =
+            sqlx::query_scalar("SELECT role FROM accounts WHERE user_id = $1 AND org_id = $2 AND removed_at IS NULL")
+                .bind(user_id)
+                .bind(org_id.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|error| format!("could not look up the user: {error}"))?;
+        let Some(role) = role.and_then(|role| role.parse::<Role>().ok()) else {
+            return Err("the user who asked is no longer a member of the organisation".into());
+        };
+        let context = ToolContext {
+            org_id,
+            user_id,
+            role,
+            tool_call_key: Uuid::new_v5(&turn.turn_id, call.tool_call_id.as_bytes()),
+            pool: self.pool.clone(),
+            commands: self.commands.clone(),
+        };
+        let started = std::time::Instant::now();
+        let result = tool.call(&context, &call.arguments).await.map_err(|error| error.to_string())?;
+        let text = serde_json::to_string(&result).unwrap_or_default();
+        let session_id = Uuid::parse_str(stream.id()).unwrap_or_default();
+        // The whole result first, so that the event that announces it never points at nothing.
+        sqlx::query(
+            "INSERT INTO tool_results (org_id, session_id, tool_call_id, turn_id, result) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (session_id, tool_call_id) DO UPDATE SET result = EXCLUDED.result",
+        )
+        .bind(org_id.0)
+        .bind(session_id)
+        .bind(&call.tool_call_id)
+        .bind(turn.turn_id)
+        .bind(&result)
+        .execute(&self.pool)
+        .await
+        .map_err(|error| format!("could not keep the result: {error}"))?;
+        let cap = tool.output_cap();
+        let truncated = text.len() > cap;
+        let kept = if truncated { Value::String(cut(&text, cap).to_owned()) } else { result };
+        Ok(ToolCallCompleted {
+            turn_id: turn.turn_id,
+            tool_call_id: call.tool_call_id.clone(),
+            result: kept,
+            truncated,
+            result_bytes: text.len() as u64,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// The messages of the next LLM call: the system prompt, as much history as the context
+    /// budget holds (oldest dropped first), the question and this turn's calls and tool results.
+    fn conversation(&self, session: &ChatSession, turn: &Turn, offered: &[Arc<dyn AnyTool>]) -> Vec<ChatMessage> {
+        let system = ChatMessage::System(system_prompt(offered));
+        let mut current = vec![ChatMessage::User(turn.question.clone())];
+        for llm_call in &turn.llm_calls {
+            current.push(ChatMessage::Assistant { text: llm_call.text.clone(), tool_calls: llm_call.tool_calls.clone() });
+            for model_call in &llm_call.tool_calls {
+                let content = match turn.tool_call(&model_call.tool_call_id).and_then(|call| call.outcome.as_ref()) {
+                    Some(ToolOutcome::Completed(result)) => serde_json::to_string(result).unwrap_or_default(),
+                    Some(ToolOutcome::Failed(error)) => format!("error: {error}"),
+                    None => "error: no result".into(),
+                };
+                current.push(ChatMessage::Tool { tool_call_id: model_call.tool_call_id.clone(), content });
+            }
+        }
+        let fixed: usize = system.estimated_tokens() + current.iter().map(ChatMessage::estimated_tokens).sum::<usize>();
+        let mut budget = self.limits.context_tokens.saturating_sub(fixed);
+        let mut history = Vec::new();
+        for exchange in session.history.iter().rev() {
+            let pair = [ChatMessage::User(exchange.question.clone()), ChatMessage::Assistant { text: exchange.answer.clone(), tool_calls: Vec::new() }];
+            let cost: usize = pair.iter().map(ChatMessage::estimated_tokens).sum();
+            if cost > budget {
+                break;
+            }
+            budget -= cost;
+            history.extend(pair.into_iter().rev());
+        }
+        history.reverse();
+        let mut messages = vec![system];
+        messages.extend(history);
+        messages.extend(current);
+        messages
+    }
+}
+
+/// At most `cap` bytes of `text`, cut on a character boundary.
+fn cut(text: &str, cap: usize) -> &str {
+    let mut end = cap.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+fn system_prompt(offered: &[Arc<dyn AnyTool>]) -> String {
+    let mut prompt = String::from(
+        "You are Aurora, a site-reliability assistant. Answer from evidence; say which tool results support \
+         what you say. Call tools when they would help.\n\nTools available to this user:\n",
+    );
+    if offered.is_empty() {
+        prompt.push_str("(none)\n");
+    }
+    for tool in offered {
+        let note = if tool.effect() == Effect::Destructive { " (changes state; a person must confirm it first)" } else { "" };
+        prompt.push_str(&format!("- {}: {}{note}\n", tool.name(), tool.description()));
+    }
+    prompt
+}

@@ -1,0 +1,322 @@
+//! The agent processor's consumer. It reads the chat topic and, for each event that moves a turn
+//! (a question, a confirmation's answer or expiry, a cancel request), advances that session's
+//! turn on the session's own worker, one step sequence at a time per session and many sessions at
+//! once. A record's offset is stored only when the work it caused has ended or reached a wait, so
+//! a processor that dies mid-turn finds the question again on restart and resumes the turn from
+//! its events. It also fires durable timers (confirmation expiry) once, as the only owner.
+//!
+//! Ownership is a Postgres advisory lock, as for projections (Tansu 0.6's group coordinator does
+//! not hand partitions back after a member dies); a second instance waits as a hot standby.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aurora_adapters::kafka::{consumer_config, ensure_topics, envelope_of, partitions_of};
+use aurora_adapters::postgres::{acquire_leadership, release_leadership};
+use aurora_adapters::Config;
+use aurora_commands::CommandMeta;
+use aurora_domain::chat_session::{ChatSession, ChatSessionCommand};
+use aurora_events::{Actor, OrgId, StreamId};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::Agent;
+
+const NAME: &str = "processor:agent";
+const TRIGGERS: &[&str] = &[
+    "chat.message_submitted",
+    "confirmation.granted",
+    "confirmation.denied",
+    "confirmation.expired",
+    "chat.turn_cancel_requested",
+];
+
+/// Offsets read but whose work has not ended, per partition, and the next offset to read.
+#[derive(Default)]
+struct Progress {
+    partitions: HashMap<i32, (BTreeSet<i64>, i64)>,
+}
+
+impl Progress {
+    fn seen(&mut self, partition: i32, offset: i64, in_flight: bool) {
+        let entry = self.partitions.entry(partition).or_insert_with(|| (BTreeSet::new(), offset));
+        if in_flight {
+            entry.0.insert(offset);
+        }
+        entry.1 = entry.1.max(offset + 1);
+    }
+
+    fn done(&mut self, partition: i32, offset: i64) {
+        if let Some(entry) = self.partitions.get_mut(&partition) {
+            entry.0.remove(&offset);
+        }
+    }
+
+    /// Where a restart must begin reading each partition.
+    fn resume_points(&self) -> Vec<(i32, i64)> {
+        self.partitions.iter().map(|(partition, (in_flight, next))| (*partition, in_flight.first().copied().unwrap_or(*next))).collect()
+    }
+}
+
+struct Job {
+    org_id: OrgId,
+    partition: i32,
+    offset: i64,
+}
+
+pub struct AgentRunner {
+    config: Config,
+    pool: PgPool,
+    agent: Agent,
+}
+
+impl AgentRunner {
+    pub fn new(config: Config, pool: PgPool, agent: Agent) -> Self {
+        Self { config, pool, agent }
+    }
+
+    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let chat_topic = aurora_events::topics::topic_for_category(&self.config.topic_prefix, "chat");
+        let topics = vec![chat_topic.clone(), aurora_events::topics::deltas_topic(&self.config.topic_prefix)];
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let outcome = match ensure_topics(&self.config, &topics).await {
+                Ok(()) => self.lead(&chat_topic, &shutdown).await,
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(()) => break,
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "agent processor interrupted");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::info!("agent processor stopped");
+        Ok(())
+    }
+
+    async fn lead(&self, topic: &str, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let lock_name = format!("aurora-{NAME}");
+        let Some(mut lock) = acquire_leadership(&self.pool, &lock_name, shutdown).await? else { return Ok(()) };
+        tracing::info!("agent processor leads");
+        let stop = shutdown.child_token();
+        let timers = tokio::spawn(fire_timers(self.agent.clone(), self.pool.clone(), stop.clone()));
+        let outcome = self.consume(topic, &stop).await;
+        stop.cancel();
+        let _ = timers.await;
+        release_leadership(&mut lock, &lock_name).await;
+        outcome
+    }
+
+    async fn consume(&self, topic: &str, stop: &CancellationToken) -> anyhow::Result<()> {
+        let consumer: StreamConsumer = consumer_config(&self.config, &format!("{}aurora-agent", self.config.topic_prefix)).create()?;
+        let stored: Vec<(i32, i64)> =
+            sqlx::query_as("SELECT partition, next_offset FROM projection_offsets WHERE projection = $1 AND topic = $2")
+                .bind(NAME)
+                .bind(topic)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut assignment = TopicPartitionList::new();
+        let partitions = tokio::task::block_in_place(|| partitions_of(&consumer, topic, Duration::from_secs(10)))?;
+        for partition in partitions {
+            let offset = stored.iter().find(|(stored, _)| *stored == partition).map_or(Offset::Beginning, |(_, next)| Offset::Offset(*next));
+            assignment.add_partition_offset(topic, partition, offset)?;
+        }
+        consumer.assign(&assignment)?;
+
+        let progress = Arc::new(Mutex::new(Progress::default()));
+        let workers: Arc<Mutex<HashMap<Uuid, mpsc::UnboundedSender<Job>>>> = Arc::default();
+        let running: Arc<Mutex<HashMap<Uuid, CancellationToken>>> = Arc::default();
+        let mut tasks = tokio::task::JoinSet::new();
+        let flusher = tokio::spawn(flush_offsets(self.pool.clone(), topic.to_owned(), progress.clone(), stop.clone()));
+        let outcome: anyhow::Result<()> = loop {
+            let message = tokio::select! {
+                _ = stop.cancelled() => break Ok(()),
+                message = consumer.recv() => message,
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => break Err(error.into()),
+            };
+            let (partition, offset) = (message.partition(), message.offset());
+            let Ok(envelope) = envelope_of(&message) else {
+                progress.lock().expect("progress lock").seen(partition, offset, false);
+                continue;
+            };
+            if !TRIGGERS.contains(&envelope.event_type.as_str()) {
+                progress.lock().expect("progress lock").seen(partition, offset, false);
+                continue;
+            }
+            let Ok(session_id) = Uuid::parse_str(envelope.stream.id()) else {
+                progress.lock().expect("progress lock").seen(partition, offset, false);
+                continue;
+            };
+            progress.lock().expect("progress lock").seen(partition, offset, true);
+            if envelope.event_type == "chat.turn_cancel_requested" {
+                if let Some(token) = running.lock().expect("running lock").get(&session_id) {
+                    token.cancel();
+                }
+            }
+            let job = Job { org_id: envelope.org_id, partition, offset };
+            let mut workers_now = workers.lock().expect("workers lock");
+            let sender = workers_now.entry(session_id).or_insert_with(|| {
+                let (sender, receiver) = mpsc::unbounded_channel();
+                let worker = SessionWorker {
+                    agent: self.agent.clone(),
+                    stream: StreamId::new("chat", session_id.to_string()).expect("uuids are valid stream ids"),
+                    session_id,
+                    progress: progress.clone(),
+                    running: running.clone(),
+                };
+                tasks.spawn(worker.run(receiver, stop.clone()));
+                sender
+            });
+            if sender.send(job).is_err() {
+                tracing::warn!(%session_id, "session worker gone; the turn resumes after a restart");
+            }
+        };
+        stop.cancel();
+        // Work in flight stops where it is; its offsets were not stored, so it resumes on restart.
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        let _ = flusher.await;
+        outcome
+    }
+}
+
+struct SessionWorker {
+    agent: Agent,
+    stream: StreamId,
+    session_id: Uuid,
+    progress: Arc<Mutex<Progress>>,
+    running: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
+}
+
+impl SessionWorker {
+    async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>, stop: CancellationToken) {
+        while let Some(first) = tokio::select! { _ = stop.cancelled() => None, job = jobs.recv() => job } {
+            // Everything queued meanwhile is covered by one pass over the turn's events.
+            let mut batch = vec![first];
+            while let Ok(job) = jobs.try_recv() {
+                batch.push(job);
+            }
+            let cancel = CancellationToken::new();
+            self.running.lock().expect("running lock").insert(self.session_id, cancel.clone());
+            let org_id = batch[0].org_id;
+            let mut attempt = 0u32;
+            loop {
+                match self.agent.advance(&self.stream, org_id, &cancel).await {
+                    Ok(advanced) => {
+                        tracing::debug!(stream = %self.stream, ?advanced, "turn advanced");
+                        break;
+                    }
+                    Err(error) => {
+                        attempt += 1;
+                        tracing::warn!(stream = %self.stream, error = %format!("{error:#}"), attempt, "advancing the turn failed, retrying");
+                        let delay = Duration::from_millis(100 * u64::from(attempt.min(50)));
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                }
+            }
+            self.running.lock().expect("running lock").remove(&self.session_id);
+            let mut progress = self.progress.lock().expect("progress lock");
+            for job in batch {
+                progress.done(job.partition, job.offset);
+            }
+        }
+    }
+}
+
+/// Stores, every 100 ms, where a restart must resume each partition.
+async fn flush_offsets(pool: PgPool, topic: String, progress: Arc<Mutex<Progress>>, stop: CancellationToken) {
+    let mut stored: HashMap<i32, i64> = HashMap::new();
+    loop {
+        let stopping = stop.is_cancelled();
+        let points = progress.lock().expect("progress lock").resume_points();
+        for (partition, next) in points {
+            if stored.get(&partition) == Some(&next) {
+                continue;
+            }
+            let written = sqlx::query(
+                "INSERT INTO projection_offsets (projection, topic, partition, next_offset, updated_at) VALUES ($1, $2, $3, $4, now()) \
+                 ON CONFLICT (projection, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+            )
+            .bind(NAME)
+            .bind(&topic)
+            .bind(partition)
+            .bind(next)
+            .execute(&pool)
+            .await;
+            match written {
+                Ok(_) => {
+                    stored.insert(partition, next);
+                }
+                Err(error) => tracing::warn!(%error, "storing the agent's offsets failed; retrying"),
+            }
+        }
+        if stopping {
+            return;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+/// Fires due timers, each once: the command it issues is idempotent by timer id, and the timer is
+/// marked fired after. Sleeps until the next timer is due (or a new one is set), not polling.
+async fn fire_timers(agent: Agent, pool: PgPool, stop: CancellationToken) {
+    let changed = agent.timers_changed();
+    loop {
+        let due: Result<Vec<(Uuid, Uuid, String, serde_json::Value)>, sqlx::Error> = sqlx::query_as(
+            "SELECT timer_id, org_id, stream, payload FROM timers WHERE fired_at IS NULL AND due_at <= now() ORDER BY due_at LIMIT 100",
+        )
+        .fetch_all(&pool)
+        .await;
+        match due {
+            Ok(due) => {
+                for (timer_id, org_id, stream, payload) in due {
+                    let Some(confirmation_id) = payload.get("confirmation_id").and_then(|id| id.as_str()).and_then(|id| Uuid::parse_str(id).ok())
+                    else {
+                        continue;
+                    };
+                    let Ok(stream) = stream.parse::<StreamId>() else { continue };
+                    let meta = CommandMeta::idempotent(OrgId(org_id), Actor::processor("timers"), timer_id);
+                    let command = ChatSessionCommand::ExpireConfirmation { confirmation_id };
+                    match agent.commands().handle::<ChatSession>(&stream, command, &meta, None).await {
+                        Ok(_) => {
+                            let _ = sqlx::query("UPDATE timers SET fired_at = now() WHERE timer_id = $1").bind(timer_id).execute(&pool).await;
+                        }
+                        Err(error) => tracing::warn!(%timer_id, %error, "firing a timer failed; it stays due"),
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "reading due timers failed"),
+        }
+        let next_due: Option<chrono::DateTime<chrono::Utc>> =
+            sqlx::query_scalar("SELECT min(due_at) FROM timers WHERE fired_at IS NULL").fetch_one(&pool).await.unwrap_or(None);
+        let wait = next_due
+            .map(|due| (due - chrono::Utc::now()).to_std().unwrap_or_default())
+            .unwrap_or(Duration::from_secs(60))
+            .clamp(Duration::from_millis(20), Duration::from_secs(60));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = changed.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! Chatting with the agent end to end: real WebSocket clients through the gateway, the agent
+//! processor on the chat topic, projections, and a scripted OpenAI-compatible model read by the
+//! real `async-openai` client.
+
+use std::time::Duration;
+
+use aurora_adapters::scripted_llm::{ScriptedLlm, Step};
+use aurora_tests::chat::ChatSocket;
+use aurora_tests::{eventually, http, App, Caller, Roles, TestEnv};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn chat_app(configure: impl FnOnce(&mut TestEnv)) -> (TestEnv, App, ScriptedLlm) {
+    let llm = ScriptedLlm::start().await;
+    let mut env = TestEnv::new().await;
+    env.config.llm_base_url = llm.base_url.clone();
+    env.config.llm_model = "scripted-model".into();
+    env.config.llm_timeout = Duration::from_secs(5);
+    configure(&mut env);
+    let app = App::spawn(&env, Roles::ALL).await;
+    (env, app, llm)
+}
+
+async fn event_types(env: &TestEnv, session_id: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT event_type FROM events WHERE stream = $1 ORDER BY stream_version")
+        .bind(format!("chat-{session_id}"))
+        .fetch_all(&env.pool)
+        .await
+        .unwrap()
+}
+
+async fn create_session(app: &App, caller: &Caller, title: &str) -> String {
+    let created: Value =
+        caller.apply(http().post(app.url("/v1/chat/sessions"))).json(&json!({ "title": title })).send().await.unwrap().json().await.unwrap();
+    created["session_id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_streams_in_and_the_turn_is_recorded() {
+    let (env, app, llm) = chat_app(|_| {}).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    llm.script("why is checkout slow?", vec![Step::slow_text("The database pool is exhausted since the deploy.", Duration::from_millis(5))]);
+    let mut socket = ChatSocket::open(&app.base_url, &ana).await;
+    let accepted = socket.request(json!({ "type": "query", "text": "why is checkout slow?", "mode": "ask" })).await;
+    assert_eq!(accepted["type"], "accepted");
+    let session_id = accepted["session_id"].as_str().unwrap().to_owned();
+    let turn_id = accepted["turn_id"].as_str().unwrap().to_owned();
+    let answer = socket.event("chat.assistant_message_completed").await;
+    assert_eq!(answer["payload"]["text"], "The database pool is exhausted since the deploy.");
+    assert_eq!(socket.streamed_text(&turn_id), "The database pool is exhausted since the deploy.", "every delta arrived, in order");
+    let first_delta = socket.frames.iter().position(|frame| frame["type"] == "delta").unwrap();
+    let completed = socket.frames.iter().position(|frame| frame["type"] == "chat.assistant_message_completed").unwrap();
+    assert!(first_delta < completed, "the answer streamed before it was complete");
+
+    let types = event_types(&env, &session_id).await;
+    assert_eq!(
+        types,
+        ["chat.session_created", "chat.message_submitted", "chat.turn_started", "llm.call_completed", "chat.assistant_message_completed"]
+    );
+    let llm_call: Value = sqlx::query_scalar("SELECT payload FROM events WHERE stream = $1 AND event_type = 'llm.call_completed'")
+        .bind(format!("chat-{session_id}"))
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(llm_call["model"], "scripted-model");
+    assert!(llm_call["prompt_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(llm_call["completion_tokens"], 8, "usage from the stream's final chunk");
+    assert_eq!(answer["payload"]["completion_tokens"], 8);
+
+    // The conversation pages out of the read model.
+    let page = eventually("the conversation in the read model", WAIT, || async {
+        let page: Value = ana
+            .apply(http().get(app.url(&format!("/v1/chat/sessions/{session_id}/messages"))))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (page["items"].as_array().unwrap().len() == 2).then_some(page)
+    })
+    .await;
+    assert_eq!(page["items"][0]["kind"], "user");
+    assert_eq!(page["items"][1]["kind"], "assistant");
+    assert_eq!(page["items"][1]["text"], "The database pool is exhausted since the deploy.");
+
+    // The next question carries the history to the model.
+    llm.script("and the fix?", vec![Step::text("Raise the pool size.")]);
+    socket.request(json!({ "type": "query", "session_id": session_id, "text": "and the fix?", "mode": "ask" })).await;
+    socket.until("the second answer", |frame| frame["type"] == "chat.assistant_message_completed" && frame["payload"]["text"] == "Raise the pool size.").await;
+    let second = llm.requests_for("and the fix?").pop().unwrap();
+    let roles: Vec<&str> = second["messages"].as_array().unwrap().iter().map(|message| message["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    assert_eq!(second["messages"][2]["content"], "The database pool is exhausted since the deploy.");
+    socket.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_are_shown_as_they_happen_and_their_results_reach_the_model() {
+    let (env, app, llm) = chat_app(|_| {}).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    create_session(&app, &ana, "payments outage").await;
+    eventually("the session in the read model", WAIT, || async {
+        (env.count("SELECT count(*) FROM chat_sessions").await == 1).then_some(())
+    })
+    .await;
+    llm.script(
+        "which sessions do we have?",
+        vec![Step::tool("call_list", "list_chat_sessions", json!({ "limit": 10 })), Step::text("You have one session: payments outage.")],
+    );
+    let mut socket = ChatSocket::open(&app.base_url, &ana).await;
+    let accepted = socket.request(json!({ "type": "query", "text": "which sessions do we have?", "mode": "ask" })).await;
+    let requested = socket.event("tool_call.requested").await;
+    assert_eq!(requested["payload"]["name"], "list_chat_sessions");
+    assert_eq!(requested["payload"]["arguments"], json!({ "limit": 10 }));
+    assert_eq!(requested["payload"]["destructive"], false);
+    let completed = socket.event("tool_call.completed").await;
+    assert!(completed["payload"]["result"].to_string().contains("payments outage"));
+    socket.event("chat.assistant_message_completed").await;
+
+    // The model saw the tool's result, and in ask mode was offered no destructive tool.
+    let requests = llm.requests_for("which sessions do we have?");
+    assert_eq!(requests.len(), 2);
+    let offered: Vec<&str> = requests[0]["tools"].as_array().unwrap().iter().map(|tool| tool["function"]["name"].as_str().unwrap()).collect();
+    assert!(offered.contains(&"list_chat_sessions") && offered.contains(&"read_audit_log"));
+    assert!(!offered.contains(&"archive_chat_session"), "ask mode offers no destructive tool: {offered:?}");
+    let parameters = &requests[0]["tools"][0]["function"]["parameters"];
+    assert_eq!(parameters["type"], "object", "arguments are described by a JSON Schema: {parameters}");
+    assert!(requests[0]["messages"][0]["content"].as_str().unwrap().contains("list_chat_sessions"), "the system prompt names the tools");
+    let tool_message = requests[1]["messages"].as_array().unwrap().iter().find(|message| message["role"] == "tool").unwrap();
+    assert_eq!(tool_message["tool_call_id"], "call_list");
+    assert!(tool_message["content"].as_str().unwrap().contains("payments outage"));
+
+    // The whole result is retrievable.
+    let session_id = accepted["session_id"].as_str().unwrap();
+    let whole: Value = ana
+        .apply(http().get(app.url(&format!("/v1/chat/sessions/{session_id}/tool-calls/call_list"))))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(whole["result"].as_array().unwrap().iter().any(|session| session["title"] == "payments outage"), "{whole}");
+    socket.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destructive_tool_waits_for_its_owner_and_runs_once() {
+    let (env, app, llm) = chat_app(|_| {}).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let viewer = Caller::join(&app.base_url, &ana, "vic", "viewer").await;
+    let editor = Caller::join(&app.base_url, &ana, "ed", "editor").await;
+    let target = create_session(&app, &ana, "old incident").await;
+    llm.script(
+        "archive the old incident",
+        vec![Step::tool("call_archive", "archive_chat_session", json!({ "session_id": target, "reason": "done" })), Step::text("Archived.")],
+    );
+    // The editor asks; the admin and the editor (the owner) may answer; the viewer may not.
+    let mut socket = ChatSocket::open(&app.base_url, &editor).await;
+    let accepted = socket.request(json!({ "type": "query", "text": "archive the old incident", "mode": "agent" })).await;
+    let session_id = accepted["session_id"].as_str().unwrap().to_owned();
+    let requested = socket.event("confirmation.requested").await;
+    let confirmation_id = requested["payload"]["confirmation_id"].as_str().unwrap().to_owned();
+    assert_eq!(requested["payload"]["tool"], "archive_chat_session");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!event_types(&env, &target).await.contains(&"chat.session_archived".to_owned()), "nothing ran before a yes");
+
+    let mut viewer_socket = ChatSocket::open(&app.base_url, &viewer).await;
+    let refused = viewer_socket
+        .request(json!({ "type": "confirm", "session_id": session_id, "confirmation_id": confirmation_id, "approve": true }))
+        .await;
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["code"], "forbidden");
+
+    let answered = socket.request(json!({ "type": "confirm", "session_id": session_id, "confirmation_id": confirmation_id, "approve": true })).await;
+    assert_eq!(answered["type"], "confirmation_answered");
+    socket.event("tool_call.completed").await;
+    socket.event("chat.assistant_message_completed").await;
+    let twice = socket.request(json!({ "type": "confirm", "session_id": session_id, "confirmation_id": confirmation_id, "approve": false })).await;
+    assert_eq!(twice["code"], "conflict");
+    assert!(twice["detail"].as_str().unwrap().contains("already answered"));
+
+    // The tool changed real state, once, as the user who asked.
+    let archived: Vec<(String, String)> =
+        sqlx::query_as("SELECT event_type, actor FROM events WHERE stream = $1 AND event_type = 'chat.session_archived'")
+            .bind(format!("chat-{target}"))
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(archived, vec![("chat.session_archived".to_owned(), format!("user:{}", editor.user_id))]);
+    let view = eventually("the archived session in the read model", WAIT, || async {
+        let view: Value = ana.apply(http().get(app.url(&format!("/v1/chat/sessions/{target}")))).send().await.unwrap().json().await.unwrap();
+        (view["archived"] == true).then_some(view)
+    })
+    .await;
+    assert_eq!(view["archived"], true);
+    let types = event_types(&env, &session_id).await;
+    assert_eq!(types.iter().filter(|kind| *kind == "tool_call.started").count(), 1);
+    assert_eq!(types.iter().filter(|kind| *kind == "confirmation.granted").count(), 1);
+    socket.close().await;
+    viewer_socket.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_and_expired_confirmations_never_run_the_tool() {
+    let (env, app, llm) = chat_app(|env| env.config.confirmation_ttl = Duration::from_secs(1)).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let target = create_session(&app, &ana, "keep me").await;
+    for question in ["archive it, please", "archive it, later"] {
+        llm.script(question, vec![Step::tool("call_1", "archive_chat_session", json!({ "session_id": target })), Step::text("Understood.")]);
+    }
+    let mut socket = ChatSocket::open(&app.base_url, &ana).await;
+    let first = socket.request(json!({ "type": "query", "text": "archive it, please", "mode": "agent" })).await;
+    let session_id = first["session_id"].as_str().unwrap().to_owned();
+    let requested = socket.event("confirmation.requested").await;
+    socket
+        .request(json!({ "type": "confirm", "session_id": session_id, "confirmation_id": requested["payload"]["confirmation_id"], "approve": false }))
+        .await;
+    let failed = socket.event("tool_call.failed").await;
+    assert!(failed["payload"]["error"].as_str().unwrap().contains("declined"));
+    socket.event("chat.assistant_message_completed").await;
+
+    // Nobody answers: the durable timer expires it after one second.
+    socket.request(json!({ "type": "query", "session_id": session_id, "text": "archive it, later", "mode": "agent" })).await;
+    socket.event("confirmation.requested").await;
+    socket.event("confirmation.expired").await;
+    let failed = socket.until("the expired call's failure", |frame| frame["type"] == "tool_call.failed" && frame["payload"]["error"].as_str().unwrap().contains("in time")).await;
+    assert_eq!(failed["payload"]["tool_call_id"], "call_1");
+    socket.until("the second answer", |frame| frame["type"] == "chat.assistant_message_completed" && frame["stream_version"].as_u64().unwrap() > 10).await;
+    assert!(!event_types(&env, &target).await.contains(&"chat.session_archived".to_owned()));
+    // Both confirmations had a timer; the answered one's fired as a no-op.
+    assert_eq!(env.count("SELECT count(*) FROM timers WHERE fired_at IS NOT NULL").await, 2);
+    assert_eq!(env.count(&format!("SELECT count(*) FROM events WHERE stream = 'chat-{session_id}' AND event_type = 'confirmation.expired'")).await, 1);
+    socket.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_turn_is_cancelled_at_its_next_step() {
+    let (env, app, llm) = chat_app(|_| {}).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let long = "word ".repeat(400);
+    llm.script("tell me everything", vec![Step::slow_text(&long, Duration::from_millis(20))]);
+    let mut socket = ChatSocket::open(&app.base_url, &ana).await;
+    let accepted = socket.request(json!({ "type": "query", "text": "tell me everything", "mode": "ask" })).await;
+    socket.event("delta").await;
+    let cancel = socket
+        .request(json!({ "type": "cancel", "session_id": accepted["session_id"], "turn_id": accepted["turn_id"] }))
+        .await;
+    assert_eq!(cancel["type"], "cancel_requested");
+    socket.event("chat.turn_cancelled").await;
+    let types = event_types(&env, accepted["session_id"].as_str().unwrap()).await;
+    assert!(!types.contains(&"chat.assistant_message_completed".to_owned()));
+    assert_eq!(types.last().unwrap(), "chat.turn_cancelled");
+    // The session takes the next question.
+    let next = socket.request(json!({ "type": "query", "session_id": accepted["session_id"], "text": "short, please", "mode": "ask" })).await;
+    assert_eq!(next["type"], "accepted");
+    socket.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_or_silent_model_ends_the_turn_with_a_message() {
+    let (_env, app, llm) = chat_app(|env| env.config.llm_timeout = Duration::from_secs(1)).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    llm.script("break please", vec![Step::Error(500)]);
+    llm.script("hang please", vec![Step::Hang]);
+    let mut socket = ChatSocket::open(&app.base_url, &ana).await;
+    socket.request(json!({ "type": "query", "text": "break please", "mode": "ask" })).await;
+    let failed = socket.event("chat.turn_failed").await;
+    assert_eq!(failed["payload"]["reason"], "llm_unavailable");
+    assert!(failed["payload"]["message"].as_str().unwrap().contains("could not answer"));
+    socket.request(json!({ "type": "query", "text": "hang please", "mode": "ask" })).await;
+    let failed = socket.until("the timed-out turn", |frame| frame["type"] == "chat.turn_failed" && frame["payload"]["message"].as_str().unwrap().contains("within")).await;
+    assert_eq!(failed["payload"]["reason"], "llm_unavailable");
+    socket.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_turn_is_stopped_by_its_limits_and_says_which() {
+    let (_env, app, llm) = chat_app(|env| {
+        env.config.agent_max_tool_calls = 2;
+        env.config.agent_max_llm_calls = 3;
+    })
+    .await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let again = || Step::tool(&format!("call_{}", Uuid::now_v7().simple()), "list_chat_sessions", json!({}));
+    llm.script("loop forever", vec![again(), again(), again(), again()]);
+    llm.script("talk forever", vec![Step::ToolCalls(vec![]), Step::ToolCalls(vec![])]);
+    let mut socket = ChatSocket::open(&app.base_url, &ana).await;
+    socket.request(json!({ "type": "query", "text": "loop forever", "mode": "ask" })).await;
+    let failed = socket.event("chat.turn_failed").await;
+    assert_eq!(failed["payload"]["reason"], "tool_call_limit");
+    assert!(failed["payload"]["message"].as_str().unwrap().contains("2 tool calls"));
+    socket.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_beyond_the_context_budget_is_trimmed_oldest_first() {
+    let (_env, app, llm) = chat_app(|env| env.config.llm_context_tokens = 700).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let mut socket = ChatSocket::open(&app.base_url, &ana).await;
+    let mut session_id = Value::Null;
+    for index in 0..6 {
+        let question = format!("question {index}: {}", "x".repeat(300));
+        llm.script(&question, vec![Step::text(&format!("answer {index} {}", "y ".repeat(100)))]);
+        let mut frame = json!({ "type": "query", "text": question, "mode": "ask" });
+        if !session_id.is_null() {
+            frame["session_id"] = session_id.clone();
+        }
+        let accepted = socket.request(frame).await;
+        session_id = accepted["session_id"].clone();
+        socket.until("the answer", |frame| frame["type"] == "chat.assistant_message_completed" && frame["payload"]["text"].as_str().unwrap().starts_with(&format!("answer {index}"))).await;
+    }
+    let last = llm.requests().pop().unwrap();
+    let messages = last["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["role"], "system", "the system prompt is kept");
+    assert!(messages.last().unwrap()["content"].as_str().unwrap().starts_with("question 5"), "the turn's question is kept");
+    let text = serde_json::to_string(messages).unwrap();
+    assert!(!text.contains("question 0"), "the oldest exchange was dropped");
+    assert!(text.contains("question 4"), "the newest exchange was kept");
+    assert!(text.len() / 4 < 1000, "the request stays near the budget: {} characters", text.len());
+    socket.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_client_sees_the_turn_in_progress() {
+    let (_env, app, llm) = chat_app(|_| {}).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    llm.script("stream slowly", vec![Step::slow_text(&"token ".repeat(200), Duration::from_millis(20))]);
+    let mut first = ChatSocket::open(&app.base_url, &ana).await;
+    let accepted = first.request(json!({ "type": "query", "text": "stream slowly", "mode": "ask" })).await;
+    for _ in 0..5 {
+        first.event("delta").await;
+    }
+    first.close().await;
+    let mut again = ChatSocket::open(&app.base_url, &ana).await;
+    let subscribed = again.request(json!({ "type": "subscribe", "session_id": accepted["session_id"] })).await;
+    assert_eq!(subscribed["type"], "subscribed");
+    assert_eq!(subscribed["running_turn"]["turn_id"], accepted["turn_id"]);
+    assert_eq!(subscribed["running_turn"]["question"], "stream slowly");
+    assert!(subscribed["partial"]["text"].as_str().unwrap().starts_with("token token token "), "{subscribed}");
+    let answer = again.event("chat.assistant_message_completed").await;
+    assert_eq!(answer["payload"]["text"], "token ".repeat(200));
+    again.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_and_other_sessions_get_typed_errors() {
+    let (env, app, _llm) = chat_app(|_| {}).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let viewer = Caller::join(&app.base_url, &ana, "vic", "viewer").await;
+    let eve = Caller::register(&app.base_url, "eve").await;
+    let ours = create_session(&app, &ana, "ours").await;
+    let mut socket = ChatSocket::open(&app.base_url, &eve).await;
+
+    socket.send_raw("{ not json").await;
+    let malformed = socket.until("an error", |frame| frame["type"] == "error").await;
+    assert_eq!(malformed["code"], "bad_frame");
+    socket.send_raw(r#"{"type":"query","text":"x"}"#).await;
+    let missing = socket.until("an error", |frame| frame["type"] == "error" && frame["detail"].as_str().unwrap().contains("mode")).await;
+    assert_eq!(missing["code"], "bad_frame");
+    socket.send_raw(r#"{"type":"shout"}"#).await;
+    socket.until("an error", |frame| frame["type"] == "error" && frame["detail"].as_str().unwrap().contains("shout")).await;
+
+    let unknown = socket.request(json!({ "type": "query", "session_id": Uuid::now_v7(), "text": "hi", "mode": "ask" })).await;
+    assert_eq!(unknown["code"], "not_found");
+    for frame in [
+        json!({ "type": "query", "session_id": ours, "text": "hi", "mode": "ask" }),
+        json!({ "type": "subscribe", "session_id": ours }),
+        json!({ "type": "confirm", "session_id": ours, "confirmation_id": Uuid::now_v7(), "approve": true }),
+        json!({ "type": "cancel", "session_id": ours, "turn_id": Uuid::now_v7() }),
+    ] {
+        let answer = socket.request(frame.clone()).await;
+        assert_eq!(answer["code"], "not_found", "another organisation's session answered {answer} to {frame}");
+    }
+    let empty = socket.request(json!({ "type": "query", "text": "   ", "mode": "ask" })).await;
+    assert_eq!(empty["code"], "bad_request");
+    let mut viewer_socket = ChatSocket::open(&app.base_url, &viewer).await;
+    let refused = viewer_socket.request(json!({ "type": "query", "session_id": ours, "text": "hi", "mode": "ask" })).await;
+    assert_eq!(refused["code"], "forbidden");
+    assert_eq!(env.count(&format!("SELECT count(*) FROM events WHERE stream = 'chat-{ours}'")).await, 1, "nothing was recorded");
+    socket.close().await;
+    viewer_socket.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_deleted_and_their_messages_paged_over_rest() {
+    let (_env, app, llm) = chat_app(|_| {}).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let mut socket = ChatSocket::open(&app.base_url, &ana).await;
+    let mut session_id = Value::Null;
+    for index in 0..3 {
+        let question = format!("q{index}");
+        llm.script(&question, vec![Step::text(&format!("a{index}"))]);
+        let mut frame = json!({ "type": "query", "text": question, "mode": "ask" });
+        if !session_id.is_null() {
+            frame["session_id"] = session_id.clone();
+        }
+        session_id = socket.request(frame).await["session_id"].clone();
+        socket.until("an answer", |frame| frame["type"] == "chat.assistant_message_completed" && frame["payload"]["text"] == format!("a{index}")).await;
+    }
+    let session_id = session_id.as_str().unwrap().to_owned();
+    let page = |after: Option<i64>| {
+        let url = match after {
+            Some(after) => app.url(&format!("/v1/chat/sessions/{session_id}/messages?limit=4&after={after}")),
+            None => app.url(&format!("/v1/chat/sessions/{session_id}/messages?limit=4")),
+        };
+        let request = ana.apply(http().get(url));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    eventually("six messages", WAIT, || async {
+        let first = page(None).await;
+        let second = page(first["next_after"].as_i64()).await;
+        (first["items"].as_array().unwrap().len() + second["items"].as_array().unwrap().len() == 6).then_some(())
+    })
+    .await;
+    let first = page(None).await;
+    let texts: Vec<&str> = first["items"].as_array().unwrap().iter().map(|item| item["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["q0", "a0", "q1", "a1"]);
+    let rest = page(first["next_after"].as_i64()).await;
+    assert!(rest["next_after"].is_null());
+
+    let deleted = ana.apply(http().delete(app.url(&format!("/v1/chat/sessions/{session_id}")))).send().await.unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    eventually("the session gone from the list", WAIT, || async {
+        let list: Value = ana.apply(http().get(app.url("/v1/chat/sessions?include_archived=true"))).send().await.unwrap().json().await.unwrap();
+        list.as_array().unwrap().is_empty().then_some(())
+    })
+    .await;
+    let gone = ana.apply(http().get(app.url(&format!("/v1/chat/sessions/{session_id}")))).send().await.unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    let refused = socket.request(json!({ "type": "query", "session_id": session_id, "text": "more?", "mode": "ask" })).await;
+    assert_eq!(refused["code"], "not_found");
+    socket.close().await;
+    app.stop().await;
+}
