@@ -40,6 +40,16 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         (env.count("SELECT count(*) FROM chat_sessions").await == 1).then_some(())
     })
     .await;
+    // A whole tool result of ana's organisation, as the agent keeps them.
+    sqlx::query("INSERT INTO tool_results (org_id, session_id, tool_call_id, turn_id, result) VALUES ($1, $2, 'call_ours', $3, '{\"secret\": 1}')")
+        .bind(ana.org)
+        .bind(uuid::Uuid::parse_str(&session_id).unwrap())
+        .bind(uuid::Uuid::now_v7())
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let ours_result = ana.apply(http().get(app.url(&format!("/v1/chat/sessions/{session_id}/tool-calls/call_ours")))).send().await.unwrap();
+    assert_eq!(ours_result.status(), StatusCode::OK, "the owner organisation reads it");
 
     // Every route with a resource in its path, with ana's resource in it, asked by eve (an admin
     // of her own organisation, so no role stands in the way). A route added later without a case
@@ -59,7 +69,8 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
             .replace("{session_id}", &session_id)
             .replace("{user_id}", &bob.user_id.to_string())
             .replace("{invitation_id}", &invitation_id)
-            .replace("{token_id}", &token_id);
+            .replace("{token_id}", &token_id)
+            .replace("{tool_call_id}", "call_ours");
         assert!(!path.contains('{'), "no resource of ana's for {} {}: add one to this test", spec.method, spec.path);
         let method = reqwest::Method::from_bytes(spec.method.as_str().as_bytes()).unwrap();
         let mut request = eve.apply(http().request(method.clone(), app.url(&path)));
@@ -70,7 +81,7 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{} {} let another organisation see a resource", spec.method, spec.path);
         covered += 1;
     }
-    assert_eq!(covered, 7);
+    assert_eq!(covered, 10);
 
     // Collections hold nothing of ana's organisation.
     let ours: Vec<String> =
