@@ -114,7 +114,16 @@ impl ChatHub {
         let mut assignment = TopicPartitionList::new();
         for topic in [&deltas, &chat] {
             // The ends as numbers, not `Offset::End`, which would be resolved later, at the first fetch.
-            let marks = tokio::task::block_in_place(|| partition_watermarks(&consumer, topic, Duration::from_secs(10)))?;
+            // A topic just created may not list its partitions for a moment.
+            let mut marks = Vec::new();
+            for _ in 0..50 {
+                marks = tokio::task::block_in_place(|| partition_watermarks(&consumer, topic, Duration::from_secs(10)))?;
+                if !marks.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            anyhow::ensure!(!marks.is_empty(), "topic {topic} has no partitions");
             for (partition, _low, high) in marks {
                 assignment.add_partition_offset(topic, partition, Offset::Offset(high))?;
             }
