@@ -125,9 +125,14 @@ pub async fn ensure_topics(config: &Config, topics: &[String]) -> anyhow::Result
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka_brokers)
         .create()?;
+    let deltas = aurora_events::topics::deltas_topic(&config.topic_prefix);
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|name| NewTopic::new(name, config.topic_partitions, TopicReplication::Fixed(1)))
+        .map(|name| {
+            let topic = NewTopic::new(name, config.topic_partitions, TopicReplication::Fixed(1));
+            // Token deltas matter for seconds; an hour covers any reconnect.
+            if *name == deltas { topic.set("retention.ms", "3600000") } else { topic }
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for outcome in admin.create_topics(&new_topics, &options).await? {

@@ -54,6 +54,8 @@ impl Step {
 struct Scripts {
     conversations: HashMap<String, Vec<Step>>,
     requests: Vec<Value>,
+    /// The `Authorization` header of each request.
+    authorizations: Vec<Option<String>>,
     /// When each answer's first chunk left the server, after its request arrived.
     first_chunk_delays: Vec<Duration>,
 }
@@ -71,6 +73,9 @@ impl ScriptedLlm {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the scripted llm");
         let address: SocketAddr = listener.local_addr().expect("local address");
         let app = Router::new().route("/v1/chat/completions", post(complete)).with_state(scripts.clone());
+        let listener = axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
+            let _ = stream.set_nodelay(true);
+        });
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self { base_url: format!("http://{address}/v1"), scripts }
     }
@@ -88,6 +93,11 @@ impl ScriptedLlm {
     /// The requests whose latest question is `question`.
     pub fn requests_for(&self, question: &str) -> Vec<Value> {
         self.requests().into_iter().filter(|request| latest_question(request).0 == question).collect()
+    }
+
+    /// The `Authorization` header of every request, oldest first.
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        self.scripts.lock().expect("scripts").authorizations.clone()
     }
 
     /// How long each answer took to send its first chunk.
@@ -113,13 +123,15 @@ fn chunk(model: &str, delta: Value, finish_reason: Value) -> Bytes {
     Bytes::from(format!("data: {body}\n\n"))
 }
 
-async fn complete(State(scripts): State<Arc<Mutex<Scripts>>>, Json(request): Json<Value>) -> Response {
+async fn complete(State(scripts): State<Arc<Mutex<Scripts>>>, headers: axum::http::HeaderMap, Json(request): Json<Value>) -> Response {
     let arrived = Instant::now();
     let (question, step_index) = latest_question(&request);
     let model = request["model"].as_str().unwrap_or("scripted").to_owned();
     let step = {
         let mut scripts = scripts.lock().expect("scripts");
         scripts.requests.push(request.clone());
+        let authorization = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).map(str::to_owned);
+        scripts.authorizations.push(authorization);
         scripts.conversations.get(&question).and_then(|steps| steps.get(step_index).cloned())
     }
     .unwrap_or_else(|| Step::text("I have nothing scripted for that."));

@@ -62,23 +62,43 @@ impl Figures {
     }
 }
 
-pub async fn backbone(config: &Config, options: BackboneOptions) -> anyhow::Result<()> {
-    let run_id = Uuid::now_v7().simple().to_string();
-    let database = format!("aurora_bench_{}", &run_id[..16]);
-    let (server, _) = config.database_url.rsplit_once('/').ok_or_else(|| anyhow::anyhow!("database url has no database name"))?;
-    let admin = aurora_adapters::postgres::connect_url(&format!("{server}/postgres"), 1).await?;
-    sqlx::query(&format!("CREATE DATABASE {database}")).execute(&admin).await?;
-    let bench_config = Config {
-        database_url: format!("{server}/{database}"),
-        topic_prefix: format!("bench{}.", &run_id[20..]),
-        database_pool_size: 16,
-        ..config.clone()
-    };
-    eprintln!("bench database {database}, topic prefix {}", bench_config.topic_prefix);
-    let outcome = run_all(&bench_config, &options).await;
-    if !options.keep {
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).execute(&admin).await?;
+/// A database and topic namespace of a bench run's own.
+pub struct BenchWorld {
+    pub config: Config,
+    database: String,
+    admin: PgPool,
+}
+
+impl BenchWorld {
+    pub async fn create(config: &Config) -> anyhow::Result<Self> {
+        let run_id = Uuid::now_v7().simple().to_string();
+        let database = format!("aurora_bench_{}", &run_id[..16]);
+        let (server, _) = config.database_url.rsplit_once('/').ok_or_else(|| anyhow::anyhow!("database url has no database name"))?;
+        let admin = aurora_adapters::postgres::connect_url(&format!("{server}/postgres"), 1).await?;
+        sqlx::query(&format!("CREATE DATABASE {database}")).execute(&admin).await?;
+        let config = Config {
+            database_url: format!("{server}/{database}"),
+            topic_prefix: format!("bench{}.", &run_id[20..]),
+            redis_prefix: format!("aurora-bench:{run_id}:"),
+            database_pool_size: 16,
+            ..config.clone()
+        };
+        eprintln!("bench database {database}, topic prefix {}", config.topic_prefix);
+        Ok(Self { config, database, admin })
     }
+
+    pub async fn drop_unless(self, keep: bool) -> anyhow::Result<()> {
+        if !keep {
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database)).execute(&self.admin).await?;
+        }
+        Ok(())
+    }
+}
+
+pub async fn backbone(config: &Config, options: BackboneOptions) -> anyhow::Result<()> {
+    let world = BenchWorld::create(config).await?;
+    let outcome = run_all(&world.config, &options).await;
+    world.drop_unless(options.keep).await?;
     outcome
 }
 

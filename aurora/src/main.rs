@@ -2,6 +2,7 @@
 //! `processors` and `projections` run one role each, so each can be scaled out on its own.
 
 mod bench;
+mod bench_chat;
 mod tools;
 
 use std::path::PathBuf;
@@ -93,6 +94,8 @@ enum EventsCommand {
 enum BenchCommand {
     /// The event backbone: appends, relay, projection, replay and end-to-end latency, each beside a raw baseline.
     Backbone(bench::BackboneOptions),
+    /// Chat: time to first token through gateway, Kafka and processor, and concurrent streaming sessions.
+    Chat(bench_chat::ChatOptions),
 }
 
 #[derive(Subcommand)]
@@ -164,6 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tools::tail_events(&config, topics, from_beginning, limit, shutdown).await
         }
         Command::Bench { command: BenchCommand::Backbone(options) } => bench::backbone(&config, options).await,
+        Command::Bench { command: BenchCommand::Chat(options) } => bench_chat::chat(&config, options).await,
         Command::Schemas { .. } => unreachable!("handled before configuration is read"),
     }
 }

@@ -107,7 +107,7 @@ impl ChatHub {
             .set("bootstrap.servers", &config.kafka_brokers)
             .set("group.id", format!("aurora-hub-{}", Uuid::now_v7()))
             .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "5")
+            .set("fetch.wait.max.ms", "2")
             .set("fetch.min.bytes", "1")
             .set("socket.nagle.disable", "true")
             .create()?;

@@ -75,6 +75,13 @@ pub fn router(state: AppState) -> Router {
 /// Serves until `shutdown`, then lets requests in flight finish.
 pub async fn serve(state: AppState, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    // Small WebSocket frames (a token delta) must leave at once, not wait for the client's
+    // delayed ACK of the previous frame, as Nagle's algorithm would have them.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
     Ok(())

@@ -50,7 +50,12 @@ async fn an_answer_streams_in_and_the_turn_is_recorded() {
     let turn_id = accepted["turn_id"].as_str().unwrap().to_owned();
     let answer = socket.event("chat.assistant_message_completed").await;
     assert_eq!(answer["payload"]["text"], "The database pool is exhausted since the deploy.");
-    assert_eq!(socket.streamed_text(&turn_id), "The database pool is exhausted since the deploy.", "every delta arrived, in order");
+    // Deltas and events ride different topics: the last deltas may come after the completion.
+    let whole = "The database pool is exhausted since the deploy.";
+    while socket.streamed_text(&turn_id).len() < whole.len() {
+        socket.event("delta").await;
+    }
+    assert_eq!(socket.streamed_text(&turn_id), whole, "every delta arrived, in order");
     let first_delta = socket.frames.iter().position(|frame| frame["type"] == "delta").unwrap();
     let completed = socket.frames.iter().position(|frame| frame["type"] == "chat.assistant_message_completed").unwrap();
     assert!(first_delta < completed, "the answer streamed before it was complete");
@@ -446,4 +451,23 @@ async fn sessions_are_deleted_and_their_messages_paged_over_rest() {
     assert_eq!(refused["code"], "not_found");
     socket.close().await;
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_on_another_gateway_follows_the_same_conversation() {
+    let (env, first_gateway, llm) = chat_app(|_| {}).await;
+    let second_gateway = App::spawn(&env, Roles { gateway: true, processors: false, projections: false }).await;
+    let ana = Caller::register(&first_gateway.base_url, "ana").await;
+    llm.script("who answers?", vec![Step::slow_text("whichever gateway holds your socket", Duration::from_millis(10))]);
+    let mut asking = ChatSocket::open(&first_gateway.base_url, &ana).await;
+    let accepted = asking.request(json!({ "type": "query", "text": "who answers?", "mode": "ask" })).await;
+    let mut watching = ChatSocket::open(&second_gateway.base_url, &ana).await;
+    watching.request(json!({ "type": "subscribe", "session_id": accepted["session_id"] })).await;
+    let answer = watching.event("chat.assistant_message_completed").await;
+    assert_eq!(answer["payload"]["text"], "whichever gateway holds your socket");
+    assert!(watching.frames.iter().any(|frame| frame["type"] == "delta"), "deltas reached the other gateway's socket too");
+    asking.close().await;
+    watching.close().await;
+    second_gateway.stop().await;
+    first_gateway.stop().await;
 }

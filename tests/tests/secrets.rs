@@ -13,6 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);
+const LLM_KEY: &str = "sk-test-never-print-this-key";
 
 /// Every secret the test saw, and every response body that was not a success.
 #[derive(Default)]
@@ -49,12 +50,21 @@ impl Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_events_logs_or_error_bodies() {
     let env = TestEnv::new().await;
+    let llm = aurora_adapters::scripted_llm::ScriptedLlm::start().await;
+    llm.script("is the key safe?", vec![aurora_adapters::scripted_llm::Step::text("It never leaves the config.")]);
+    llm.script("fail please", vec![aurora_adapters::scripted_llm::Step::Error(401)]);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let (aurora, log_path) = spawn_aurora_logged(
         &env,
         &["up"],
-        &[("AURORA_HTTP_ADDR", &format!("127.0.0.1:{port}")), ("AURORA_LOG", "debug"), ("AURORA_WS_TICKET_TTL_SECS", "30")],
+        &[
+            ("AURORA_HTTP_ADDR", &format!("127.0.0.1:{port}")),
+            ("AURORA_LOG", "debug"),
+            ("AURORA_WS_TICKET_TTL_SECS", "30"),
+            ("AURORA_LLM_API_KEY", LLM_KEY),
+            ("AURORA_LLM_BASE_URL", &llm.base_url),
+        ],
     );
     eventually("the gateway to answer", WAIT, || async {
         http().get(format!("{base}/healthz")).send().await.ok().filter(|response| response.status().is_success())
@@ -66,6 +76,7 @@ async fn secrets_never_reach_events_logs_or_error_bodies() {
     let wrong_password = "this is not ana's password";
     let new_password = "an even better passphrase";
     seen.secret("password", PASSWORD);
+    seen.secret("LLM API key", LLM_KEY);
     seen.secret("wrong password", wrong_password);
     seen.secret("new password", new_password);
 
@@ -148,6 +159,24 @@ async fn secrets_never_reach_events_logs_or_error_bodies() {
         }
         other => panic!("expected a refused handshake, got {other}"),
     }
+    // Two chat turns: one answered, one refused by the model; the key went to the model only.
+    for question in ["is the key safe?", "fail please"] {
+        let ticket: Value = seen.send(as_ana(http().post(url("/v1/auth/ws-ticket")))).await.json().await.unwrap();
+        let ticket = ticket["ticket"].as_str().unwrap().to_owned();
+        seen.secret("WebSocket ticket", &ticket);
+        let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?ticket={ticket}")).await.unwrap();
+        socket.next().await.unwrap().unwrap();
+        let query = json!({ "type": "query", "text": question, "mode": "ask" }).to_string();
+        futures::SinkExt::send(&mut socket, tokio_tungstenite::tungstenite::Message::text(query)).await.unwrap();
+        loop {
+            let frame: Value = serde_json::from_str(socket.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+            if frame["type"] == "chat.assistant_message_completed" || frame["type"] == "chat.turn_failed" {
+                break;
+            }
+        }
+    }
+    let expected = format!("Bearer {LLM_KEY}");
+    assert_eq!(llm.authorizations(), vec![Some(expected.clone()), Some(expected)], "the key went to the model, and only there");
     let logout = as_ana(http().post(url("/v1/auth/logout")));
     assert_eq!(seen.send(logout).await.status(), StatusCode::NO_CONTENT);
 
@@ -169,7 +198,7 @@ async fn secrets_never_reach_events_logs_or_error_bodies() {
     assert!(stored.len() >= 10, "the flows appended {} events", stored.len());
     seen.assert_absent_from("the event store", &stored.join("\n"));
     let mut on_kafka = 0;
-    for category in ["user", "org"] {
+    for category in ["user", "org", "chat"] {
         for record in read_all(&env.config, &env.topic(category)).await {
             on_kafka += 1;
             let mut text = String::from_utf8_lossy(record.payload().unwrap_or_default()).into_owned();

@@ -55,7 +55,7 @@ pub async fn open(
     let holder = state.tickets.redeem(params.ticket.trim()).await?.ok_or_else(refused)?;
     // The account may have been removed since the ticket was issued; its role may have changed.
     let role = state.identities.current_role(holder.user_id, holder.org_id).await?.ok_or_else(refused)?;
-    tracing::info!(user_id = %holder.user_id, org_id = %holder.org_id.0, "websocket opened");
+    tracing::debug!(user_id = %holder.user_id, org_id = %holder.org_id.0, "websocket opened");
     Ok(upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)

@@ -119,7 +119,10 @@ impl AgentRunner {
     }
 
     async fn consume(&self, topic: &str, stop: &CancellationToken) -> anyhow::Result<()> {
-        let consumer: StreamConsumer = consumer_config(&self.config, &format!("{}aurora-agent", self.config.topic_prefix)).create()?;
+        // A question waits on this fetch before its turn starts: ask the broker to answer within 2 ms.
+        let consumer: StreamConsumer = consumer_config(&self.config, &format!("{}aurora-agent", self.config.topic_prefix))
+            .set("fetch.wait.max.ms", "2")
+            .create()?;
         let stored: Vec<(i32, i64)> =
             sqlx::query_as("SELECT partition, next_offset FROM projection_offsets WHERE projection = $1 AND topic = $2")
                 .bind(NAME)
@@ -172,6 +175,7 @@ impl AgentRunner {
             let sender = workers_now.entry(session_id).or_insert_with(|| {
                 let (sender, receiver) = mpsc::unbounded_channel();
                 let worker = SessionWorker {
+                    workers: workers.clone(),
                     agent: self.agent.clone(),
                     stream: StreamId::new("chat", session_id.to_string()).expect("uuids are valid stream ids"),
                     session_id,
@@ -194,7 +198,11 @@ impl AgentRunner {
     }
 }
 
+/// A session without questions or answers for this long lets its worker go.
+const WORKER_IDLE: Duration = Duration::from_secs(300);
+
 struct SessionWorker {
+    workers: Arc<Mutex<HashMap<Uuid, mpsc::UnboundedSender<Job>>>>,
     agent: Agent,
     stream: StreamId,
     session_id: Uuid,
@@ -204,7 +212,23 @@ struct SessionWorker {
 
 impl SessionWorker {
     async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>, stop: CancellationToken) {
-        while let Some(first) = tokio::select! { _ = stop.cancelled() => None, job = jobs.recv() => job } {
+        loop {
+            let first = tokio::select! {
+                _ = stop.cancelled() => return,
+                job = jobs.recv() => job,
+                _ = tokio::time::sleep(WORKER_IDLE) => {
+                    // Leave only if nothing arrived meanwhile: the consumer sends under this lock.
+                    let mut workers = self.workers.lock().expect("workers lock");
+                    match jobs.try_recv() {
+                        Ok(job) => Some(job),
+                        Err(_) => {
+                            workers.remove(&self.session_id);
+                            return;
+                        }
+                    }
+                }
+            };
+            let Some(first) = first else { return };
             // Everything queued meanwhile is covered by one pass over the turn's events.
             let mut batch = vec![first];
             while let Ok(job) = jobs.try_recv() {
