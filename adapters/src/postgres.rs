@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::ConnectOptions;
+use sqlx::{ConnectOptions, Connection};
 
 use crate::config::Config;
 
@@ -65,12 +65,15 @@ pub async fn acquire_leadership(
     pool: &sqlx::PgPool,
     name: &str,
     shutdown: &tokio_util::sync::CancellationToken,
-) -> anyhow::Result<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>> {
-    let mut connection = pool.acquire().await?;
+) -> anyhow::Result<Option<sqlx::PgConnection>> {
+    // A connection of its own, not one of the pool's: a leader holds it as long as it leads, and
+    // every leader of a process (relay, each projection, the agent) taking a pool slot for good
+    // would starve the requests that share the pool.
+    let mut connection = sqlx::PgConnection::connect_with(&pool.connect_options()).await?;
     loop {
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
             .bind(name)
-            .fetch_one(&mut *connection)
+            .fetch_one(&mut connection)
             .await?;
         if locked {
             tracing::info!(lock = name, "leading");
@@ -83,7 +86,7 @@ pub async fn acquire_leadership(
     }
 }
 
-/// Gives up the lock taken by [`acquire_leadership`], so the connection can go back to the pool.
+/// Gives up the lock taken by [`acquire_leadership`] (closing the connection would too).
 pub async fn release_leadership(connection: &mut sqlx::PgConnection, name: &str) {
     if let Err(error) = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))").bind(name).execute(connection).await {
         tracing::debug!(lock = name, %error, "releasing leadership failed; the session ends with the connection");

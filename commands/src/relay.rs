@@ -20,8 +20,7 @@ use aurora_adapters::Config;
 use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer};
-use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres, Row};
+use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
 use crate::postgres::envelope_from_row;
@@ -93,7 +92,7 @@ impl Relay {
 
     async fn publish_loop(
         &self,
-        connection: &mut PoolConnection<Postgres>,
+        connection: &mut sqlx::PgConnection,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         let mut checkpoint = self.load_checkpoint(connection).await?;
@@ -105,6 +104,22 @@ impl Relay {
         // earlier ones; the checkpoint only ever moves past batches that were acknowledged.
         let mut in_flight: VecDeque<(Checkpoint, Vec<DeliveryFuture>)> = VecDeque::new();
         let mut read_after = checkpoint;
+        // Commits of new events wake the relay at once (migrations/0007); without a listener it
+        // still finds them at its next poll.
+        // Its own connection, as the leader's lock: it is held for as long as the relay leads.
+        let mut listener = match sqlx::postgres::PgListener::connect(&self.config.database_url).await {
+            Ok(mut listener) => match listener.listen("aurora_events").await {
+                Ok(()) => Some(listener),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for new events; polling only");
+                    None
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for new events; polling only");
+                None
+            }
+        };
         while !shutdown.is_cancelled() {
             if in_flight.len() >= MAX_BATCHES_IN_FLIGHT {
                 checkpoint = self.settle_oldest(connection, &mut in_flight).await?.unwrap_or(checkpoint);
@@ -118,15 +133,26 @@ impl Relay {
             .bind(read_after.transaction_id.to_string())
             .bind(read_after.position)
             .bind(self.batch_size)
-            .fetch_all(&mut **connection)
+            .fetch_all(&mut *connection)
             .await?;
             let Some(last) = rows.last() else {
                 if !in_flight.is_empty() {
                     checkpoint = self.settle_oldest(connection, &mut in_flight).await?.unwrap_or(checkpoint);
                     continue;
                 }
+                let woken = async {
+                    match listener.as_mut() {
+                        Some(listening) => {
+                            if listening.try_recv().await.is_err() {
+                                listener = None;
+                            }
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
+                    _ = woken => {}
                     _ = tokio::time::sleep(self.idle_wait) => {}
                 }
                 continue;
@@ -161,7 +187,7 @@ impl Relay {
     /// Waits for Kafka to acknowledge the oldest batch in flight, then records it as published.
     async fn settle_oldest(
         &self,
-        connection: &mut PoolConnection<Postgres>,
+        connection: &mut sqlx::PgConnection,
         in_flight: &mut VecDeque<(Checkpoint, Vec<DeliveryFuture>)>,
     ) -> anyhow::Result<Option<Checkpoint>> {
         let Some((batch_end, deliveries)) = in_flight.pop_front() else { return Ok(None) };
@@ -181,16 +207,16 @@ impl Relay {
         .bind(&self.name)
         .bind(batch_end.transaction_id.to_string())
         .bind(batch_end.position)
-        .execute(&mut **connection)
+        .execute(&mut *connection)
         .await?;
         tracing::trace!(published, position = batch_end.position, "relay batch published");
         Ok(Some(batch_end))
     }
 
-    async fn load_checkpoint(&self, connection: &mut PoolConnection<Postgres>) -> anyhow::Result<Checkpoint> {
+    async fn load_checkpoint(&self, connection: &mut sqlx::PgConnection) -> anyhow::Result<Checkpoint> {
         let row = sqlx::query("SELECT transaction_id::text::bigint AS txid, position FROM relay_checkpoints WHERE relay = $1")
             .bind(&self.name)
-            .fetch_optional(&mut **connection)
+            .fetch_optional(&mut *connection)
             .await?;
         Ok(match row {
             Some(row) => Checkpoint { transaction_id: row.try_get::<i64, _>("txid")? as u64, position: row.try_get("position")? },

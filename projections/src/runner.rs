@@ -83,7 +83,7 @@ impl ProjectionRunner {
     async fn consume(
         &self,
         topics: &[String],
-        lock: &mut sqlx::pool::PoolConnection<sqlx::Postgres>,
+        lock: &mut sqlx::PgConnection,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         let name = self.projection.name();
@@ -91,7 +91,7 @@ impl ProjectionRunner {
         let stored: Vec<(String, i32, i64)> =
             sqlx::query_as("SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = $1")
                 .bind(name)
-                .fetch_all(&mut **lock)
+                .fetch_all(&mut *lock)
                 .await?;
         let mut assignment = TopicPartitionList::new();
         for topic in topics {
@@ -117,7 +117,7 @@ impl ProjectionRunner {
                 _ = shutdown.cancelled() => break,
                 _ = lock_check.tick() => {
                     // The lock lives as long as its session: if that is gone, so is ownership.
-                    sqlx::query("SELECT 1").execute(&mut **lock).await?;
+                    sqlx::query("SELECT 1").execute(&mut *lock).await?;
                     continue;
                 }
                 received = consumer.recv() => received,

@@ -138,11 +138,17 @@ impl Agent {
             self.record(stream, org_id, turn_id, ChatSessionCommand::Cancel { turn_id }).await?;
             return Ok(Some(Advanced::Ended));
         }
-        let Some(started_at) = turn.started_at else {
-            let tools = offered.iter().map(|tool| tool.name().to_owned()).collect();
-            let start = ChatSessionCommand::StartTurn { turn_id, started_at: Utc::now(), model: self.llm.model().to_owned(), tools };
-            self.record(stream, org_id, turn_id, start).await?;
-            return Ok(None);
+        let started_at = match turn.started_at {
+            Some(started_at) => started_at,
+            None => {
+                // Recorded, and the turn goes straight on to its first model call: the first
+                // token is waited for, a reload would only add a round trip.
+                let started_at = Utc::now();
+                let tools = offered.iter().map(|tool| tool.name().to_owned()).collect();
+                let start = ChatSessionCommand::StartTurn { turn_id, started_at, model: self.llm.model().to_owned(), tools };
+                self.record(stream, org_id, turn_id, start).await?;
+                started_at
+            }
         };
         if turn.awaiting_confirmation() {
             return Ok(Some(Advanced::Waiting));
