@@ -91,8 +91,19 @@ impl ChatHub {
     fn forward(&self, session_id: Uuid, frame: Value) {
         let mut subscribers = self.subscribers.lock().expect("hub lock");
         let Some(sockets) = subscribers.get_mut(&session_id) else { return };
-        // A closed or hopelessly slow socket is let go.
-        sockets.retain(|socket| socket.try_send(frame.clone()).is_ok());
+        // A closed socket is let go; so is one that fell SOCKET_BACKLOG frames behind, after
+        // being told so (`lagged`), so that its client subscribes again and catches up.
+        sockets.retain(|socket| match socket.try_send(frame.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let socket = socket.clone();
+                tokio::spawn(async move {
+                    let _ = socket.send(json!({ "type": "lagged", "session_id": session_id })).await;
+                });
+                false
+            }
+        });
         if sockets.is_empty() {
             subscribers.remove(&session_id);
         }

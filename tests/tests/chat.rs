@@ -299,12 +299,28 @@ async fn a_runaway_turn_is_stopped_by_its_limits_and_says_which() {
     let ana = Caller::register(&app.base_url, "ana").await;
     let again = || Step::tool(&format!("call_{}", Uuid::now_v7().simple()), "list_chat_sessions", json!({}));
     llm.script("loop forever", vec![again(), again(), again(), again()]);
-    llm.script("talk forever", vec![Step::ToolCalls(vec![]), Step::ToolCalls(vec![])]);
     let mut socket = ChatSocket::open(&app.base_url, &ana).await;
     socket.request(json!({ "type": "query", "text": "loop forever", "mode": "ask" })).await;
     let failed = socket.event("chat.turn_failed").await;
     assert_eq!(failed["payload"]["reason"], "tool_call_limit");
     assert!(failed["payload"]["message"].as_str().unwrap().contains("2 tool calls"));
+    socket.close().await;
+    app.stop().await;
+
+    // With room for tools but not for model calls, the model-call limit stops it.
+    let (_env, app, llm) = chat_app(|env| {
+        env.config.agent_max_tool_calls = 20;
+        env.config.agent_max_llm_calls = 3;
+    })
+    .await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    llm.script("loop forever", vec![again(), again(), again(), again()]);
+    let mut socket = ChatSocket::open(&app.base_url, &ana).await;
+    socket.request(json!({ "type": "query", "text": "loop forever", "mode": "ask" })).await;
+    let failed = socket.event("chat.turn_failed").await;
+    assert_eq!(failed["payload"]["reason"], "llm_call_limit");
+    assert!(failed["payload"]["message"].as_str().unwrap().contains("3 model calls"));
+    assert_eq!(llm.requests_for("loop forever").len(), 3);
     socket.close().await;
     app.stop().await;
 }

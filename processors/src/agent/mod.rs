@@ -107,6 +107,7 @@ impl Agent {
     /// Advances the running turn of `stream`, if any, until it ends or waits. `cancel` interrupts
     /// a streaming LLM call as soon as a cancel request is seen.
     pub async fn advance(&self, stream: &StreamId, org_id: OrgId, cancel: &CancellationToken) -> anyhow::Result<Advanced> {
+        let mut refusals = 0;
         loop {
             let (session, _) = self.commands.load::<ChatSession>(stream, org_id).await?;
             let Some(turn) = session.running_turn().cloned() else {
@@ -116,8 +117,14 @@ impl Agent {
             match outcome {
                 Ok(Some(advanced)) => return Ok(advanced),
                 Ok(None) => continue,
-                // The turn ended under us (cancelled, or finished by another owner): look again.
-                Err(HandleError::Domain(DomainError::InvalidState(_))) => continue,
+                // The turn ended under us (cancelled, or finished by another owner): look again,
+                // but not forever if the same step keeps being refused.
+                Err(HandleError::Domain(DomainError::InvalidState(reason))) => {
+                    refusals += 1;
+                    if refusals >= 5 {
+                        anyhow::bail!("the turn's next step keeps being refused: {reason}");
+                    }
+                }
                 Err(error) => return Err(error.into()),
             }
         }

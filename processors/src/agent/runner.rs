@@ -198,6 +198,10 @@ impl AgentRunner {
     }
 }
 
+/// Attempts at advancing a turn before the worker gives up on it (about 45 s of retries), unless
+/// the failures are the event store being away, which is waited out however long it takes.
+const GIVE_UP_AFTER: u32 = 30;
+
 /// A session without questions or answers for this long lets its worker go.
 const WORKER_IDLE: Duration = Duration::from_secs(300);
 
@@ -244,6 +248,12 @@ impl SessionWorker {
                         tracing::debug!(stream = %self.stream, ?advanced, "turn advanced");
                         break;
                     }
+                    Err(error) if attempt >= GIVE_UP_AFTER && !is_transient(&error) => {
+                        // A turn that cannot advance (say, an event this build cannot read) must
+                        // not hold back the partition's offsets for ever.
+                        tracing::error!(stream = %self.stream, error = %format!("{error:#}"), attempt, "giving up on advancing the turn");
+                        break;
+                    }
                     Err(error) => {
                         attempt += 1;
                         tracing::warn!(stream = %self.stream, error = %format!("{error:#}"), attempt, "advancing the turn failed, retrying");
@@ -262,6 +272,13 @@ impl SessionWorker {
             }
         }
     }
+}
+
+fn is_transient(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<aurora_commands::HandleError>(),
+        Some(aurora_commands::HandleError::Store(aurora_commands::StoreError::Unavailable(_)))
+    )
 }
 
 /// Stores, every 100 ms, where a restart must resume each partition.
