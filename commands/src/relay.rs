@@ -104,8 +104,8 @@ impl Relay {
         // earlier ones; the checkpoint only ever moves past batches that were acknowledged.
         let mut in_flight: VecDeque<(Checkpoint, Vec<DeliveryFuture>)> = VecDeque::new();
         let mut read_after = checkpoint;
-        // Commits of new events wake the relay at once (migrations/0007); without a listener it
-        // still finds them at its next poll.
+        // A writer that wants its events out at once wakes the relay ([`wake`]); everything else
+        // is found at the next poll.
         // Its own connection, as the leader's lock: it is held for as long as the relay leads.
         let mut listener = match sqlx::postgres::PgListener::connect(&self.config.database_url).await {
             Ok(mut listener) => match listener.listen("aurora_events").await {
@@ -260,4 +260,13 @@ pub async fn backlog(pool: &PgPool) -> anyhow::Result<i64> {
             .fetch_one(pool)
             .await?;
     Ok(backlog)
+}
+
+/// Wakes the relay now rather than at its next poll, for events a person is waiting on (a chat
+/// question). Not done on every append: a NOTIFY serialises committing transactions across the
+/// cluster, which costs bulk appends more than the poll it saves.
+pub async fn wake(pool: &PgPool) {
+    if let Err(error) = sqlx::query("SELECT pg_notify('aurora_events', '')").execute(pool).await {
+        tracing::debug!(%error, "could not wake the relay; it finds the events at its next poll");
+    }
 }

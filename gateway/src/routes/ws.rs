@@ -211,6 +211,7 @@ async fn handle(state: &AppState, holder: Holder, frame: ClientFrame, outbox: &m
             let turn_id = Uuid::now_v7();
             let submit = ChatSessionCommand::Submit { turn_id, text, mode, submitted_by: actor.to_string() };
             state.commands.handle::<ChatSession>(&chat_stream(session_id), submit, &CommandMeta::new(holder.org_id, actor), None).await?;
+            wake_relay(state);
             Ok(json!({ "type": "accepted", "request_id": request_id, "session_id": session_id, "turn_id": turn_id }))
         }
         ClientFrame::Subscribe { request_id, session_id } => {
@@ -245,15 +246,23 @@ async fn handle(state: &AppState, holder: Holder, frame: ClientFrame, outbox: &m
             owner_or_admin(state, holder, session_id, "answer this confirmation").await?;
             let answer = ChatSessionCommand::AnswerConfirmation { confirmation_id, approve };
             state.commands.handle::<ChatSession>(&chat_stream(session_id), answer, &CommandMeta::new(holder.org_id, actor), None).await?;
+            wake_relay(state);
             Ok(json!({ "type": "confirmation_answered", "request_id": request_id, "confirmation_id": confirmation_id, "approved": approve }))
         }
         ClientFrame::Cancel { request_id, session_id, turn_id } => {
             owner_or_admin(state, holder, session_id, "cancel this turn").await?;
             let cancel = ChatSessionCommand::RequestCancel { turn_id };
             state.commands.handle::<ChatSession>(&chat_stream(session_id), cancel, &CommandMeta::new(holder.org_id, actor), None).await?;
+            wake_relay(state);
             Ok(json!({ "type": "cancel_requested", "request_id": request_id, "turn_id": turn_id }))
         }
     }
+}
+
+/// A person waits on this event: the relay publishes it now, not at its next poll.
+fn wake_relay(state: &AppState) {
+    let pool = state.pool.clone();
+    tokio::spawn(async move { aurora_commands::relay::wake(&pool).await });
 }
 
 /// Confirmations and cancels belong to the session's owner (still an editor) or an admin.
