@@ -487,3 +487,30 @@ async fn a_socket_on_another_gateway_follows_the_same_conversation() {
     second_gateway.stop().await;
     first_gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_past_its_wall_time_is_stopped_and_says_so() {
+    let (env, app, llm) = chat_app(|env| env.config.agent_max_turn = Duration::from_secs(1)).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let target = create_session(&app, &ana, "slow decision").await;
+    llm.script(
+        "archive it when you are sure",
+        vec![Step::tool("call_1", "archive_chat_session", json!({ "session_id": target })), Step::text("Done.")],
+    );
+    let mut socket = ChatSocket::open(&app.base_url, &ana).await;
+    let accepted = socket.request(json!({ "type": "query", "text": "archive it when you are sure", "mode": "agent" })).await;
+    let requested = socket.event("confirmation.requested").await;
+    // The person takes longer than the turn may run.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    socket
+        .request(json!({ "type": "confirm", "session_id": accepted["session_id"], "confirmation_id": requested["payload"]["confirmation_id"], "approve": true }))
+        .await;
+    let failed = socket.event("chat.turn_failed").await;
+    assert_eq!(failed["payload"]["reason"], "wall_time_limit");
+    assert!(failed["payload"]["message"].as_str().unwrap().contains("1 s"));
+    // The confirmed tool itself still ran, once; only the next model call was refused.
+    assert_eq!(env.count(&format!("SELECT count(*) FROM events WHERE stream = 'chat-{target}' AND event_type = 'chat.session_archived'")).await, 1);
+    assert_eq!(llm.requests_for("archive it when you are sure").len(), 1);
+    socket.close().await;
+    app.stop().await;
+}
