@@ -5,7 +5,7 @@
 //! `confirmation_answered`, `cancel_requested`, `pong`, or `error` with a `code`) and pushes what
 //! happens in the sessions the socket follows: `delta` frames as the answer streams, and every
 //! chat event (`tool_call.requested`, `confirmation.requested`, `chat.assistant_message_completed`,
-//! ...) with its payload.
+//! ...) with its payload. A socket that falls too far behind gets `lagged` and subscribes again.
 
 use aurora_commands::CommandMeta;
 use aurora_domain::chat_session::{ChatSession, ChatSessionCommand};
