@@ -130,18 +130,20 @@ pub struct ChatSession {
     pub turn: Option<Turn>,
 }
 
+/// `text` trimmed, refused when empty or longer than `max` characters.
+fn bounded_text(field: &'static str, text: String, max: usize) -> Result<String, DomainError> {
+    let text = text.trim().to_owned();
+    if text.is_empty() {
+        return Err(DomainError::InvalidInput { field, reason: "must not be empty".into() });
+    }
+    if text.chars().count() > max {
+        return Err(DomainError::InvalidInput { field, reason: format!("must be at most {max} characters") });
+    }
+    Ok(text)
+}
+
 fn valid_title(title: String) -> Result<String, DomainError> {
-    let title = title.trim().to_owned();
-    if title.is_empty() {
-        return Err(DomainError::InvalidInput { field: "title", reason: "must not be empty".into() });
-    }
-    if title.chars().count() > MAX_TITLE_CHARS {
-        return Err(DomainError::InvalidInput {
-            field: "title",
-            reason: format!("must be at most {MAX_TITLE_CHARS} characters"),
-        });
-    }
-    Ok(title)
+    bounded_text("title", title, MAX_TITLE_CHARS)
 }
 
 fn not_running() -> DomainError {
@@ -192,16 +194,7 @@ impl Aggregate for ChatSession {
                 if self.running_turn().is_some() {
                     return Err(DomainError::InvalidState("a turn is running in this session; wait for it or cancel it".into()));
                 }
-                let text = text.trim().to_owned();
-                if text.is_empty() {
-                    return Err(DomainError::InvalidInput { field: "text", reason: "must not be empty".into() });
-                }
-                if text.chars().count() > MAX_MESSAGE_CHARS {
-                    return Err(DomainError::InvalidInput {
-                        field: "text",
-                        reason: format!("must be at most {MAX_MESSAGE_CHARS} characters"),
-                    });
-                }
+                let text = bounded_text("text", text, MAX_MESSAGE_CHARS)?;
                 Ok(vec![E::MessageSubmitted(MessageSubmitted { turn_id, text, mode, submitted_by })])
             }
             C::StartTurn { turn_id, started_at, model, tools } => {

@@ -229,6 +229,19 @@ impl Caller {
     }
 }
 
+/// Asserts that `response` is an RFC 9457 problem document with `status`, and returns its body.
+pub async fn problem(response: reqwest::Response, status: reqwest::StatusCode) -> serde_json::Value {
+    let actual = response.status();
+    let content_type = response.headers().get("content-type").map(|value| value.to_str().unwrap().to_owned());
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(actual, status, "{body}");
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["type"].as_str().unwrap().starts_with("/problems/"));
+    assert!(!body["title"].as_str().unwrap().is_empty());
+    body
+}
+
 /// The value a response's `Set-Cookie` gives cookie `name`.
 pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
     response

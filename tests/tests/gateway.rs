@@ -2,22 +2,12 @@
 
 use std::time::Duration;
 
-use aurora_tests::{eventually, http, App, Caller, Roles, TestEnv};
+use aurora_tests::{eventually, http, problem, App, Caller, Roles, TestEnv};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], status.as_u16());
-    assert!(body["type"].as_str().unwrap().starts_with("/problems/"));
-    assert!(!body["title"].as_str().unwrap().is_empty());
-    body
-}
 
 async fn create_session(app: &App, caller: &Caller, title: &str) -> Value {
     let response = caller

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aurora_tests::{eventually, http, set_cookie, App, Caller, Roles, TestEnv, PASSWORD};
+use aurora_tests::{eventually, http, problem, set_cookie, App, Caller, Roles, TestEnv, PASSWORD};
 use futures::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -12,16 +12,6 @@ use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
 const GATEWAY_ONLY: Roles = Roles { gateway: true, processors: false, projections: false };
-
-async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
-    let actual = response.status();
-    let content_type = response.headers().get("content-type").map(|value| value.to_str().unwrap().to_owned());
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(actual, status, "{body}");
-    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
-    assert_eq!(body["status"], status.as_u16());
-    body
-}
 
 async fn login(app: &App, email: &str, password: &str) -> reqwest::Response {
     http().post(app.url("/v1/auth/login")).json(&json!({ "email": email, "password": password })).send().await.unwrap()

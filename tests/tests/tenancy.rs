@@ -112,14 +112,9 @@ async fn the_database_shows_the_gateways_reads_one_organisation_only() {
     let app = App::spawn(&env, GATEWAY_ONLY).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let eve = Caller::register(&app.base_url, "eve").await;
-    let tables = ["organisations", "accounts", "invitations", "api_tokens", "audit_log", "chat_sessions"];
-    let mut transaction = env.pool.begin().await.unwrap();
-    // What `Caller::read_models` does: every table, with no WHERE at all, as eve.
-    sqlx::query("SELECT set_config('role', 'aurora_tenant', true), set_config('aurora.org_id', $1, true)")
-        .bind(eve.org.to_string())
-        .execute(&mut *transaction)
-        .await
-        .unwrap();
+    let tables = ["organisations", "accounts", "invitations", "api_tokens", "audit_log", "chat_sessions", "chat_messages", "tool_results"];
+    // The transaction every gateway read and every agent tool uses: each table, with no WHERE at all, as eve.
+    let mut transaction = aurora_adapters::postgres::tenant_transaction(&env.pool, eve.org).await.unwrap();
     for table in tables {
         let orgs: Vec<uuid::Uuid> =
             sqlx::query_scalar(&format!("SELECT DISTINCT org_id FROM {table}")).fetch_all(&mut *transaction).await.unwrap();
@@ -132,12 +127,7 @@ async fn the_database_shows_the_gateways_reads_one_organisation_only() {
 
     // The tenant role reads neither secrets' digests nor the event store nor sessions.
     for forbidden in ["SELECT password_hash FROM accounts", "SELECT token_hash FROM api_tokens", "SELECT count(*) FROM events", "SELECT count(*) FROM auth_sessions"] {
-        let mut transaction = env.pool.begin().await.unwrap();
-        sqlx::query("SELECT set_config('role', 'aurora_tenant', true), set_config('aurora.org_id', $1, true)")
-            .bind(eve.org.to_string())
-            .execute(&mut *transaction)
-            .await
-            .unwrap();
+        let mut transaction = aurora_adapters::postgres::tenant_transaction(&env.pool, eve.org).await.unwrap();
         let refused = sqlx::query(forbidden).fetch_all(&mut *transaction).await.unwrap_err();
         assert!(refused.to_string().contains("permission denied"), "{forbidden}: {refused}");
     }

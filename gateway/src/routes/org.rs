@@ -18,6 +18,9 @@ use crate::AppState;
 
 pub const MAX_INVITATION_HOURS: i64 = 30 * 24;
 
+/// The columns of an `accounts` row as a [`Member`].
+const MEMBER_COLUMNS: &str = "user_id, email, display_name, role, created_at AS joined_at";
+
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Member {
     pub user_id: Uuid,
@@ -77,10 +80,9 @@ pub struct Invitation {
 #[utoipa::path(get, path = "/v1/org/members", tag = "org", responses((status = 200, body = Vec<Member>), (status = 401, body = Problem)))]
 pub async fn list_members(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Vec<Member>>, ApiError> {
     let mut read = caller.read_models(&state.pool).await?;
-    let members = sqlx::query_as(
-        "SELECT user_id, email, display_name, role, created_at AS joined_at FROM accounts \
-         WHERE org_id = $1 AND removed_at IS NULL ORDER BY created_at",
-    )
+    let members = sqlx::query_as(&format!(
+        "SELECT {MEMBER_COLUMNS} FROM accounts WHERE org_id = $1 AND removed_at IS NULL ORDER BY created_at"
+    ))
     .bind(caller.org_id().0)
     .fetch_all(&mut *read)
     .await?;
@@ -103,9 +105,7 @@ pub async fn change_role(
 ) -> Result<axum::Json<Member>, ApiError> {
     state.identities.change_role(&caller.identity, user_id, request.role).await?;
     let mut read = caller.read_models(&state.pool).await?;
-    let member = sqlx::query_as(
-        "SELECT user_id, email, display_name, role, created_at AS joined_at FROM accounts WHERE org_id = $1 AND user_id = $2",
-    )
+    let member = sqlx::query_as(&format!("SELECT {MEMBER_COLUMNS} FROM accounts WHERE org_id = $1 AND user_id = $2"))
     .bind(caller.org_id().0)
     .bind(user_id)
     .fetch_one(&mut *read)

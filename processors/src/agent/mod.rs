@@ -214,26 +214,15 @@ impl Agent {
         };
         self.record(stream, org_id, turn_id, ChatSessionCommand::RecordLlmCall(record)).await?;
         if completion.tool_calls.is_empty() {
-            let mut llm_calls = turn.llm_calls.clone();
-            llm_calls.push(LlmCallCompleted {
-                turn_id,
-                call_index,
-                model: String::new(),
-                prompt_tokens: completion.prompt_tokens,
-                completion_tokens: completion.completion_tokens,
-                latency_ms: 0,
-                first_token_ms: None,
-                text: String::new(),
-                tool_calls: Vec::new(),
-                finish_reason: None,
-            });
+            // The turn's recorded calls, and this one.
             let answer = AssistantMessageCompleted {
                 turn_id,
                 text: completion.text,
-                llm_calls: llm_calls.len() as u32,
+                llm_calls: call_index,
                 tool_calls: turn.tool_calls.len() as u32,
-                prompt_tokens: llm_calls.iter().map(|call| call.prompt_tokens).sum(),
-                completion_tokens: llm_calls.iter().map(|call| call.completion_tokens).sum(),
+                prompt_tokens: turn.llm_calls.iter().map(|call| call.prompt_tokens).sum::<u32>() + completion.prompt_tokens,
+                completion_tokens: turn.llm_calls.iter().map(|call| call.completion_tokens).sum::<u32>()
+                    + completion.completion_tokens,
             };
             self.record(stream, org_id, turn_id, ChatSessionCommand::Complete(answer)).await?;
             return Ok(Some(Advanced::Ended));
