@@ -88,6 +88,23 @@ impl OutgoingRecord {
         }
     }
 
+    /// The value of header `name`, when present and UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|header| header.key == name)
+            .and_then(|header| header.value)
+            .and_then(|value| std::str::from_utf8(value).ok())
+    }
+
+    /// The dead-letter copy of this record, which `consumer` could not get onto its topic: its
+    /// key and headers, why, and its value when that is at most `max_value` bytes.
+    pub fn dead_letter(&self, prefix: &str, consumer: &str, error: &str, max_value: usize) -> OutgoingRecord {
+        let value = if self.value.len() <= max_value { self.value.clone() } else { Vec::new() };
+        let headers = with_dead_letter_headers(self.headers.clone(), error, &self.topic, -1, -1, consumer);
+        OutgoingRecord { topic: aurora_events::topics::dead_letter_topic(prefix), key: self.key.clone(), headers, value }
+    }
+
     pub fn as_future_record(&self) -> FutureRecord<'_, String, Vec<u8>> {
         FutureRecord::to(&self.topic).key(&self.key).payload(&self.value).headers(self.headers.clone())
     }
@@ -211,21 +228,34 @@ pub fn dead_letter_record(prefix: &str, consumer: &str, message: &OwnedMessage, 
             }
         }
     }
-    let partition = message.partition().to_string();
-    let offset = message.offset().to_string();
-    for (name, text) in [
-        (DLQ_ERROR, error),
-        (DLQ_TOPIC, message.topic()),
-        (DLQ_PARTITION, partition.as_str()),
-        (DLQ_OFFSET, offset.as_str()),
-        (DLQ_CONSUMER, consumer),
-    ] {
-        headers = headers.insert(Header { key: name, value: Some(text.as_bytes()) });
-    }
+    let headers = with_dead_letter_headers(headers, error, message.topic(), message.partition(), message.offset(), consumer);
     OutgoingRecord {
         topic: aurora_events::topics::dead_letter_topic(prefix),
         key: message.key().map(|key| String::from_utf8_lossy(key).into_owned()).unwrap_or_default(),
         headers,
         value: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
     }
+}
+
+/// `headers` and the dead-letter headers: why, where the record was (partition and offset -1
+/// when it never reached the log) and who gave up on it.
+fn with_dead_letter_headers(
+    mut headers: OwnedHeaders,
+    error: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    consumer: &str,
+) -> OwnedHeaders {
+    let (partition, offset) = (partition.to_string(), offset.to_string());
+    for (name, text) in [
+        (DLQ_ERROR, error),
+        (DLQ_TOPIC, topic),
+        (DLQ_PARTITION, partition.as_str()),
+        (DLQ_OFFSET, offset.as_str()),
+        (DLQ_CONSUMER, consumer),
+    ] {
+        headers = headers.insert(Header { key: name, value: Some(text.as_bytes()) });
+    }
+    headers
 }

@@ -2,8 +2,10 @@
 //! port. Today: configuration, Postgres connections, the Kafka log, Redis and the LLM.
 
 pub mod config;
+pub mod consumer;
 pub mod kafka;
 pub mod llm;
+pub mod metrics;
 pub mod postgres;
 pub mod redis;
 pub mod scripted_llm;

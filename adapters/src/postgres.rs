@@ -57,39 +57,104 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
     }
 }
 
-/// Waits until this process holds the session-level advisory lock `name`, which makes it the one
-/// instance that does the work the lock guards (the relay, one projection). The lock lives as long
-/// as the returned connection's session: keep the connection, and release with
-/// [`release_leadership`]. `None` when `shutdown` came first.
-pub async fn acquire_leadership(
-    pool: &sqlx::PgPool,
-    name: &str,
-    shutdown: &tokio_util::sync::CancellationToken,
-) -> anyhow::Result<Option<sqlx::PgConnection>> {
-    // A connection of its own, not one of the pool's: a leader holds it as long as it leads, and
-    // every leader of a process (relay, each projection, the agent) taking a pool slot for good
-    // would starve the requests that share the pool.
-    let mut connection = sqlx::PgConnection::connect_with(&pool.connect_options()).await?;
-    loop {
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
-            .bind(name)
-            .fetch_one(&mut connection)
-            .await?;
-        if locked {
-            tracing::info!(lock = name, "leading");
-            return Ok(Some(connection));
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(None),
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    }
+/// The application name of the connection that holds (or waits for) leadership `name`, so
+/// that operators and tests can find it in `pg_stat_activity`.
+pub fn leadership_application_name(name: &str) -> String {
+    format!("aurora lock {name}")
 }
 
-/// Gives up the lock taken by [`acquire_leadership`] (closing the connection would too).
-pub async fn release_leadership(connection: &mut sqlx::PgConnection, name: &str) {
-    if let Err(error) = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))").bind(name).execute(connection).await {
-        tracing::debug!(lock = name, %error, "releasing leadership failed; the session ends with the connection");
+/// Leadership of one piece of work (the relay, a projection, a processor): the session-level
+/// advisory lock `name`, held on a connection of its own for as long as this instance leads.
+///
+/// A lock is only as good as the session that holds it: an administrator, a network fault or a
+/// database failover can end that session while the leader still believes it leads, and another
+/// instance then takes the lock. So a leader [`fence`](Leadership::fence)s every side effect:
+/// it asks its own session before acting, and once that fails it has lost, for good —
+/// [`lost`](Leadership::lost) is cancelled and everything the leader runs must stop.
+pub struct Leadership {
+    name: String,
+    connection: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
+    lost: tokio_util::sync::CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("leadership of {0} was lost; this instance stops acting on it")]
+pub struct LeadershipLost(pub String);
+
+impl Leadership {
+    /// Waits until this process holds the lock `name`. `None` when `shutdown` came first.
+    pub async fn acquire(
+        pool: &PgPool,
+        name: &str,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Option<Self>> {
+        // A connection of its own, not one of the pool's: a leader holds it as long as it leads,
+        // and every leader of a process taking a pool slot for good would starve the requests
+        // that share the pool.
+        let options = pool.connect_options().as_ref().clone().application_name(&leadership_application_name(name));
+        let mut connection = sqlx::PgConnection::connect_with(&options).await?;
+        loop {
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+                .bind(name)
+                .fetch_one(&mut connection)
+                .await?;
+            if locked {
+                tracing::info!(lock = name, "leading");
+                return Ok(Some(Self {
+                    name: name.to_owned(),
+                    connection: tokio::sync::Mutex::new(Some(connection)),
+                    lost: tokio_util::sync::CancellationToken::new(),
+                }));
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(None),
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Cancelled once leadership is known to be lost.
+    pub fn lost(&self) -> tokio_util::sync::CancellationToken {
+        self.lost.clone()
+    }
+
+    /// Proves that this instance still leads, right before a side effect: the session that holds
+    /// the lock answers. Fails for good once it did not.
+    pub async fn fence(&self) -> Result<(), LeadershipLost> {
+        let lost = || LeadershipLost(self.name.clone());
+        if self.lost.is_cancelled() {
+            return Err(lost());
+        }
+        let mut connection = self.connection.lock().await;
+        let Some(held) = connection.as_mut() else { return Err(lost()) };
+        match sqlx::query("SELECT 1").execute(&mut *held).await {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::error!(lock = %self.name, %error, "leadership lost: the session holding the lock is gone");
+                *connection = None;
+                self.lost.cancel();
+                Err(lost())
+            }
+        }
+    }
+
+    /// The leader's own connection: writes that must only happen while this instance leads (a
+    /// relay checkpoint) go through the session that holds the lock.
+    pub async fn connection(&self) -> Result<tokio::sync::MappedMutexGuard<'_, sqlx::PgConnection>, LeadershipLost> {
+        let guard = self.connection.lock().await;
+        tokio::sync::MutexGuard::try_map(guard, Option::as_mut).map_err(|_| LeadershipLost(self.name.clone()))
+    }
+
+    /// Gives the lock up (closing the connection would too).
+    pub async fn release(self) {
+        let Some(mut connection) = self.connection.into_inner() else { return };
+        if let Err(error) = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))").bind(&self.name).execute(&mut connection).await {
+            tracing::debug!(lock = %self.name, %error, "releasing leadership failed; the session ends with the connection");
+        }
     }
 }
 

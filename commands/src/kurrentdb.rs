@@ -64,6 +64,7 @@ impl EventStore for KurrentDbEventStore {
         if request.events.is_empty() {
             return Err(StoreError::NothingToAppend);
         }
+        request.check_size()?;
         if let Some(command_id) = request.command_id {
             if let Some(previous) = self.command_result(command_id).await? {
                 return Ok(previous);

@@ -150,6 +150,7 @@ pub async fn append_in_transaction(
         return Err(StoreError::NothingToAppend);
     }
     debug_assert!(request.command_id.is_none(), "idempotent appends go through EventStore::append");
+    request.check_size()?;
     let request = AppendRequest { command_id: None, ..request };
     let columns = AppendColumns::of(&request);
     let row = append_query(APPEND_WITHOUT_COMMAND, &request, &columns).fetch_one(&mut *connection).await.map_err(store_error)?;
@@ -161,7 +162,9 @@ pub async fn append_in_transaction(
             .map_err(store_error)?;
         return Err(StoreError::Conflict { stream: request.stream, expected: request.expected, actual: actual as u64 });
     }
-    append_result(&row)
+    let result = append_result(&row)?;
+    aurora_adapters::metrics::metrics().events_appended.inc_by(request.events.len() as u64);
+    Ok(result)
 }
 
 #[async_trait]
@@ -170,6 +173,7 @@ impl EventStore for PostgresEventStore {
         if request.events.is_empty() {
             return Err(StoreError::NothingToAppend);
         }
+        request.check_size()?;
         let columns = AppendColumns::of(&request);
         // Without a command to remember, one INSERT does it: the version check is its WHERE
         // clause, and no row inserted means the stream was not at the expected version. With an
@@ -200,7 +204,11 @@ impl EventStore for PostgresEventStore {
             let actual = self.current_version(&request.stream).await?;
             return Err(StoreError::Conflict { stream: request.stream, expected: request.expected, actual });
         }
-        append_result(&outcome.map_err(store_error)?)
+        let result = append_result(&outcome.map_err(store_error)?)?;
+        if !result.duplicate {
+            aurora_adapters::metrics::metrics().events_appended.inc_by(request.events.len() as u64);
+        }
+        Ok(result)
     }
 
     async fn load_stream(&self, stream: &StreamId, after_version: u64) -> Result<Vec<Envelope>, StoreError> {

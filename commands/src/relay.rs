@@ -9,13 +9,19 @@
 //! by event id or stream version.
 //!
 //! Only one relay publishes at a time: the leader holds a Postgres advisory lock on the session it
-//! reads through; the others wait for the lock.
+//! reads and writes its checkpoint through; the others wait for the lock.
+//!
+//! No single event can stop the relay: a record the client or the broker refuses for what it is
+//! (too large, malformed, against a policy) goes to the dead-letter topic with its event id and
+//! the reason, is counted in `aurora_relay_dead_letters_total`, and the relay moves on. Only
+//! failures that may pass (the broker away, a timeout) hold it back and are retried.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use aurora_adapters::kafka::{ensure_topics, producer_config, OutgoingRecord};
-use aurora_adapters::postgres::{acquire_leadership, release_leadership};
+use aurora_adapters::metrics::metrics;
+use aurora_adapters::postgres::Leadership;
 use aurora_adapters::Config;
 use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -83,26 +89,21 @@ impl Relay {
     /// Waits to become the leader, then publishes until shutdown or an error.
     async fn lead(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let lock = format!("aurora-relay:{}", self.name);
-        let Some(mut connection) = acquire_leadership(&self.pool, &lock, shutdown).await? else { return Ok(()) };
-        let outcome = self.publish_loop(&mut connection, shutdown).await;
-        // A connection that still holds the lock must not go back to the pool with it.
-        release_leadership(&mut connection, &lock).await;
+        let Some(leadership) = Leadership::acquire(&self.pool, &lock, shutdown).await? else { return Ok(()) };
+        let outcome = self.publish_loop(&leadership, shutdown).await;
+        leadership.release().await;
         outcome
     }
 
-    async fn publish_loop(
-        &self,
-        connection: &mut sqlx::PgConnection,
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<()> {
-        let mut checkpoint = self.load_checkpoint(connection).await?;
+    async fn publish_loop(&self, leadership: &Leadership, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let mut checkpoint = self.load_checkpoint(&mut *leadership.connection().await?).await?;
         // Topics are created before the first record goes to them: a broker without automatic
         // topic creation would otherwise hold the records until they time out.
         let mut known_topics: HashSet<String> = aurora_events::topics::all_event_topics(&self.topic_prefix).into_iter().collect();
         ensure_topics(&self.config, &known_topics.iter().cloned().collect::<Vec<_>>()).await?;
         // Batches in flight: the next batch is read and enqueued while Kafka acknowledges the
         // earlier ones; the checkpoint only ever moves past batches that were acknowledged.
-        let mut in_flight: VecDeque<(Checkpoint, Vec<DeliveryFuture>)> = VecDeque::new();
+        let mut in_flight: VecDeque<(Checkpoint, Vec<Enqueued>)> = VecDeque::new();
         let mut read_after = checkpoint;
         // A writer that wants its events out at once wakes the relay ([`wake`]); everything else
         // is found at the next poll.
@@ -122,7 +123,7 @@ impl Relay {
         };
         while !shutdown.is_cancelled() {
             if in_flight.len() >= MAX_BATCHES_IN_FLIGHT {
-                checkpoint = self.settle_oldest(connection, &mut in_flight).await?.unwrap_or(checkpoint);
+                checkpoint = self.settle_oldest(leadership, &mut in_flight).await?.unwrap_or(checkpoint);
             }
             let rows = sqlx::query(&format!(
                 "SELECT {RELAY_COLUMNS}, transaction_id::text::bigint AS txid, position FROM events \
@@ -133,11 +134,11 @@ impl Relay {
             .bind(read_after.transaction_id.to_string())
             .bind(read_after.position)
             .bind(self.batch_size)
-            .fetch_all(&mut *connection)
+            .fetch_all(&mut *leadership.connection().await?)
             .await?;
             let Some(last) = rows.last() else {
                 if !in_flight.is_empty() {
-                    checkpoint = self.settle_oldest(connection, &mut in_flight).await?.unwrap_or(checkpoint);
+                    checkpoint = self.settle_oldest(leadership, &mut in_flight).await?.unwrap_or(checkpoint);
                     continue;
                 }
                 let woken = async {
@@ -173,32 +174,49 @@ impl Relay {
                 ensure_topics(&self.config, &new_topics).await?;
                 known_topics.extend(new_topics);
             }
-            in_flight.push_back((batch_end, self.enqueue(&records).await?));
+            in_flight.push_back((batch_end, self.enqueue(records).await?));
             read_after = batch_end;
         }
         // Finish what is in hand before stopping.
         while !in_flight.is_empty() {
-            self.settle_oldest(connection, &mut in_flight).await?;
+            self.settle_oldest(leadership, &mut in_flight).await?;
         }
         tracing::debug!(position = checkpoint.position, "relay stopped");
         Ok(())
     }
 
-    /// Waits for Kafka to acknowledge the oldest batch in flight, then records it as published.
+    /// Waits for Kafka to acknowledge the oldest batch in flight, dead-letters what it refused
+    /// for good, then records the batch as published.
     async fn settle_oldest(
         &self,
-        connection: &mut sqlx::PgConnection,
-        in_flight: &mut VecDeque<(Checkpoint, Vec<DeliveryFuture>)>,
+        leadership: &Leadership,
+        in_flight: &mut VecDeque<(Checkpoint, Vec<Enqueued>)>,
     ) -> anyhow::Result<Option<Checkpoint>> {
-        let Some((batch_end, deliveries)) = in_flight.pop_front() else { return Ok(None) };
-        let published = deliveries.len();
-        for outcome in join_all(deliveries).await {
+        let Some((batch_end, enqueued)) = in_flight.pop_front() else { return Ok(None) };
+        let published = enqueued.len();
+        let mut refused = Vec::new();
+        let (records, deliveries): (Vec<_>, Vec<_>) = enqueued
+            .into_iter()
+            .filter_map(|enqueued| match enqueued {
+                Enqueued::Sent(record, delivery) => Some((record, delivery)),
+                Enqueued::Refused(record, reason) => {
+                    refused.push((record, reason));
+                    None
+                }
+            })
+            .unzip();
+        for (record, outcome) in records.into_iter().zip(join_all(deliveries).await) {
             match outcome {
                 Ok(Ok(_)) => {}
-                Ok(Err((error, _))) => anyhow::bail!("kafka refused a record: {error}"),
+                Ok(Err((error, _))) if is_refusal(&error) => refused.push((record, error.to_string())),
+                Ok(Err((error, _))) => anyhow::bail!("kafka did not take a record: {error}"),
                 Err(_) => anyhow::bail!("the producer dropped a record before delivering it"),
             }
         }
+        for (record, reason) in &refused {
+            self.dead_letter(record, reason).await?;
+        }
+        // Written through the session that holds the lock: a relay that lost it cannot move the checkpoint.
         sqlx::query(
             "INSERT INTO relay_checkpoints (relay, transaction_id, position) VALUES ($1, $2::text::xid8, $3) \
              ON CONFLICT (relay) DO UPDATE SET transaction_id = EXCLUDED.transaction_id, \
@@ -207,10 +225,23 @@ impl Relay {
         .bind(&self.name)
         .bind(batch_end.transaction_id.to_string())
         .bind(batch_end.position)
-        .execute(&mut *connection)
+        .execute(&mut *leadership.connection().await?)
         .await?;
+        metrics().relay_published.inc_by((published - refused.len()) as u64);
         tracing::trace!(published, position = batch_end.position, "relay batch published");
         Ok(Some(batch_end))
+    }
+
+    /// Sends the headers of a refused record (its event id among them) and the reason to the
+    /// dead-letter topic. The value goes along only when it is small: it may be why it was refused.
+    async fn dead_letter(&self, record: &OutgoingRecord, reason: &str) -> anyhow::Result<()> {
+        let event_id = record.header(aurora_events::cloudevents::H_ID).unwrap_or_default().to_owned();
+        let letter = record.dead_letter(&self.topic_prefix, "relay", reason, MAX_DEAD_LETTER_VALUE);
+        let delivery = self.producer.send(letter.as_future_record(), Duration::from_secs(30)).await;
+        delivery.map_err(|(error, _)| anyhow::anyhow!("dead-lettering event {event_id} failed: {error}"))?;
+        metrics().relay_dead_letters.inc();
+        tracing::error!(%event_id, topic = %record.topic, %reason, "event refused by kafka; sent to the dead-letter topic");
+        Ok(())
     }
 
     async fn load_checkpoint(&self, connection: &mut sqlx::PgConnection) -> anyhow::Result<Checkpoint> {
@@ -224,26 +255,59 @@ impl Relay {
         })
     }
 
-    /// Hands every record to the producer, in order; the returned futures resolve on acknowledgement.
-    async fn enqueue(&self, records: &[OutgoingRecord]) -> anyhow::Result<Vec<DeliveryFuture>> {
-        let mut deliveries = Vec::with_capacity(records.len());
+    /// Hands every record to the producer, in order. A record the client refuses outright (larger
+    /// than `message.max.bytes`, say) is kept aside for the dead-letter topic.
+    async fn enqueue(&self, records: Vec<OutgoingRecord>) -> anyhow::Result<Vec<Enqueued>> {
+        let mut enqueued = Vec::with_capacity(records.len());
         for record in records {
             loop {
                 match self.producer.send_result(record.as_future_record()) {
                     Ok(delivery) => {
-                        deliveries.push(delivery);
+                        enqueued.push(Enqueued::Sent(record, delivery));
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                         // The local queue is full: let librdkafka drain it, then enqueue again.
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
+                    Err((error, _)) if is_refusal(&error) => {
+                        let reason = error.to_string();
+                        enqueued.push(Enqueued::Refused(record, reason));
+                        break;
+                    }
                     Err((error, _)) => anyhow::bail!("enqueueing record for {}: {error}", record.topic),
                 }
             }
         }
-        Ok(deliveries)
+        Ok(enqueued)
     }
+}
+
+/// A record handed to the producer, or refused by it before it was sent.
+enum Enqueued {
+    Sent(OutgoingRecord, DeliveryFuture),
+    Refused(OutgoingRecord, String),
+}
+
+/// A dead-lettered record keeps its value up to this size.
+const MAX_DEAD_LETTER_VALUE: usize = 64 * 1024;
+
+/// Whether Kafka refused the record for what it is, so that sending it again cannot succeed.
+fn is_refusal(error: &KafkaError) -> bool {
+    let code = match error {
+        KafkaError::MessageProduction(code) => *code,
+        _ => return false,
+    };
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidTimestamp
+            | RDKafkaErrorCode::PolicyViolation
+    )
 }
 
 /// Events appended but not yet published by the relay.

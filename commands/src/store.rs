@@ -41,6 +41,11 @@ impl NewEvent {
     }
 }
 
+/// The largest event payload the store takes, serialized. Kafka's default record limit is 1 MB
+/// (`message.max.bytes`); events are public and live for ever, so bulky content (documents,
+/// whole tool results) belongs in a read model or the object store, with a reference here.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
 #[derive(Debug, Clone)]
 pub struct AppendRequest {
     pub stream: StreamId,
@@ -54,6 +59,34 @@ pub struct AppendRequest {
     pub traceparent: Option<String>,
     pub occurred_at: DateTime<Utc>,
     pub events: Vec<NewEvent>,
+}
+
+impl AppendRequest {
+    /// Refuses an append with an event larger than [`MAX_EVENT_BYTES`]; every store calls this.
+    pub fn check_size(&self) -> Result<(), StoreError> {
+        for event in &self.events {
+            let mut counter = ByteCounter(0);
+            serde_json::to_writer(&mut counter, &event.payload).map_err(|error| StoreError::Unexpected(error.into()))?;
+            if counter.0 > MAX_EVENT_BYTES {
+                return Err(StoreError::EventTooLarge { event_type: event.event_type.clone(), bytes: counter.0, limit: MAX_EVENT_BYTES });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts what is written to it.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -71,6 +104,8 @@ pub enum StoreError {
     Conflict { stream: StreamId, expected: ExpectedVersion, actual: u64 },
     #[error("an append needs at least one event")]
     NothingToAppend,
+    #[error("a {event_type} event of {bytes} bytes is larger than the {limit} bytes an event may have")]
+    EventTooLarge { event_type: String, bytes: usize, limit: usize },
     #[error("the event store is unavailable: {0}")]
     Unavailable(#[source] anyhow::Error),
     #[error(transparent)]

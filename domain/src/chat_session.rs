@@ -12,10 +12,12 @@ use aurora_events::chat::{
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::text::Lines;
 use crate::{Aggregate, DomainError};
 
 pub const MAX_TITLE_CHARS: usize = 200;
 pub const MAX_MESSAGE_CHARS: usize = 16_000;
+pub const MAX_REASON_CHARS: usize = 1_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChatSessionCommand {
@@ -33,7 +35,8 @@ pub enum ChatSessionCommand {
     /// A destructive tool is about to run. Refused if it was started before: its outcome is unknown.
     StartTool { turn_id: Uuid, tool_call_id: String },
     FinishTool { turn_id: Uuid, tool_call_id: String, outcome: Result<ToolCallCompleted, String> },
-    AnswerConfirmation { confirmation_id: Uuid, approve: bool },
+    /// A person answers a confirmation at `answered_at`; an answer after its expiry is refused.
+    AnswerConfirmation { confirmation_id: Uuid, approve: bool, answered_at: DateTime<Utc> },
     ExpireConfirmation { confirmation_id: Uuid },
     RequestCancel { turn_id: Uuid },
     Cancel { turn_id: Uuid },
@@ -131,19 +134,16 @@ pub struct ChatSession {
 }
 
 /// `text` trimmed, refused when empty or longer than `max` characters.
-fn bounded_text(field: &'static str, text: String, max: usize) -> Result<String, DomainError> {
-    let text = text.trim().to_owned();
+fn bounded_text(field: &'static str, text: String, max: usize, lines: Lines) -> Result<String, DomainError> {
+    let text = crate::text::bounded(field, &text, max, lines)?;
     if text.is_empty() {
         return Err(DomainError::InvalidInput { field, reason: "must not be empty".into() });
-    }
-    if text.chars().count() > max {
-        return Err(DomainError::InvalidInput { field, reason: format!("must be at most {max} characters") });
     }
     Ok(text)
 }
 
 fn valid_title(title: String) -> Result<String, DomainError> {
-    bounded_text("title", title, MAX_TITLE_CHARS)
+    bounded_text("title", title, MAX_TITLE_CHARS, Lines::One)
 }
 
 fn not_running() -> DomainError {
@@ -175,6 +175,10 @@ impl Aggregate for ChatSession {
             }
             C::Archive { reason } => {
                 self.require_present()?;
+                let reason = reason
+                    .map(|reason| crate::text::bounded("reason", &reason, MAX_REASON_CHARS, Lines::Many))
+                    .transpose()?
+                    .filter(|reason| !reason.is_empty());
                 if self.archived {
                     return Ok(Vec::new());
                 }
@@ -194,7 +198,7 @@ impl Aggregate for ChatSession {
                 if self.running_turn().is_some() {
                     return Err(DomainError::InvalidState("a turn is running in this session; wait for it or cancel it".into()));
                 }
-                let text = bounded_text("text", text, MAX_MESSAGE_CHARS)?;
+                let text = bounded_text("text", text, MAX_MESSAGE_CHARS, Lines::Many)?;
                 Ok(vec![E::MessageSubmitted(MessageSubmitted { turn_id, text, mode, submitted_by })])
             }
             C::StartTurn { turn_id, started_at, model, tools } => {
@@ -238,8 +242,9 @@ impl Aggregate for ChatSession {
                 let call = turn
                     .tool_call(&tool_call_id)
                     .ok_or_else(|| DomainError::NotFound(format!("tool call {tool_call_id}")))?;
+                // Starting is the permission to run: a call whose outcome is known must not run.
                 if call.outcome.is_some() {
-                    return Ok(Vec::new());
+                    return Err(DomainError::InvalidState(format!("tool call {tool_call_id} already has an outcome")));
                 }
                 if call.started {
                     return Err(DomainError::InvalidState(format!("tool call {tool_call_id} was started before")));
@@ -259,7 +264,7 @@ impl Aggregate for ChatSession {
                     Err(error) => E::ToolCallFailed(ToolCallFailed { turn_id, tool_call_id, error }),
                 }])
             }
-            C::AnswerConfirmation { confirmation_id, approve } => {
+            C::AnswerConfirmation { confirmation_id, approve, answered_at } => {
                 let confirmation = self
                     .turn
                     .as_ref()
@@ -270,6 +275,9 @@ impl Aggregate for ChatSession {
                         return Err(DomainError::InvalidState("this confirmation has expired".into()))
                     }
                     Some(_) => return Err(DomainError::InvalidState("this confirmation was already answered".into())),
+                    None if answered_at >= confirmation.expires_at => {
+                        return Err(DomainError::InvalidState("this confirmation has expired".into()))
+                    }
                     None => {}
                 }
                 if self.running_turn().is_none() {
@@ -430,6 +438,7 @@ impl ChatSession {
 mod tests {
     use super::*;
     use crate::testing::given;
+    use chrono::TimeZone;
 
     fn created() -> ChatSessionEvent {
         ChatSessionEvent::Created(SessionCreated {
@@ -510,6 +519,14 @@ mod tests {
         })
     }
 
+    fn in_an_hour() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 13, 0, 0).unwrap()
+    }
+
+    fn noon() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap()
+    }
+
     fn archive_requested(turn_id: Uuid, confirmation_id: Uuid) -> Vec<ChatSessionEvent> {
         let call = ToolCallRequested {
             turn_id,
@@ -526,7 +543,7 @@ mod tests {
                 tool_call_id: "call_1".into(),
                 tool: "archive_chat_session".into(),
                 arguments: serde_json::json!({}),
-                expires_at: Utc::now(),
+                expires_at: in_an_hour(),
             }),
         ]
     }
@@ -555,18 +572,22 @@ mod tests {
         let mut history = vec![created(), submitted(turn_id)];
         history.extend(archive_requested(turn_id, confirmation_id));
         given::<ChatSession>(history.clone())
-            .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: true })
+            .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: true, answered_at: noon() })
             .then([ChatSessionEvent::ConfirmationGranted(ConfirmationGranted { confirmation_id })]);
+        // A "yes" that arrives after the expiry, before the timer recorded it, is still too late.
+        given::<ChatSession>(history.clone())
+            .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: true, answered_at: in_an_hour() })
+            .then_error(DomainError::InvalidState("this confirmation has expired".into()));
         let mut granted = history.clone();
         granted.push(ChatSessionEvent::ConfirmationGranted(ConfirmationGranted { confirmation_id }));
         given::<ChatSession>(granted.clone())
-            .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: false })
+            .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: false, answered_at: noon() })
             .then_error(DomainError::InvalidState("this confirmation was already answered".into()));
         given::<ChatSession>(granted).when(ChatSessionCommand::ExpireConfirmation { confirmation_id }).then([]);
         let mut expired = history;
         expired.push(ChatSessionEvent::ConfirmationExpired(ConfirmationExpired { confirmation_id }));
         given::<ChatSession>(expired)
-            .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: true })
+            .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: true, answered_at: noon() })
             .then_error(DomainError::InvalidState("this confirmation has expired".into()));
     }
 
@@ -579,10 +600,45 @@ mod tests {
         given::<ChatSession>(history.clone())
             .when(start.clone())
             .then([ChatSessionEvent::ToolCallStarted(ToolCallStarted { turn_id, tool_call_id: "call_1".into() })]);
+        let mut denied = history.clone();
         history.push(ChatSessionEvent::ToolCallStarted(ToolCallStarted { turn_id, tool_call_id: "call_1".into() }));
         given::<ChatSession>(history)
-            .when(start)
+            .when(start.clone())
             .then_error(DomainError::InvalidState("tool call call_1 was started before".into()));
+        // A call whose outcome is recorded (here: refused after a "no") is never started.
+        denied.push(ChatSessionEvent::ConfirmationDenied(ConfirmationDenied { confirmation_id }));
+        denied.push(ChatSessionEvent::ToolCallFailed(ToolCallFailed {
+            turn_id,
+            tool_call_id: "call_1".into(),
+            error: "declined".into(),
+        }));
+        given::<ChatSession>(denied)
+            .when(start)
+            .then_error(DomainError::InvalidState("tool call call_1 already has an outcome".into()));
+    }
+
+    #[test]
+    fn free_text_is_bounded_and_holds_no_control_characters() {
+        let title_with_nul = ChatSessionCommand::Create { session_id: Uuid::nil(), title: "a\u{0}b".into(), owner: "user:ana".into() };
+        given::<ChatSession>([])
+            .when(title_with_nul)
+            .then_error(DomainError::InvalidInput { field: "title", reason: "must not contain control characters".into() });
+        let long_reason = ChatSessionCommand::Archive { reason: Some("x".repeat(MAX_REASON_CHARS + 1)) };
+        given::<ChatSession>([created()])
+            .when(long_reason)
+            .then_error(DomainError::InvalidInput { field: "reason", reason: format!("must be at most {MAX_REASON_CHARS} characters") });
+        let question = ChatSessionCommand::Submit {
+            turn_id: Uuid::nil(),
+            text: "line one\nline two\tindented".into(),
+            mode: ChatMode::Ask,
+            submitted_by: "user:ana".into(),
+        };
+        given::<ChatSession>([created()]).when(question).then([ChatSessionEvent::MessageSubmitted(MessageSubmitted {
+            turn_id: Uuid::nil(),
+            text: "line one\nline two\tindented".into(),
+            mode: ChatMode::Ask,
+            submitted_by: "user:ana".into(),
+        })]);
     }
 
     #[test]

@@ -48,17 +48,11 @@ pub fn check_password(field: &'static str, password: &str) -> Result<(), DomainE
 
 /// A display name, organisation name or token name: trimmed, 1 to 100 characters, no control characters.
 pub fn valid_name(field: &'static str, name: &str) -> Result<String, DomainError> {
-    let name = name.trim();
+    let name = crate::text::bounded(field, name, MAX_NAME_CHARS, crate::text::Lines::One)?;
     if name.is_empty() {
         return Err(DomainError::InvalidInput { field, reason: "must not be empty".into() });
     }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(DomainError::InvalidInput { field, reason: format!("must be at most {MAX_NAME_CHARS} characters") });
-    }
-    if name.chars().any(char::is_control) {
-        return Err(DomainError::InvalidInput { field, reason: "must not contain control characters".into() });
-    }
-    Ok(name.to_owned())
+    Ok(name)
 }
 
 /// Whether changing a member from `current` to `requested` is allowed, given how many admins the

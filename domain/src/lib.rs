@@ -4,6 +4,7 @@
 
 pub mod chat_session;
 pub mod identity;
+pub mod text;
 pub mod testing;
 
 use aurora_events::EventPayload;

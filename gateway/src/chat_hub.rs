@@ -84,6 +84,16 @@ impl ChatHub {
         }
     }
 
+    /// Stops sending what happens in `session_id` to `socket`.
+    pub fn unsubscribe(&self, session_id: Uuid, socket: &mpsc::Sender<Value>) {
+        let mut subscribers = self.subscribers.lock().expect("hub lock");
+        let Some(sockets) = subscribers.get_mut(&session_id) else { return };
+        sockets.retain(|known| !known.same_channel(socket));
+        if sockets.is_empty() {
+            subscribers.remove(&session_id);
+        }
+    }
+
     pub fn partial(&self, session_id: Uuid) -> Option<Partial> {
         self.partials.lock().expect("hub lock").get(&session_id).cloned()
     }

@@ -42,6 +42,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("request body is larger than the gateway accepts (AURORA_MAX_BODY_BYTES)")]
     PayloadTooLarge,
+    /// What the request would record is larger than an event may be.
+    #[error("{0}")]
+    EventTooLarge(String),
     #[error("{detail}")]
     Conflict { detail: String, current_version: Option<u64> },
     #[error("{0}")]
@@ -65,6 +68,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported content type")
             }
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large"),
+            ApiError::EventTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "event-too-large", "Change too large to record"),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict", "Conflicting change"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", "Command refused"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Dependency unavailable"),
@@ -150,6 +154,7 @@ impl From<HandleError> for ApiError {
                 detail: "the resource kept changing while the request was handled; try again".into(),
                 current_version: None,
             },
+            HandleError::Store(error @ StoreError::EventTooLarge { .. }) => ApiError::EventTooLarge(error.to_string()),
             HandleError::Store(StoreError::Unavailable(error)) => {
                 tracing::warn!(error = %format!("{error:#}"), "event store unavailable");
                 ApiError::Unavailable("the event store is unavailable; try again shortly".into())

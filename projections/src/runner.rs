@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aurora_adapters::kafka::{consumer_config, dead_letter_record, ensure_topics, partitions_of, producer_config};
-use aurora_adapters::postgres::{acquire_leadership, release_leadership};
+use aurora_adapters::consumer::{Assignment, PARTITION_CHECK};
+use aurora_adapters::kafka::{consumer_config, dead_letter_record, ensure_topics, producer_config};
+use aurora_adapters::metrics::metrics;
+use aurora_adapters::postgres::Leadership;
 use aurora_adapters::Config;
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -74,50 +76,33 @@ impl ProjectionRunner {
     /// overlapping owners from applying a record twice.
     async fn lead(&self, topics: &[String], shutdown: &CancellationToken) -> anyhow::Result<()> {
         let lock_name = format!("aurora-projection:{}", self.projection.name());
-        let Some(mut lock) = acquire_leadership(&self.pool, &lock_name, shutdown).await? else { return Ok(()) };
-        let outcome = self.consume(topics, &mut lock, shutdown).await;
-        release_leadership(&mut lock, &lock_name).await;
+        let Some(leadership) = Leadership::acquire(&self.pool, &lock_name, shutdown).await? else { return Ok(()) };
+        let outcome = self.consume(topics, &leadership, shutdown).await;
+        leadership.release().await;
         outcome
     }
 
-    async fn consume(
-        &self,
-        topics: &[String],
-        lock: &mut sqlx::PgConnection,
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<()> {
+    async fn consume(&self, topics: &[String], leadership: &Leadership, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let name = self.projection.name();
         let consumer: StreamConsumer = consumer_config(&self.config, &group_id(&self.config, name)).create()?;
-        let stored: Vec<(String, i32, i64)> =
-            sqlx::query_as("SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = $1")
-                .bind(name)
-                .fetch_all(&mut *lock)
-                .await?;
-        let mut assignment = TopicPartitionList::new();
-        for topic in topics {
-            // Only the partition list: asking for watermarks here costs the broker a log lookup
-            // per partition, and a stored offset (or the beginning) is all the assignment needs.
-            let partitions = tokio::task::block_in_place(|| partitions_of(&consumer, topic, Duration::from_secs(10)))?;
-            for partition in partitions {
-                let stored_next = stored
-                    .iter()
-                    .find(|(stored_topic, stored_partition, _)| stored_topic == topic && *stored_partition == partition)
-                    .map(|(_, _, next)| *next);
-                let start = stored_next.map_or(Offset::Beginning, Offset::Offset);
-                assignment.add_partition_offset(topic, partition, start)?;
-            }
-        }
-        consumer.assign(&assignment)?;
+        let mut assigned = Assignment::new(name);
+        assigned.follow(&consumer, topics, &self.pool).await?;
         let dead_letters: FutureProducer = producer_config(&self.config).create()?;
-        tracing::info!(projection = name, ?topics, partitions = assignment.count(), "projection consuming");
+        tracing::info!(projection = name, ?topics, partitions = assigned.count(), "projection consuming");
 
         let mut lock_check = tokio::time::interval(Duration::from_secs(5));
+        let mut partition_check = tokio::time::interval(PARTITION_CHECK);
+        partition_check.tick().await;
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = lock_check.tick() => {
                     // The lock lives as long as its session: if that is gone, so is ownership.
-                    sqlx::query("SELECT 1").execute(&mut *lock).await?;
+                    leadership.fence().await?;
+                    continue;
+                }
+                _ = partition_check.tick() => {
+                    assigned.follow(&consumer, topics, &self.pool).await?;
                     continue;
                 }
                 received = consumer.recv() => received,
@@ -143,6 +128,7 @@ impl ProjectionRunner {
             }
             // Finish the batch in hand even when shutdown is requested meanwhile, unless the
             // database stays away: then the batch is read again by whoever consumes next.
+            leadership.fence().await?;
             let Some(next_offsets) = self.apply_with_retry(&batch, &dead_letters, shutdown).await else {
                 break;
             };
@@ -212,6 +198,7 @@ impl ProjectionRunner {
             for delivery in futures::future::join_all(deliveries).await {
                 delivery.map_err(|(error, _)| anyhow::anyhow!("dead-lettering failed: {error}"))?;
             }
+            metrics().consumer_dead_letters.with_label_values(&[name]).inc_by(poison.len() as u64);
             for poison in &poison {
                 tracing::error!(
                     projection = name,

@@ -18,6 +18,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::auth::secret::Secret;
+use crate::auth::tickets::{TicketCredential, TicketHolder};
 use crate::problem::ApiError;
 
 const UNIQUE_VIOLATION: &str = "23505";
@@ -122,16 +123,49 @@ impl IdentityStore {
         Self { pool }
     }
 
+    /// A transaction that will append to `streams`, holding each stream's lock from its first
+    /// statement. Identity transactions append with "any version" after writing rows, so without
+    /// this two of them on one stream (twenty logins at once) would both take the same next
+    /// version and one fail, or take their transaction ids in one order and their versions in the
+    /// other, and the relay, which publishes in transaction order, would put a stream's versions
+    /// on Kafka out of order. Taken before any write, the lock orders both the same way.
+    async fn begin(&self, streams: &[&StreamId]) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ApiError> {
+        let mut transaction = self.pool.begin().await?;
+        let mut names: Vec<String> = streams.iter().map(|stream| stream.to_string()).collect();
+        names.sort_unstable();
+        names.dedup();
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('aurora-stream:' || name)) FROM unnest($1::text[]) AS name ORDER BY name")
+            .bind(&names)
+            .execute(&mut *transaction)
+            .await?;
+        Ok(transaction)
+    }
+
     /// Creates the account, and either a new organisation it administers or its membership by
     /// invitation. Returns the new account's user id, organisation and role.
     pub async fn register(&self, registration: Registration) -> Result<(Uuid, OrgId, Role), ApiError> {
         let user_id = Uuid::now_v7();
         let actor = Actor::user(user_id.to_string());
         let correlation_id = Uuid::now_v7();
-        let mut transaction = self.pool.begin().await?;
+        // The organisation's stream is locked before the invitation row is: a new one needs no lock.
+        let (joined_org, new_org) = match &registration.joins {
+            Joining::NewOrganisation { .. } => (None, OrgId(Uuid::now_v7())),
+            Joining::Invitation { token } => {
+                let org: Option<Uuid> = sqlx::query_scalar("SELECT org_id FROM invitations WHERE token_hash = $1")
+                    .bind(crate::auth::secret::digest(token))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let org = org.ok_or_else(|| ApiError::NotFound("invitation".into()))?;
+                (Some(OrgId(org)), OrgId(org))
+            }
+        };
+        let mut transaction = match joined_org {
+            Some(org_id) => self.begin(&[&org_stream(org_id)]).await?,
+            None => self.pool.begin().await?,
+        };
         let (org_id, role, invitation_id) = match &registration.joins {
             Joining::NewOrganisation { name } => {
-                let org_id = OrgId(Uuid::now_v7());
+                let org_id = new_org;
                 sqlx::query("INSERT INTO organisations (org_id, name) VALUES ($1, $2)")
                     .bind(org_id.0)
                     .bind(name)
@@ -167,7 +201,11 @@ impl IdentityStore {
                     .execute(&mut *transaction)
                     .await?;
                 let role = parse_role(row.try_get("role")?)?;
-                (OrgId(row.try_get("org_id")?), role, Some(invitation_id))
+                let org_id = OrgId(row.try_get("org_id")?);
+                if org_id != new_org {
+                    return Err(ApiError::NotFound("invitation".into()));
+                }
+                (org_id, role, Some(invitation_id))
             }
         };
         let inserted = sqlx::query(
@@ -218,7 +256,7 @@ impl IdentityStore {
         let session = Secret::generate("aus_");
         let csrf = Secret::generate("auc_");
         let expires_at = Utc::now() + chrono::Duration::from_std(ttl).map_err(anyhow::Error::from)?;
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin(&[&user_stream(user_id)]).await?;
         let role: Option<String> =
             sqlx::query_scalar("SELECT role FROM accounts WHERE user_id = $1 AND removed_at IS NULL FOR SHARE")
                 .bind(user_id)
@@ -302,6 +340,39 @@ impl IdentityStore {
         }))
     }
 
+    /// The role a WebSocket opened with `holder`'s ticket has now: the lowest of the ticket's,
+    /// the credential's (a token's own role) and the account's, or `None` once the account left
+    /// the organisation or the credential ended (logged out, revoked, expired).
+    pub async fn ticket_role(&self, holder: &TicketHolder) -> Result<Option<Role>, ApiError> {
+        let roles: Option<(String, Option<String>)> = match &holder.credential {
+            TicketCredential::Session { session_hash } => sqlx::query_as(
+                "SELECT a.role, NULL::text FROM auth_sessions s JOIN accounts a USING (user_id) \
+                 WHERE s.session_hash = $1 AND s.expires_at > now() AND a.user_id = $2 AND a.org_id = $3 AND a.removed_at IS NULL",
+            )
+            .bind(session_hash)
+            .bind(holder.user_id)
+            .bind(holder.org_id.0)
+            .fetch_optional(&self.pool)
+            .await?,
+            TicketCredential::ApiToken { token_id } => sqlx::query_as(
+                "SELECT a.role, t.role FROM api_tokens t JOIN accounts a USING (user_id) \
+                 WHERE t.token_id = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now()) \
+                   AND a.user_id = $2 AND a.org_id = $3 AND a.removed_at IS NULL",
+            )
+            .bind(token_id)
+            .bind(holder.user_id)
+            .bind(holder.org_id.0)
+            .fetch_optional(&self.pool)
+            .await?,
+        };
+        let Some((account_role, token_role)) = roles else { return Ok(None) };
+        let mut role = parse_role(&account_role)?.min(holder.role);
+        if let Some(token_role) = token_role {
+            role = role.min(parse_role(&token_role)?);
+        }
+        Ok(Some(role))
+    }
+
     /// The current role of a live account in `org_id`, for credentials checked elsewhere (tickets).
     pub async fn current_role(&self, user_id: Uuid, org_id: OrgId) -> Result<Option<Role>, ApiError> {
         let role: Option<String> =
@@ -314,7 +385,7 @@ impl IdentityStore {
     }
 
     pub async fn end_session(&self, identity: &Identity, session_hash: &[u8]) -> Result<(), ApiError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin(&[&user_stream(identity.user_id)]).await?;
         let ended = sqlx::query("DELETE FROM auth_sessions WHERE session_hash = $1").bind(session_hash).execute(&mut *transaction).await?;
         if ended.rows_affected() > 0 {
             let actor = Actor::user(identity.user_id.to_string());
@@ -340,7 +411,7 @@ impl IdentityStore {
             Credential::Session { session_hash, .. } => Some(session_hash.clone()),
             Credential::ApiToken { .. } => None,
         };
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin(&[&user_stream(identity.user_id)]).await?;
         sqlx::query("UPDATE accounts SET password_hash = $2, password_changed_at = now() WHERE user_id = $1")
             .bind(identity.user_id)
             .bind(new_hash)
@@ -367,7 +438,7 @@ impl IdentityStore {
     ) -> Result<(Uuid, Secret), ApiError> {
         let token_id = Uuid::now_v7();
         let token = Secret::generate("aur_");
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin(&[&user_stream(identity.user_id)]).await?;
         sqlx::query(
             "INSERT INTO api_tokens (token_id, org_id, user_id, name, role, token_hash, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -389,7 +460,7 @@ impl IdentityStore {
 
     /// Revokes one of the caller's own tokens; anybody else's reads as not found.
     pub async fn revoke_api_token(&self, identity: &Identity, token_id: Uuid) -> Result<(), ApiError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin(&[&user_stream(identity.user_id)]).await?;
         let revoked = sqlx::query(
             "UPDATE api_tokens SET revoked_at = now() WHERE token_id = $1 AND user_id = $2 AND org_id = $3 AND revoked_at IS NULL",
         )
@@ -424,7 +495,7 @@ impl IdentityStore {
     ) -> Result<(Uuid, Secret), ApiError> {
         let invitation_id = Uuid::now_v7();
         let token = Secret::generate("aui_");
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin(&[&org_stream(identity.org_id)]).await?;
         let has_account: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accounts WHERE email = $1 AND removed_at IS NULL)")
             .bind(&email)
             .fetch_one(&mut *transaction)
@@ -453,7 +524,7 @@ impl IdentityStore {
     }
 
     pub async fn revoke_invitation(&self, identity: &Identity, invitation_id: Uuid) -> Result<(), ApiError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin(&[&org_stream(identity.org_id)]).await?;
         let row = sqlx::query(
             "SELECT accepted_at IS NOT NULL AS accepted, revoked_at IS NOT NULL AS revoked FROM invitations \
              WHERE invitation_id = $1 AND org_id = $2 FOR UPDATE",
@@ -498,7 +569,7 @@ impl IdentityStore {
 
     /// Changes a member's role; returns the role now in force.
     pub async fn change_role(&self, identity: &Identity, user_id: Uuid, requested: Role) -> Result<Role, ApiError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin(&[&org_stream(identity.org_id)]).await?;
         let (current, admins) = Self::lock_members(&mut transaction, identity.org_id, user_id).await?;
         let Some(role) = decide_role_change(current, requested, admins)? else { return Ok(current) };
         sqlx::query("UPDATE accounts SET role = $2 WHERE user_id = $1").bind(user_id).bind(role.as_str()).execute(&mut *transaction).await?;
@@ -511,7 +582,7 @@ impl IdentityStore {
 
     /// Removes a member: the account stops working, with every session and token it held.
     pub async fn remove_member(&self, identity: &Identity, user_id: Uuid) -> Result<(), ApiError> {
-        let mut transaction = self.pool.begin().await?;
+        let mut transaction = self.begin(&[&org_stream(identity.org_id)]).await?;
         let (role, admins) = Self::lock_members(&mut transaction, identity.org_id, user_id).await?;
         decide_removal(role, admins)?;
         sqlx::query("UPDATE accounts SET removed_at = now() WHERE user_id = $1").bind(user_id).execute(&mut *transaction).await?;

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use aurora_events::identity::Role;
 use aurora_events::OrgId;
 use aurora_adapters::redis::{Redis, RedisUnavailable};
 use redis::AsyncCommands;
@@ -15,10 +16,24 @@ use uuid::Uuid;
 use crate::auth::secret::{hex_digest, Secret};
 use crate::problem::ApiError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Who a ticket was issued to, with what role and on which credential. The socket it opens acts
+/// with this role at most, and lives only as long as the credential and the membership do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketHolder {
     pub user_id: Uuid,
     pub org_id: OrgId,
+    /// The effective role of the credential when the ticket was issued (a viewer token of an
+    /// admin gives a viewer socket).
+    pub role: Role,
+    pub credential: TicketCredential,
+}
+
+/// The credential a ticket was asked for with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TicketCredential {
+    Session { session_hash: Vec<u8> },
+    ApiToken { token_id: Uuid },
 }
 
 #[derive(Clone)]

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::auth::secret::Password;
 use crate::auth::store::{Joining, OpenedSession, Registration};
-use crate::auth::tickets::TicketHolder;
+use crate::auth::tickets::{TicketCredential, TicketHolder};
 use crate::auth::{password, session_cookies, Caller, Credential};
 use crate::extract::Json;
 use crate::problem::{ApiError, Problem};
@@ -265,7 +265,12 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<axum::J
     responses((status = 201, body = WsTicket), (status = 401, body = Problem), (status = 503, body = Problem))
 )]
 pub async fn ws_ticket(State(state): State<AppState>, caller: Caller) -> Result<(StatusCode, axum::Json<WsTicket>), ApiError> {
-    let ticket = state.tickets.issue(TicketHolder { user_id: caller.user_id(), org_id: caller.org_id() }).await?;
+    let credential = match &caller.identity.credential {
+        Credential::Session { session_hash, .. } => TicketCredential::Session { session_hash: session_hash.clone() },
+        Credential::ApiToken { token_id } => TicketCredential::ApiToken { token_id: *token_id },
+    };
+    let holder = TicketHolder { user_id: caller.user_id(), org_id: caller.org_id(), role: caller.role(), credential };
+    let ticket = state.tickets.issue(holder).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(WsTicket { ticket: ticket.into_exposed(), expires_in_seconds: state.tickets.ttl().as_secs() }),

@@ -17,22 +17,23 @@ use crate::auth::Caller;
 use crate::problem::{ApiError, Problem};
 use crate::AppState;
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
     /// 1 to 200 characters.
     pub title: String,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameSession {
     pub title: String,
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveSession {
+    /// Why, for the record: at most 1 000 characters.
     #[serde(default)]
     pub reason: Option<String>,
 }
@@ -74,18 +75,55 @@ fn stream_of(session_id: Uuid) -> StreamId {
     StreamId::new("chat", session_id.to_string()).expect("uuids are valid stream ids")
 }
 
-/// The command metadata of a request: `Idempotency-Key` (a UUID) becomes the command id.
-fn command_meta(caller: &Caller, headers: &HeaderMap) -> Result<CommandMeta, ApiError> {
+/// The command metadata of a request. An `Idempotency-Key` (a UUID) makes the command id: the
+/// same key on the same route of the same organisation names the same command, bound to the
+/// request it first came with (`route` and `request`, hashed); another organisation's key is
+/// another command, and the key again with a different request is refused with 422.
+async fn command_meta(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    route: &str,
+    request: &impl Serialize,
+) -> Result<CommandMeta, ApiError> {
     let mut meta = CommandMeta::new(caller.org_id(), caller.actor());
     if let Some(key) = headers.get("idempotency-key") {
-        meta.command_id = key
-            .to_str()
-            .ok()
-            .and_then(|text| Uuid::parse_str(text.trim()).ok())
-            .ok_or_else(|| ApiError::BadRequest {
-                detail: "Idempotency-Key must be a UUID".into(),
-                field: Some("Idempotency-Key".into()),
-            })?;
+        let key = key.to_str().ok().and_then(|text| Uuid::parse_str(text.trim()).ok()).ok_or_else(|| ApiError::BadRequest {
+            detail: "Idempotency-Key must be a UUID".into(),
+            field: Some("Idempotency-Key".into()),
+        })?;
+        let request_hash = {
+            use sha2::Digest;
+            let body = serde_json::to_vec(request).map_err(anyhow::Error::from)?;
+            sha2::Sha256::new().chain_update(route.as_bytes()).chain_update([0]).chain_update(&body).finalize().to_vec()
+        };
+        let first_hash: Option<Vec<u8>> = sqlx::query_scalar(
+            "WITH inserted AS (INSERT INTO idempotency_keys (org_id, route, key, request_hash) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING RETURNING request_hash) \
+             SELECT request_hash FROM inserted UNION ALL \
+             SELECT request_hash FROM idempotency_keys WHERE org_id = $1 AND route = $2 AND key = $3 LIMIT 1",
+        )
+        .bind(caller.org_id().0)
+        .bind(route)
+        .bind(key)
+        .bind(&request_hash)
+        .fetch_optional(&state.pool)
+        .await?;
+        // A concurrent first use committed after this statement's snapshot: read what it stored.
+        let first_hash = match first_hash {
+            Some(hash) => hash,
+            None => sqlx::query_scalar("SELECT request_hash FROM idempotency_keys WHERE org_id = $1 AND route = $2 AND key = $3")
+                .bind(caller.org_id().0)
+                .bind(route)
+                .bind(key)
+                .fetch_one(&state.pool)
+                .await?,
+        };
+        if first_hash != request_hash {
+            return Err(ApiError::Unprocessable("this Idempotency-Key was used with a different request; use a new key".into()));
+        }
+        let scoped = format!("{}/{route}/{key}", caller.org_id().0);
+        meta.command_id = Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, scoped.as_bytes());
         meta.correlation_id = meta.command_id;
         meta.idempotent = true;
     }
@@ -94,6 +132,9 @@ fn command_meta(caller: &Caller, headers: &HeaderMap) -> Result<CommandMeta, Api
     }
     Ok(meta)
 }
+
+/// The namespace of command ids made from idempotency keys.
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1e_2f9c_4d3a_4c1e_9a57_0f3e_8d21_c4b7);
 
 /// `If-Match: "<version>"` (quotes optional): the version the client decided on.
 fn expected_version(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
@@ -131,7 +172,7 @@ pub async fn create_session(
     headers: HeaderMap,
     Json(request): Json<CreateSession>,
 ) -> Result<(StatusCode, axum::Json<CommandAccepted>), ApiError> {
-    let meta = command_meta(&caller, &headers)?;
+    let meta = command_meta(&state, &caller, &headers, "create_session", &request).await?;
     // The command id names the session, so a retried create addresses the same stream.
     let session_id = meta.command_id;
     let command = ChatSessionCommand::Create { session_id, title: request.title, owner: caller.actor().to_string() };
@@ -156,7 +197,7 @@ pub async fn rename_session(
     headers: HeaderMap,
     Json(request): Json<RenameSession>,
 ) -> Result<axum::Json<CommandAccepted>, ApiError> {
-    let meta = command_meta(&caller, &headers)?;
+    let meta = command_meta(&state, &caller, &headers, "rename_session", &(session_id, &request)).await?;
     let expected = expected_version(&headers)?;
     let command = ChatSessionCommand::Rename { title: request.title };
     let handled = state.commands.handle::<ChatSession>(&stream_of(session_id), command, &meta, expected).await?;
@@ -176,7 +217,7 @@ pub async fn archive_session(
     headers: HeaderMap,
     Json(request): Json<ArchiveSession>,
 ) -> Result<axum::Json<CommandAccepted>, ApiError> {
-    let meta = command_meta(&caller, &headers)?;
+    let meta = command_meta(&state, &caller, &headers, "archive_session", &(session_id, &request)).await?;
     let expected = expected_version(&headers)?;
     let command = ChatSessionCommand::Archive { reason: request.reason };
     let handled = state.commands.handle::<ChatSession>(&stream_of(session_id), command, &meta, expected).await?;
@@ -243,7 +284,7 @@ pub async fn delete_session(
     Path(session_id): Path<Uuid>,
     headers: HeaderMap,
 ) -> Result<axum::Json<CommandAccepted>, ApiError> {
-    let meta = command_meta(&caller, &headers)?;
+    let meta = command_meta(&state, &caller, &headers, "delete_session", &session_id).await?;
     let expected = expected_version(&headers)?;
     let handled = state.commands.handle::<ChatSession>(&stream_of(session_id), ChatSessionCommand::Delete, &meta, expected).await?;
     Ok(axum::Json(accepted(session_id, handled)))

@@ -12,7 +12,7 @@ use aurora_domain::chat_session::{ChatSession, ChatSessionCommand};
 use aurora_domain::Aggregate;
 use aurora_events::chat::ChatMode;
 use aurora_events::identity::Role;
-use aurora_events::{Actor, OrgId, StreamId};
+use aurora_events::{Actor, StreamId};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
@@ -23,6 +23,7 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::extract::Query;
+use crate::auth::tickets::TicketHolder;
 use crate::problem::{ApiError, Problem};
 use crate::AppState;
 
@@ -53,14 +54,23 @@ pub async fn open(
     let upgrade = upgrade.map_err(|rejection| ApiError::BadRequest { detail: rejection.body_text(), field: None })?;
     let refused = || ApiError::Unauthenticated("the WebSocket ticket is unknown, used or expired; ask for a new one".into());
     let holder = state.tickets.redeem(params.ticket.trim()).await?.ok_or_else(refused)?;
-    // The account may have been removed since the ticket was issued; its role may have changed.
-    let role = state.identities.current_role(holder.user_id, holder.org_id).await?.ok_or_else(refused)?;
+    // The account may have been removed since the ticket was issued, its credential ended, its role changed.
+    let role = state.identities.ticket_role(&holder).await?.ok_or_else(refused)?;
     tracing::debug!(user_id = %holder.user_id, org_id = %holder.org_id.0, "websocket opened");
     Ok(upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| serve_socket(state, socket, Holder { user_id: holder.user_id, org_id: holder.org_id }, role)))
+        .on_upgrade(move |socket| serve_socket(state, socket, holder, role)))
 }
+
+/// How often an open socket checks that its holder is still a member with a live credential.
+pub const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sessions one socket may follow at once.
+pub const MAX_FOLLOWED_SESSIONS: usize = 100;
+
+/// The close code of a socket whose holder left the organisation or whose credential ended.
+const CLOSE_CREDENTIAL_ENDED: u16 = 4401;
 
 /// What a client may send. Every frame may carry a `request_id`, echoed in the answer.
 #[derive(Debug, Deserialize)]
@@ -102,11 +112,30 @@ enum ClientFrame {
     },
 }
 
-/// Who holds the socket.
-#[derive(Debug, Clone, Copy)]
-struct Holder {
-    user_id: Uuid,
-    org_id: OrgId,
+/// The sessions a socket follows, and where their frames go.
+struct Following {
+    outbox: mpsc::Sender<Value>,
+    sessions: std::collections::HashSet<Uuid>,
+}
+
+impl Following {
+    /// Follows `session_id`, which the caller has been authorised to see.
+    fn follow(&mut self, state: &AppState, session_id: Uuid) -> Result<(), ApiError> {
+        if !self.sessions.contains(&session_id) && self.sessions.len() >= MAX_FOLLOWED_SESSIONS {
+            return Err(ApiError::Unprocessable(format!(
+                "a socket follows at most {MAX_FOLLOWED_SESSIONS} sessions; open another socket"
+            )));
+        }
+        self.sessions.insert(session_id);
+        state.chat_hub.subscribe(session_id, self.outbox.clone());
+        Ok(())
+    }
+
+    fn leave_all(&mut self, state: &AppState) {
+        for session_id in self.sessions.drain() {
+            state.chat_hub.unsubscribe(session_id, &self.outbox);
+        }
+    }
 }
 
 fn error_frame(request_id: &Option<String>, code: &str, detail: impl Into<String>) -> Value {
@@ -137,17 +166,20 @@ fn chat_stream(session_id: Uuid) -> StreamId {
     StreamId::new("chat", session_id.to_string()).expect("uuids are valid stream ids")
 }
 
-async fn serve_socket(state: AppState, mut socket: WebSocket, holder: Holder, role: Role) {
+async fn serve_socket(state: AppState, mut socket: WebSocket, holder: TicketHolder, role: Role) {
     let hello = json!({ "type": "hello", "user_id": holder.user_id, "org_id": holder.org_id.0, "role": role });
     if socket.send(Message::Text(hello.to_string().into())).await.is_err() {
         return;
     }
     let (outbox, mut inbox) = mpsc::channel::<Value>(crate::chat_hub::SOCKET_BACKLOG);
+    let mut following = Following { outbox, sessions: Default::default() };
+    let mut recheck = tokio::time::interval(RECHECK_EVERY);
+    recheck.tick().await;
     loop {
         let reply = tokio::select! {
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Text(text))) => match serde_json::from_str::<ClientFrame>(&text) {
-                    Ok(frame) => Some(handle_frame(&state, holder, frame, &outbox).await),
+                    Ok(frame) => Some(handle_frame(&state, &holder, frame, &mut following).await),
                     Err(error) => Some(error_frame(&None, "bad_frame", format!("frame not understood: {error}"))),
                 },
                 Some(Ok(Message::Binary(_))) => Some(error_frame(&None, "bad_frame", "frames are JSON text, not binary")),
@@ -155,6 +187,23 @@ async fn serve_socket(state: AppState, mut socket: WebSocket, holder: Holder, ro
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
             },
             pushed = inbox.recv() => pushed,
+            _ = recheck.tick() => {
+                // A removed member or an ended credential stops receiving within RECHECK_EVERY.
+                match state.identities.ticket_role(&holder).await {
+                    Ok(Some(_)) => None,
+                    Ok(None) => {
+                        following.leave_all(&state);
+                        let reason = "your membership or credential ended";
+                        let _ = socket.send(Message::Text(error_frame(&None, "unauthenticated", reason).to_string().into())).await;
+                        let close = axum::extract::ws::CloseFrame { code: CLOSE_CREDENTIAL_ENDED, reason: reason.into() };
+                        let _ = socket.send(Message::Close(Some(close))).await;
+                        tracing::info!(user_id = %holder.user_id, "websocket closed: membership or credential ended");
+                        break;
+                    }
+                    // The database is away for a moment: keep the socket, check again next time.
+                    Err(_) => None,
+                }
+            }
         };
         if let Some(frame) = reply {
             if socket.send(Message::Text(frame.to_string().into())).await.is_err() {
@@ -162,9 +211,10 @@ async fn serve_socket(state: AppState, mut socket: WebSocket, holder: Holder, ro
             }
         }
     }
+    following.leave_all(&state);
 }
 
-async fn handle_frame(state: &AppState, holder: Holder, frame: ClientFrame, outbox: &mpsc::Sender<Value>) -> Value {
+async fn handle_frame(state: &AppState, holder: &TicketHolder, frame: ClientFrame, following: &mut Following) -> Value {
     let request_id = match &frame {
         ClientFrame::Ping { request_id }
         | ClientFrame::Query { request_id, .. }
@@ -172,22 +222,32 @@ async fn handle_frame(state: &AppState, holder: Holder, frame: ClientFrame, outb
         | ClientFrame::Confirm { request_id, .. }
         | ClientFrame::Cancel { request_id, .. } => request_id.clone(),
     };
-    match handle(state, holder, frame, outbox).await {
+    match handle(state, holder, frame, following).await {
         Ok(reply) => reply,
         Err(error) => refused(&request_id, error),
     }
 }
 
-/// The role the holder has now: a role change or a removal holds from the next frame.
-async fn current_role(state: &AppState, holder: Holder) -> Result<Role, ApiError> {
+/// The role the socket acts with now: never more than its ticket's; a role change, a removal
+/// or an ended credential holds from the next frame.
+async fn current_role(state: &AppState, holder: &TicketHolder) -> Result<Role, ApiError> {
     state
         .identities
-        .current_role(holder.user_id, holder.org_id)
+        .ticket_role(holder)
         .await?
-        .ok_or_else(|| ApiError::Forbidden("you are no longer a member of this organisation".into()))
+        .ok_or_else(|| ApiError::Forbidden("your membership of this organisation or your credential has ended".into()))
 }
 
-async fn handle(state: &AppState, holder: Holder, frame: ClientFrame, outbox: &mpsc::Sender<Value>) -> Result<Value, ApiError> {
+/// The session, when it exists in the holder's organisation and is not deleted.
+async fn visible_session(state: &AppState, holder: &TicketHolder, session_id: Uuid) -> Result<(ChatSession, u64), ApiError> {
+    let (session, version) = state.commands.load::<ChatSession>(&chat_stream(session_id), holder.org_id).await?;
+    if !session.exists() || session.deleted {
+        return Err(ApiError::NotFound("chat session".into()));
+    }
+    Ok((session, version))
+}
+
+async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, following: &mut Following) -> Result<Value, ApiError> {
     let actor = Actor::user(holder.user_id.to_string());
     match frame {
         ClientFrame::Ping { request_id } => Ok(json!({ "type": "pong", "request_id": request_id })),
@@ -196,7 +256,11 @@ async fn handle(state: &AppState, holder: Holder, frame: ClientFrame, outbox: &m
                 return Err(ApiError::Forbidden("asking the agent needs the editor role".into()));
             }
             let session_id = match session_id {
-                Some(session_id) => session_id,
+                Some(session_id) => {
+                    // Authorised before followed: a session of another organisation is not found.
+                    visible_session(state, holder, session_id).await?;
+                    session_id
+                }
                 None => {
                     let session_id = Uuid::now_v7();
                     let title: String = text.trim().chars().take(60).collect();
@@ -206,8 +270,8 @@ async fn handle(state: &AppState, holder: Holder, frame: ClientFrame, outbox: &m
                     session_id
                 }
             };
-            // Subscribed before the question is recorded, so that no frame of the turn is missed.
-            state.chat_hub.subscribe(session_id, outbox.clone());
+            // Followed before the question is recorded, so that no frame of the turn is missed.
+            following.follow(state, session_id)?;
             let turn_id = Uuid::now_v7();
             let submit = ChatSessionCommand::Submit { turn_id, text, mode, submitted_by: actor.to_string() };
             state.commands.handle::<ChatSession>(&chat_stream(session_id), submit, &CommandMeta::new(holder.org_id, actor), None).await?;
@@ -215,11 +279,10 @@ async fn handle(state: &AppState, holder: Holder, frame: ClientFrame, outbox: &m
             Ok(json!({ "type": "accepted", "request_id": request_id, "session_id": session_id, "turn_id": turn_id }))
         }
         ClientFrame::Subscribe { request_id, session_id } => {
-            let (session, version) = state.commands.load::<ChatSession>(&chat_stream(session_id), holder.org_id).await?;
-            if !session.exists() || session.deleted {
-                return Err(ApiError::NotFound("chat session".into()));
-            }
-            state.chat_hub.subscribe(session_id, outbox.clone());
+            // Any member may follow: the check is that the socket's holder still is one.
+            current_role(state, holder).await?;
+            let (session, version) = visible_session(state, holder, session_id).await?;
+            following.follow(state, session_id)?;
             let turn = session.running_turn().map(|turn| {
                 json!({
                     "turn_id": turn.turn_id,
@@ -244,7 +307,7 @@ async fn handle(state: &AppState, holder: Holder, frame: ClientFrame, outbox: &m
         }
         ClientFrame::Confirm { request_id, session_id, confirmation_id, approve } => {
             owner_or_admin(state, holder, session_id, "answer this confirmation").await?;
-            let answer = ChatSessionCommand::AnswerConfirmation { confirmation_id, approve };
+            let answer = ChatSessionCommand::AnswerConfirmation { confirmation_id, approve, answered_at: chrono::Utc::now() };
             state.commands.handle::<ChatSession>(&chat_stream(session_id), answer, &CommandMeta::new(holder.org_id, actor), None).await?;
             wake_relay(state);
             Ok(json!({ "type": "confirmation_answered", "request_id": request_id, "confirmation_id": confirmation_id, "approved": approve }))
@@ -266,11 +329,8 @@ fn wake_relay(state: &AppState) {
 }
 
 /// Confirmations and cancels belong to the session's owner (still an editor) or an admin.
-async fn owner_or_admin(state: &AppState, holder: Holder, session_id: Uuid, what: &str) -> Result<(), ApiError> {
-    let (session, _) = state.commands.load::<ChatSession>(&chat_stream(session_id), holder.org_id).await?;
-    if !session.exists() || session.deleted {
-        return Err(ApiError::NotFound("chat session".into()));
-    }
+async fn owner_or_admin(state: &AppState, holder: &TicketHolder, session_id: Uuid, what: &str) -> Result<(), ApiError> {
+    let (session, _) = visible_session(state, holder, session_id).await?;
     let role = current_role(state, holder).await?;
     let owner = session.owner == format!("user:{}", holder.user_id);
     if role == Role::Admin || (owner && role >= Role::Editor) {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aurora_adapters::llm::{ChatMessage, Completion, Llm, ToolSpec};
+use aurora_adapters::postgres::Leadership;
 use aurora_adapters::Config;
 use aurora_commands::{CommandHandler, CommandMeta, HandleError};
 use aurora_domain::chat_session::{ChatSession, ChatSessionCommand, ConfirmationAnswer, ToolOutcome, Turn};
@@ -106,9 +107,19 @@ impl Agent {
 
     /// Advances the running turn of `stream`, if any, until it ends or waits. `cancel` interrupts
     /// a streaming LLM call as soon as a cancel request is seen.
-    pub async fn advance(&self, stream: &StreamId, org_id: OrgId, cancel: &CancellationToken) -> anyhow::Result<Advanced> {
+    ///
+    /// Each step takes at most one side effect (a model call, a tool run), and each is fenced:
+    /// an instance that no longer leads stops before it, and the one that leads now takes over.
+    pub async fn advance(
+        &self,
+        stream: &StreamId,
+        org_id: OrgId,
+        cancel: &CancellationToken,
+        leadership: &Leadership,
+    ) -> anyhow::Result<Advanced> {
         let mut refusals = 0;
         loop {
+            leadership.fence().await?;
             let (session, _) = self.commands.load::<ChatSession>(stream, org_id).await?;
             let Some(turn) = session.running_turn().cloned() else {
                 return Ok(if session.turn.is_some() { Advanced::Ended } else { Advanced::Idle });

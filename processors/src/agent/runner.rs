@@ -12,14 +12,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aurora_adapters::kafka::{consumer_config, ensure_topics, envelope_of, partitions_of};
-use aurora_adapters::postgres::{acquire_leadership, release_leadership};
+use aurora_adapters::kafka::{consumer_config, ensure_topics, envelope_of};
+use aurora_adapters::postgres::{Leadership, LeadershipLost};
+use aurora_adapters::consumer::{Assignment, PARTITION_CHECK};
 use aurora_adapters::Config;
 use aurora_commands::CommandMeta;
 use aurora_domain::chat_session::{ChatSession, ChatSessionCommand};
 use aurora_events::{Actor, OrgId, StreamId};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::Message;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -107,35 +108,32 @@ impl AgentRunner {
 
     async fn lead(&self, topic: &str, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let lock_name = format!("aurora-{NAME}");
-        let Some(mut lock) = acquire_leadership(&self.pool, &lock_name, shutdown).await? else { return Ok(()) };
+        let Some(leadership) = Leadership::acquire(&self.pool, &lock_name, shutdown).await? else { return Ok(()) };
+        let leadership = Arc::new(leadership);
         tracing::info!("agent processor leads");
         let stop = shutdown.child_token();
-        let timers = tokio::spawn(fire_timers(self.agent.clone(), self.pool.clone(), stop.clone()));
-        let outcome = self.consume(topic, &stop).await;
+        let timers = tokio::spawn(fire_timers(self.agent.clone(), self.pool.clone(), leadership.clone(), stop.clone()));
+        let outcome = self.consume(topic, &leadership, &stop).await;
         stop.cancel();
         let _ = timers.await;
-        release_leadership(&mut lock, &lock_name).await;
+        if let Ok(leadership) = Arc::try_unwrap(leadership) {
+            leadership.release().await;
+        }
         outcome
     }
 
-    async fn consume(&self, topic: &str, stop: &CancellationToken) -> anyhow::Result<()> {
+    async fn consume(&self, topic: &str, leadership: &Arc<Leadership>, stop: &CancellationToken) -> anyhow::Result<()> {
         // A question waits on this fetch before its turn starts: ask the broker to answer within 2 ms.
         let consumer: StreamConsumer = consumer_config(&self.config, &format!("{}aurora-agent", self.config.topic_prefix))
             .set("fetch.wait.max.ms", "2")
             .create()?;
-        let stored: Vec<(i32, i64)> =
-            sqlx::query_as("SELECT partition, next_offset FROM projection_offsets WHERE projection = $1 AND topic = $2")
-                .bind(NAME)
-                .bind(topic)
-                .fetch_all(&self.pool)
-                .await?;
-        let mut assignment = TopicPartitionList::new();
-        let partitions = tokio::task::block_in_place(|| partitions_of(&consumer, topic, Duration::from_secs(10)))?;
-        for partition in partitions {
-            let offset = stored.iter().find(|(stored, _)| *stored == partition).map_or(Offset::Beginning, |(_, next)| Offset::Offset(*next));
-            assignment.add_partition_offset(topic, partition, offset)?;
-        }
-        consumer.assign(&assignment)?;
+        let topics = [topic.to_owned()];
+        let mut assigned = Assignment::new(NAME);
+        assigned.follow(&consumer, &topics, &self.pool).await?;
+        let lost = leadership.lost();
+        let mut lock_check = tokio::time::interval(Duration::from_secs(1));
+        let mut partition_check = tokio::time::interval(PARTITION_CHECK);
+        partition_check.tick().await;
 
         let progress = Arc::new(Mutex::new(Progress::default()));
         let workers: Arc<Mutex<HashMap<Uuid, mpsc::UnboundedSender<Job>>>> = Arc::default();
@@ -145,6 +143,20 @@ impl AgentRunner {
         let outcome: anyhow::Result<()> = loop {
             let message = tokio::select! {
                 _ = stop.cancelled() => break Ok(()),
+                _ = lost.cancelled() => break Err(LeadershipLost(NAME.to_owned()).into()),
+                _ = lock_check.tick() => {
+                    // Noticed between questions too, not only at the next side effect.
+                    if let Err(lost) = leadership.fence().await {
+                        break Err(lost.into());
+                    }
+                    continue;
+                }
+                _ = partition_check.tick() => {
+                    if let Err(error) = assigned.follow(&consumer, &topics, &self.pool).await {
+                        break Err(error);
+                    }
+                    continue;
+                }
                 message = consumer.recv() => message,
             };
             let message = match message {
@@ -181,6 +193,7 @@ impl AgentRunner {
                     session_id,
                     progress: progress.clone(),
                     running: running.clone(),
+                    leadership: leadership.clone(),
                 };
                 tasks.spawn(worker.run(receiver, stop.clone()));
                 sender
@@ -212,6 +225,7 @@ struct SessionWorker {
     session_id: Uuid,
     progress: Arc<Mutex<Progress>>,
     running: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
+    leadership: Arc<Leadership>,
 }
 
 impl SessionWorker {
@@ -243,11 +257,13 @@ impl SessionWorker {
             let org_id = batch[0].org_id;
             let mut attempt = 0u32;
             loop {
-                match self.agent.advance(&self.stream, org_id, &cancel).await {
+                match self.agent.advance(&self.stream, org_id, &cancel, &self.leadership).await {
                     Ok(advanced) => {
                         tracing::debug!(stream = %self.stream, ?advanced, "turn advanced");
                         break;
                     }
+                    // Another instance leads now and finishes the turn; its offsets stay unstored here.
+                    Err(error) if error.is::<LeadershipLost>() => return,
                     Err(error) if attempt >= GIVE_UP_AFTER && !is_transient(&error) => {
                         // A turn that cannot advance (say, an event this build cannot read) must
                         // not hold back the partition's offsets for ever.
@@ -320,9 +336,12 @@ async fn flush_offsets(pool: PgPool, topic: String, progress: Arc<Mutex<Progress
 
 /// Fires due timers, each once: the command it issues is idempotent by timer id, and the timer is
 /// marked fired after. Sleeps until the next timer is due (or a new one is set), not polling.
-async fn fire_timers(agent: Agent, pool: PgPool, stop: CancellationToken) {
+async fn fire_timers(agent: Agent, pool: PgPool, leadership: Arc<Leadership>, stop: CancellationToken) {
     let changed = agent.timers_changed();
     loop {
+        if leadership.fence().await.is_err() {
+            return;
+        }
         let due: Result<Vec<(Uuid, Uuid, String, serde_json::Value)>, sqlx::Error> = sqlx::query_as(
             "SELECT timer_id, org_id, stream, payload FROM timers WHERE fired_at IS NULL AND due_at <= now() ORDER BY due_at LIMIT 100",
         )

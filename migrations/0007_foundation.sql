@@ -1,0 +1,16 @@
+-- Idempotency keys belong to an organisation and a route, and are bound to the request they were
+-- first used with: another organisation's key is another key, and the same key with another
+-- request is refused rather than answered with the first request's result.
+CREATE TABLE idempotency_keys (
+    org_id       uuid        NOT NULL,
+    route        text        NOT NULL,
+    key          uuid        NOT NULL,
+    request_hash bytea       NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (org_id, route, key)
+);
+
+-- The audit log is paged by the order rows reached it, a position that only grows: rows arrive
+-- in projection order, not in `occurred_at` order, and a cursor on time would skip a late row.
+ALTER TABLE audit_log ADD COLUMN position bigserial;
+CREATE INDEX audit_log_by_position ON audit_log (org_id, position);
