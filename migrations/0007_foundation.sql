@@ -12,5 +12,8 @@ CREATE TABLE idempotency_keys (
 
 -- The audit log is paged by the order rows reached it, a position that only grows: rows arrive
 -- in projection order, not in `occurred_at` order, and a cursor on time would skip a late row.
-ALTER TABLE audit_log ADD COLUMN position bigserial;
+-- The sequence belongs to no table: a replay builds a fresh table LIKE this one (sharing the
+-- default), swaps it in and drops the old one, which must not take the sequence with it.
+CREATE SEQUENCE audit_log_position;
+ALTER TABLE audit_log ADD COLUMN position bigint NOT NULL DEFAULT nextval('audit_log_position');
 CREATE INDEX audit_log_by_position ON audit_log (org_id, position);

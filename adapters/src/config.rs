@@ -62,6 +62,9 @@ pub struct Config {
     pub agent_max_turn: Duration,
     /// How long a confirmation waits for an answer before it expires.
     pub confirmation_ttl: Duration,
+    /// How often the gateway samples the installation-wide gauges of `/metrics` (relay backlog,
+    /// consumer lag); a scrape only reads the last sample.
+    pub metrics_interval: Duration,
 }
 
 /// `url` with any password replaced, for logs and debug output.
@@ -107,6 +110,7 @@ impl std::fmt::Debug for Config {
             .field("agent_max_tool_calls", &self.agent_max_tool_calls)
             .field("agent_max_turn", &self.agent_max_turn)
             .field("confirmation_ttl", &self.confirmation_ttl)
+            .field("metrics_interval", &self.metrics_interval)
             .finish()
     }
 }
@@ -152,6 +156,7 @@ impl Default for Config {
             agent_max_tool_calls: 20,
             agent_max_turn: Duration::from_secs(600),
             confirmation_ttl: Duration::from_secs(300),
+            metrics_interval: Duration::from_secs(10),
         }
     }
 }
@@ -186,6 +191,7 @@ const KNOWN: &[&str] = &[
     "AURORA_AGENT_MAX_TOOL_CALLS",
     "AURORA_AGENT_MAX_TURN_SECS",
     "AURORA_CONFIRMATION_TTL_SECS",
+    "AURORA_METRICS_INTERVAL_SECS",
     "AURORA_LOG",
     "AURORA_LOG_FORMAT",
     "AURORA_KAFKA_DEBUG",
@@ -202,9 +208,7 @@ impl Config {
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let mut config = Config::default();
         for (name, value) in vars {
-            if !name.starts_with("AURORA_")
-                || NOT_CONFIGURATION_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
-            {
+            if !name.starts_with("AURORA_") || NOT_CONFIGURATION_PREFIXES.iter().any(|prefix| name.starts_with(prefix)) {
                 continue;
             }
             match name.as_str() {
@@ -214,29 +218,21 @@ impl Config {
                 "AURORA_TOPIC_PARTITIONS" => config.topic_partitions = parse("AURORA_TOPIC_PARTITIONS", &value)?,
                 "AURORA_HTTP_ADDR" => config.http_addr = parse("AURORA_HTTP_ADDR", &value)?,
                 "AURORA_MAX_BODY_BYTES" => config.max_body_bytes = parse("AURORA_MAX_BODY_BYTES", &value)?,
-                "AURORA_RELAY_IDLE_WAIT_MS" => {
-                    config.relay_idle_wait = Duration::from_millis(parse("AURORA_RELAY_IDLE_WAIT_MS", &value)?)
-                }
+                "AURORA_RELAY_IDLE_WAIT_MS" => config.relay_idle_wait = Duration::from_millis(parse("AURORA_RELAY_IDLE_WAIT_MS", &value)?),
                 "AURORA_RELAY_BATCH" => config.relay_batch = parse("AURORA_RELAY_BATCH", &value)?,
                 "AURORA_PROJECTION_BATCH" => config.projection_batch = parse("AURORA_PROJECTION_BATCH", &value)?,
-                "AURORA_DATABASE_POOL_SIZE" => {
-                    config.database_pool_size = parse("AURORA_DATABASE_POOL_SIZE", &value)?
-                }
+                "AURORA_DATABASE_POOL_SIZE" => config.database_pool_size = parse("AURORA_DATABASE_POOL_SIZE", &value)?,
                 "AURORA_REDIS_URL" => config.redis_url = value,
                 "AURORA_REDIS_PREFIX" => config.redis_prefix = value,
                 "AURORA_SESSION_TTL_SECS" => config.session_ttl = seconds("AURORA_SESSION_TTL_SECS", &value)?,
                 "AURORA_COOKIE_SECURE" => config.cookie_secure = parse("AURORA_COOKIE_SECURE", &value)?,
                 "AURORA_WS_TICKET_TTL_SECS" => config.ws_ticket_ttl = seconds("AURORA_WS_TICKET_TTL_SECS", &value)?,
                 "AURORA_INVITATION_TTL_SECS" => config.invitation_ttl = seconds("AURORA_INVITATION_TTL_SECS", &value)?,
-                "AURORA_AUTH_RATE_LIMIT_PER_IP" => {
-                    config.auth_rate_limit_per_ip = parse("AURORA_AUTH_RATE_LIMIT_PER_IP", &value)?
-                }
+                "AURORA_AUTH_RATE_LIMIT_PER_IP" => config.auth_rate_limit_per_ip = parse("AURORA_AUTH_RATE_LIMIT_PER_IP", &value)?,
                 "AURORA_AUTH_RATE_LIMIT_PER_ACCOUNT" => {
                     config.auth_rate_limit_per_account = parse("AURORA_AUTH_RATE_LIMIT_PER_ACCOUNT", &value)?
                 }
-                "AURORA_AUTH_RATE_WINDOW_SECS" => {
-                    config.auth_rate_window = seconds("AURORA_AUTH_RATE_WINDOW_SECS", &value)?
-                }
+                "AURORA_AUTH_RATE_WINDOW_SECS" => config.auth_rate_window = seconds("AURORA_AUTH_RATE_WINDOW_SECS", &value)?,
                 "AURORA_TRUST_FORWARDED_FOR" => config.trust_forwarded_for = parse("AURORA_TRUST_FORWARDED_FOR", &value)?,
                 "AURORA_LLM_BASE_URL" => config.llm_base_url = value,
                 "AURORA_LLM_MODEL" => config.llm_model = value,
@@ -247,6 +243,7 @@ impl Config {
                 "AURORA_AGENT_MAX_TOOL_CALLS" => config.agent_max_tool_calls = parse("AURORA_AGENT_MAX_TOOL_CALLS", &value)?,
                 "AURORA_AGENT_MAX_TURN_SECS" => config.agent_max_turn = seconds("AURORA_AGENT_MAX_TURN_SECS", &value)?,
                 "AURORA_CONFIRMATION_TTL_SECS" => config.confirmation_ttl = seconds("AURORA_CONFIRMATION_TTL_SECS", &value)?,
+                "AURORA_METRICS_INTERVAL_SECS" => config.metrics_interval = seconds("AURORA_METRICS_INTERVAL_SECS", &value)?,
                 known if KNOWN.contains(&known) => {}
                 _ => return Err(ConfigError::Unknown(name)),
             }

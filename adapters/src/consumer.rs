@@ -38,12 +38,7 @@ impl Assignment {
         let mut added = Vec::new();
         for topic in topics {
             let partitions = tokio::task::block_in_place(|| partitions_of(consumer, topic, Duration::from_secs(10)))?;
-            added.extend(
-                partitions
-                    .into_iter()
-                    .map(|partition| (topic.clone(), partition))
-                    .filter(|key| !self.partitions.contains(key)),
-            );
+            added.extend(partitions.into_iter().map(|partition| (topic.clone(), partition)).filter(|key| !self.partitions.contains(key)));
         }
         if added.is_empty() {
             return Ok(());
@@ -61,8 +56,7 @@ impl Assignment {
                 .map(|(_, _, next)| *next);
             if let Some(next) = stored_next.filter(|next| *next > 0) {
                 // One watermark lookup per partition when it is first assigned, not per fetch.
-                let (_, high) =
-                    tokio::task::block_in_place(|| consumer.fetch_watermarks(topic, *partition, Duration::from_secs(10)))?;
+                let (_, high) = tokio::task::block_in_place(|| consumer.fetch_watermarks(topic, *partition, Duration::from_secs(10)))?;
                 if next > high {
                     metrics().consumer_log_resets.with_label_values(&[&self.consumer_name, topic]).inc();
                     tracing::error!(
@@ -84,4 +78,3 @@ impl Assignment {
         Ok(())
     }
 }
-

@@ -113,11 +113,7 @@ impl OutgoingRecord {
 /// The value of header `name` of `message`, when present and UTF-8.
 pub fn header_str<'a>(message: &'a impl Message, name: &str) -> Option<&'a str> {
     let headers = message.headers()?;
-    headers
-        .iter()
-        .find(|header| header.key == name)
-        .and_then(|header| header.value)
-        .and_then(|value| std::str::from_utf8(value).ok())
+    headers.iter().find(|header| header.key == name).and_then(|header| header.value).and_then(|value| std::str::from_utf8(value).ok())
 }
 
 /// Reads the envelope of a consumed record. The headers are read out of librdkafka once, not
@@ -131,24 +127,23 @@ pub fn envelope_of(message: &impl Message) -> Result<Envelope, cloudevents::Bind
             }
         }
     }
-    cloudevents::from_binary(
-        |name| headers.iter().find(|(key, _)| *key == name).map(|(_, text)| *text),
-        message.payload(),
-    )
+    cloudevents::from_binary(|name| headers.iter().find(|(key, _)| *key == name).map(|(_, text)| *text), message.payload())
 }
 
 /// Creates the topics that do not exist yet. Existing topics are left as they are.
 pub async fn ensure_topics(config: &Config, topics: &[String]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka_brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &config.kafka_brokers).create()?;
     let deltas = aurora_events::topics::deltas_topic(&config.topic_prefix);
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|name| {
             let topic = NewTopic::new(name, config.topic_partitions, TopicReplication::Fixed(1));
             // Token deltas matter for seconds; an hour covers any reconnect.
-            if *name == deltas { topic.set("retention.ms", "3600000") } else { topic }
+            if *name == deltas {
+                topic.set("retention.ms", "3600000")
+            } else {
+                topic
+            }
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));

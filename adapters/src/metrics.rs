@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -16,8 +16,13 @@ pub struct Metrics {
     pub relay_dead_letters: IntCounter,
     /// Records a consumer gave up on and dead-lettered, per consumer.
     pub consumer_dead_letters: IntCounterVec,
-    /// Records on the log not yet consumed, per consumer and topic, as the consumer last saw it.
-    pub consumer_lag: IntGaugeVec,
+    /// Installation-wide gauges, sampled by the gateway every `metrics_interval`:
+    /// events appended but not yet published,
+    pub relay_backlog: IntGauge,
+    /// records on the log not yet applied, per projection,
+    pub projection_lag: IntGaugeVec,
+    /// and records on the dead-letter topic.
+    pub dead_letters_on_log: IntGauge,
     /// Stored offsets found above the log's end (the broker's log was reset or replaced).
     pub consumer_log_resets: IntCounterVec,
 }
@@ -36,13 +41,21 @@ fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> 
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     let registry = Registry::new();
-    let consumer_lag = IntGaugeVec::new(
-        Opts::new("aurora_consumer_lag", "Records on the log not yet consumed, per consumer and topic"),
-        &["consumer", "topic"],
+    let projection_lag = IntGaugeVec::new(
+        Opts::new("aurora_projection_consumer_lag", "Records on the log not yet applied by each projection (sampled)"),
+        &["projection"],
     )
     .expect("valid metric");
-    registry.register(Box::new(consumer_lag.clone())).expect("metric registered once");
+    registry.register(Box::new(projection_lag.clone())).expect("metric registered once");
+    let gauge = |name: &str, help: &str| {
+        let gauge = IntGauge::new(name, help).expect("valid metric");
+        registry.register(Box::new(gauge.clone())).expect("metric registered once");
+        gauge
+    };
     Metrics {
+        relay_backlog: gauge("aurora_relay_backlog", "Events appended but not yet published to Kafka (sampled)"),
+        dead_letters_on_log: gauge("aurora_dead_letters_total", "Records on the dead-letter topic (sampled)"),
+        projection_lag,
         events_appended: counter(&registry, "aurora_events_appended_total", "Events appended to the event store by this process"),
         relay_published: counter(&registry, "aurora_relay_published_total", "Events the relay published to Kafka"),
         relay_dead_letters: counter(
@@ -56,7 +69,6 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Records a consumer could not process and sent to the dead-letter topic",
             &["consumer"],
         ),
-        consumer_lag,
         consumer_log_resets: counter_vec(
             &registry,
             "aurora_consumer_log_resets_total",

@@ -83,21 +83,15 @@ pub struct LeadershipLost(pub String);
 
 impl Leadership {
     /// Waits until this process holds the lock `name`. `None` when `shutdown` came first.
-    pub async fn acquire(
-        pool: &PgPool,
-        name: &str,
-        shutdown: &tokio_util::sync::CancellationToken,
-    ) -> anyhow::Result<Option<Self>> {
+    pub async fn acquire(pool: &PgPool, name: &str, shutdown: &tokio_util::sync::CancellationToken) -> anyhow::Result<Option<Self>> {
         // A connection of its own, not one of the pool's: a leader holds it as long as it leads,
         // and every leader of a process taking a pool slot for good would starve the requests
         // that share the pool.
         let options = pool.connect_options().as_ref().clone().application_name(&leadership_application_name(name));
         let mut connection = sqlx::PgConnection::connect_with(&options).await?;
         loop {
-            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
-                .bind(name)
-                .fetch_one(&mut connection)
-                .await?;
+            let locked: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))").bind(name).fetch_one(&mut connection).await?;
             if locked {
                 tracing::info!(lock = name, "leading");
                 return Ok(Some(Self {

@@ -64,13 +64,12 @@ impl Redis {
         if let Some(connection) = held.as_ref() {
             return Ok(connection.clone());
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(COMMAND_TIMEOUT)
-            .set_response_timeout(COMMAND_TIMEOUT);
-        let connection = match tokio::time::timeout(COMMAND_TIMEOUT, self.client.get_multiplexed_async_connection_with_config(&config)).await {
-            Ok(connected) => connected?,
-            Err(_) => return Err(RedisUnavailable::TimedOut(COMMAND_TIMEOUT)),
-        };
+        let config = AsyncConnectionConfig::new().set_connection_timeout(COMMAND_TIMEOUT).set_response_timeout(COMMAND_TIMEOUT);
+        let connection =
+            match tokio::time::timeout(COMMAND_TIMEOUT, self.client.get_multiplexed_async_connection_with_config(&config)).await {
+                Ok(connected) => connected?,
+                Err(_) => return Err(RedisUnavailable::TimedOut(COMMAND_TIMEOUT)),
+            };
         *held = Some(connection.clone());
         Ok(connection)
     }

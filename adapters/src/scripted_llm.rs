@@ -161,7 +161,11 @@ async fn complete(State(scripts): State<Arc<Mutex<Scripts>>>, headers: axum::htt
                 let opening = json!({ "tool_calls": [{ "index": index, "id": id, "type": "function", "function": { "name": name, "arguments": "" } }] });
                 chunks.push(chunk(&model, opening, Value::Null));
                 for piece in [first, rest] {
-                    chunks.push(chunk(&model, json!({ "tool_calls": [{ "index": index, "function": { "arguments": piece } }] }), Value::Null));
+                    chunks.push(chunk(
+                        &model,
+                        json!({ "tool_calls": [{ "index": index, "function": { "arguments": piece } }] }),
+                        Value::Null,
+                    ));
                 }
             }
             chunks.push(chunk(&model, json!({}), json!("tool_calls")));

@@ -112,7 +112,13 @@ async fn run_all(config: &Config, options: &BackboneOptions) -> anyhow::Result<(
     let raw_inserts = measure_raw_inserts(&pool, options.seconds).await?;
     let idempotent_appends = measure_appends(&pool, options.seconds, true).await?;
     figures.compare("appends, 4 writers, expected-version check", appends, "raw single-row INSERT txns, 4 conns", raw_inserts, ">= 60%");
-    figures.compare("  the same, each with an idempotency key", idempotent_appends, "raw single-row INSERT txns, 4 conns", raw_inserts, "(no target)");
+    figures.compare(
+        "  the same, each with an idempotency key",
+        idempotent_appends,
+        "raw single-row INSERT txns, 4 conns",
+        raw_inserts,
+        "(no target)",
+    );
 
     seed_events(&pool, options.events).await?;
     let relay = measure_relay(config, &pool, options.events).await?;
@@ -207,15 +213,15 @@ async fn measure_raw_inserts(pool: &PgPool, seconds: u64) -> anyhow::Result<f64>
                     "INSERT INTO bench_raw_events (event_id, stream, stream_version, event_type, schema_version, org_id, actor, \
                      occurred_at, correlation_id, payload) VALUES ($1, $2, $3, 'chat.session_renamed', 1, $4, 'system:bench', $5, $6, $7)",
                 )
-                    .bind(Uuid::now_v7())
-                    .bind(&stream)
-                    .bind(inserted as i64 + 1)
-                    .bind(org)
-                    .bind(Utc::now())
-                    .bind(Uuid::now_v7())
-                    .bind(serde_json::json!({ "title": "bench" }))
-                    .execute(&mut *connection)
-                    .await?;
+                .bind(Uuid::now_v7())
+                .bind(&stream)
+                .bind(inserted as i64 + 1)
+                .bind(org)
+                .bind(Utc::now())
+                .bind(Uuid::now_v7())
+                .bind(serde_json::json!({ "title": "bench" }))
+                .execute(&mut *connection)
+                .await?;
                 inserted += 1;
             }
             anyhow::Ok(inserted)
@@ -256,7 +262,11 @@ async fn seed_events(pool: &PgPool, count: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for(what: &str, total: u64, mut progress: impl FnMut() -> futures::future::BoxFuture<'static, anyhow::Result<u64>>) -> anyhow::Result<()> {
+async fn wait_for(
+    what: &str,
+    total: u64,
+    mut progress: impl FnMut() -> futures::future::BoxFuture<'static, anyhow::Result<u64>>,
+) -> anyhow::Result<()> {
     let bar = ProgressBar::new(total);
     bar.set_message(what.to_owned());
     loop {
@@ -297,9 +307,7 @@ async fn measure_relay(config: &Config, pool: &PgPool, count: u64) -> anyhow::Re
 
 async fn measure_raw_producer(config: &Config, pool: &PgPool, count: u64) -> anyhow::Result<f64> {
     eprintln!("measuring the raw producer over {count} records");
-    let rows = sqlx::query(&format!("SELECT {ENVELOPE_COLUMNS} FROM events ORDER BY position LIMIT {count}"))
-        .fetch_all(pool)
-        .await?;
+    let rows = sqlx::query(&format!("SELECT {ENVELOPE_COLUMNS} FROM events ORDER BY position LIMIT {count}")).fetch_all(pool).await?;
     let raw_prefix = format!("{}raw.", config.topic_prefix);
     let mut records = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -310,10 +318,7 @@ async fn measure_raw_producer(config: &Config, pool: &PgPool, count: u64) -> any
     let producer: FutureProducer = producer_config(config).create()?;
     let started = Instant::now();
     for batch in records.chunks(config.relay_batch as usize) {
-        let deliveries: Vec<_> = batch
-            .iter()
-            .map(|record| producer.send(record.as_future_record(), Duration::from_secs(60)))
-            .collect();
+        let deliveries: Vec<_> = batch.iter().map(|record| producer.send(record.as_future_record(), Duration::from_secs(60))).collect();
         for delivery in futures::future::join_all(deliveries).await {
             delivery.map_err(|(error, _)| error)?;
         }
@@ -399,7 +404,8 @@ async fn measure_replay(config: &Config, pool: &PgPool) -> anyhow::Result<f64> {
     eprintln!("measuring a full replay of audit_log");
     let projection = aurora_projections::projection_named("audit_log").expect("audit_log exists");
     let bar = ProgressBar::new(0);
-    let report = aurora_projections::replay::rebuild(projection, config, pool, &bar).await?;
+    let report =
+        aurora_projections::replay::rebuild(projection, config, pool, &bar, aurora_projections::replay::PartialLog::Refuse).await?;
     Ok(report.events_applied as f64 / report.elapsed.as_secs_f64())
 }
 

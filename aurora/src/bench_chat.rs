@@ -234,7 +234,11 @@ async fn measure(base_url: &str, llm: &ScriptedLlm, options: &ChatOptions) -> an
             }
         }
     }
-    println!("{:<58} {held} (tried up to {})   target >= 500", "concurrent streaming sessions held, every delta delivered", sessions.min(options.max_sessions));
+    println!(
+        "{:<58} {held} (tried up to {})   target >= 500",
+        "concurrent streaming sessions held, every delta delivered",
+        sessions.min(options.max_sessions)
+    );
     Ok(())
 }
 

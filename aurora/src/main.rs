@@ -36,8 +36,12 @@ enum Command {
     Migrate,
     /// Rebuild a projection from offset zero into fresh tables and swap them in.
     Replay {
-        /// The projection to rebuild: audit_log or chat_sessions.
+        /// The projection to rebuild: audit_log, chat_sessions or chat_messages.
         projection: String,
+        /// Rebuild even when the log no longer starts at offset 0 (records were deleted): the
+        /// read model then holds only what the log still has.
+        #[arg(long)]
+        force: bool,
     },
     /// The audit log.
     Audit {
@@ -161,7 +165,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("migrations applied");
             Ok(())
         }
-        Command::Replay { projection } => tools::replay(&config, &projection).await,
+        Command::Replay { projection, force } => tools::replay(&config, &projection, force).await,
         Command::Audit { command: AuditCommand::Export { out, org } } => tools::export_audit(&config, &out, org).await,
         Command::Events { command: EventsCommand::Tail { topics, from_beginning, limit } } => {
             tools::tail_events(&config, topics, from_beginning, limit, shutdown).await

@@ -37,7 +37,9 @@ fn progress_bar(unit: &str) -> ProgressBar {
     bar
 }
 
-pub async fn replay(config: &Config, name: &str) -> anyhow::Result<()> {
+use aurora_projections::replay::PartialLog;
+
+pub async fn replay(config: &Config, name: &str, force: bool) -> anyhow::Result<()> {
     let projection = aurora_projections::projection_named(name).ok_or_else(|| {
         let known: Vec<&str> = aurora_projections::all_projections().iter().map(|projection| projection.name()).collect();
         anyhow::anyhow!("unknown projection `{name}`; known: {}", known.join(", "))
@@ -45,7 +47,8 @@ pub async fn replay(config: &Config, name: &str) -> anyhow::Result<()> {
     let pool = aurora_adapters::postgres::connect(config).await?;
     aurora_commands::migrate(&pool).await?;
     let bar = progress_bar("events");
-    let report = aurora_projections::replay::rebuild(projection, config, &pool, &bar).await?;
+    let partial_log = if force { PartialLog::Accept } else { PartialLog::Refuse };
+    let report = aurora_projections::replay::rebuild(projection, config, &pool, &bar, partial_log).await?;
     let seconds = report.elapsed.as_secs_f64();
     eprintln!(
         "rebuilt {name}: {} events in {seconds:.1} s ({:.0} events/s), {} poison records skipped",
@@ -58,10 +61,8 @@ pub async fn replay(config: &Config, name: &str) -> anyhow::Result<()> {
 
 pub async fn export_audit(config: &Config, out: &Path, org: Option<uuid::Uuid>) -> anyhow::Result<()> {
     let pool = aurora_adapters::postgres::connect(config).await?;
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE $1::uuid IS NULL OR org_id = $1")
-        .bind(org)
-        .fetch_one(&pool)
-        .await?;
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE $1::uuid IS NULL OR org_id = $1").bind(org).fetch_one(&pool).await?;
     let bar = progress_bar("events");
     bar.set_length(total as u64);
     bar.set_message("exporting audit log");
@@ -72,15 +73,28 @@ pub async fn export_audit(config: &Config, out: &Path, org: Option<uuid::Uuid>) 
     } else {
         Box::new(std::io::BufWriter::new(std::fs::File::create(out)?))
     };
-    let mut rows = sqlx::query_as::<_, (uuid::Uuid, uuid::Uuid, String, i64, String, i32, String, chrono::DateTime<chrono::Utc>, uuid::Uuid, Option<uuid::Uuid>)>(
+    let mut rows = sqlx::query_as::<
+        _,
+        (uuid::Uuid, uuid::Uuid, String, i64, String, i32, String, chrono::DateTime<chrono::Utc>, uuid::Uuid, Option<uuid::Uuid>),
+    >(
         "SELECT event_id, org_id, stream, stream_version, event_type, schema_version, actor, occurred_at, correlation_id, causation_id \
          FROM audit_log WHERE $1::uuid IS NULL OR org_id = $1 ORDER BY occurred_at, event_id",
     )
     .bind(org)
     .fetch(&pool);
     let mut written = 0u64;
-    while let Some((event_id, org_id, stream, stream_version, event_type, schema_version, actor, occurred_at, correlation_id, causation_id)) =
-        rows.try_next().await?
+    while let Some((
+        event_id,
+        org_id,
+        stream,
+        stream_version,
+        event_type,
+        schema_version,
+        actor,
+        occurred_at,
+        correlation_id,
+        causation_id,
+    )) = rows.try_next().await?
     {
         let line = serde_json::json!({
             "event_id": event_id,
@@ -130,7 +144,8 @@ pub async fn tail_events(
     if assignment.count() == 0 {
         anyhow::bail!("none of the topics exist: {}", topics.join(", "));
     }
-    let consumer: StreamConsumer = aurora_adapters::kafka::consumer_config(config, &format!("aurora-tail-{}", uuid::Uuid::now_v7())).create()?;
+    let consumer: StreamConsumer =
+        aurora_adapters::kafka::consumer_config(config, &format!("aurora-tail-{}", uuid::Uuid::now_v7())).create()?;
     consumer.assign(&assignment)?;
     let mut printed = 0u64;
     let stdout = std::io::stdout();
@@ -148,12 +163,9 @@ pub async fn tail_events(
                 out.flush()?;
                 printed += 1;
             }
-            Err(error) => eprintln!(
-                "skipping {}[{}]@{}: not an Aurora CloudEvent: {error}",
-                message.topic(),
-                message.partition(),
-                message.offset()
-            ),
+            Err(error) => {
+                eprintln!("skipping {}[{}]@{}: not an Aurora CloudEvent: {error}", message.topic(), message.partition(), message.offset())
+            }
         }
     }
     Ok(())

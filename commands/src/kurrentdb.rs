@@ -11,8 +11,7 @@ use async_trait::async_trait;
 use aurora_events::{Envelope, OrgId, StreamId};
 use chrono::{DateTime, Utc};
 use eventstore::{
-    AppendToStreamOptions, Client, ClientSettings, CurrentRevision, EventData, ExpectedRevision, ReadStreamOptions,
-    StreamPosition,
+    AppendToStreamOptions, Client, ClientSettings, CurrentRevision, EventData, ExpectedRevision, ReadStreamOptions, StreamPosition,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -113,16 +112,10 @@ impl EventStore for KurrentDbEventStore {
             Err(error) => return Err(store_error(error)),
         };
         let last_version = written.next_expected_version + 1;
-        let result = AppendResult {
-            first_version: last_version + 1 - event_ids.len() as u64,
-            last_version,
-            event_ids,
-            duplicate: false,
-        };
+        let result = AppendResult { first_version: last_version + 1 - event_ids.len() as u64, last_version, event_ids, duplicate: false };
         if let Some(command_id) = request.command_id {
-            let record = EventData::json("aurora.command_appended", &result)
-                .map_err(|error| StoreError::Unexpected(error.into()))?
-                .id(command_id);
+            let record =
+                EventData::json("aurora.command_appended", &result).map_err(|error| StoreError::Unexpected(error.into()))?.id(command_id);
             let options = AppendToStreamOptions::default().expected_revision(ExpectedRevision::NoStream);
             match self.client.append_to_stream(command_stream(command_id), &options, record).await {
                 Ok(_) | Err(eventstore::Error::WrongExpectedVersion { .. }) => {}
@@ -178,10 +171,8 @@ impl EventStore for KurrentDbEventStore {
         };
         match reader.next().await {
             Ok(Some(resolved)) => {
-                let mut result: AppendResult = resolved
-                    .get_original_event()
-                    .as_json()
-                    .map_err(|error| StoreError::Unexpected(error.into()))?;
+                let mut result: AppendResult =
+                    resolved.get_original_event().as_json().map_err(|error| StoreError::Unexpected(error.into()))?;
                 result.duplicate = true;
                 Ok(Some(result))
             }

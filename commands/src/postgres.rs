@@ -142,10 +142,7 @@ fn append_result(row: &PgRow) -> Result<AppendResult, StoreError> {
 /// other rows it writes (the identity tables do this). Without a command id only: idempotency
 /// belongs to [`EventStore::append`]. A stream at another version than `expected` is a
 /// [`StoreError::Conflict`] and leaves the transaction usable.
-pub async fn append_in_transaction(
-    connection: &mut sqlx::PgConnection,
-    request: AppendRequest,
-) -> Result<AppendResult, StoreError> {
+pub async fn append_in_transaction(connection: &mut sqlx::PgConnection, request: AppendRequest) -> Result<AppendResult, StoreError> {
     if request.events.is_empty() {
         return Err(StoreError::NothingToAppend);
     }
@@ -195,8 +192,7 @@ impl EventStore for PostgresEventStore {
             Err(sqlx::Error::Database(database_error)) => {
                 let code = database_error.code();
                 code.as_deref() == Some(VERSION_MISMATCH)
-                    || (code.as_deref() == Some(UNIQUE_VIOLATION)
-                        && database_error.constraint() == Some(STREAM_VERSION_CONSTRAINT))
+                    || (code.as_deref() == Some(UNIQUE_VIOLATION) && database_error.constraint() == Some(STREAM_VERSION_CONSTRAINT))
             }
             Err(_) => false,
         };
@@ -224,13 +220,11 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn command_result(&self, command_id: Uuid) -> Result<Option<AppendResult>, StoreError> {
-        let row = sqlx::query(
-            "SELECT first_version, last_version, event_ids FROM processed_commands WHERE command_id = $1",
-        )
-        .bind(command_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?;
+        let row = sqlx::query("SELECT first_version, last_version, event_ids FROM processed_commands WHERE command_id = $1")
+            .bind(command_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_error)?;
         row.map(|row| {
             Ok(AppendResult {
                 first_version: row.try_get::<i64, _>("first_version").map_err(store_error)? as u64,

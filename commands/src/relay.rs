@@ -158,8 +158,7 @@ impl Relay {
                 }
                 continue;
             };
-            let batch_end =
-                Checkpoint { transaction_id: last.try_get::<i64, _>("txid")? as u64, position: last.try_get("position")? };
+            let batch_end = Checkpoint { transaction_id: last.try_get::<i64, _>("txid")? as u64, position: last.try_get("position")? };
             let records = rows
                 .iter()
                 .map(|row| {
@@ -313,16 +312,13 @@ fn is_refusal(error: &KafkaError) -> bool {
 /// Events appended but not yet published by the relay.
 pub async fn backlog(pool: &PgPool) -> anyhow::Result<i64> {
     let checkpoint: Option<(String, i64)> =
-        sqlx::query_as("SELECT transaction_id::text, position FROM relay_checkpoints WHERE relay = 'kafka'")
-            .fetch_optional(pool)
-            .await?;
+        sqlx::query_as("SELECT transaction_id::text, position FROM relay_checkpoints WHERE relay = 'kafka'").fetch_optional(pool).await?;
     let (transaction_id, position) = checkpoint.unwrap_or_else(|| ("0".to_owned(), 0));
-    let backlog: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2)")
-            .bind(transaction_id)
-            .bind(position)
-            .fetch_one(pool)
-            .await?;
+    let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2)")
+        .bind(transaction_id)
+        .bind(position)
+        .fetch_one(pool)
+        .await?;
     Ok(backlog)
 }
 

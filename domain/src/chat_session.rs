@@ -5,9 +5,9 @@
 
 use aurora_events::chat::{
     AssistantMessageCompleted, ChatMode, ChatSessionEvent, ConfirmationDenied, ConfirmationExpired, ConfirmationGranted,
-    ConfirmationRequested, LlmCallCompleted, MessageSubmitted, SessionArchived, SessionCreated, SessionDeleted,
-    SessionRenamed, ToolCallCompleted, ToolCallFailed, ToolCallRequested, ToolCallStarted, TurnCancelRequested,
-    TurnCancelled, TurnFailed, TurnFailure, TurnStarted,
+    ConfirmationRequested, LlmCallCompleted, MessageSubmitted, SessionArchived, SessionCreated, SessionDeleted, SessionRenamed,
+    ToolCallCompleted, ToolCallFailed, ToolCallRequested, ToolCallStarted, TurnCancelRequested, TurnCancelled, TurnFailed, TurnFailure,
+    TurnStarted,
 };
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -21,27 +21,69 @@ pub const MAX_REASON_CHARS: usize = 1_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChatSessionCommand {
-    Create { session_id: Uuid, title: String, owner: String },
-    Rename { title: String },
-    Archive { reason: Option<String> },
+    Create {
+        session_id: Uuid,
+        title: String,
+        owner: String,
+    },
+    Rename {
+        title: String,
+    },
+    Archive {
+        reason: Option<String>,
+    },
     Delete,
     /// A user asks something (the gateway).
-    Submit { turn_id: Uuid, text: String, mode: ChatMode, submitted_by: String },
+    Submit {
+        turn_id: Uuid,
+        text: String,
+        mode: ChatMode,
+        submitted_by: String,
+    },
     /// The agent processor takes the turn.
-    StartTurn { turn_id: Uuid, started_at: DateTime<Utc>, model: String, tools: Vec<String> },
+    StartTurn {
+        turn_id: Uuid,
+        started_at: DateTime<Utc>,
+        model: String,
+        tools: Vec<String>,
+    },
     RecordLlmCall(LlmCallCompleted),
     /// The agent will run a tool; a destructive one waits for the confirmation given here.
-    RequestTool { call: ToolCallRequested, confirmation: Option<(Uuid, DateTime<Utc>)> },
+    RequestTool {
+        call: ToolCallRequested,
+        confirmation: Option<(Uuid, DateTime<Utc>)>,
+    },
     /// A destructive tool is about to run. Refused if it was started before: its outcome is unknown.
-    StartTool { turn_id: Uuid, tool_call_id: String },
-    FinishTool { turn_id: Uuid, tool_call_id: String, outcome: Result<ToolCallCompleted, String> },
+    StartTool {
+        turn_id: Uuid,
+        tool_call_id: String,
+    },
+    FinishTool {
+        turn_id: Uuid,
+        tool_call_id: String,
+        outcome: Result<ToolCallCompleted, String>,
+    },
     /// A person answers a confirmation at `answered_at`; an answer after its expiry is refused.
-    AnswerConfirmation { confirmation_id: Uuid, approve: bool, answered_at: DateTime<Utc> },
-    ExpireConfirmation { confirmation_id: Uuid },
-    RequestCancel { turn_id: Uuid },
-    Cancel { turn_id: Uuid },
+    AnswerConfirmation {
+        confirmation_id: Uuid,
+        approve: bool,
+        answered_at: DateTime<Utc>,
+    },
+    ExpireConfirmation {
+        confirmation_id: Uuid,
+    },
+    RequestCancel {
+        turn_id: Uuid,
+    },
+    Cancel {
+        turn_id: Uuid,
+    },
     Complete(AssistantMessageCompleted),
-    Fail { turn_id: Uuid, reason: TurnFailure, message: String },
+    Fail {
+        turn_id: Uuid,
+        reason: TurnFailure,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,9 +281,7 @@ impl Aggregate for ChatSession {
             }
             C::StartTool { turn_id, tool_call_id } => {
                 let turn = self.running(turn_id)?;
-                let call = turn
-                    .tool_call(&tool_call_id)
-                    .ok_or_else(|| DomainError::NotFound(format!("tool call {tool_call_id}")))?;
+                let call = turn.tool_call(&tool_call_id).ok_or_else(|| DomainError::NotFound(format!("tool call {tool_call_id}")))?;
                 // Starting is the permission to run: a call whose outcome is known must not run.
                 if call.outcome.is_some() {
                     return Err(DomainError::InvalidState(format!("tool call {tool_call_id} already has an outcome")));
@@ -253,9 +293,7 @@ impl Aggregate for ChatSession {
             }
             C::FinishTool { turn_id, tool_call_id, outcome } => {
                 let turn = self.running(turn_id)?;
-                let call = turn
-                    .tool_call(&tool_call_id)
-                    .ok_or_else(|| DomainError::NotFound(format!("tool call {tool_call_id}")))?;
+                let call = turn.tool_call(&tool_call_id).ok_or_else(|| DomainError::NotFound(format!("tool call {tool_call_id}")))?;
                 if call.outcome.is_some() {
                     return Ok(Vec::new());
                 }
@@ -271,9 +309,7 @@ impl Aggregate for ChatSession {
                     .and_then(|turn| turn.confirmations.iter().find(|c| c.confirmation_id == confirmation_id))
                     .ok_or_else(|| DomainError::NotFound("confirmation".into()))?;
                 match confirmation.answer {
-                    Some(ConfirmationAnswer::Expired) => {
-                        return Err(DomainError::InvalidState("this confirmation has expired".into()))
-                    }
+                    Some(ConfirmationAnswer::Expired) => return Err(DomainError::InvalidState("this confirmation has expired".into())),
                     Some(_) => return Err(DomainError::InvalidState("this confirmation was already answered".into())),
                     None if answered_at >= confirmation.expires_at => {
                         return Err(DomainError::InvalidState("this confirmation has expired".into()))
@@ -441,21 +477,13 @@ mod tests {
     use chrono::TimeZone;
 
     fn created() -> ChatSessionEvent {
-        ChatSessionEvent::Created(SessionCreated {
-            session_id: Uuid::nil(),
-            title: "checkout latency".into(),
-            owner: "user:ana".into(),
-        })
+        ChatSessionEvent::Created(SessionCreated { session_id: Uuid::nil(), title: "checkout latency".into(), owner: "user:ana".into() })
     }
 
     #[test]
     fn a_new_session_is_created_with_a_trimmed_title() {
         given::<ChatSession>([])
-            .when(ChatSessionCommand::Create {
-                session_id: Uuid::nil(),
-                title: "  checkout latency ".into(),
-                owner: "user:ana".into(),
-            })
+            .when(ChatSessionCommand::Create { session_id: Uuid::nil(), title: "  checkout latency ".into(), owner: "user:ana".into() })
             .then([created()]);
     }
 
@@ -471,9 +499,7 @@ mod tests {
         given::<ChatSession>([created()])
             .when(ChatSessionCommand::Rename { title: "db pool".into() })
             .then([ChatSessionEvent::Renamed(SessionRenamed { title: "db pool".into() })]);
-        given::<ChatSession>([created()])
-            .when(ChatSessionCommand::Rename { title: "checkout latency".into() })
-            .then([]);
+        given::<ChatSession>([created()]).when(ChatSessionCommand::Rename { title: "checkout latency".into() }).then([]);
     }
 
     #[test]
@@ -483,10 +509,7 @@ mod tests {
             .then_error(DomainError::InvalidInput { field: "title", reason: "must not be empty".into() });
         given::<ChatSession>([created()])
             .when(ChatSessionCommand::Rename { title: "x".repeat(MAX_TITLE_CHARS + 1) })
-            .then_error(DomainError::InvalidInput {
-                field: "title",
-                reason: format!("must be at most {MAX_TITLE_CHARS} characters"),
-            });
+            .then_error(DomainError::InvalidInput { field: "title", reason: format!("must be at most {MAX_TITLE_CHARS} characters") });
     }
 
     #[test]
@@ -505,9 +528,7 @@ mod tests {
         given::<ChatSession>([created(), archived.clone()])
             .when(ChatSessionCommand::Rename { title: "x".into() })
             .then_error(DomainError::InvalidState("chat session is archived".into()));
-        given::<ChatSession>([created(), archived])
-            .when(ChatSessionCommand::Archive { reason: Some("done".into()) })
-            .then([]);
+        given::<ChatSession>([created(), archived]).when(ChatSessionCommand::Archive { reason: Some("done".into()) }).then([]);
     }
 
     fn submitted(turn_id: Uuid) -> ChatSessionEvent {
@@ -552,12 +573,22 @@ mod tests {
     fn one_turn_runs_at_a_time() {
         let turn_id = Uuid::now_v7();
         given::<ChatSession>([created(), submitted(turn_id)])
-            .when(ChatSessionCommand::Submit { turn_id: Uuid::now_v7(), text: "and now?".into(), mode: ChatMode::Ask, submitted_by: "user:ana".into() })
+            .when(ChatSessionCommand::Submit {
+                turn_id: Uuid::now_v7(),
+                text: "and now?".into(),
+                mode: ChatMode::Ask,
+                submitted_by: "user:ana".into(),
+            })
             .then_error(DomainError::InvalidState("a turn is running in this session; wait for it or cancel it".into()));
         let finished = ChatSessionEvent::TurnCancelled(TurnCancelled { turn_id });
         let next = Uuid::now_v7();
         given::<ChatSession>([created(), submitted(turn_id), finished])
-            .when(ChatSessionCommand::Submit { turn_id: next, text: " and now? ".into(), mode: ChatMode::Ask, submitted_by: "user:bo".into() })
+            .when(ChatSessionCommand::Submit {
+                turn_id: next,
+                text: " and now? ".into(),
+                mode: ChatMode::Ask,
+                submitted_by: "user:bo".into(),
+            })
             .then([ChatSessionEvent::MessageSubmitted(MessageSubmitted {
                 turn_id: next,
                 text: "and now?".into(),
@@ -607,14 +638,8 @@ mod tests {
             .then_error(DomainError::InvalidState("tool call call_1 was started before".into()));
         // A call whose outcome is recorded (here: refused after a "no") is never started.
         denied.push(ChatSessionEvent::ConfirmationDenied(ConfirmationDenied { confirmation_id }));
-        denied.push(ChatSessionEvent::ToolCallFailed(ToolCallFailed {
-            turn_id,
-            tool_call_id: "call_1".into(),
-            error: "declined".into(),
-        }));
-        given::<ChatSession>(denied)
-            .when(start)
-            .then_error(DomainError::InvalidState("tool call call_1 already has an outcome".into()));
+        denied.push(ChatSessionEvent::ToolCallFailed(ToolCallFailed { turn_id, tool_call_id: "call_1".into(), error: "declined".into() }));
+        given::<ChatSession>(denied).when(start).then_error(DomainError::InvalidState("tool call call_1 already has an outcome".into()));
     }
 
     #[test]

@@ -79,10 +79,7 @@ pub fn decide_removal(role: Role, admin_count: i64) -> Result<(), DomainError> {
 pub fn token_role(requested: Option<Role>, creator: Role) -> Result<Role, DomainError> {
     let role = requested.unwrap_or(creator);
     if role > creator {
-        return Err(DomainError::InvalidInput {
-            field: "role",
-            reason: format!("must not be higher than your own role ({creator})"),
-        });
+        return Err(DomainError::InvalidInput { field: "role", reason: format!("must not be higher than your own role ({creator})") });
     }
     Ok(role)
 }
@@ -152,7 +149,8 @@ mod tests {
     #[test]
     fn invitations_are_single_use_expire_and_name_one_address() {
         let now = Utc::now();
-        let open = InvitationState { email: "bo@example.com".into(), expires_at: now + Duration::hours(1), accepted: false, revoked: false };
+        let open =
+            InvitationState { email: "bo@example.com".into(), expires_at: now + Duration::hours(1), accepted: false, revoked: false };
         assert!(decide_acceptance(&open, "bo@example.com", now).is_ok());
         assert!(decide_acceptance(&open, "eve@example.com", now).is_err());
         let used = InvitationState { accepted: true, ..open.clone() };
@@ -161,6 +159,8 @@ mod tests {
             Err(DomainError::InvalidState("this invitation has already been used".into()))
         );
         let expired = InvitationState { expires_at: now - Duration::seconds(1), ..open };
-        assert!(matches!(decide_acceptance(&expired, "bo@example.com", now), Err(DomainError::InvalidState(reason)) if reason.contains("expired")));
+        assert!(
+            matches!(decide_acceptance(&expired, "bo@example.com", now), Err(DomainError::InvalidState(reason)) if reason.contains("expired"))
+        );
     }
 }

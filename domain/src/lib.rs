@@ -4,8 +4,8 @@
 
 pub mod chat_session;
 pub mod identity;
-pub mod text;
 pub mod testing;
+pub mod text;
 
 use aurora_events::EventPayload;
 

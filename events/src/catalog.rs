@@ -37,12 +37,7 @@ pub trait EventPayload: Sized + Clone + std::fmt::Debug + PartialEq + Send + Syn
     fn to_json(&self) -> serde_json::Value;
 
     /// Reads a stored payload, upcasting it first when it was written by an older schema.
-    fn decode_with(
-        upcasters: &Upcasters,
-        event_type: &str,
-        schema_version: u32,
-        payload: serde_json::Value,
-    ) -> Result<Self, DecodeError>;
+    fn decode_with(upcasters: &Upcasters, event_type: &str, schema_version: u32, payload: serde_json::Value) -> Result<Self, DecodeError>;
 
     fn decode(event_type: &str, schema_version: u32, payload: serde_json::Value) -> Result<Self, DecodeError> {
         Self::decode_with(Upcasters::shipped(), event_type, schema_version, payload)

@@ -255,10 +255,7 @@ mod tests {
     #[test]
     fn unknown_types_and_future_versions_are_typed_errors() {
         let payload = serde_json::json!({ "title": "x" });
-        assert!(matches!(
-            ChatSessionEvent::decode("chat.nope", 1, payload.clone()),
-            Err(DecodeError::UnknownType(_))
-        ));
+        assert!(matches!(ChatSessionEvent::decode("chat.nope", 1, payload.clone()), Err(DecodeError::UnknownType(_))));
         assert!(matches!(
             ChatSessionEvent::decode("chat.session_renamed", 7, payload),
             Err(DecodeError::FutureVersion { found: 7, known: 1, .. })

@@ -75,14 +75,8 @@ pub enum BindingError {
 }
 
 /// Reads an envelope back from a record's headers (looked up by name) and value.
-pub fn from_binary<'a>(
-    header: impl Fn(&str) -> Option<&'a str>,
-    value: Option<&[u8]>,
-) -> Result<Envelope, BindingError> {
-    fn required<'a>(
-        header: &impl Fn(&str) -> Option<&'a str>,
-        name: &'static str,
-    ) -> Result<&'a str, BindingError> {
+pub fn from_binary<'a>(header: impl Fn(&str) -> Option<&'a str>, value: Option<&[u8]>) -> Result<Envelope, BindingError> {
+    fn required<'a>(header: &impl Fn(&str) -> Option<&'a str>, name: &'static str) -> Result<&'a str, BindingError> {
         header(name).ok_or(BindingError::MissingHeader(name))
     }
     fn parsed<T: std::str::FromStr>(name: &'static str, text: &str) -> Result<T, BindingError>
@@ -94,10 +88,7 @@ pub fn from_binary<'a>(
 
     let spec_version = required(&header, H_SPECVERSION)?;
     if spec_version != SPEC_VERSION {
-        return Err(BindingError::BadHeader {
-            header: H_SPECVERSION,
-            reason: format!("expected {SPEC_VERSION}, found {spec_version}"),
-        });
+        return Err(BindingError::BadHeader { header: H_SPECVERSION, reason: format!("expected {SPEC_VERSION}, found {spec_version}") });
     }
     let occurred_at: DateTime<Utc> = DateTime::parse_from_rfc3339(required(&header, H_TIME)?)
         .map_err(|error| BindingError::BadHeader { header: H_TIME, reason: error.to_string() })?

@@ -48,17 +48,13 @@ pub enum StreamIdError {
 impl StreamId {
     pub fn new(category: &str, id: impl Into<String>) -> Result<Self, StreamIdError> {
         let id = id.into();
-        let category_is_valid = !category.is_empty()
-            && category.len() <= 40
-            && category.bytes().all(|byte| byte.is_ascii_lowercase() || byte == b'_');
+        let category_is_valid =
+            !category.is_empty() && category.len() <= 40 && category.bytes().all(|byte| byte.is_ascii_lowercase() || byte == b'_');
         if !category_is_valid {
             return Err(StreamIdError::BadCategory(category.to_owned()));
         }
-        let id_is_valid = !id.is_empty()
-            && id.len() <= 200
-            && id
-                .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'));
+        let id_is_valid =
+            !id.is_empty() && id.len() <= 200 && id.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'));
         if !id_is_valid {
             return Err(StreamIdError::BadId(id));
         }
@@ -83,9 +79,7 @@ impl fmt::Display for StreamId {
 impl FromStr for StreamId {
     type Err = StreamIdError;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (category, id) = text
-            .split_once('-')
-            .ok_or_else(|| StreamIdError::MissingSeparator(text.to_owned()))?;
+        let (category, id) = text.split_once('-').ok_or_else(|| StreamIdError::MissingSeparator(text.to_owned()))?;
         Self::new(category, id)
     }
 }

@@ -20,9 +20,7 @@ pub fn generated_files() -> BTreeMap<String, String> {
             object.insert("x-aurora-topic".into(), json!(crate::topics::topic_for_category("", info.category)));
         }
         files.insert(format!("{}.v{}.json", info.event_type, info.schema_version), pretty(&schema));
-        let channel = channels
-            .entry(crate::topics::topic_for_category("", info.category))
-            .or_insert_with(|| json!({ "messages": {} }));
+        let channel = channels.entry(crate::topics::topic_for_category("", info.category)).or_insert_with(|| json!({ "messages": {} }));
         channel["messages"][info.event_type] = json!({
             "name": info.event_type,
             "contentType": crate::cloudevents::CONTENT_TYPE,
@@ -130,10 +128,7 @@ mod tests {
 
     #[test]
     fn removing_retyping_and_requiring_fields_are_not() {
-        let old = schema(
-            json!({ "a": { "type": "string" }, "b": { "type": "integer" }, "c": { "type": "string" } }),
-            json!(["a"]),
-        );
+        let old = schema(json!({ "a": { "type": "string" }, "b": { "type": "integer" }, "c": { "type": "string" } }), json!(["a"]));
         let new = schema(json!({ "b": { "type": "string" }, "c": { "type": "string" } }), json!(["c"]));
         let problems = backward_incompatibilities(&old, &new);
         assert_eq!(problems.len(), 3, "{problems:?}");

@@ -13,8 +13,7 @@ pub fn dead_letter_topic(prefix: &str) -> String {
 
 /// Every event topic of this build, for consumers that subscribe to all of them.
 pub fn all_event_topics(prefix: &str) -> Vec<String> {
-    let mut categories: Vec<&str> =
-        crate::catalog::all_event_types().iter().map(|info| info.category).collect();
+    let mut categories: Vec<&str> = crate::catalog::all_event_types().iter().map(|info| info.category).collect();
     categories.sort_unstable();
     categories.dedup();
     categories.into_iter().map(|category| topic_for_category(prefix, category)).collect()

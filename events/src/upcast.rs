@@ -37,22 +37,14 @@ impl Upcasters {
         mut payload: serde_json::Value,
     ) -> Result<serde_json::Value, DecodeError> {
         if stored_version > current_version {
-            return Err(DecodeError::FutureVersion {
-                event_type: event_type.to_owned(),
-                found: stored_version,
-                known: current_version,
-            });
+            return Err(DecodeError::FutureVersion { event_type: event_type.to_owned(), found: stored_version, known: current_version });
         }
         for from in stored_version..current_version {
-            let step = self.steps.get(&(event_type, from)).ok_or_else(|| DecodeError::MissingUpcaster {
-                event_type: event_type.to_owned(),
-                from,
-            })?;
-            payload = step(payload).map_err(|reason| DecodeError::Upcast {
-                event_type: event_type.to_owned(),
-                from,
-                reason,
-            })?;
+            let step = self
+                .steps
+                .get(&(event_type, from))
+                .ok_or_else(|| DecodeError::MissingUpcaster { event_type: event_type.to_owned(), from })?;
+            payload = step(payload).map_err(|reason| DecodeError::Upcast { event_type: event_type.to_owned(), from, reason })?;
         }
         Ok(payload)
     }

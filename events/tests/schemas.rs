@@ -71,9 +71,5 @@ fn schemas_directory_is_up_to_date() {
             stale.push(format!("{name} has no event type in the code"));
         }
     }
-    assert!(
-        stale.is_empty(),
-        "schemas/ is stale; regenerate it with `cargo run -p aurora -- schemas write`:\n{}",
-        stale.join("\n")
-    );
+    assert!(stale.is_empty(), "schemas/ is stale; regenerate it with `cargo run -p aurora -- schemas write`:\n{}", stale.join("\n"));
 }

@@ -34,9 +34,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             let text = error.body_text();
             ApiError::BadRequest { field: field_named_in(&text), detail: text }
         }
-        JsonRejection::BytesRejection(error) if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge
-        }
+        JsonRejection::BytesRejection(error) if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
         other => ApiError::BadRequest { detail: other.body_text(), field: None },
     }
 }
@@ -96,10 +94,7 @@ mod tests {
         let prefix = "Failed to deserialize the JSON body into the target type: ";
         assert_eq!(field_named_in(&format!("{prefix}unknown field `colour`, expected `title`")).as_deref(), Some("colour"));
         assert_eq!(field_named_in(&format!("{prefix}missing field `title` at line 1")).as_deref(), Some("title"));
-        assert_eq!(
-            field_named_in(&format!("{prefix}role: unknown variant `owner`, expected one of `viewer`")).as_deref(),
-            Some("role")
-        );
+        assert_eq!(field_named_in(&format!("{prefix}role: unknown variant `owner`, expected one of `viewer`")).as_deref(), Some("role"));
         assert_eq!(field_named_in(&format!("{prefix}invalid type: integer `1`, expected a string")), None);
         assert_eq!(field_named_in("Failed to deserialize query string: unknown field `colour`").as_deref(), Some("colour"));
     }

@@ -45,6 +45,9 @@ impl AppState {
     pub async fn new(config: Config, pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let kafka = aurora_adapters::kafka::standalone_consumer(&config)?;
         let redis = aurora_adapters::redis::Redis::connect(&config).await?;
+        let config = Arc::new(config);
+        let kafka = Arc::new(kafka);
+        routes::metrics::spawn_sampler(config.clone(), pool.clone(), kafka.clone(), shutdown.clone());
         Ok(Self {
             commands: CommandHandler::new(Arc::new(PostgresEventStore::new(pool.clone()))),
             identities: IdentityStore::new(pool.clone()),
@@ -52,9 +55,9 @@ impl AppState {
             tickets: Tickets::new(redis.clone(), &config.redis_prefix, config.ws_ticket_ttl),
             redis,
             chat_hub: chat_hub::ChatHub::start(&config, shutdown).await,
-            config: Arc::new(config),
+            config,
             pool,
-            kafka: Arc::new(kafka),
+            kafka,
         })
     }
 }
@@ -62,9 +65,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     // Spans name the path only: a query string can carry a WebSocket ticket.
-    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-        tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
-    });
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(|request: &Request<_>| tracing::debug_span!("request", method = %request.method(), path = %request.uri().path()));
     routes::router(&state)
         .with_state(state)
         .fallback(|| async { problem::ApiError::RouteNotFound })

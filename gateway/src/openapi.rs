@@ -5,8 +5,8 @@
 use axum::http::Method;
 use axum::Json;
 use utoipa::openapi::extensions::ExtensionsBuilder;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::OpenApi;
 
 use crate::auth::{Access, SESSION_COOKIE};
@@ -21,12 +21,34 @@ use crate::routes::{audit, auth, chat, health, metrics, org, specs, tokens, ws};
                        cookie carry the session's CSRF token in `X-CSRF-Token`."
     ),
     paths(
-        health::healthz, health::readyz, metrics::metrics, openapi_json,
-        auth::register, auth::login, auth::logout, auth::change_password, auth::me, auth::ws_ticket, ws::open,
-        org::list_members, org::change_role, org::remove_member, org::invite, org::list_invitations, org::revoke_invitation,
-        tokens::create_token, tokens::list_tokens, tokens::revoke_token,
-        chat::create_session, chat::list_sessions, chat::get_session, chat::rename_session, chat::archive_session,
-        chat::delete_session, chat::list_messages, chat::tool_result,
+        health::healthz,
+        health::readyz,
+        metrics::metrics_text,
+        openapi_json,
+        auth::register,
+        auth::login,
+        auth::logout,
+        auth::change_password,
+        auth::me,
+        auth::ws_ticket,
+        ws::open,
+        org::list_members,
+        org::change_role,
+        org::remove_member,
+        org::invite,
+        org::list_invitations,
+        org::revoke_invitation,
+        tokens::create_token,
+        tokens::list_tokens,
+        tokens::revoke_token,
+        chat::create_session,
+        chat::list_sessions,
+        chat::get_session,
+        chat::rename_session,
+        chat::archive_session,
+        chat::delete_session,
+        chat::list_messages,
+        chat::tool_result,
         audit::query_audit_log,
     ),
     components(schemas(crate::problem::Problem))

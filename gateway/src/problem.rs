@@ -64,9 +64,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed"),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too-many-requests", "Too many requests"),
             ApiError::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad-request", "Request is not valid"),
-            ApiError::UnsupportedMediaType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported content type")
-            }
+            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported content type"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large"),
             ApiError::EventTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "event-too-large", "Change too large to record"),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict", "Conflicting change"),
@@ -113,9 +111,7 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after_secs));
         }
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"aurora\""));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer realm=\"aurora\""));
         }
         response
     }
@@ -125,9 +121,7 @@ impl From<DomainError> for ApiError {
     fn from(error: DomainError) -> Self {
         match error {
             DomainError::NotFound(what) => ApiError::NotFound(what),
-            DomainError::AlreadyExists(what) => {
-                ApiError::Conflict { detail: format!("{what} already exists"), current_version: None }
-            }
+            DomainError::AlreadyExists(what) => ApiError::Conflict { detail: format!("{what} already exists"), current_version: None },
             DomainError::InvalidInput { field, reason } => {
                 ApiError::BadRequest { detail: format!("{field} {reason}"), field: Some(field.to_owned()) }
             }

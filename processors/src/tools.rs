@@ -147,14 +147,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn standard() -> Self {
-        Self {
-            tools: vec![
-                Arc::new(ListChatSessions),
-                Arc::new(ReadChatSession),
-                Arc::new(ReadAuditLog),
-                Arc::new(ArchiveChatSession),
-            ],
-        }
+        Self { tools: vec![Arc::new(ListChatSessions), Arc::new(ReadChatSession), Arc::new(ReadAuditLog), Arc::new(ArchiveChatSession)] }
     }
 
     /// The tools offered to a turn of `org_id` in `mode`: no destructive tool in `ask` mode.

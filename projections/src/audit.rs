@@ -18,8 +18,7 @@ impl Projection for AuditLog {
     }
 
     fn categories(&self) -> Vec<&'static str> {
-        let mut categories: Vec<&'static str> =
-            aurora_events::catalog::all_event_types().iter().map(|info| info.category).collect();
+        let mut categories: Vec<&'static str> = aurora_events::catalog::all_event_types().iter().map(|info| info.category).collect();
         categories.sort_unstable();
         categories.dedup();
         categories

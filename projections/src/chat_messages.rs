@@ -38,12 +38,9 @@ fn shown(event: &ChatSessionEvent) -> Option<(&'static str, Uuid, String, Value)
             String::new(),
             json!({ "tool_call_id": done.tool_call_id, "result": done.result, "truncated": done.truncated, "status": "completed" }),
         ),
-        E::ToolCallFailed(failed) => (
-            "tool_result",
-            failed.turn_id,
-            failed.error.clone(),
-            json!({ "tool_call_id": failed.tool_call_id, "status": "failed" }),
-        ),
+        E::ToolCallFailed(failed) => {
+            ("tool_result", failed.turn_id, failed.error.clone(), json!({ "tool_call_id": failed.tool_call_id, "status": "failed" }))
+        }
         E::ConfirmationRequested(requested) => (
             "confirmation",
             requested.turn_id,

@@ -35,16 +35,54 @@ pub struct ReplayReport {
 
 type Positions = BTreeMap<(String, i32), i64>;
 
+/// Whether a rebuild may start from a log that no longer holds its first records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartialLog {
+    /// Refuse: a read model rebuilt from part of the log would replace a good one with less.
+    Refuse,
+    /// Rebuild from what the log holds (`aurora replay --force`).
+    Accept,
+}
+
+/// The log does not hold every record of the projection's topics any more.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the log no longer starts at offset 0 ({partitions}): records were deleted or compacted away, and a rebuild \
+     would replace the read model with what is left; the live read model is kept. Pass --force to rebuild anyway"
+)]
+pub struct PartialLogRefused {
+    pub partitions: String,
+}
+
 pub async fn rebuild(
     projection: Arc<dyn Projection>,
     config: &Config,
     pool: &PgPool,
     progress: &ProgressBar,
+    partial_log: PartialLog,
 ) -> anyhow::Result<ReplayReport> {
     let started = std::time::Instant::now();
     let name = projection.name();
     let topics = projection.topics(&config.topic_prefix);
     ensure_topics(config, &topics).await?;
+    let probe = standalone_consumer(config)?;
+    let mut watermarks = Vec::new();
+    for topic in &topics {
+        let marks = tokio::task::block_in_place(|| partition_watermarks(&probe, topic, Duration::from_secs(10)))?;
+        watermarks.push((topic.clone(), marks));
+    }
+    let truncated: Vec<String> = watermarks
+        .iter()
+        .flat_map(|(topic, marks)| {
+            marks.iter().filter(|(_, low, _)| *low > 0).map(move |(partition, low, _)| format!("{topic}/{partition} starts at {low}"))
+        })
+        .collect();
+    if !truncated.is_empty() {
+        if partial_log == PartialLog::Refuse {
+            return Err(PartialLogRefused { partitions: truncated.join(", ") }.into());
+        }
+        tracing::warn!(projection = name, partitions = %truncated.join(", "), "rebuilding from a log that lost its first records, as forced");
+    }
     let fresh_tables = TableNames::with_suffix(projection.tables(), REBUILD_SUFFIX);
     for table in projection.tables() {
         let fresh = fresh_tables.get(table);
@@ -53,32 +91,40 @@ pub async fn rebuild(
     }
 
     // Where the log ends now: the rebuild reads up to here before it swaps.
-    let probe = standalone_consumer(config)?;
     let mut targets = Positions::new();
     let mut positions = Positions::new();
     let mut assignment = TopicPartitionList::new();
     let mut total = 0u64;
-    for topic in &topics {
-        let marks = tokio::task::block_in_place(|| partition_watermarks(&probe, topic, Duration::from_secs(10)))?;
+    for (topic, marks) in watermarks {
         for (partition, low, high) in marks {
             targets.insert((topic.clone(), partition), high);
             positions.insert((topic.clone(), partition), low);
-            assignment.add_partition_offset(topic, partition, Offset::Offset(low))?;
+            assignment.add_partition_offset(&topic, partition, Offset::Offset(low))?;
             total += (high - low).max(0) as u64;
         }
     }
     progress.set_length(total);
     progress.set_message(format!("rebuilding {name}"));
 
-    let consumer: StreamConsumer = aurora_adapters::kafka::consumer_config(config, &format!("{}aurora-replay-{name}", config.topic_prefix))
-        .create()?;
+    let consumer: StreamConsumer =
+        aurora_adapters::kafka::consumer_config(config, &format!("{}aurora-replay-{name}", config.topic_prefix)).create()?;
     consumer.assign(&assignment)?;
 
     let mut report = ReplayReport { events_applied: 0, poison_skipped: 0, elapsed: Duration::ZERO };
     {
         let mut connection = pool.acquire().await?;
-        consume_until(projection.as_ref(), config, &consumer, &mut connection, &fresh_tables, &targets, &mut positions, &mut report, progress)
-            .await?;
+        consume_until(
+            projection.as_ref(),
+            config,
+            &consumer,
+            &mut connection,
+            &fresh_tables,
+            &targets,
+            &mut positions,
+            &mut report,
+            progress,
+        )
+        .await?;
     }
 
     // The swap.
@@ -101,8 +147,18 @@ pub async fn rebuild(
         .collect();
     if !catch_up.is_empty() {
         progress.inc_length(catch_up.iter().map(|(key, offset)| (offset - positions[key]) as u64).sum());
-        consume_until(projection.as_ref(), config, &consumer, &mut transaction, &fresh_tables, &catch_up, &mut positions, &mut report, progress)
-            .await?;
+        consume_until(
+            projection.as_ref(),
+            config,
+            &consumer,
+            &mut transaction,
+            &fresh_tables,
+            &catch_up,
+            &mut positions,
+            &mut report,
+            progress,
+        )
+        .await?;
     }
     let mut final_offsets = live.clone();
     for (key, position) in &positions {

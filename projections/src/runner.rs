@@ -173,28 +173,18 @@ impl ProjectionRunner {
 
     /// One transaction: lock the partitions' offsets, apply what is new, dead-letter the poison,
     /// move the offsets. Returns the next offset of each partition in the batch.
-    async fn apply_batch(
-        &self,
-        batch: &[OwnedMessage],
-        dead_letters: &FutureProducer,
-    ) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+    async fn apply_batch(&self, batch: &[OwnedMessage], dead_letters: &FutureProducer) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
         let name = self.projection.name();
         let mut transaction = self.pool.begin().await?;
         let mut next_offsets = lock_offsets(&mut transaction, name, batch).await?;
-        let fresh: Vec<&OwnedMessage> = batch
-            .iter()
-            .filter(|message| message.offset() >= next_offsets[&(message.topic().to_owned(), message.partition())])
-            .collect();
+        let fresh: Vec<&OwnedMessage> =
+            batch.iter().filter(|message| message.offset() >= next_offsets[&(message.topic().to_owned(), message.partition())]).collect();
         let poison = apply_records(self.projection.as_ref(), &mut transaction, &TableNames::live(), &fresh).await?;
         if !poison.is_empty() {
-            let records: Vec<_> = poison
-                .iter()
-                .map(|poison| dead_letter_record(&self.config.topic_prefix, name, poison.message, &poison.error))
-                .collect();
-            let deliveries: Vec<_> = records
-                .iter()
-                .map(|record| dead_letters.send(record.as_future_record(), Duration::from_secs(30)))
-                .collect();
+            let records: Vec<_> =
+                poison.iter().map(|poison| dead_letter_record(&self.config.topic_prefix, name, poison.message, &poison.error)).collect();
+            let deliveries: Vec<_> =
+                records.iter().map(|record| dead_letters.send(record.as_future_record(), Duration::from_secs(30))).collect();
             for delivery in futures::future::join_all(deliveries).await {
                 delivery.map_err(|(error, _)| anyhow::anyhow!("dead-lettering failed: {error}"))?;
             }
@@ -226,8 +216,7 @@ pub(crate) async fn lock_offsets(
     projection: &str,
     batch: &[OwnedMessage],
 ) -> Result<BTreeMap<(String, i32), i64>, sqlx::Error> {
-    let mut partitions: Vec<(String, i32)> =
-        batch.iter().map(|message| (message.topic().to_owned(), message.partition())).collect();
+    let mut partitions: Vec<(String, i32)> = batch.iter().map(|message| (message.topic().to_owned(), message.partition())).collect();
     partitions.sort_unstable();
     partitions.dedup();
     let (topics, numbers): (Vec<String>, Vec<i32>) = partitions.into_iter().unzip();
@@ -250,9 +239,7 @@ pub(crate) async fn lock_offsets(
     .bind(&numbers)
     .fetch_all(&mut *connection)
     .await?;
-    rows.iter()
-        .map(|row| Ok(((row.try_get("topic")?, row.try_get("partition")?), row.try_get("next_offset")?)))
-        .collect()
+    rows.iter().map(|row| Ok(((row.try_get("topic")?, row.try_get("partition")?), row.try_get("next_offset")?))).collect()
 }
 
 pub(crate) async fn store_offsets(

@@ -22,12 +22,41 @@ pub struct ChatSocket {
 impl ChatSocket {
     /// Gets a ticket as `caller` and opens the socket.
     pub async fn open(base_url: &str, caller: &Caller) -> Self {
+        let ticket: Value = caller.apply(http().post(format!("{base_url}/v1/auth/ws-ticket"))).send().await.unwrap().json().await.unwrap();
+        Self::open_with_ticket(base_url, ticket["ticket"].as_str().unwrap()).await
+    }
+
+    /// Gets a ticket with the API token `token` and opens the socket.
+    pub async fn open_with_token(base_url: &str, token: &str) -> Self {
         let ticket: Value =
-            caller.apply(http().post(format!("{base_url}/v1/auth/ws-ticket"))).send().await.unwrap().json().await.unwrap();
-        let url = format!("{}/ws?ticket={}", base_url.replacen("http://", "ws://", 1), ticket["ticket"].as_str().unwrap());
+            http().post(format!("{base_url}/v1/auth/ws-ticket")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+        Self::open_with_ticket(base_url, ticket["ticket"].as_str().expect("a ticket")).await
+    }
+
+    async fn open_with_ticket(base_url: &str, ticket: &str) -> Self {
+        let url = format!("{}/ws?ticket={ticket}", base_url.replacen("http://", "ws://", 1));
         let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket handshake");
         let hello = serde_json::from_str(socket.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
         Self { socket, frames: Vec::new(), hello }
+    }
+
+    /// Reads until the server closes the socket; returns its close code, or `None` if it is
+    /// still open after `wait`.
+    pub async fn closed_within(&mut self, wait: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.socket.next()).await.ok()?;
+            match next {
+                Some(Ok(Message::Close(frame))) => return Some(frame.map(|frame| u16::from(frame.code)).unwrap_or(1005)),
+                Some(Ok(Message::Text(text))) => {
+                    if let Ok(frame) = serde_json::from_str::<Value>(&text) {
+                        self.frames.push(frame);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Some(1006),
+            }
+        }
     }
 
     pub async fn send_raw(&mut self, text: &str) {

@@ -35,8 +35,8 @@ pub fn redis_url() -> String {
 pub fn init_logging() {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_env("AURORA_TEST_LOG")
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let filter =
+            tracing_subscriber::EnvFilter::try_from_env("AURORA_TEST_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     });
 }
@@ -73,6 +73,7 @@ impl TestEnv {
             redis_url: redis_url(),
             // Rate-limit counters and tickets of one test never meet another's.
             redis_prefix: format!("aurora-test:{}:", Uuid::now_v7().simple()),
+            metrics_interval: Duration::from_secs(1),
             ..Config::default()
         };
         let pool = aurora_adapters::postgres::connect(&config).await.expect("connect to test database");
@@ -90,6 +91,7 @@ impl TestEnv {
             ("AURORA_DATABASE_POOL_SIZE".into(), "4".into()),
             ("AURORA_REDIS_URL".into(), self.config.redis_url.clone()),
             ("AURORA_REDIS_PREFIX".into(), self.config.redis_prefix.clone()),
+            ("AURORA_METRICS_INTERVAL_SECS".into(), self.config.metrics_interval.as_secs().to_string()),
         ]
     }
 
@@ -360,7 +362,11 @@ pub async fn write_burst(pool: &PgPool, org: Uuid, streams: usize, events_per_st
             for version in 1..=events_per_stream as u64 {
                 for session_id in &mine {
                     let event = if version == 1 {
-                        ChatSessionEvent::Created(SessionCreated { session_id: *session_id, title: "burst".into(), owner: "user:burst".into() })
+                        ChatSessionEvent::Created(SessionCreated {
+                            session_id: *session_id,
+                            title: "burst".into(),
+                            owner: "user:burst".into(),
+                        })
                     } else {
                         ChatSessionEvent::Renamed(SessionRenamed { title: format!("burst {version}") })
                     };

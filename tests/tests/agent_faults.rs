@@ -81,8 +81,15 @@ async fn a_processor_killed_while_the_answer_streams_is_replaced_and_the_turn_co
 async fn a_processor_killed_while_a_confirmation_waits_runs_the_tool_once_after_the_yes() {
     let (env, app, llm) = setup().await;
     let ana = Caller::register(&app.base_url, "ana").await;
-    let target: Value =
-        ana.apply(http().post(app.url("/v1/chat/sessions"))).json(&json!({ "title": "to archive" })).send().await.unwrap().json().await.unwrap();
+    let target: Value = ana
+        .apply(http().post(app.url("/v1/chat/sessions")))
+        .json(&json!({ "title": "to archive" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let target = target["session_id"].as_str().unwrap().to_owned();
     llm.script(
         "archive that session",
@@ -136,7 +143,12 @@ async fn session_left_by_a_crash(env: &TestEnv, org: Uuid, user: Uuid, events: V
 fn turn_with_a_tool_call(turn_id: Uuid, user: Uuid, question: &str, call: &ToolCallRequested, mode: ChatMode) -> Vec<ChatSessionEvent> {
     vec![
         ChatSessionEvent::MessageSubmitted(MessageSubmitted { turn_id, text: question.into(), mode, submitted_by: format!("user:{user}") }),
-        ChatSessionEvent::TurnStarted(TurnStarted { turn_id, started_at: chrono::Utc::now(), model: "scripted-model".into(), tools: vec![] }),
+        ChatSessionEvent::TurnStarted(TurnStarted {
+            turn_id,
+            started_at: chrono::Utc::now(),
+            model: "scripted-model".into(),
+            tools: vec![],
+        }),
         ChatSessionEvent::LlmCallCompleted(LlmCallCompleted {
             turn_id,
             call_index: 1,
@@ -146,7 +158,11 @@ fn turn_with_a_tool_call(turn_id: Uuid, user: Uuid, question: &str, call: &ToolC
             latency_ms: 5,
             first_token_ms: Some(1),
             text: String::new(),
-            tool_calls: vec![ModelToolCall { tool_call_id: call.tool_call_id.clone(), name: call.name.clone(), arguments: call.arguments.to_string() }],
+            tool_calls: vec![ModelToolCall {
+                tool_call_id: call.tool_call_id.clone(),
+                name: call.name.clone(),
+                arguments: call.arguments.to_string(),
+            }],
             finish_reason: Some("tool_calls".into()),
         }),
         ChatSessionEvent::ToolCallRequested(call.clone()),
@@ -166,14 +182,24 @@ async fn a_turn_left_after_a_tool_call_was_requested_runs_that_tool_once_and_com
         destructive: false,
     };
     llm.script("what sessions exist?", vec![Step::tool("call_list", "list_chat_sessions", json!({})), Step::text("Just this one.")]);
-    let session_id = session_left_by_a_crash(&env, ana.org, ana.user_id, turn_with_a_tool_call(turn_id, ana.user_id, "what sessions exist?", &call, ChatMode::Ask)).await;
+    let session_id = session_left_by_a_crash(
+        &env,
+        ana.org,
+        ana.user_id,
+        turn_with_a_tool_call(turn_id, ana.user_id, "what sessions exist?", &call, ChatMode::Ask),
+    )
+    .await;
     let _processors = processors(&env, &llm);
     wait_for_event(&env, &session_id, "chat.assistant_message_completed").await;
     assert_eq!(count_events(&env, &session_id, "tool_call.completed").await, 1);
     assert_eq!(count_events(&env, &session_id, "llm.call_completed").await, 2, "the recorded call was not made again");
     let requests = llm.requests_for("what sessions exist?");
     assert_eq!(requests.len(), 1, "only the call after the tool result");
-    assert!(requests[0]["messages"].as_array().unwrap().iter().any(|message| message["role"] == "tool" && message["tool_call_id"] == "call_list"));
+    assert!(requests[0]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|message| message["role"] == "tool" && message["tool_call_id"] == "call_list"));
     app.stop().await;
 }
 
@@ -181,8 +207,15 @@ async fn a_turn_left_after_a_tool_call_was_requested_runs_that_tool_once_and_com
 async fn a_destructive_tool_started_before_a_crash_is_never_run_again() {
     let (env, app, llm) = setup().await;
     let ana = Caller::register(&app.base_url, "ana").await;
-    let target: Value =
-        ana.apply(http().post(app.url("/v1/chat/sessions"))).json(&json!({ "title": "maybe archived" })).send().await.unwrap().json().await.unwrap();
+    let target: Value = ana
+        .apply(http().post(app.url("/v1/chat/sessions")))
+        .json(&json!({ "title": "maybe archived" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let target = target["session_id"].as_str().unwrap().to_owned();
     let (turn_id, confirmation_id) = (Uuid::now_v7(), Uuid::now_v7());
     let call = ToolCallRequested {
@@ -204,7 +237,10 @@ async fn a_destructive_tool_started_before_a_crash_is_never_run_again() {
     events.push(ChatSessionEvent::ConfirmationGranted(ConfirmationGranted { confirmation_id }));
     // The processor recorded that the tool started, then died before its outcome.
     events.push(ChatSessionEvent::ToolCallStarted(ToolCallStarted { turn_id, tool_call_id: "call_archive".into() }));
-    llm.script("archive it now", vec![Step::tool("call_archive", "archive_chat_session", json!({})), Step::text("I could not tell whether it worked.")]);
+    llm.script(
+        "archive it now",
+        vec![Step::tool("call_archive", "archive_chat_session", json!({})), Step::text("I could not tell whether it worked.")],
+    );
     let session_id = session_left_by_a_crash(&env, ana.org, ana.user_id, events).await;
     let _processors = processors(&env, &llm);
     wait_for_event(&env, &session_id, "chat.assistant_message_completed").await;

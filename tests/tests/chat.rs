@@ -33,8 +33,15 @@ async fn event_types(env: &TestEnv, session_id: &str) -> Vec<String> {
 }
 
 async fn create_session(app: &App, caller: &Caller, title: &str) -> String {
-    let created: Value =
-        caller.apply(http().post(app.url("/v1/chat/sessions"))).json(&json!({ "title": title })).send().await.unwrap().json().await.unwrap();
+    let created: Value = caller
+        .apply(http().post(app.url("/v1/chat/sessions")))
+        .json(&json!({ "title": title }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     created["session_id"].as_str().unwrap().to_owned()
 }
 
@@ -42,7 +49,10 @@ async fn create_session(app: &App, caller: &Caller, title: &str) -> String {
 async fn an_answer_streams_in_and_the_turn_is_recorded() {
     let (env, app, llm) = chat_app(|_| {}).await;
     let ana = Caller::register(&app.base_url, "ana").await;
-    llm.script("why is checkout slow?", vec![Step::slow_text("The database pool is exhausted since the deploy.", Duration::from_millis(5))]);
+    llm.script(
+        "why is checkout slow?",
+        vec![Step::slow_text("The database pool is exhausted since the deploy.", Duration::from_millis(5))],
+    );
     let mut socket = ChatSocket::open(&app.base_url, &ana).await;
     let accepted = socket.request(json!({ "type": "query", "text": "why is checkout slow?", "mode": "ask" })).await;
     assert_eq!(accepted["type"], "accepted");
@@ -77,14 +87,8 @@ async fn an_answer_streams_in_and_the_turn_is_recorded() {
 
     // The conversation pages out of the read model.
     let page = eventually("the conversation in the read model", WAIT, || async {
-        let page: Value = ana
-            .apply(http().get(app.url(&format!("/v1/chat/sessions/{session_id}/messages"))))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value =
+            ana.apply(http().get(app.url(&format!("/v1/chat/sessions/{session_id}/messages")))).send().await.unwrap().json().await.unwrap();
         (page["items"].as_array().unwrap().len() == 2).then_some(page)
     })
     .await;
@@ -95,7 +99,11 @@ async fn an_answer_streams_in_and_the_turn_is_recorded() {
     // The next question carries the history to the model.
     llm.script("and the fix?", vec![Step::text("Raise the pool size.")]);
     socket.request(json!({ "type": "query", "session_id": session_id, "text": "and the fix?", "mode": "ask" })).await;
-    socket.until("the second answer", |frame| frame["type"] == "chat.assistant_message_completed" && frame["payload"]["text"] == "Raise the pool size.").await;
+    socket
+        .until("the second answer", |frame| {
+            frame["type"] == "chat.assistant_message_completed" && frame["payload"]["text"] == "Raise the pool size."
+        })
+        .await;
     let second = llm.requests_for("and the fix?").pop().unwrap();
     let roles: Vec<&str> = second["messages"].as_array().unwrap().iter().map(|message| message["role"].as_str().unwrap()).collect();
     assert_eq!(roles, ["system", "user", "assistant", "user"]);
@@ -130,7 +138,8 @@ async fn tool_calls_are_shown_as_they_happen_and_their_results_reach_the_model()
     // The model saw the tool's result, and in ask mode was offered no destructive tool.
     let requests = llm.requests_for("which sessions do we have?");
     assert_eq!(requests.len(), 2);
-    let offered: Vec<&str> = requests[0]["tools"].as_array().unwrap().iter().map(|tool| tool["function"]["name"].as_str().unwrap()).collect();
+    let offered: Vec<&str> =
+        requests[0]["tools"].as_array().unwrap().iter().map(|tool| tool["function"]["name"].as_str().unwrap()).collect();
     assert!(offered.contains(&"list_chat_sessions") && offered.contains(&"read_audit_log"));
     assert!(!offered.contains(&"archive_chat_session"), "ask mode offers no destructive tool: {offered:?}");
     let parameters = &requests[0]["tools"][0]["function"]["parameters"];
@@ -164,7 +173,10 @@ async fn a_destructive_tool_waits_for_its_owner_and_runs_once() {
     let target = create_session(&app, &ana, "old incident").await;
     llm.script(
         "archive the old incident",
-        vec![Step::tool("call_archive", "archive_chat_session", json!({ "session_id": target, "reason": "done" })), Step::text("Archived.")],
+        vec![
+            Step::tool("call_archive", "archive_chat_session", json!({ "session_id": target, "reason": "done" })),
+            Step::text("Archived."),
+        ],
     );
     // The editor asks; the admin and the editor (the owner) may answer; the viewer may not.
     let mut socket = ChatSocket::open(&app.base_url, &editor).await;
@@ -183,11 +195,13 @@ async fn a_destructive_tool_waits_for_its_owner_and_runs_once() {
     assert_eq!(refused["type"], "error");
     assert_eq!(refused["code"], "forbidden");
 
-    let answered = socket.request(json!({ "type": "confirm", "session_id": session_id, "confirmation_id": confirmation_id, "approve": true })).await;
+    let answered =
+        socket.request(json!({ "type": "confirm", "session_id": session_id, "confirmation_id": confirmation_id, "approve": true })).await;
     assert_eq!(answered["type"], "confirmation_answered");
     socket.event("tool_call.completed").await;
     socket.event("chat.assistant_message_completed").await;
-    let twice = socket.request(json!({ "type": "confirm", "session_id": session_id, "confirmation_id": confirmation_id, "approve": false })).await;
+    let twice =
+        socket.request(json!({ "type": "confirm", "session_id": session_id, "confirmation_id": confirmation_id, "approve": false })).await;
     assert_eq!(twice["code"], "conflict");
     assert!(twice["detail"].as_str().unwrap().contains("already answered"));
 
@@ -200,7 +214,8 @@ async fn a_destructive_tool_waits_for_its_owner_and_runs_once() {
             .unwrap();
     assert_eq!(archived, vec![("chat.session_archived".to_owned(), format!("user:{}", editor.user_id))]);
     let view = eventually("the archived session in the read model", WAIT, || async {
-        let view: Value = ana.apply(http().get(app.url(&format!("/v1/chat/sessions/{target}")))).send().await.unwrap().json().await.unwrap();
+        let view: Value =
+            ana.apply(http().get(app.url(&format!("/v1/chat/sessions/{target}")))).send().await.unwrap().json().await.unwrap();
         (view["archived"] == true).then_some(view)
     })
     .await;
@@ -219,7 +234,10 @@ async fn denied_and_expired_confirmations_never_run_the_tool() {
     let ana = Caller::register(&app.base_url, "ana").await;
     let target = create_session(&app, &ana, "keep me").await;
     for question in ["archive it, please", "archive it, later"] {
-        llm.script(question, vec![Step::tool("call_1", "archive_chat_session", json!({ "session_id": target })), Step::text("Understood.")]);
+        llm.script(
+            question,
+            vec![Step::tool("call_1", "archive_chat_session", json!({ "session_id": target })), Step::text("Understood.")],
+        );
     }
     let mut socket = ChatSocket::open(&app.base_url, &ana).await;
     let first = socket.request(json!({ "type": "query", "text": "archive it, please", "mode": "agent" })).await;
@@ -236,13 +254,24 @@ async fn denied_and_expired_confirmations_never_run_the_tool() {
     socket.request(json!({ "type": "query", "session_id": session_id, "text": "archive it, later", "mode": "agent" })).await;
     socket.event("confirmation.requested").await;
     socket.event("confirmation.expired").await;
-    let failed = socket.until("the expired call's failure", |frame| frame["type"] == "tool_call.failed" && frame["payload"]["error"].as_str().unwrap().contains("in time")).await;
+    let failed = socket
+        .until("the expired call's failure", |frame| {
+            frame["type"] == "tool_call.failed" && frame["payload"]["error"].as_str().unwrap().contains("in time")
+        })
+        .await;
     assert_eq!(failed["payload"]["tool_call_id"], "call_1");
-    socket.until("the second answer", |frame| frame["type"] == "chat.assistant_message_completed" && frame["stream_version"].as_u64().unwrap() > 10).await;
+    socket
+        .until("the second answer", |frame| {
+            frame["type"] == "chat.assistant_message_completed" && frame["stream_version"].as_u64().unwrap() > 10
+        })
+        .await;
     assert!(!event_types(&env, &target).await.contains(&"chat.session_archived".to_owned()));
     // Both confirmations had a timer; the answered one's fired as a no-op.
     assert_eq!(env.count("SELECT count(*) FROM timers WHERE fired_at IS NOT NULL").await, 2);
-    assert_eq!(env.count(&format!("SELECT count(*) FROM events WHERE stream = 'chat-{session_id}' AND event_type = 'confirmation.expired'")).await, 1);
+    assert_eq!(
+        env.count(&format!("SELECT count(*) FROM events WHERE stream = 'chat-{session_id}' AND event_type = 'confirmation.expired'")).await,
+        1
+    );
     socket.close().await;
     app.stop().await;
 }
@@ -256,16 +285,15 @@ async fn a_running_turn_is_cancelled_at_its_next_step() {
     let mut socket = ChatSocket::open(&app.base_url, &ana).await;
     let accepted = socket.request(json!({ "type": "query", "text": "tell me everything", "mode": "ask" })).await;
     socket.event("delta").await;
-    let cancel = socket
-        .request(json!({ "type": "cancel", "session_id": accepted["session_id"], "turn_id": accepted["turn_id"] }))
-        .await;
+    let cancel = socket.request(json!({ "type": "cancel", "session_id": accepted["session_id"], "turn_id": accepted["turn_id"] })).await;
     assert_eq!(cancel["type"], "cancel_requested");
     socket.event("chat.turn_cancelled").await;
     let types = event_types(&env, accepted["session_id"].as_str().unwrap()).await;
     assert!(!types.contains(&"chat.assistant_message_completed".to_owned()));
     assert_eq!(types.last().unwrap(), "chat.turn_cancelled");
     // The session takes the next question.
-    let next = socket.request(json!({ "type": "query", "session_id": accepted["session_id"], "text": "short, please", "mode": "ask" })).await;
+    let next =
+        socket.request(json!({ "type": "query", "session_id": accepted["session_id"], "text": "short, please", "mode": "ask" })).await;
     assert_eq!(next["type"], "accepted");
     socket.close().await;
     app.stop().await;
@@ -283,7 +311,11 @@ async fn a_failing_or_silent_model_ends_the_turn_with_a_message() {
     assert_eq!(failed["payload"]["reason"], "llm_unavailable");
     assert!(failed["payload"]["message"].as_str().unwrap().contains("could not answer"));
     socket.request(json!({ "type": "query", "text": "hang please", "mode": "ask" })).await;
-    let failed = socket.until("the timed-out turn", |frame| frame["type"] == "chat.turn_failed" && frame["payload"]["message"].as_str().unwrap().contains("within")).await;
+    let failed = socket
+        .until("the timed-out turn", |frame| {
+            frame["type"] == "chat.turn_failed" && frame["payload"]["message"].as_str().unwrap().contains("within")
+        })
+        .await;
     assert_eq!(failed["payload"]["reason"], "llm_unavailable");
     socket.close().await;
     app.stop().await;
@@ -340,7 +372,12 @@ async fn history_beyond_the_context_budget_is_trimmed_oldest_first() {
         }
         let accepted = socket.request(frame).await;
         session_id = accepted["session_id"].clone();
-        socket.until("the answer", |frame| frame["type"] == "chat.assistant_message_completed" && frame["payload"]["text"].as_str().unwrap().starts_with(&format!("answer {index}"))).await;
+        socket
+            .until("the answer", |frame| {
+                frame["type"] == "chat.assistant_message_completed"
+                    && frame["payload"]["text"].as_str().unwrap().starts_with(&format!("answer {index}"))
+            })
+            .await;
     }
     let last = llm.requests().pop().unwrap();
     let messages = last["messages"].as_array().unwrap();
@@ -431,7 +468,11 @@ async fn sessions_are_deleted_and_their_messages_paged_over_rest() {
             frame["session_id"] = session_id.clone();
         }
         session_id = socket.request(frame).await["session_id"].clone();
-        socket.until("an answer", |frame| frame["type"] == "chat.assistant_message_completed" && frame["payload"]["text"] == format!("a{index}")).await;
+        socket
+            .until("an answer", |frame| {
+                frame["type"] == "chat.assistant_message_completed" && frame["payload"]["text"] == format!("a{index}")
+            })
+            .await;
     }
     let session_id = session_id.as_str().unwrap().to_owned();
     let page = |after: Option<i64>| {
@@ -457,7 +498,8 @@ async fn sessions_are_deleted_and_their_messages_paged_over_rest() {
     let deleted = ana.apply(http().delete(app.url(&format!("/v1/chat/sessions/{session_id}")))).send().await.unwrap();
     assert_eq!(deleted.status(), StatusCode::OK);
     eventually("the session gone from the list", WAIT, || async {
-        let list: Value = ana.apply(http().get(app.url("/v1/chat/sessions?include_archived=true"))).send().await.unwrap().json().await.unwrap();
+        let list: Value =
+            ana.apply(http().get(app.url("/v1/chat/sessions?include_archived=true"))).send().await.unwrap().json().await.unwrap();
         list.as_array().unwrap().is_empty().then_some(())
     })
     .await;
@@ -509,7 +551,10 @@ async fn a_turn_past_its_wall_time_is_stopped_and_says_so() {
     assert_eq!(failed["payload"]["reason"], "wall_time_limit");
     assert!(failed["payload"]["message"].as_str().unwrap().contains("1 s"));
     // The confirmed tool itself still ran, once; only the next model call was refused.
-    assert_eq!(env.count(&format!("SELECT count(*) FROM events WHERE stream = 'chat-{target}' AND event_type = 'chat.session_archived'")).await, 1);
+    assert_eq!(
+        env.count(&format!("SELECT count(*) FROM events WHERE stream = 'chat-{target}' AND event_type = 'chat.session_archived'")).await,
+        1
+    );
     assert_eq!(llm.requests_for("archive it when you are sure").len(), 1);
     socket.close().await;
     app.stop().await;

@@ -51,14 +51,9 @@ async fn a_stale_expected_version_is_a_conflict_naming_the_current_one() {
     let stream = StreamId::new("chat", session_id.to_string()).unwrap();
     let meta = || CommandMeta::new(org, Actor::user("ana"));
     handler.handle::<ChatSession>(&stream, create(session_id), &meta(), None).await.unwrap();
-    handler
-        .handle::<ChatSession>(&stream, ChatSessionCommand::Rename { title: "one".into() }, &meta(), Some(1))
-        .await
-        .unwrap();
-    let error = handler
-        .handle::<ChatSession>(&stream, ChatSessionCommand::Rename { title: "two".into() }, &meta(), Some(1))
-        .await
-        .unwrap_err();
+    handler.handle::<ChatSession>(&stream, ChatSessionCommand::Rename { title: "one".into() }, &meta(), Some(1)).await.unwrap();
+    let error =
+        handler.handle::<ChatSession>(&stream, ChatSessionCommand::Rename { title: "two".into() }, &meta(), Some(1)).await.unwrap_err();
     assert!(matches!(error, HandleError::Conflict { expected: 1, actual: 2, .. }), "{error}");
 }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use aurora_tests::kafka::read_all;
 use aurora_tests::servers::{PrivatePostgres, PrivateTansu};
-use aurora_tests::{assert_stream_order, distinct_envelopes, eventually, spawn_aurora, spawn_aurora_role, terminate, write_burst, App, Roles, TestEnv};
+use aurora_tests::{
+    assert_stream_order, distinct_envelopes, eventually, spawn_aurora, spawn_aurora_role, terminate, write_burst, App, Roles, TestEnv,
+};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -146,10 +148,8 @@ async fn a_broker_restart_during_a_burst_loses_and_duplicates_nothing() {
         let pool = env.pool.clone();
         tokio::spawn(async move { write_burst(&pool, org, 30, 20, 3).await })
     };
-    eventually("part of the burst projected", WAIT, || async {
-        (env.count("SELECT count(*) FROM audit_log").await > 50).then_some(())
-    })
-    .await;
+    eventually("part of the burst projected", WAIT, || async { (env.count("SELECT count(*) FROM audit_log").await > 50).then_some(()) })
+        .await;
     broker.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
     broker.resume();
@@ -169,10 +169,8 @@ async fn a_postgres_restart_during_a_burst_loses_and_duplicates_nothing() {
         let pool = env.pool.clone();
         tokio::spawn(async move { write_burst(&pool, org, 30, 20, 3).await })
     };
-    eventually("part of the burst projected", WAIT, || async {
-        (env.count("SELECT count(*) FROM audit_log").await > 50).then_some(())
-    })
-    .await;
+    eventually("part of the burst projected", WAIT, || async { (env.count("SELECT count(*) FROM audit_log").await > 50).then_some(()) })
+        .await;
     postgres.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
     postgres.resume();

@@ -49,8 +49,7 @@ async fn an_account_registers_logs_in_changes_its_password_and_logs_out() {
         .await
         .unwrap();
     assert_eq!(registered.status(), StatusCode::CREATED);
-    let cookies: Vec<String> =
-        registered.headers().get_all("set-cookie").iter().map(|value| value.to_str().unwrap().to_owned()).collect();
+    let cookies: Vec<String> = registered.headers().get_all("set-cookie").iter().map(|value| value.to_str().unwrap().to_owned()).collect();
     let session_cookie = cookies.iter().find(|cookie| cookie.starts_with("aurora_session=")).unwrap();
     assert!(session_cookie.contains("HttpOnly") && session_cookie.contains("SameSite=Lax"), "{session_cookie}");
     let first_session = set_cookie(&registered, "aurora_session").unwrap();
@@ -101,11 +100,8 @@ async fn an_account_registers_logs_in_changes_its_password_and_logs_out() {
     problem(login(&app, &email, PASSWORD).await, StatusCode::UNAUTHORIZED).await;
     assert_eq!(login(&app, &email, "a brand new password").await.status(), StatusCode::OK);
 
-    let logout = with_session(http().post(app.url("/v1/auth/logout")), &second_session)
-        .header("x-csrf-token", &second_csrf)
-        .send()
-        .await
-        .unwrap();
+    let logout =
+        with_session(http().post(app.url("/v1/auth/logout")), &second_session).header("x-csrf-token", &second_csrf).send().await.unwrap();
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
     let cleared = logout.headers().get_all("set-cookie").iter().any(|value| {
         let value = value.to_str().unwrap();
@@ -146,7 +142,8 @@ async fn invitations_are_single_use_expire_and_can_be_withdrawn() {
     // Expired: this app's default lifetime is one second.
     let late: Value = invite("late@example.com", json!({})).await.unwrap().json().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let expired = problem(accept("late@example.com", late["token"].as_str().unwrap()).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
+    let expired =
+        problem(accept("late@example.com", late["token"].as_str().unwrap()).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
     assert!(expired["detail"].as_str().unwrap().contains("expired"));
 
     // Accepted once, with the invited role; then never again.
@@ -173,13 +170,18 @@ async fn invitations_are_single_use_expire_and_can_be_withdrawn() {
         .await
         .unwrap();
     assert_eq!(revoke.status(), StatusCode::NO_CONTENT);
-    let refused = problem(accept("dee@example.com", withdrawn["token"].as_str().unwrap()).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
+    let refused =
+        problem(accept("dee@example.com", withdrawn["token"].as_str().unwrap()).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
     assert!(refused["detail"].as_str().unwrap().contains("withdrawn"));
 
     // An address with an account cannot be invited; nonsense is refused by field.
     problem(invite("cy@example.com", json!({})).await.unwrap(), StatusCode::CONFLICT).await;
     let bad_role = problem(
-        ana.apply(http().post(app.url("/v1/org/invitations"))).json(&json!({ "email": "x@example.com", "role": "owner" })).send().await.unwrap(),
+        ana.apply(http().post(app.url("/v1/org/invitations")))
+            .json(&json!({ "email": "x@example.com", "role": "owner" }))
+            .send()
+            .await
+            .unwrap(),
         StatusCode::BAD_REQUEST,
     )
     .await;
@@ -196,7 +198,8 @@ async fn invitations_are_single_use_expire_and_can_be_withdrawn() {
     assert_eq!(status_of("dee@example.com"), Some(json!("revoked")));
     assert!(listed.as_array().unwrap().iter().all(|invitation| invitation.get("token").is_none()));
 
-    let org_events: Vec<String> = event_types_of(&env, &format!("org-{}", ana.org)).await.into_iter().map(|(event_type, _)| event_type).collect();
+    let org_events: Vec<String> =
+        event_types_of(&env, &format!("org-{}", ana.org)).await.into_iter().map(|(event_type, _)| event_type).collect();
     for expected in ["org.created", "org.member_joined", "org.member_invited", "org.invitation_revoked"] {
         assert!(org_events.iter().any(|event_type| event_type == expected), "{expected} not in {org_events:?}");
     }
@@ -210,15 +213,18 @@ async fn roles_gate_commands_and_changes_apply_on_the_next_request() {
     let ana = Caller::register(&app.base_url, "ana").await;
     let bob = Caller::join(&app.base_url, &ana, "bob", "viewer").await;
     let create = |caller: &Caller| caller.apply(http().post(app.url("/v1/chat/sessions"))).json(&json!({ "title": "t" })).send();
-    let set_role = |role: &str| {
-        ana.apply(http().patch(app.url(&format!("/v1/org/members/{}", bob.user_id)))).json(&json!({ "role": role })).send()
-    };
+    let set_role =
+        |role: &str| ana.apply(http().patch(app.url(&format!("/v1/org/members/{}", bob.user_id)))).json(&json!({ "role": role })).send();
 
     let refused = problem(create(&bob).await.unwrap(), StatusCode::FORBIDDEN).await;
     assert!(refused["detail"].as_str().unwrap().contains("editor"));
     assert_eq!(bob.apply(http().get(app.url("/v1/chat/sessions"))).send().await.unwrap().status(), StatusCode::OK);
     problem(
-        bob.apply(http().post(app.url("/v1/org/invitations"))).json(&json!({ "email": "z@example.com", "role": "viewer" })).send().await.unwrap(),
+        bob.apply(http().post(app.url("/v1/org/invitations")))
+            .json(&json!({ "email": "z@example.com", "role": "viewer" }))
+            .send()
+            .await
+            .unwrap(),
         StatusCode::FORBIDDEN,
     )
     .await;
@@ -230,12 +236,14 @@ async fn roles_gate_commands_and_changes_apply_on_the_next_request() {
     problem(create(&bob).await.unwrap(), StatusCode::FORBIDDEN).await;
 
     // The last admin stays an admin.
-    let last_admin = ana.apply(http().patch(app.url(&format!("/v1/org/members/{}", ana.user_id)))).json(&json!({ "role": "viewer" })).send();
+    let last_admin =
+        ana.apply(http().patch(app.url(&format!("/v1/org/members/{}", ana.user_id)))).json(&json!({ "role": "viewer" })).send();
     let last_admin = problem(last_admin.await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
     assert!(last_admin["detail"].as_str().unwrap().contains("at least one admin"));
 
     // A removed member is out at once, with every credential.
-    let token: Value = bob.apply(http().post(app.url("/v1/tokens"))).json(&json!({ "name": "ci" })).send().await.unwrap().json().await.unwrap();
+    let token: Value =
+        bob.apply(http().post(app.url("/v1/tokens"))).json(&json!({ "name": "ci" })).send().await.unwrap().json().await.unwrap();
     let token = token["token"].as_str().unwrap().to_owned();
     assert_eq!(bearer(http().get(app.url("/v1/auth/me")), &token).send().await.unwrap().status(), StatusCode::OK);
     let removed = ana.apply(http().delete(app.url(&format!("/v1/org/members/{}", bob.user_id)))).send().await.unwrap();
@@ -248,14 +256,8 @@ async fn roles_gate_commands_and_changes_apply_on_the_next_request() {
 
     // Each change shows in the organisation's audit log, attributed to the admin.
     let audit = eventually("role changes in the audit log", WAIT, || async {
-        let page: Value = ana
-            .apply(http().get(app.url(&format!("/v1/audit?stream=org-{}", ana.org))))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value =
+            ana.apply(http().get(app.url(&format!("/v1/audit?stream=org-{}", ana.org)))).send().await.unwrap().json().await.unwrap();
         (page["items"].as_array().unwrap().iter().any(|item| item["type"] == "org.member_removed")).then_some(page)
     })
     .await;
@@ -302,7 +304,8 @@ async fn api_tokens_are_shown_once_bounded_by_their_owner_and_revoked_at_once() 
     // No token above its creator's role; nobody revokes another's token.
     let too_high = bob.apply(http().post(app.url("/v1/tokens"))).json(&json!({ "name": "x", "role": "admin" })).send().await.unwrap();
     assert_eq!(problem(too_high, StatusCode::BAD_REQUEST).await["field"], "role");
-    let bad_expiry = ana.apply(http().post(app.url("/v1/tokens"))).json(&json!({ "name": "x", "expires_in_days": 0 })).send().await.unwrap();
+    let bad_expiry =
+        ana.apply(http().post(app.url("/v1/tokens"))).json(&json!({ "name": "x", "expires_in_days": 0 })).send().await.unwrap();
     assert_eq!(problem(bad_expiry, StatusCode::BAD_REQUEST).await["field"], "expires_in_days");
     let token_id = created["token_id"].as_str().unwrap();
     problem(bob.apply(http().delete(app.url(&format!("/v1/tokens/{token_id}")))).send().await.unwrap(), StatusCode::NOT_FOUND).await;
@@ -425,7 +428,9 @@ async fn login_and_registration_are_rate_limited_per_address_and_per_account() {
     for attempt in 0..4 {
         let response = http()
             .post(app.url("/v1/auth/register"))
-            .json(&json!({ "email": format!("r{attempt}@example.com"), "password": PASSWORD, "display_name": "R", "organisation_name": "R" }))
+            .json(
+                &json!({ "email": format!("r{attempt}@example.com"), "password": PASSWORD, "display_name": "R", "organisation_name": "R" }),
+            )
             .send()
             .await
             .unwrap();
@@ -463,15 +468,32 @@ async fn account_routes_refuse_bad_input_by_field() {
 
     let malformed = problem(register("{\"email\": ".into(), "application/json").await.unwrap(), StatusCode::BAD_REQUEST).await;
     assert!(malformed["detail"].as_str().unwrap().contains("not valid JSON"));
-    assert_eq!(problem(register(without("password"), "application/json").await.unwrap(), StatusCode::BAD_REQUEST).await["field"], "password");
-    assert_eq!(problem(register(with("colour", json!("red")), "application/json").await.unwrap(), StatusCode::BAD_REQUEST).await["field"], "colour");
-    assert_eq!(problem(register(with("email", json!("not-an-email")), "application/json").await.unwrap(), StatusCode::BAD_REQUEST).await["field"], "email");
-    assert_eq!(problem(register(with("password", json!("short")), "application/json").await.unwrap(), StatusCode::BAD_REQUEST).await["field"], "password");
-    assert_eq!(problem(register(with("display_name", json!("  ")), "application/json").await.unwrap(), StatusCode::BAD_REQUEST).await["field"], "display_name");
-    let both = problem(register(with("invitation_token", json!("aui_x")), "application/json").await.unwrap(), StatusCode::BAD_REQUEST).await;
+    assert_eq!(
+        problem(register(without("password"), "application/json").await.unwrap(), StatusCode::BAD_REQUEST).await["field"],
+        "password"
+    );
+    assert_eq!(
+        problem(register(with("colour", json!("red")), "application/json").await.unwrap(), StatusCode::BAD_REQUEST).await["field"],
+        "colour"
+    );
+    assert_eq!(
+        problem(register(with("email", json!("not-an-email")), "application/json").await.unwrap(), StatusCode::BAD_REQUEST).await["field"],
+        "email"
+    );
+    assert_eq!(
+        problem(register(with("password", json!("short")), "application/json").await.unwrap(), StatusCode::BAD_REQUEST).await["field"],
+        "password"
+    );
+    assert_eq!(
+        problem(register(with("display_name", json!("  ")), "application/json").await.unwrap(), StatusCode::BAD_REQUEST).await["field"],
+        "display_name"
+    );
+    let both =
+        problem(register(with("invitation_token", json!("aui_x")), "application/json").await.unwrap(), StatusCode::BAD_REQUEST).await;
     assert!(both["detail"].as_str().unwrap().contains("either"));
     problem(register(valid.to_string(), "text/plain").await.unwrap(), StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
-    problem(register(with("display_name", json!("x".repeat(8000))), "application/json").await.unwrap(), StatusCode::PAYLOAD_TOO_LARGE).await;
+    problem(register(with("display_name", json!("x".repeat(8000))), "application/json").await.unwrap(), StatusCode::PAYLOAD_TOO_LARGE)
+        .await;
     let login = http().post(app.url("/v1/auth/login")).json(&json!({ "email": "ok@example.com" })).send().await.unwrap();
     assert_eq!(problem(login, StatusCode::BAD_REQUEST).await["field"], "password");
 

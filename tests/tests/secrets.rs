@@ -106,7 +106,8 @@ async fn secrets_never_reach_events_logs_or_error_bodies() {
     seen.secret("second CSRF token", &csrf);
     let cookie = format!("aurora_session={session}");
     let as_ana = |request: reqwest::RequestBuilder| request.header("cookie", cookie.clone()).header("x-csrf-token", csrf.clone());
-    let change = as_ana(http().post(url("/v1/auth/password"))).json(&json!({ "current_password": wrong_password, "new_password": new_password }));
+    let change =
+        as_ana(http().post(url("/v1/auth/password"))).json(&json!({ "current_password": wrong_password, "new_password": new_password }));
     assert_eq!(seen.send(change).await.status(), StatusCode::FORBIDDEN);
     let change = as_ana(http().post(url("/v1/auth/password"))).json(&json!({ "current_password": PASSWORD, "new_password": new_password }));
     assert_eq!(seen.send(change).await.status(), StatusCode::NO_CONTENT);

@@ -34,20 +34,23 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         .await
         .unwrap();
     let invitation_id = invitation["invitation_id"].as_str().unwrap().to_owned();
-    let token: Value = ana.apply(http().post(app.url("/v1/tokens"))).json(&json!({ "name": "ours" })).send().await.unwrap().json().await.unwrap();
+    let token: Value =
+        ana.apply(http().post(app.url("/v1/tokens"))).json(&json!({ "name": "ours" })).send().await.unwrap().json().await.unwrap();
     let token_id = token["token_id"].as_str().unwrap().to_owned();
     aurora_tests::eventually("the session in the read model", std::time::Duration::from_secs(30), || async {
         (env.count("SELECT count(*) FROM chat_sessions").await == 1).then_some(())
     })
     .await;
     // A whole tool result of ana's organisation, as the agent keeps them.
-    sqlx::query("INSERT INTO tool_results (org_id, session_id, tool_call_id, turn_id, result) VALUES ($1, $2, 'call_ours', $3, '{\"secret\": 1}')")
-        .bind(ana.org)
-        .bind(uuid::Uuid::parse_str(&session_id).unwrap())
-        .bind(uuid::Uuid::now_v7())
-        .execute(&env.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO tool_results (org_id, session_id, tool_call_id, turn_id, result) VALUES ($1, $2, 'call_ours', $3, '{\"secret\": 1}')",
+    )
+    .bind(ana.org)
+    .bind(uuid::Uuid::parse_str(&session_id).unwrap())
+    .bind(uuid::Uuid::now_v7())
+    .execute(&env.pool)
+    .await
+    .unwrap();
     let ours_result = ana.apply(http().get(app.url(&format!("/v1/chat/sessions/{session_id}/tool-calls/call_ours")))).send().await.unwrap();
     assert_eq!(ours_result.status(), StatusCode::OK, "the owner organisation reads it");
 
@@ -84,9 +87,22 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
     assert_eq!(covered, 10);
 
     // Collections hold nothing of ana's organisation.
-    let ours: Vec<String> =
-        vec![session_id.clone(), invitation_id.clone(), token_id.clone(), bob.user_id.to_string(), ana.user_id.to_string(), ana.org.to_string()];
-    for path in ["/v1/chat/sessions?include_archived=true", "/v1/org/members", "/v1/org/invitations", "/v1/tokens", "/v1/audit?limit=1000", "/v1/auth/me"] {
+    let ours: Vec<String> = vec![
+        session_id.clone(),
+        invitation_id.clone(),
+        token_id.clone(),
+        bob.user_id.to_string(),
+        ana.user_id.to_string(),
+        ana.org.to_string(),
+    ];
+    for path in [
+        "/v1/chat/sessions?include_archived=true",
+        "/v1/org/members",
+        "/v1/org/invitations",
+        "/v1/tokens",
+        "/v1/audit?limit=1000",
+        "/v1/auth/me",
+    ] {
         let response = eve.apply(http().get(app.url(path))).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         let text = response.text().await.unwrap();
@@ -98,7 +114,8 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
     assert_eq!(audit_of_ana.json::<Value>().await.unwrap()["items"], json!([]));
 
     // And nothing was changed by the attempts.
-    let still: Value = ana.apply(http().get(app.url(&format!("/v1/chat/sessions/{session_id}")))).send().await.unwrap().json().await.unwrap();
+    let still: Value =
+        ana.apply(http().get(app.url(&format!("/v1/chat/sessions/{session_id}")))).send().await.unwrap().json().await.unwrap();
     assert_eq!(still["title"], "ours");
     assert_eq!(still["archived"], false);
     let members: Value = ana.apply(http().get(app.url("/v1/org/members"))).send().await.unwrap().json().await.unwrap();
@@ -126,7 +143,12 @@ async fn the_database_shows_the_gateways_reads_one_organisation_only() {
     transaction.rollback().await.unwrap();
 
     // The tenant role reads neither secrets' digests nor the event store nor sessions.
-    for forbidden in ["SELECT password_hash FROM accounts", "SELECT token_hash FROM api_tokens", "SELECT count(*) FROM events", "SELECT count(*) FROM auth_sessions"] {
+    for forbidden in [
+        "SELECT password_hash FROM accounts",
+        "SELECT token_hash FROM api_tokens",
+        "SELECT count(*) FROM events",
+        "SELECT count(*) FROM auth_sessions",
+    ] {
         let mut transaction = aurora_adapters::postgres::tenant_transaction(&env.pool, eve.org).await.unwrap();
         let refused = sqlx::query(forbidden).fetch_all(&mut *transaction).await.unwrap_err();
         assert!(refused.to_string().contains("permission denied"), "{forbidden}: {refused}");

@@ -5,9 +5,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use aurora_adapters::redis::Redis;
 use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
-use aurora_adapters::redis::Redis;
 
 use crate::auth::secret::hex_digest;
 use crate::problem::ApiError;
@@ -53,7 +53,7 @@ impl RateLimiter {
     /// it when either has used up its window.
     pub async fn check(&self, action: &str, client: IpAddr, account: &str) -> Result<(), ApiError> {
         let keys = [
-            (format!("{}ratelimit:{action}:ip:{client}", self.prefix), self.per_ip),
+            (format!("{}ratelimit:{action}:ip:{}", self.prefix, address_bucket(client)), self.per_ip),
             (format!("{}ratelimit:{action}:account:{}", self.prefix, hex_digest(account)), self.per_account),
         ];
         let mut retry_after_ms = 0u64;
@@ -62,9 +62,9 @@ impl RateLimiter {
             invocation.arg(self.window_ms);
             let run = self.redis.run(|mut connection| async move { invocation.invoke_async(&mut connection).await });
             let (count, ttl_ms): (u64, u64) = run.await.map_err(|error| {
-                    tracing::warn!(%error, "rate limiter unavailable");
-                    ApiError::Unavailable("the rate limiter is unavailable; try again shortly".into())
-                })?;
+                tracing::warn!(%error, "rate limiter unavailable");
+                ApiError::Unavailable("the rate limiter is unavailable; try again shortly".into())
+            })?;
             if count > u64::from(limit) {
                 retry_after_ms = retry_after_ms.max(ttl_ms);
             }
@@ -92,10 +92,37 @@ impl RateLimiter {
                 return address;
             }
         }
-        parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(address)| address.ip())
-            .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+        parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]))
+    }
+}
+
+/// The bucket an address counts in: an IPv4 address alone; an IPv6 address by its /64, the
+/// smallest network a single subscriber is usually given (one host can hold all of it).
+pub fn address_bucket(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let network = u128::from(v6) & !((1u128 << 64) - 1);
+                format!("{}/64", std::net::Ipv6Addr::from(network))
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64_network() {
+        let first: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let same_network: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let other_network: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_bucket(first), address_bucket(same_network));
+        assert_ne!(address_bucket(first), address_bucket(other_network));
+        assert_eq!(address_bucket("192.0.2.7".parse().unwrap()), "192.0.2.7");
+        assert_eq!(address_bucket("::ffff:192.0.2.7".parse().unwrap()), "192.0.2.7");
     }
 }

@@ -1,5 +1,8 @@
 //! Argon2id password hashes (the `argon2` crate's defaults: 19 MiB, 2 passes, 1 lane), computed on
 //! the blocking pool: a hash takes tens of milliseconds of CPU, far too long for a runtime thread.
+//! At most [`max_concurrent_hashes`] run at once; the others wait their turn. Unbounded, a burst of
+//! logins would take every blocking thread (512, each holding 19 MiB) and starve everything else
+//! that needs one.
 
 use std::sync::OnceLock;
 
@@ -8,18 +11,34 @@ use argon2::Argon2;
 
 use crate::auth::secret::Password;
 
+/// Password hashes computed at once, at most: about the machine's cores, so that hashing keeps
+/// them busy without queueing on the blocking pool behind other work.
+pub fn max_concurrent_hashes() -> usize {
+    std::thread::available_parallelism().map(|cores| cores.get()).unwrap_or(2).max(2)
+}
+
+fn hashing_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    SLOTS.get_or_init(|| tokio::sync::Semaphore::new(max_concurrent_hashes()))
+}
+
+/// Runs `work` on the blocking pool once a hashing slot is free.
+async fn with_hashing_slot<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+    let _slot = hashing_slots().acquire().await?;
+    Ok(tokio::task::spawn_blocking(work).await?)
+}
+
 /// The PHC string of `password` with a fresh random salt.
 pub async fn hash(password: Password) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || hash_now(password.expose())).await?
+    with_hashing_slot(move || hash_now(password.expose())).await?
 }
 
 fn hash_now(password: &str) -> anyhow::Result<String> {
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt)?;
     let salt = SaltString::encode_b64(&salt).map_err(|error| anyhow::anyhow!("encoding a salt: {error}"))?;
-    let hash = Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|error| anyhow::anyhow!("hashing a password: {error}"))?;
+    let hash =
+        Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|error| anyhow::anyhow!("hashing a password: {error}"))?;
     Ok(hash.to_string())
 }
 
@@ -27,7 +46,7 @@ fn hash_now(password: &str) -> anyhow::Result<String> {
 /// checked instead, so that the answer takes as long either way and does not tell which emails
 /// have accounts.
 pub async fn verify(password: Password, stored: Option<String>) -> anyhow::Result<bool> {
-    tokio::task::spawn_blocking(move || {
+    with_hashing_slot(move || {
         let account_exists = stored.is_some();
         let stored = stored.unwrap_or_else(|| dummy_hash().to_owned());
         let parsed = PasswordHash::new(&stored).map_err(|error| anyhow::anyhow!("stored password hash is malformed: {error}"))?;

@@ -27,8 +27,13 @@ const UNIQUE_VIOLATION: &str = "23505";
 #[derive(Debug, Clone)]
 pub enum Credential {
     /// A browser session; state-changing requests must also carry its CSRF token.
-    Session { session_hash: Vec<u8>, csrf_hash: Vec<u8> },
-    ApiToken { token_id: Uuid },
+    Session {
+        session_hash: Vec<u8>,
+        csrf_hash: Vec<u8>,
+    },
+    ApiToken {
+        token_id: Uuid,
+    },
 }
 
 /// An authenticated member of an organisation, with the role in force right now.
@@ -171,10 +176,14 @@ impl IdentityStore {
                     .bind(name)
                     .execute(&mut *transaction)
                     .await?;
-                record(&mut transaction, org_stream(org_id), org_id, &actor, correlation_id, &[OrgEvent::Created(OrgCreated {
-                    org_id: org_id.0,
-                    name: name.clone(),
-                })])
+                record(
+                    &mut transaction,
+                    org_stream(org_id),
+                    org_id,
+                    &actor,
+                    correlation_id,
+                    &[OrgEvent::Created(OrgCreated { org_id: org_id.0, name: name.clone() })],
+                )
                 .await?;
                 (org_id, Role::Admin, None)
             }
@@ -208,28 +217,24 @@ impl IdentityStore {
                 (org_id, role, Some(invitation_id))
             }
         };
-        let inserted = sqlx::query(
-            "INSERT INTO accounts (user_id, org_id, email, display_name, role, password_hash) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(user_id)
-        .bind(org_id.0)
-        .bind(&registration.email)
-        .bind(&registration.display_name)
-        .bind(role.as_str())
-        .bind(&registration.password_hash)
-        .execute(&mut *transaction)
-        .await;
+        let inserted =
+            sqlx::query("INSERT INTO accounts (user_id, org_id, email, display_name, role, password_hash) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(user_id)
+                .bind(org_id.0)
+                .bind(&registration.email)
+                .bind(&registration.display_name)
+                .bind(role.as_str())
+                .bind(&registration.password_hash)
+                .execute(&mut *transaction)
+                .await;
         match inserted {
             Err(error) if is_unique_violation(&error, "accounts_email_live") => return Err(email_taken()),
             other => other?,
         };
         let joined = OrgEvent::MemberJoined(MemberJoined { user_id, email: registration.email.clone(), role, invitation_id });
         record(&mut transaction, org_stream(org_id), org_id, &actor, correlation_id, &[joined]).await?;
-        let registered = UserEvent::Registered(UserRegistered {
-            user_id,
-            email: registration.email,
-            display_name: registration.display_name,
-        });
+        let registered =
+            UserEvent::Registered(UserRegistered { user_id, email: registration.email, display_name: registration.display_name });
         record(&mut transaction, user_stream(user_id), org_id, &actor, correlation_id, &[registered]).await?;
         transaction.commit().await?;
         Ok((user_id, org_id, role))
@@ -242,11 +247,7 @@ impl IdentityStore {
             .fetch_optional(&self.pool)
             .await?;
         row.map(|row| -> Result<_, ApiError> {
-            Ok((
-                row.try_get("user_id")?,
-                OrgId(row.try_get("org_id")?),
-                row.try_get("password_hash")?,
-            ))
+            Ok((row.try_get("user_id")?, OrgId(row.try_get("org_id")?), row.try_get("password_hash")?))
         })
         .transpose()
     }
@@ -257,17 +258,13 @@ impl IdentityStore {
         let csrf = Secret::generate("auc_");
         let expires_at = Utc::now() + chrono::Duration::from_std(ttl).map_err(anyhow::Error::from)?;
         let mut transaction = self.begin(&[&user_stream(user_id)]).await?;
-        let role: Option<String> =
-            sqlx::query_scalar("SELECT role FROM accounts WHERE user_id = $1 AND removed_at IS NULL FOR SHARE")
-                .bind(user_id)
-                .fetch_optional(&mut *transaction)
-                .await?;
+        let role: Option<String> = sqlx::query_scalar("SELECT role FROM accounts WHERE user_id = $1 AND removed_at IS NULL FOR SHARE")
+            .bind(user_id)
+            .fetch_optional(&mut *transaction)
+            .await?;
         let role = parse_role(&role.ok_or_else(|| ApiError::Unauthenticated("email or password is not right".into()))?)?;
         // Sessions that ran out are of no use to anyone; clear this account's on each login.
-        sqlx::query("DELETE FROM auth_sessions WHERE user_id = $1 AND expires_at < now()")
-            .bind(user_id)
-            .execute(&mut *transaction)
-            .await?;
+        sqlx::query("DELETE FROM auth_sessions WHERE user_id = $1 AND expires_at < now()").bind(user_id).execute(&mut *transaction).await?;
         sqlx::query("INSERT INTO auth_sessions (session_hash, user_id, org_id, csrf_hash, expires_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(session.digest())
             .bind(user_id)
@@ -323,10 +320,8 @@ impl IdentityStore {
         if row.try_get::<bool, _>("stale")? {
             let pool = self.pool.clone();
             tokio::spawn(async move {
-                let updated = sqlx::query("UPDATE api_tokens SET last_used_at = now() WHERE token_id = $1")
-                    .bind(token_id)
-                    .execute(&pool)
-                    .await;
+                let updated =
+                    sqlx::query("UPDATE api_tokens SET last_used_at = now() WHERE token_id = $1").bind(token_id).execute(&pool).await;
                 if let Err(error) = updated {
                     tracing::debug!(%error, %token_id, "could not record a token's last use");
                 }
@@ -345,25 +340,29 @@ impl IdentityStore {
     /// the organisation or the credential ended (logged out, revoked, expired).
     pub async fn ticket_role(&self, holder: &TicketHolder) -> Result<Option<Role>, ApiError> {
         let roles: Option<(String, Option<String>)> = match &holder.credential {
-            TicketCredential::Session { session_hash } => sqlx::query_as(
-                "SELECT a.role, NULL::text FROM auth_sessions s JOIN accounts a USING (user_id) \
+            TicketCredential::Session { session_hash } => {
+                sqlx::query_as(
+                    "SELECT a.role, NULL::text FROM auth_sessions s JOIN accounts a USING (user_id) \
                  WHERE s.session_hash = $1 AND s.expires_at > now() AND a.user_id = $2 AND a.org_id = $3 AND a.removed_at IS NULL",
-            )
-            .bind(session_hash)
-            .bind(holder.user_id)
-            .bind(holder.org_id.0)
-            .fetch_optional(&self.pool)
-            .await?,
-            TicketCredential::ApiToken { token_id } => sqlx::query_as(
-                "SELECT a.role, t.role FROM api_tokens t JOIN accounts a USING (user_id) \
+                )
+                .bind(session_hash)
+                .bind(holder.user_id)
+                .bind(holder.org_id.0)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+            TicketCredential::ApiToken { token_id } => {
+                sqlx::query_as(
+                    "SELECT a.role, t.role FROM api_tokens t JOIN accounts a USING (user_id) \
                  WHERE t.token_id = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now()) \
                    AND a.user_id = $2 AND a.org_id = $3 AND a.removed_at IS NULL",
-            )
-            .bind(token_id)
-            .bind(holder.user_id)
-            .bind(holder.org_id.0)
-            .fetch_optional(&self.pool)
-            .await?,
+                )
+                .bind(token_id)
+                .bind(holder.user_id)
+                .bind(holder.org_id.0)
+                .fetch_optional(&self.pool)
+                .await?
+            }
         };
         let Some((account_role, token_role)) = roles else { return Ok(None) };
         let mut role = parse_role(&account_role)?.min(holder.role);
@@ -373,15 +372,15 @@ impl IdentityStore {
         Ok(Some(role))
     }
 
-    /// The current role of a live account in `org_id`, for credentials checked elsewhere (tickets).
-    pub async fn current_role(&self, user_id: Uuid, org_id: OrgId) -> Result<Option<Role>, ApiError> {
-        let role: Option<String> =
-            sqlx::query_scalar("SELECT role FROM accounts WHERE user_id = $1 AND org_id = $2 AND removed_at IS NULL")
-                .bind(user_id)
-                .bind(org_id.0)
-                .fetch_optional(&self.pool)
-                .await?;
-        role.as_deref().map(parse_role).transpose()
+    /// When the credential of `identity` ends, if it is an API token with an expiry.
+    pub async fn credential_expiry(&self, identity: &Identity) -> Result<Option<DateTime<Utc>>, ApiError> {
+        let Credential::ApiToken { token_id } = &identity.credential else { return Ok(None) };
+        let expiry: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT expires_at FROM api_tokens WHERE token_id = $1")
+            .bind(token_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .flatten();
+        Ok(expiry)
     }
 
     pub async fn end_session(&self, identity: &Identity, session_hash: &[u8]) -> Result<(), ApiError> {
@@ -389,8 +388,15 @@ impl IdentityStore {
         let ended = sqlx::query("DELETE FROM auth_sessions WHERE session_hash = $1").bind(session_hash).execute(&mut *transaction).await?;
         if ended.rows_affected() > 0 {
             let actor = Actor::user(identity.user_id.to_string());
-            record(&mut transaction, user_stream(identity.user_id), identity.org_id, &actor, Uuid::now_v7(), &[UserEvent::LoggedOut(LoggedOut {})])
-                .await?;
+            record(
+                &mut transaction,
+                user_stream(identity.user_id),
+                identity.org_id,
+                &actor,
+                Uuid::now_v7(),
+                &[UserEvent::LoggedOut(LoggedOut {})],
+            )
+            .await?;
         }
         transaction.commit().await?;
         Ok(())
@@ -479,8 +485,15 @@ impl IdentityStore {
             return if exists { Ok(()) } else { Err(ApiError::NotFound("API token".into())) };
         }
         let actor = Actor::user(identity.user_id.to_string());
-        record(&mut transaction, user_stream(identity.user_id), identity.org_id, &actor, Uuid::now_v7(), &[UserEvent::ApiTokenRevoked(ApiTokenRevoked { token_id })])
-            .await?;
+        record(
+            &mut transaction,
+            user_stream(identity.user_id),
+            identity.org_id,
+            &actor,
+            Uuid::now_v7(),
+            &[UserEvent::ApiTokenRevoked(ApiTokenRevoked { token_id })],
+        )
+        .await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -540,7 +553,10 @@ impl IdentityStore {
         if row.try_get::<bool, _>("revoked")? {
             return Ok(());
         }
-        sqlx::query("UPDATE invitations SET revoked_at = now() WHERE invitation_id = $1").bind(invitation_id).execute(&mut *transaction).await?;
+        sqlx::query("UPDATE invitations SET revoked_at = now() WHERE invitation_id = $1")
+            .bind(invitation_id)
+            .execute(&mut *transaction)
+            .await?;
         let actor = Actor::user(identity.user_id.to_string());
         let revoked = OrgEvent::InvitationRevoked(InvitationRevoked { invitation_id });
         record(&mut transaction, org_stream(identity.org_id), identity.org_id, &actor, Uuid::now_v7(), &[revoked]).await?;
@@ -572,7 +588,11 @@ impl IdentityStore {
         let mut transaction = self.begin(&[&org_stream(identity.org_id)]).await?;
         let (current, admins) = Self::lock_members(&mut transaction, identity.org_id, user_id).await?;
         let Some(role) = decide_role_change(current, requested, admins)? else { return Ok(current) };
-        sqlx::query("UPDATE accounts SET role = $2 WHERE user_id = $1").bind(user_id).bind(role.as_str()).execute(&mut *transaction).await?;
+        sqlx::query("UPDATE accounts SET role = $2 WHERE user_id = $1")
+            .bind(user_id)
+            .bind(role.as_str())
+            .execute(&mut *transaction)
+            .await?;
         let actor = Actor::user(identity.user_id.to_string());
         let changed = OrgEvent::MemberRoleChanged(MemberRoleChanged { user_id, previous_role: current, role });
         record(&mut transaction, org_stream(identity.org_id), identity.org_id, &actor, Uuid::now_v7(), &[changed]).await?;
@@ -592,8 +612,15 @@ impl IdentityStore {
             .execute(&mut *transaction)
             .await?;
         let actor = Actor::user(identity.user_id.to_string());
-        record(&mut transaction, org_stream(identity.org_id), identity.org_id, &actor, Uuid::now_v7(), &[OrgEvent::MemberRemoved(MemberRemoved { user_id })])
-            .await?;
+        record(
+            &mut transaction,
+            org_stream(identity.org_id),
+            identity.org_id,
+            &actor,
+            Uuid::now_v7(),
+            &[OrgEvent::MemberRemoved(MemberRemoved { user_id })],
+        )
+        .await?;
         transaction.commit().await?;
         Ok(())
     }

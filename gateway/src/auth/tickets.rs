@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
+use aurora_adapters::redis::{Redis, RedisUnavailable};
 use aurora_events::identity::Role;
 use aurora_events::OrgId;
-use aurora_adapters::redis::{Redis, RedisUnavailable};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

@@ -10,8 +10,8 @@ use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::extract::Query;
 use crate::auth::Caller;
+use crate::extract::Query;
 use crate::problem::{ApiError, Problem};
 use crate::AppState;
 

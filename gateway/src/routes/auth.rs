@@ -159,8 +159,7 @@ pub async fn register(
         }
     };
     let password_hash = password::hash(request.password).await?;
-    let (user_id, org_id, _role) =
-        state.identities.register(Registration { email, display_name, password_hash, joins }).await?;
+    let (user_id, org_id, _role) = state.identities.register(Registration { email, display_name, password_hash, joins }).await?;
     tracing::info!(%user_id, org_id = %org_id.0, "account registered");
     let session = state.identities.open_session(user_id, org_id, state.config.session_ttl).await?;
     Ok(opened(&state, session, StatusCode::CREATED))
@@ -220,13 +219,19 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Res
 /// Change the password. Every other session of the account ends.
 #[utoipa::path(
     post, path = "/v1/auth/password", tag = "auth", request_body = ChangePasswordRequest,
-    responses((status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem))
+    responses(
+        (status = 204), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 429, body = Problem), (status = 503, body = Problem)
+    )
 )]
 pub async fn change_password(
     State(state): State<AppState>,
     caller: Caller,
+    parts: axum::http::request::Parts,
     Json(request): Json<ChangePasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
+    // A stolen session must not become an unlimited oracle for the account's password.
+    state.limiter.check("password", state.limiter.client_address(&parts), &caller.user_id().to_string()).await?;
     check_password("new_password", request.new_password.expose())?;
     let stored = state.identities.password_hash(caller.user_id()).await?;
     if request.current_password.expose().chars().count() > aurora_domain::identity::MAX_PASSWORD_CHARS
@@ -271,8 +276,5 @@ pub async fn ws_ticket(State(state): State<AppState>, caller: Caller) -> Result<
     };
     let holder = TicketHolder { user_id: caller.user_id(), org_id: caller.org_id(), role: caller.role(), credential };
     let ticket = state.tickets.issue(holder).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(WsTicket { ticket: ticket.into_exposed(), expires_in_seconds: state.tickets.ttl().as_secs() }),
-    ))
+    Ok((StatusCode::CREATED, axum::Json(WsTicket { ticket: ticket.into_exposed(), expires_in_seconds: state.tickets.ttl().as_secs() })))
 }

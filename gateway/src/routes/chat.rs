@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use aurora_commands::{CommandMeta, Handled};
 
-use crate::extract::{Json, Path, Query};
 use crate::auth::Caller;
+use crate::extract::{Json, Path, Query};
 use crate::problem::{ApiError, Problem};
 use crate::AppState;
 
@@ -112,12 +112,14 @@ async fn command_meta(
         // A concurrent first use committed after this statement's snapshot: read what it stored.
         let first_hash = match first_hash {
             Some(hash) => hash,
-            None => sqlx::query_scalar("SELECT request_hash FROM idempotency_keys WHERE org_id = $1 AND route = $2 AND key = $3")
-                .bind(caller.org_id().0)
-                .bind(route)
-                .bind(key)
-                .fetch_one(&state.pool)
-                .await?,
+            None => {
+                sqlx::query_scalar("SELECT request_hash FROM idempotency_keys WHERE org_id = $1 AND route = $2 AND key = $3")
+                    .bind(caller.org_id().0)
+                    .bind(route)
+                    .bind(key)
+                    .fetch_one(&state.pool)
+                    .await?
+            }
         };
         if first_hash != request_hash {
             return Err(ApiError::Unprocessable("this Idempotency-Key was used with a different request; use a new key".into()));
@@ -336,11 +338,12 @@ pub async fn list_messages(
         return Err(ApiError::BadRequest { detail: "limit must be between 1 and 200".into(), field: Some("limit".into()) });
     }
     let mut read = caller.read_models(&state.pool).await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM chat_sessions WHERE org_id = $1 AND session_id = $2 AND NOT deleted)")
-        .bind(caller.org_id().0)
-        .bind(session_id)
-        .fetch_one(&mut *read)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM chat_sessions WHERE org_id = $1 AND session_id = $2 AND NOT deleted)")
+            .bind(caller.org_id().0)
+            .bind(session_id)
+            .fetch_one(&mut *read)
+            .await?;
     if !exists {
         return Err(ApiError::NotFound("chat session".into()));
     }

@@ -1,69 +1,67 @@
-//! Prometheus metrics. Every figure is read from the shared state (Postgres and the broker) when
-//! scraped, so any gateway instance reports the whole installation, whichever process appended,
-//! relayed or projected.
+//! Prometheus metrics. A scrape renders what the process already holds: counters its code moves
+//! as it works, and installation-wide gauges (relay backlog, projection lag, dead letters) that
+//! one background task per gateway samples from Postgres and the broker every
+//! `AURORA_METRICS_INTERVAL_SECS`. However often and by whomever `/metrics` is called, the load it
+//! puts on Postgres and the broker stays that one sample per interval.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use aurora_adapters::metrics::metrics;
+use aurora_adapters::Config;
 use axum::http::header;
 use axum::response::IntoResponse;
-use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, TextEncoder};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::problem::ApiError;
-use crate::AppState;
 
 /// Metrics in the Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, content_type = "text/plain", body = String)))]
-pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let registry = Registry::new();
-    let gauge = |name: &str, help: &str, value: i64| -> anyhow::Result<()> {
-        let metric = IntGauge::new(name, help)?;
-        metric.set(value);
-        registry.register(Box::new(metric))?;
-        Ok(())
-    };
+pub async fn metrics_text() -> Result<impl IntoResponse, ApiError> {
+    let mut body = Vec::new();
+    TextEncoder::new().encode(&metrics().registry.gather(), &mut body).map_err(anyhow::Error::from)?;
+    Ok(([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body))
+}
 
-    let counter = |name: &str, help: &str, value: i64| -> anyhow::Result<()> {
-        let metric = IntCounter::new(name, help)?;
-        metric.inc_by(value.max(0) as u64);
-        registry.register(Box::new(metric))?;
-        Ok(())
-    };
+/// Samples the installation-wide gauges every `config.metrics_interval` until `shutdown`.
+pub fn spawn_sampler(config: Arc<Config>, pool: PgPool, kafka: Arc<rdkafka::consumer::BaseConsumer>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            if let Err(error) = sample(&config, &pool, &kafka).await {
+                tracing::debug!(error = %format!("{error:#}"), "sampling metrics failed; the last sample stays");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(config.metrics_interval) => {}
+            }
+        }
+    });
+}
 
-    let appended: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&state.pool).await?;
-    // `rate(aurora_events_appended_total[1m])` is the append rate.
-    counter("aurora_events_appended_total", "Events appended to the event store", appended)?;
-    let backlog = aurora_commands::relay::backlog(&state.pool).await?;
-    gauge("aurora_relay_backlog", "Events appended but not yet published to Kafka", backlog)?;
-
+async fn sample(config: &Config, pool: &PgPool, kafka: &Arc<rdkafka::consumer::BaseConsumer>) -> anyhow::Result<()> {
+    metrics().relay_backlog.set(aurora_commands::relay::backlog(pool).await?);
     let offsets: Vec<(String, String, i32, i64)> =
-        sqlx::query_as("SELECT projection, topic, partition, next_offset FROM projection_offsets")
-            .fetch_all(&state.pool)
-            .await?;
-    let mut topics: Vec<String> = aurora_events::topics::all_event_topics(&state.config.topic_prefix);
-    let dead_letter_topic = aurora_events::topics::dead_letter_topic(&state.config.topic_prefix);
+        sqlx::query_as("SELECT projection, topic, partition, next_offset FROM projection_offsets").fetch_all(pool).await?;
+    let mut topics: Vec<String> = aurora_events::topics::all_event_topics(&config.topic_prefix);
+    let dead_letter_topic = aurora_events::topics::dead_letter_topic(&config.topic_prefix);
     topics.push(dead_letter_topic.clone());
-    let kafka = state.kafka.clone();
+    let kafka = kafka.clone();
     let watermarks = tokio::task::spawn_blocking(move || {
         topics
             .into_iter()
             .map(|topic| {
-                let marks = aurora_adapters::kafka::partition_watermarks(kafka.as_ref(), &topic, Duration::from_secs(2)).unwrap_or_default();
+                let marks =
+                    aurora_adapters::kafka::partition_watermarks(kafka.as_ref(), &topic, Duration::from_secs(2)).unwrap_or_default();
                 (topic, marks)
             })
             .collect::<Vec<_>>()
     })
-    .await
-    .map_err(anyhow::Error::from)?;
-
-    let lag = IntGaugeVec::new(
-        Opts::new("aurora_projection_consumer_lag", "Records on the log not yet applied by each projection"),
-        &["projection"],
-    )
-    .map_err(anyhow::Error::from)?;
+    .await?;
     for projection in aurora_projections::all_projections() {
         let mut total = 0i64;
-        for topic in projection.topics(&state.config.topic_prefix) {
+        for topic in projection.topics(&config.topic_prefix) {
             let Some((_, marks)) = watermarks.iter().find(|(name, _)| *name == topic) else { continue };
             for (partition, low, high) in marks {
                 let next = offsets
@@ -76,18 +74,13 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
                 total += (high - next.max(*low)).max(0);
             }
         }
-        lag.with_label_values(&[projection.name()]).set(total);
+        metrics().projection_lag.with_label_values(&[projection.name()]).set(total);
     }
-    registry.register(Box::new(lag)).map_err(anyhow::Error::from)?;
-
     let dead_letters: i64 = watermarks
         .iter()
         .filter(|(topic, _)| *topic == dead_letter_topic)
         .flat_map(|(_, marks)| marks.iter().map(|(_, low, high)| high - low))
         .sum();
-    counter("aurora_dead_letters_total", "Records on the dead-letter topic", dead_letters)?;
-
-    let mut body = Vec::new();
-    TextEncoder::new().encode(&registry.gather(), &mut body).map_err(anyhow::Error::from)?;
-    Ok(([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body))
+    metrics().dead_letters_on_log.set(dead_letters);
+    Ok(())
 }

@@ -29,13 +29,12 @@ pub struct RouteSpec {
 }
 
 fn table() -> Vec<(RouteSpec, MethodRouter<AppState>)> {
-    let route = |method: Method, path: &'static str, access: Access, handler: MethodRouter<AppState>| {
-        (RouteSpec { method, path, access }, handler)
-    };
+    let route =
+        |method: Method, path: &'static str, access: Access, handler: MethodRouter<AppState>| (RouteSpec { method, path, access }, handler);
     vec![
         route(Method::GET, "/healthz", Public, get(health::healthz)),
         route(Method::GET, "/readyz", Public, get(health::readyz)),
-        route(Method::GET, "/metrics", Public, get(metrics::metrics)),
+        route(Method::GET, "/metrics", Public, get(metrics::metrics_text)),
         route(Method::GET, "/openapi.json", Public, get(crate::openapi::openapi_json)),
         route(Method::POST, "/v1/auth/register", Public, post(auth::register)),
         route(Method::POST, "/v1/auth/login", Public, post(auth::login)),

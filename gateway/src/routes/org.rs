@@ -80,12 +80,11 @@ pub struct Invitation {
 #[utoipa::path(get, path = "/v1/org/members", tag = "org", responses((status = 200, body = Vec<Member>), (status = 401, body = Problem)))]
 pub async fn list_members(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Vec<Member>>, ApiError> {
     let mut read = caller.read_models(&state.pool).await?;
-    let members = sqlx::query_as(&format!(
-        "SELECT {MEMBER_COLUMNS} FROM accounts WHERE org_id = $1 AND removed_at IS NULL ORDER BY created_at"
-    ))
-    .bind(caller.org_id().0)
-    .fetch_all(&mut *read)
-    .await?;
+    let members =
+        sqlx::query_as(&format!("SELECT {MEMBER_COLUMNS} FROM accounts WHERE org_id = $1 AND removed_at IS NULL ORDER BY created_at"))
+            .bind(caller.org_id().0)
+            .fetch_all(&mut *read)
+            .await?;
     Ok(axum::Json(members))
 }
 
@@ -106,10 +105,10 @@ pub async fn change_role(
     state.identities.change_role(&caller.identity, user_id, request.role).await?;
     let mut read = caller.read_models(&state.pool).await?;
     let member = sqlx::query_as(&format!("SELECT {MEMBER_COLUMNS} FROM accounts WHERE org_id = $1 AND user_id = $2"))
-    .bind(caller.org_id().0)
-    .bind(user_id)
-    .fetch_one(&mut *read)
-    .await?;
+        .bind(caller.org_id().0)
+        .bind(user_id)
+        .fetch_one(&mut *read)
+        .await?;
     Ok(axum::Json(member))
 }
 

@@ -78,6 +78,12 @@ pub async fn create_token(
             })
         }
     };
+    // A token made with a token never outlives its parent: without this, a short-lived token
+    // could mint itself a permanent one.
+    let expires_at = match state.identities.credential_expiry(&caller.identity).await? {
+        Some(parent_expiry) => Some(expires_at.map_or(parent_expiry, |requested| requested.min(parent_expiry))),
+        None => expires_at,
+    };
     let (token_id, token) = state.identities.create_api_token(&caller.identity, name.clone(), role, expires_at).await?;
     Ok((StatusCode::CREATED, axum::Json(TokenCreated { token_id, name, role, expires_at, token: token.into_exposed() })))
 }

@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::extract::Query;
 use crate::auth::tickets::TicketHolder;
+use crate::extract::Query;
 use crate::problem::{ApiError, Problem};
 use crate::AppState;
 
@@ -122,9 +122,7 @@ impl Following {
     /// Follows `session_id`, which the caller has been authorised to see.
     fn follow(&mut self, state: &AppState, session_id: Uuid) -> Result<(), ApiError> {
         if !self.sessions.contains(&session_id) && self.sessions.len() >= MAX_FOLLOWED_SESSIONS {
-            return Err(ApiError::Unprocessable(format!(
-                "a socket follows at most {MAX_FOLLOWED_SESSIONS} sessions; open another socket"
-            )));
+            return Err(ApiError::Unprocessable(format!("a socket follows at most {MAX_FOLLOWED_SESSIONS} sessions; open another socket")));
         }
         self.sessions.insert(session_id);
         state.chat_hub.subscribe(session_id, self.outbox.clone());
@@ -266,7 +264,10 @@ async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, fol
                     let title: String = text.trim().chars().take(60).collect();
                     let title = if title.is_empty() { "New chat".to_owned() } else { title };
                     let create = ChatSessionCommand::Create { session_id, title, owner: actor.to_string() };
-                    state.commands.handle::<ChatSession>(&chat_stream(session_id), create, &CommandMeta::new(holder.org_id, actor.clone()), None).await?;
+                    state
+                        .commands
+                        .handle::<ChatSession>(&chat_stream(session_id), create, &CommandMeta::new(holder.org_id, actor.clone()), None)
+                        .await?;
                     session_id
                 }
             };
@@ -298,7 +299,10 @@ async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, fol
                     })).collect::<Vec<_>>(),
                 })
             });
-            let partial = state.chat_hub.partial(session_id).filter(|partial| turn.is_some() && Some(partial.turn_id) == session.running_turn().map(|t| t.turn_id));
+            let partial = state
+                .chat_hub
+                .partial(session_id)
+                .filter(|partial| turn.is_some() && Some(partial.turn_id) == session.running_turn().map(|t| t.turn_id));
             Ok(json!({
                 "type": "subscribed", "request_id": request_id, "session_id": session_id, "stream_version": version,
                 "running_turn": turn,
@@ -310,7 +314,9 @@ async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, fol
             let answer = ChatSessionCommand::AnswerConfirmation { confirmation_id, approve, answered_at: chrono::Utc::now() };
             state.commands.handle::<ChatSession>(&chat_stream(session_id), answer, &CommandMeta::new(holder.org_id, actor), None).await?;
             wake_relay(state);
-            Ok(json!({ "type": "confirmation_answered", "request_id": request_id, "confirmation_id": confirmation_id, "approved": approve }))
+            Ok(
+                json!({ "type": "confirmation_answered", "request_id": request_id, "confirmation_id": confirmation_id, "approved": approve }),
+            )
         }
         ClientFrame::Cancel { request_id, session_id, turn_id } => {
             owner_or_admin(state, holder, session_id, "cancel this turn").await?;

@@ -169,6 +169,9 @@ impl Agent {
             }
         };
         if turn.awaiting_confirmation() {
+            // Every path that waits makes sure the expiry timer exists: a processor that died
+            // between recording the request and setting its timer must not leave it waiting for ever.
+            self.ensure_confirmation_timers(stream, org_id).await?;
             return Ok(Some(Advanced::Waiting));
         }
         if let Some(pending) = turn.tool_calls.iter().find(|call| call.outcome.is_none()) {
@@ -190,7 +193,11 @@ impl Agent {
         let messages = self.conversation(session, turn, &offered);
         let specs: Vec<ToolSpec> = offered
             .iter()
-            .map(|tool| ToolSpec { name: tool.name().to_owned(), description: tool.description().to_owned(), parameters: tool.parameters() })
+            .map(|tool| ToolSpec {
+                name: tool.name().to_owned(),
+                description: tool.description().to_owned(),
+                parameters: tool.parameters(),
+            })
             .collect();
         let session_id = Uuid::parse_str(stream.id()).unwrap_or_default();
         let mut seq = 0u32;
@@ -232,8 +239,7 @@ impl Agent {
                 llm_calls: call_index,
                 tool_calls: turn.tool_calls.len() as u32,
                 prompt_tokens: turn.llm_calls.iter().map(|call| call.prompt_tokens).sum::<u32>() + completion.prompt_tokens,
-                completion_tokens: turn.llm_calls.iter().map(|call| call.completion_tokens).sum::<u32>()
-                    + completion.completion_tokens,
+                completion_tokens: turn.llm_calls.iter().map(|call| call.completion_tokens).sum::<u32>() + completion.completion_tokens,
             };
             self.record(stream, org_id, turn_id, ChatSessionCommand::Complete(answer)).await?;
             return Ok(Some(Advanced::Ended));
@@ -247,8 +253,11 @@ impl Agent {
                 return Ok(Some(Advanced::Ended));
             }
             let tool = offered.iter().find(|tool| tool.name() == call.name);
-            let arguments: Result<Value, _> =
-                if call.arguments.trim().is_empty() { Ok(Value::Object(Default::default())) } else { serde_json::from_str(&call.arguments) };
+            let arguments: Result<Value, _> = if call.arguments.trim().is_empty() {
+                Ok(Value::Object(Default::default()))
+            } else {
+                serde_json::from_str(&call.arguments)
+            };
             let destructive = tool.is_some_and(|tool| tool.effect() == Effect::Destructive);
             let request = ToolCallRequested {
                 turn_id,
@@ -428,7 +437,10 @@ impl Agent {
         let mut budget = self.limits.context_tokens.saturating_sub(fixed);
         let mut history = Vec::new();
         for exchange in session.history.iter().rev() {
-            let pair = [ChatMessage::User(exchange.question.clone()), ChatMessage::Assistant { text: exchange.answer.clone(), tool_calls: Vec::new() }];
+            let pair = [
+                ChatMessage::User(exchange.question.clone()),
+                ChatMessage::Assistant { text: exchange.answer.clone(), tool_calls: Vec::new() },
+            ];
             let cost: usize = pair.iter().map(ChatMessage::estimated_tokens).sum();
             if cost > budget {
                 break;

@@ -12,9 +12,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aurora_adapters::consumer::{Assignment, PARTITION_CHECK};
 use aurora_adapters::kafka::{consumer_config, ensure_topics, envelope_of};
 use aurora_adapters::postgres::{Leadership, LeadershipLost};
-use aurora_adapters::consumer::{Assignment, PARTITION_CHECK};
 use aurora_adapters::Config;
 use aurora_commands::CommandMeta;
 use aurora_domain::chat_session::{ChatSession, ChatSessionCommand};
@@ -29,13 +29,8 @@ use uuid::Uuid;
 use super::Agent;
 
 const NAME: &str = "processor:agent";
-const TRIGGERS: &[&str] = &[
-    "chat.message_submitted",
-    "confirmation.granted",
-    "confirmation.denied",
-    "confirmation.expired",
-    "chat.turn_cancel_requested",
-];
+const TRIGGERS: &[&str] =
+    &["chat.message_submitted", "confirmation.granted", "confirmation.denied", "confirmation.expired", "chat.turn_cancel_requested"];
 
 /// Offsets read but whose work has not ended, per partition, and the next offset to read.
 #[derive(Default)]
@@ -124,9 +119,8 @@ impl AgentRunner {
 
     async fn consume(&self, topic: &str, leadership: &Arc<Leadership>, stop: &CancellationToken) -> anyhow::Result<()> {
         // A question waits on this fetch before its turn starts: ask the broker to answer within 2 ms.
-        let consumer: StreamConsumer = consumer_config(&self.config, &format!("{}aurora-agent", self.config.topic_prefix))
-            .set("fetch.wait.max.ms", "2")
-            .create()?;
+        let consumer: StreamConsumer =
+            consumer_config(&self.config, &format!("{}aurora-agent", self.config.topic_prefix)).set("fetch.wait.max.ms", "2").create()?;
         let topics = [topic.to_owned()];
         let mut assigned = Assignment::new(NAME);
         assigned.follow(&consumer, &topics, &self.pool).await?;
@@ -350,7 +344,8 @@ async fn fire_timers(agent: Agent, pool: PgPool, leadership: Arc<Leadership>, st
         match due {
             Ok(due) => {
                 for (timer_id, org_id, stream, payload) in due {
-                    let Some(confirmation_id) = payload.get("confirmation_id").and_then(|id| id.as_str()).and_then(|id| Uuid::parse_str(id).ok())
+                    let Some(confirmation_id) =
+                        payload.get("confirmation_id").and_then(|id| id.as_str()).and_then(|id| Uuid::parse_str(id).ok())
                     else {
                         continue;
                     };
@@ -359,7 +354,8 @@ async fn fire_timers(agent: Agent, pool: PgPool, leadership: Arc<Leadership>, st
                     let command = ChatSessionCommand::ExpireConfirmation { confirmation_id };
                     match agent.commands().handle::<ChatSession>(&stream, command, &meta, None).await {
                         Ok(_) => {
-                            let _ = sqlx::query("UPDATE timers SET fired_at = now() WHERE timer_id = $1").bind(timer_id).execute(&pool).await;
+                            let _ =
+                                sqlx::query("UPDATE timers SET fired_at = now() WHERE timer_id = $1").bind(timer_id).execute(&pool).await;
                         }
                         Err(error) => tracing::warn!(%timer_id, %error, "firing a timer failed; it stays due"),
                     }

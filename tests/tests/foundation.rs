@@ -1,0 +1,389 @@
+//! The defects an attacker or a reviewer found in the backbone, each shown through a public
+//! interface: HTTP, the WebSocket, Kafka topics, or two real `aurora` processes.
+
+use std::time::Duration;
+
+use aurora_adapters::kafka::{header_str, DLQ_CONSUMER, DLQ_ERROR};
+use aurora_adapters::scripted_llm::{ScriptedLlm, Step};
+use aurora_tests::chat::ChatSocket;
+use aurora_tests::kafka::read_all;
+use aurora_tests::{eventually, http, problem, spawn_aurora_role, App, Caller, Roles, TestEnv};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn create_session(app: &App, caller: &Caller, title: &str) -> String {
+    let created: Value = caller
+        .apply(http().post(app.url("/v1/chat/sessions")))
+        .json(&json!({ "title": title }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["session_id"].as_str().expect("a session id").to_owned()
+}
+
+async fn create_token(app: &App, caller: &Caller, role: &str) -> String {
+    let created: Value = caller
+        .apply(http().post(app.url("/v1/tokens")))
+        .json(&json!({ "name": format!("{role} token"), "role": role }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["token"].as_str().expect("a token").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_reason_is_refused_and_an_oversized_event_is_dead_lettered_while_others_flow() {
+    let env = TestEnv::new().await;
+    let app = App::spawn(&env, Roles::ALL).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let session = create_session(&app, &ana, "to archive").await;
+    let huge_reason = "x".repeat(1_000_000);
+    let refused = ana
+        .apply(http().post(app.url(&format!("/v1/chat/sessions/{session}/archive"))))
+        .json(&json!({ "reason": huge_reason }))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(refused, StatusCode::BAD_REQUEST).await;
+    assert_eq!(body["field"], "reason");
+
+    // An event too large for Kafka, put straight into the store as an older build could have.
+    let oversized_id = Uuid::now_v7();
+    let other_org = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO events (event_id, stream, stream_version, event_type, schema_version, org_id, actor, occurred_at, \
+         correlation_id, payload) VALUES ($1, $2, 1, 'chat.session_created', 1, $3, 'user:someone', now(), $1, $4)",
+    )
+    .bind(oversized_id)
+    .bind(format!("chat-{}", Uuid::now_v7()))
+    .bind(other_org)
+    .bind(json!({ "session_id": Uuid::now_v7(), "title": "y".repeat(2_000_000), "owner": "user:someone" }))
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    // Another organisation's work after it still reaches Kafka and the read models.
+    let after = create_session(&app, &ana, "after the big one").await;
+    eventually("the session after the oversized event to be projected", WAIT, || async {
+        let found = ana.apply(http().get(app.url(&format!("/v1/chat/sessions/{after}")))).send().await.unwrap().status();
+        (found == StatusCode::OK).then_some(())
+    })
+    .await;
+    let dead_letters = eventually("the oversized event on the dead-letter topic", WAIT, || async {
+        let records = read_all(&env.config, &aurora_events::topics::dead_letter_topic(&env.config.topic_prefix)).await;
+        (!records.is_empty()).then_some(records)
+    })
+    .await;
+    assert_eq!(dead_letters.len(), 1);
+    let letter = &dead_letters[0];
+    assert_eq!(header_str(letter, "ce_id"), Some(oversized_id.to_string().as_str()));
+    assert_eq!(header_str(letter, DLQ_CONSUMER), Some("relay"));
+    assert!(header_str(letter, DLQ_ERROR).unwrap().contains("too large"), "{:?}", header_str(letter, DLQ_ERROR));
+    let metrics = http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|line| line == "aurora_relay_dead_letters_total 1"), "{metrics}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_organisation_can_neither_ask_in_nor_follow_a_session() {
+    let llm = ScriptedLlm::start().await;
+    let mut env = TestEnv::new().await;
+    env.config.llm_base_url = llm.base_url.clone();
+    let app = App::spawn(&env, Roles::ALL).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let mallory = Caller::register(&app.base_url, "mallory").await;
+    let session = create_session(&app, &ana, "private").await;
+    llm.script("what is secret", vec![Step::text("the secret answer")]);
+
+    let mut intruder = ChatSocket::open(&app.base_url, &mallory).await;
+    let asked = intruder.request(json!({ "type": "query", "session_id": session, "text": "what is secret", "mode": "ask" })).await;
+    assert_eq!(asked["code"], "not_found", "{asked}");
+    let followed = intruder.request(json!({ "type": "subscribe", "session_id": session })).await;
+    assert_eq!(followed["code"], "not_found", "{followed}");
+
+    let mut owner = ChatSocket::open(&app.base_url, &ana).await;
+    owner.request(json!({ "type": "query", "session_id": session, "text": "what is secret", "mode": "ask" })).await;
+    owner.event("chat.assistant_message_completed").await;
+    // The intruder's socket is still open and answers, but carried nothing of the session.
+    let pong = intruder.request(json!({ "type": "ping" })).await;
+    assert_eq!(pong["type"], "pong");
+    let leaked: Vec<&Value> =
+        intruder.frames.iter().filter(|frame| frame["session_id"] == session.as_str() && frame["type"] != "error").collect();
+    assert!(leaked.is_empty(), "{leaked:#?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_and_a_revoked_token_lose_their_sockets_within_seconds() {
+    let env = TestEnv::new().await;
+    let app = App::spawn(&env, Roles::ALL).await;
+    let admin = Caller::register(&app.base_url, "admin").await;
+    let bo = Caller::join(&app.base_url, &admin, "bo", "editor").await;
+    let session = create_session(&app, &admin, "shared").await;
+
+    let mut removed = ChatSocket::open(&app.base_url, &bo).await;
+    let followed = removed.request(json!({ "type": "subscribe", "session_id": session })).await;
+    assert_eq!(followed["type"], "subscribed", "{followed}");
+    let token = create_token(&app, &admin, "viewer").await;
+    let mut by_token = ChatSocket::open_with_token(&app.base_url, &token).await;
+    let followed = by_token.request(json!({ "type": "subscribe", "session_id": session })).await;
+    assert_eq!(followed["type"], "subscribed", "{followed}");
+
+    let removal = admin.apply(http().delete(app.url(&format!("/v1/org/members/{}", bo.user_id)))).send().await.unwrap();
+    assert!(removal.status().is_success(), "{}", removal.text().await.unwrap());
+    assert_eq!(removed.closed_within(Duration::from_secs(10)).await, Some(4401));
+
+    let tokens: Value = admin.apply(http().get(app.url("/v1/tokens"))).send().await.unwrap().json().await.unwrap();
+    let token_id = tokens.as_array().unwrap().iter().find(|listed| listed["revoked_at"].is_null()).unwrap()["token_id"].clone();
+    let revoked = admin.apply(http().delete(app.url(&format!("/v1/tokens/{}", token_id.as_str().unwrap())))).send().await.unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.text().await.unwrap());
+    assert_eq!(by_token.closed_within(Duration::from_secs(10)).await, Some(4401));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_opened_with_a_viewer_token_of_an_admin_acts_as_a_viewer() {
+    let env = TestEnv::new().await;
+    let app = App::spawn(&env, Roles::ALL).await;
+    let admin = Caller::register(&app.base_url, "admin").await;
+    let session = create_session(&app, &admin, "mine").await;
+    let token = create_token(&app, &admin, "viewer").await;
+    let mut socket = ChatSocket::open_with_token(&app.base_url, &token).await;
+    assert_eq!(socket.hello["role"], "viewer");
+    let asked = socket.request(json!({ "type": "query", "session_id": session, "text": "hello", "mode": "ask" })).await;
+    assert_eq!(asked["code"], "forbidden", "{asked}");
+    let confirmed =
+        socket.request(json!({ "type": "confirm", "session_id": session, "confirmation_id": Uuid::now_v7(), "approve": true })).await;
+    assert_eq!(confirmed["code"], "forbidden", "{confirmed}");
+    // The same admin's own session cookie still acts as an admin.
+    let mut own = ChatSocket::open(&app.base_url, &admin).await;
+    assert_eq!(own.hello["role"], "admin");
+    let cancelled = own.request(json!({ "type": "cancel", "session_id": session, "turn_id": Uuid::now_v7() })).await;
+    assert_ne!(cancelled["code"], "forbidden", "{cancelled}");
+    app.stop().await;
+}
+
+/// The pid of the Postgres session that holds leadership `lock`, once one does.
+async fn lock_holder(env: &TestEnv, lock: &str) -> i32 {
+    let name = aurora_adapters::postgres::leadership_application_name(lock);
+    eventually(&format!("{lock} to be held"), WAIT, || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid \
+             WHERE a.application_name = $1 AND l.locktype = 'advisory' AND l.granted",
+        )
+        .bind(&name)
+        .fetch_optional(&env.pool)
+        .await
+        .unwrap()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_lock_session_ends_stops_and_the_standby_runs_each_call_once() {
+    const LOCK: &str = "aurora-processor:agent";
+    let llm = ScriptedLlm::start().await;
+    let env = TestEnv::new().await;
+    let app = App::spawn(&env, Roles { gateway: true, processors: false, projections: true }).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let llm_env = [("AURORA_LLM_BASE_URL", llm.base_url.as_str()), ("AURORA_LLM_MODEL", "scripted-model")];
+    let _first = spawn_aurora_role(&env, &["processors"], &llm_env);
+    let first_pid = lock_holder(&env, LOCK).await;
+    let _second = spawn_aurora_role(&env, &["processors"], &llm_env);
+    let name = aurora_adapters::postgres::leadership_application_name(LOCK);
+    eventually("the standby to wait for the lock", WAIT, || async {
+        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+            .bind(&name)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        (waiting >= 2).then_some(())
+    })
+    .await;
+
+    // The leader's lock session ends under it (an administrator, a failover); it still runs.
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(first_pid).fetch_one(&env.pool).await.unwrap();
+    assert!(terminated);
+    llm.script("list my sessions", vec![Step::tool("call_list", "list_chat_sessions", json!({})), Step::text("You have some.")]);
+    let mut socket = ChatSocket::open(&app.base_url, &ana).await;
+    let accepted = socket.request(json!({ "type": "query", "text": "list my sessions", "mode": "ask" })).await;
+    let session_id = accepted["session_id"].as_str().unwrap().to_owned();
+    socket.event("chat.assistant_message_completed").await;
+    let second_pid = lock_holder(&env, LOCK).await;
+    assert_ne!(second_pid, first_pid);
+    // Give a stale leader time to do what it would do twice.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(llm.requests_for("list my sessions").len(), 2, "one request for the tool call, one for the answer");
+    for (event_type, expected) in [("llm.call_completed", 2), ("tool_call.completed", 1), ("chat.assistant_message_completed", 1)] {
+        let count =
+            env.count(&format!("SELECT count(*) FROM events WHERE stream = 'chat-{session_id}' AND event_type = '{event_type}'")).await;
+        assert_eq!(count, expected, "{event_type}");
+    }
+    socket.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_parallel_logins_all_succeed_and_the_user_stream_reaches_kafka_in_order() {
+    let mut env = TestEnv::new().await;
+    env.config.auth_rate_limit_per_account = 1000;
+    env.config.auth_rate_limit_per_ip = 1000;
+    let app = App::spawn(&env, Roles::ALL).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let logins = (0..20).map(|_| {
+        let url = app.url("/v1/auth/login");
+        let email = ana.email.clone();
+        async move { http().post(url).json(&json!({ "email": email, "password": aurora_tests::PASSWORD })).send().await.unwrap().status() }
+    });
+    let statuses = futures::future::join_all(logins).await;
+    assert!(statuses.iter().all(|status| *status == StatusCode::OK), "{statuses:?}");
+    let stream = format!("user-{}", ana.user_id);
+    let records = eventually("the user stream on Kafka", WAIT, || async {
+        let records = read_all(&env.config, &env.topic("user")).await;
+        let ours: Vec<i64> = records
+            .iter()
+            .filter(|record| header_str(*record, "ce_subject") == Some(stream.as_str()))
+            .map(|record| header_str(record, "ce_aurorastreamversion").unwrap().parse().unwrap())
+            .collect();
+        // Registered, logged in on registration, and twenty logins.
+        (ours.len() >= 22).then_some(ours)
+    })
+    .await;
+    assert_eq!(records, (1..=22).collect::<Vec<i64>>(), "versions only go up, with no gap");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_belong_to_an_organisation_and_a_request() {
+    let env = TestEnv::new().await;
+    let app = App::spawn(&env, Roles { gateway: true, processors: false, projections: false }).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let bo = Caller::register(&app.base_url, "bo").await;
+    let key = Uuid::now_v7().to_string();
+    let create = |caller: &Caller, title: &str| {
+        caller.apply(http().post(app.url("/v1/chat/sessions"))).header("idempotency-key", &key).json(&json!({ "title": title }))
+    };
+    let first: Value = create(&ana, "ana's").send().await.unwrap().json().await.unwrap();
+    let again: Value = create(&ana, "ana's").send().await.unwrap().json().await.unwrap();
+    assert_eq!(first["session_id"], again["session_id"]);
+    assert_eq!(again["duplicate"], true);
+    // Another organisation with the same key gets its own session, not ana's result.
+    let theirs = create(&bo, "bo's").send().await.unwrap();
+    assert_eq!(theirs.status(), StatusCode::CREATED);
+    let theirs: Value = theirs.json().await.unwrap();
+    assert_ne!(theirs["session_id"], first["session_id"]);
+    assert_eq!(theirs["duplicate"], false);
+    // The same key with another body is refused.
+    let changed = create(&ana, "something else").send().await.unwrap();
+    let body = problem(changed, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(body["detail"].as_str().unwrap().contains("Idempotency-Key"), "{body}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_changes_are_rate_limited_and_a_token_made_by_a_token_does_not_outlive_it() {
+    let mut env = TestEnv::new().await;
+    env.config.auth_rate_limit_per_ip = 3;
+    env.config.auth_rate_limit_per_account = 3;
+    let app = App::spawn(&env, Roles { gateway: true, processors: false, projections: false }).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let attempt = || {
+        ana.apply(http().post(app.url("/v1/auth/password")))
+            .json(&json!({ "current_password": "not the password at all", "new_password": "another long password" }))
+    };
+    for _ in 0..3 {
+        assert_eq!(attempt().send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    }
+    let limited = attempt().send().await.unwrap();
+    assert!(limited.headers().contains_key("retry-after"));
+    problem(limited, StatusCode::TOO_MANY_REQUESTS).await;
+
+    let parent: Value = ana
+        .apply(http().post(app.url("/v1/tokens")))
+        .json(&json!({ "name": "short", "role": "editor", "expires_in_days": 1 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let child: Value = http()
+        .post(app.url("/v1/tokens"))
+        .bearer_auth(parent["token"].as_str().unwrap())
+        .json(&json!({ "name": "forever", "role": "viewer" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let expiry = |token: &Value| token["expires_at"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    // The parent's expiry as stored (Postgres keeps microseconds).
+    assert!((expiry(&child) - expiry(&parent)).num_milliseconds().abs() < 1, "{child} {parent}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_reaches_the_audit_log_late_is_not_skipped_by_a_client_paging_forward() {
+    let env = TestEnv::new().await;
+    let app = App::spawn(&env, Roles::ALL).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let audit = |cursor: Option<String>| {
+        let mut url = app.url("/v1/audit?limit=100");
+        if let Some(cursor) = cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        ana.apply(http().get(url))
+    };
+    let first: Value = eventually("the registration in the audit log", WAIT, || async {
+        let page: Value = audit(None).send().await.unwrap().json().await.unwrap();
+        (page["items"].as_array().unwrap().len() >= 2).then_some(page)
+    })
+    .await;
+    let last = first["items"].as_array().unwrap().last().unwrap().clone();
+    let cursor = format!("p{}", last["position"]);
+    // An event whose transaction began before the ones already read, and committed after them.
+    let late = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO audit_log (event_id, org_id, stream, stream_version, event_type, schema_version, actor, occurred_at, correlation_id) \
+         VALUES ($1, $2, 'chat-late', 1, 'chat.session_created', 1, 'user:ana', now() - interval '1 hour', $1)",
+    )
+    .bind(late)
+    .bind(ana.org)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let next: Value = audit(Some(cursor)).send().await.unwrap().json().await.unwrap();
+    let ids: Vec<&str> = next["items"].as_array().unwrap().iter().map(|item| item["event_id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&late.to_string().as_str()), "{next}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_in_free_text_are_a_bad_request_not_a_server_error() {
+    let env = TestEnv::new().await;
+    let app = App::spawn(&env, Roles { gateway: true, processors: false, projections: false }).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    for title in ["nul \u{0} inside", "escape \u{1b}[31m red"] {
+        let response = ana.apply(http().post(app.url("/v1/chat/sessions"))).json(&json!({ "title": title })).send().await.unwrap();
+        let body = problem(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(body["field"], "title");
+    }
+    let session = create_session(&app, &ana, "fine").await;
+    let renamed = ana
+        .apply(http().patch(app.url(&format!("/v1/chat/sessions/{session}"))))
+        .json(&json!({ "title": "still \u{0} bad" }))
+        .send()
+        .await
+        .unwrap();
+    problem(renamed, StatusCode::BAD_REQUEST).await;
+    app.stop().await;
+}
