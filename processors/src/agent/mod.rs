@@ -171,7 +171,7 @@ impl Agent {
         if turn.awaiting_confirmation() {
             // Every path that waits makes sure the expiry timer exists: a processor that died
             // between recording the request and setting its timer must not leave it waiting for ever.
-            self.ensure_confirmation_timers(stream, org_id).await?;
+            self.ensure_confirmation_timers(stream, org_id, turn).await?;
             return Ok(Some(Advanced::Waiting));
         }
         if let Some(pending) = turn.tool_calls.iter().find(|call| call.outcome.is_none()) {
@@ -281,7 +281,7 @@ impl Agent {
                 self.record(stream, org_id, turn_id, finish).await?;
             }
         }
-        self.ensure_confirmation_timers(stream, org_id).await?;
+        // A confirmation requested here gets its timer at the next step, which waits on it.
         Ok(None)
     }
 
@@ -289,10 +289,8 @@ impl Agent {
         self.record(stream, org_id, turn_id, ChatSessionCommand::Fail { turn_id, reason, message }).await
     }
 
-    /// Every pending confirmation of the stream has its expiry timer (idempotent).
-    async fn ensure_confirmation_timers(&self, stream: &StreamId, org_id: OrgId) -> Result<(), HandleError> {
-        let (session, _) = self.commands.load::<ChatSession>(stream, org_id).await?;
-        let Some(turn) = session.running_turn() else { return Ok(()) };
+    /// Every pending confirmation of `turn` has its expiry timer (idempotent).
+    async fn ensure_confirmation_timers(&self, stream: &StreamId, org_id: OrgId, turn: &Turn) -> Result<(), HandleError> {
         for confirmation in turn.confirmations.iter().filter(|confirmation| confirmation.answer.is_none()) {
             sqlx::query(
                 "INSERT INTO timers (timer_id, kind, org_id, stream, payload, due_at) VALUES ($1, 'confirmation_expiry', $2, $3, $4, $5) \
