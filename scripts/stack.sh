@@ -7,6 +7,7 @@
 #   scripts/stack.sh down     stop everything; data stays
 #   scripts/stack.sh status   show what runs where
 #   scripts/stack.sh env      print the variables the tests and `aurora` use
+#   scripts/stack.sh test-tools  install (once) what only the tests use: schemathesis
 #   scripts/stack.sh scratch-broker PORT [sqlite|memory]
 #                             (re)start a throwaway broker with an empty log on PORT
 #
@@ -21,11 +22,13 @@ KAFKA_PORT=${AURORA_STACK_KAFKA_PORT:-9092}
 REDIS_PORT=${AURORA_STACK_REDIS_PORT:-6379}
 TANSU_VERSION=0.6.0
 PGSERVER_VERSION=0.1.4
+SCHEMATHESIS_VERSION=4.32.5
 RUN_USER=aurora
 
 PG_HOME="$CACHE_DIR/pgserver-$PGSERVER_VERSION"
 PG_BIN="$PG_HOME/pgserver/pginstall/bin"
 TANSU_BIN="$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu"
+SCHEMATHESIS_HOME="$CACHE_DIR/schemathesis-$SCHEMATHESIS_VERSION"
 PG_DATA="$STACK_DIR/postgres"
 RUN_DIR="$STACK_DIR/run"
 LOG_DIR="$STACK_DIR/logs"
@@ -71,6 +74,18 @@ install_tansu() {
   say "installing tansu $TANSU_VERSION from crates.io (about 17 minutes, once)"
   cargo install tansu --version "$TANSU_VERSION" --locked --features libsql,dynostore \
     --root "$CACHE_DIR/tansu-$TANSU_VERSION" --quiet
+}
+
+# schemathesis (PyPI), which the test suite runs over /openapi.json; kept in a directory of its
+# own so that it does not touch the system's Python packages.
+install_schemathesis() {
+  if [ -x "$SCHEMATHESIS_HOME/bin/schemathesis" ] &&
+    [ "$(PYTHONPATH="$SCHEMATHESIS_HOME" "$SCHEMATHESIS_HOME/bin/schemathesis" --version 2>/dev/null)" = "schemathesis, version $SCHEMATHESIS_VERSION" ]; then
+    return
+  fi
+  say "installing schemathesis $SCHEMATHESIS_VERSION from PyPI"
+  rm -rf "$SCHEMATHESIS_HOME"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$SCHEMATHESIS_HOME" "schemathesis==$SCHEMATHESIS_VERSION"
 }
 
 ensure_user() {
@@ -192,6 +207,7 @@ export AURORA_TEST_DATABASE_ADMIN_URL=postgres://aurora@127.0.0.1:$PG_PORT/postg
 export AURORA_TEST_PG_BIN=$PG_BIN
 export AURORA_TEST_TANSU_BIN=$TANSU_BIN
 export AURORA_TEST_RUN_USER=$RUN_USER
+export AURORA_TEST_SCHEMATHESIS_HOME=$SCHEMATHESIS_HOME
 VARS
 }
 
@@ -206,6 +222,9 @@ case "${1:-}" in
     start_tansu
     start_redis
     say "stack is up: postgres 127.0.0.1:$PG_PORT, kafka 127.0.0.1:$KAFKA_PORT, redis 127.0.0.1:$REDIS_PORT"
+    ;;
+  test-tools)
+    install_schemathesis
     ;;
   down)
     pg_running && as_run_user "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null && say "postgres stopped"

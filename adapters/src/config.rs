@@ -51,7 +51,7 @@ pub struct Config {
     pub llm_base_url: String,
     pub llm_model: String,
     /// Sent as `Authorization: Bearer`; never printed.
-    pub llm_api_key: Option<String>,
+    pub llm_api_key: Option<secrecy::SecretString>,
     /// How long the LLM may take to send its first chunk, and between two chunks.
     pub llm_timeout: Duration,
     /// The model's context window, in tokens; history beyond it is trimmed, oldest first.
@@ -65,6 +65,8 @@ pub struct Config {
     /// How often the gateway samples the installation-wide gauges of `/metrics` (relay backlog,
     /// consumer lag); a scrape only reads the last sample.
     pub metrics_interval: Duration,
+    /// librdkafka's own debug contexts for every client (e.g. `cgrp,fetch`), when set.
+    pub kafka_debug: Option<String>,
 }
 
 /// `url` with any password replaced, for logs and debug output.
@@ -111,6 +113,7 @@ impl std::fmt::Debug for Config {
             .field("agent_max_turn", &self.agent_max_turn)
             .field("confirmation_ttl", &self.confirmation_ttl)
             .field("metrics_interval", &self.metrics_interval)
+            .field("kafka_debug", &self.kafka_debug)
             .finish()
     }
 }
@@ -157,6 +160,7 @@ impl Default for Config {
             agent_max_turn: Duration::from_secs(600),
             confirmation_ttl: Duration::from_secs(300),
             metrics_interval: Duration::from_secs(10),
+            kafka_debug: None,
         }
     }
 }
@@ -236,7 +240,7 @@ impl Config {
                 "AURORA_TRUST_FORWARDED_FOR" => config.trust_forwarded_for = parse("AURORA_TRUST_FORWARDED_FOR", &value)?,
                 "AURORA_LLM_BASE_URL" => config.llm_base_url = value,
                 "AURORA_LLM_MODEL" => config.llm_model = value,
-                "AURORA_LLM_API_KEY" => config.llm_api_key = Some(value).filter(|key| !key.is_empty()),
+                "AURORA_LLM_API_KEY" => config.llm_api_key = Some(value).filter(|key| !key.is_empty()).map(secrecy::SecretString::from),
                 "AURORA_LLM_TIMEOUT_SECS" => config.llm_timeout = seconds("AURORA_LLM_TIMEOUT_SECS", &value)?,
                 "AURORA_LLM_CONTEXT_TOKENS" => config.llm_context_tokens = parse("AURORA_LLM_CONTEXT_TOKENS", &value)?,
                 "AURORA_AGENT_MAX_LLM_CALLS" => config.agent_max_llm_calls = parse("AURORA_AGENT_MAX_LLM_CALLS", &value)?,
@@ -244,6 +248,7 @@ impl Config {
                 "AURORA_AGENT_MAX_TURN_SECS" => config.agent_max_turn = seconds("AURORA_AGENT_MAX_TURN_SECS", &value)?,
                 "AURORA_CONFIRMATION_TTL_SECS" => config.confirmation_ttl = seconds("AURORA_CONFIRMATION_TTL_SECS", &value)?,
                 "AURORA_METRICS_INTERVAL_SECS" => config.metrics_interval = seconds("AURORA_METRICS_INTERVAL_SECS", &value)?,
+                "AURORA_KAFKA_DEBUG" => config.kafka_debug = Some(value).filter(|contexts| !contexts.is_empty()),
                 known if KNOWN.contains(&known) => {}
                 _ => return Err(ConfigError::Unknown(name)),
             }

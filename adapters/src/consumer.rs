@@ -1,15 +1,79 @@
-//! Pieces every consumer of the log shares (the relay's counterpart on the reading side): the
-//! partitions it owns, assigned at the offsets stored with its effects and kept in step with its
-//! topics. Ownership itself is [`crate::postgres::Leadership`].
+//! The skeleton every long-running worker of the log stands on — the relay, each projection, the
+//! agent and the chat hub, and every processor after them — so that each writes only what it
+//! does with an event:
+//!
+//! - [`supervise`] runs the work again after a failure, with backoff, until shutdown;
+//! - [`lead`] does so as the one leader of a Postgres advisory lock ([`Leadership`]), which the
+//!   work fences before each side effect;
+//! - [`Assignment`] owns the partitions, assigned at the offsets stored with the work's effects
+//!   and kept in step with the topics.
 
-use std::time::Duration;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::kafka::partitions_of;
 use crate::metrics::metrics;
+use crate::postgres::Leadership;
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A run that lasted this long was healthy: the next failure starts the backoff over.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// Runs `work` until it returns `Ok` or `shutdown` is cancelled. A failure (the broker or the
+/// database away, leadership lost) is logged and `work` runs again after a backoff that doubles
+/// from 100 ms up to 5 s.
+pub async fn supervise<F, Fut>(worker: &str, shutdown: &CancellationToken, mut work: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    while !shutdown.is_cancelled() {
+        let started = Instant::now();
+        let Err(error) = work().await else { break };
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff = FIRST_BACKOFF;
+        }
+        tracing::warn!(worker, error = %format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "worker interrupted; retrying");
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    tracing::info!(worker, "worker stopped");
+}
+
+/// [`supervise`]s `work` as the one leader of `lock` among every process of the deployment: waits
+/// for the lock (a hot standby), runs `work` with the [`Leadership`], which it must
+/// [`fence`](Leadership::fence) before each side effect, and gives the lock up when `work` ends.
+/// A lost leadership is a failure like any other: the work stops and waits for the lock again.
+pub async fn lead<F, Fut>(worker: &str, pool: &PgPool, lock: &str, shutdown: &CancellationToken, work: F)
+where
+    F: Fn(Arc<Leadership>) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let work = &work;
+    supervise(worker, shutdown, move || async move {
+        let Some(leadership) = Leadership::acquire(pool, lock, shutdown).await? else { return Ok(()) };
+        let leadership = Arc::new(leadership);
+        let outcome = work(leadership.clone()).await;
+        match Arc::try_unwrap(leadership) {
+            Ok(leadership) => leadership.release().await,
+            // Something the work spawned still holds it; the lock goes with the last of them.
+            Err(_) => tracing::debug!(worker, "leadership still shared at the end of the work"),
+        }
+        outcome
+    })
+    .await
+}
 
 /// How often a consumer looks for partitions added to its topics.
 pub const PARTITION_CHECK: Duration = Duration::from_secs(30);

@@ -26,12 +26,13 @@ pub fn producer_config(config: &Config) -> ClientConfig {
         .set("batch.num.messages", "10000")
         .set("message.timeout.ms", "120000")
         .set("socket.keepalive.enable", "true");
+    with_debug(&mut client, config);
     client
 }
 
-/// `AURORA_KAFKA_DEBUG` (e.g. `cgrp,fetch`) turns on librdkafka's own debug contexts.
-fn with_debug(client: &mut ClientConfig) -> &mut ClientConfig {
-    if let Ok(contexts) = std::env::var("AURORA_KAFKA_DEBUG") {
+/// Turns on librdkafka's own debug contexts when configured (`AURORA_KAFKA_DEBUG`).
+fn with_debug<'client>(client: &'client mut ClientConfig, config: &Config) -> &'client mut ClientConfig {
+    if let Some(contexts) = &config.kafka_debug {
         client.set("debug", contexts);
     }
     client
@@ -54,7 +55,7 @@ pub fn consumer_config(config: &Config, group_id: &str) -> ClientConfig {
         .set("max.poll.interval.ms", "20000")
         .set("fetch.wait.max.ms", "10")
         .set("socket.keepalive.enable", "true");
-    with_debug(&mut client);
+    with_debug(&mut client, config);
     client
 }
 
@@ -130,26 +131,44 @@ pub fn envelope_of(message: &impl Message) -> Result<Envelope, cloudevents::Bind
     cloudevents::from_binary(|name| headers.iter().find(|(key, _)| *key == name).map(|(_, text)| *text), message.payload())
 }
 
-/// Creates the topics that do not exist yet. Existing topics are left as they are.
+/// How long a topic keeps its records. Events live forever (DESIGN §2: anyone may replay the log
+/// for audit), and so do dead letters; token deltas matter for seconds, and an hour covers any
+/// reconnect.
+///
+/// Brokers read these settings differently, so each is spelled for all of them: Apache Kafka and
+/// Redpanda delete by age unless `retention.ms` is `-1`. Tansu 0.6 deletes only from topics whose
+/// own configuration names `cleanup.policy=delete`, and compares `retention.ms` as an age in
+/// milliseconds, so `-1` together with `cleanup.policy=delete` would delete every record at the
+/// next maintenance. Event topics therefore carry `retention.ms=-1` and no `cleanup.policy` (the
+/// broker's default, `delete`, on Kafka; nothing on Tansu); the deltas topic names both.
+pub fn topic_settings(prefix: &str, topic: &str) -> &'static [(&'static str, &'static str)] {
+    if topic == aurora_events::topics::deltas_topic(prefix) {
+        &[("cleanup.policy", "delete"), ("retention.ms", "3600000")]
+    } else {
+        &[("retention.ms", "-1"), ("retention.bytes", "-1")]
+    }
+}
+
+/// Creates the topics that do not exist yet, with [`topic_settings`]. An existing topic is left as
+/// it is: a topic created by an older build, or by hand, keeps the broker's default retention
+/// until an operator changes it (`kafka-configs --alter --add-config retention.ms=-1`). (Checking
+/// it here with DescribeConfigs was tried: Tansu 0.6's SQLite engine stopped answering requests
+/// after a few hundred of them.)
 pub async fn ensure_topics(config: &Config, topics: &[String]) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &config.kafka_brokers).create()?;
-    let deltas = aurora_events::topics::deltas_topic(&config.topic_prefix);
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|name| {
-            let topic = NewTopic::new(name, config.topic_partitions, TopicReplication::Fixed(1));
-            // Token deltas matter for seconds; an hour covers any reconnect.
-            if *name == deltas {
-                topic.set("retention.ms", "3600000")
-            } else {
-                topic
-            }
+            topic_settings(&config.topic_prefix, name)
+                .iter()
+                .fold(NewTopic::new(name, config.topic_partitions, TopicReplication::Fixed(1)), |topic, (key, value)| topic.set(key, value))
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for outcome in admin.create_topics(&new_topics, &options).await? {
         match outcome {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => anyhow::bail!("creating topic {topic} failed: {code}"),
         }
     }

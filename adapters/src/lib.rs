@@ -10,5 +10,6 @@ pub mod postgres;
 pub mod redis;
 pub mod scripted_llm;
 pub mod shutdown;
+pub mod wakeup;
 
 pub use config::Config;

@@ -106,7 +106,7 @@ impl Llm {
         install_tls_provider();
         let mut openai = OpenAIConfig::new().with_api_base(config.llm_base_url.trim_end_matches('/'));
         if let Some(key) = &config.llm_api_key {
-            openai = openai.with_api_key(key.clone());
+            openai = openai.with_api_key(secrecy::ExposeSecret::expose_secret(key));
         }
         Self { client: async_openai::Client::with_config(openai), model: config.llm_model.clone(), timeout: config.llm_timeout }
     }

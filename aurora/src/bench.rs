@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use aurora_adapters::kafka::{producer_config, OutgoingRecord};
+use aurora_adapters::wakeup::LogSignals;
 use aurora_adapters::Config;
 use aurora_commands::postgres::{envelope_from_row, PostgresEventStore, ENVELOPE_COLUMNS};
 use aurora_commands::relay::Relay;
@@ -282,8 +283,8 @@ async fn wait_for(
 
 async fn measure_relay(config: &Config, pool: &PgPool, count: u64) -> anyhow::Result<f64> {
     eprintln!("measuring the relay over {count} events");
-    let relay = Relay::new(config, pool.clone())?;
     let shutdown = CancellationToken::new();
+    let relay = Relay::new(config, pool.clone(), LogSignals::listen(&config.database_url, shutdown.clone()))?;
     let started = Instant::now();
     let task = {
         let shutdown = shutdown.clone();
@@ -337,8 +338,8 @@ async fn projection_offset_total(pool: &PgPool, projection: &str) -> anyhow::Res
 async fn measure_projection(config: &Config, pool: &PgPool, count: u64) -> anyhow::Result<f64> {
     eprintln!("measuring the audit-log projection over {count} events");
     let projection = aurora_projections::projection_named("audit_log").expect("audit_log exists");
-    let runner = ProjectionRunner::new(projection, pool.clone(), config.clone());
     let shutdown = CancellationToken::new();
+    let runner = ProjectionRunner::new(projection, pool.clone(), config.clone());
     let started = Instant::now();
     let task = {
         let shutdown = shutdown.clone();
@@ -368,32 +369,44 @@ async fn measure_raw_batched_insert(pool: &PgPool) -> anyhow::Result<f64> {
     sqlx::query("CREATE TABLE bench_raw_audit (LIKE audit_log INCLUDING ALL)").execute(pool).await?;
     let started = Instant::now();
     for batch in rows.chunks(2000) {
-        let mut columns: (Vec<Uuid>, Vec<Uuid>, Vec<&str>, Vec<i64>, Vec<&str>, Vec<i32>, Vec<&str>, Vec<DateTime<Utc>>, Vec<Uuid>) =
-            Default::default();
+        /// The batch column by column, as `unnest` takes it.
+        #[derive(Default)]
+        struct Columns<'row> {
+            event_ids: Vec<Uuid>,
+            org_ids: Vec<Uuid>,
+            streams: Vec<&'row str>,
+            stream_versions: Vec<i64>,
+            event_types: Vec<&'row str>,
+            schema_versions: Vec<i32>,
+            actors: Vec<&'row str>,
+            occurred_at: Vec<DateTime<Utc>>,
+            correlation_ids: Vec<Uuid>,
+        }
+        let mut columns = Columns::default();
         for row in batch {
-            columns.0.push(row.0);
-            columns.1.push(row.1);
-            columns.2.push(&row.2);
-            columns.3.push(row.3);
-            columns.4.push(&row.4);
-            columns.5.push(row.5);
-            columns.6.push(&row.6);
-            columns.7.push(row.7);
-            columns.8.push(row.8);
+            columns.event_ids.push(row.0);
+            columns.org_ids.push(row.1);
+            columns.streams.push(&row.2);
+            columns.stream_versions.push(row.3);
+            columns.event_types.push(&row.4);
+            columns.schema_versions.push(row.5);
+            columns.actors.push(&row.6);
+            columns.occurred_at.push(row.7);
+            columns.correlation_ids.push(row.8);
         }
         sqlx::query(
             "INSERT INTO bench_raw_audit (event_id, org_id, stream, stream_version, event_type, schema_version, actor, occurred_at, correlation_id) \
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::int[], $7::text[], $8::timestamptz[], $9::uuid[])",
         )
-        .bind(&columns.0)
-        .bind(&columns.1)
-        .bind(&columns.2)
-        .bind(&columns.3)
-        .bind(&columns.4)
-        .bind(&columns.5)
-        .bind(&columns.6)
-        .bind(&columns.7)
-        .bind(&columns.8)
+        .bind(&columns.event_ids)
+        .bind(&columns.org_ids)
+        .bind(&columns.streams)
+        .bind(&columns.stream_versions)
+        .bind(&columns.event_types)
+        .bind(&columns.schema_versions)
+        .bind(&columns.actors)
+        .bind(&columns.occurred_at)
+        .bind(&columns.correlation_ids)
         .execute(pool)
         .await?;
     }
@@ -414,7 +427,8 @@ async fn measure_replay(config: &Config, pool: &PgPool) -> anyhow::Result<f64> {
 async fn measure_latency(config: &Config, pool: &PgPool, rate: u64, seconds: u64) -> anyhow::Result<(f64, f64, f64, usize)> {
     eprintln!("measuring append-to-read-model latency at {rate} events/s for {seconds} s");
     let shutdown = CancellationToken::new();
-    let relay = Relay::new(config, pool.clone())?;
+    let signals = LogSignals::listen(&config.database_url, shutdown.clone());
+    let relay = Relay::new(config, pool.clone(), signals)?;
     let projection = aurora_projections::projection_named("audit_log").expect("audit_log exists");
     let runner = ProjectionRunner::new(projection, pool.clone(), config.clone());
     let relay_task = {

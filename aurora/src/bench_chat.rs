@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aurora::{Application, Role};
 use aurora_adapters::scripted_llm::{ScriptedLlm, Step};
 use aurora_adapters::Config;
 use futures::{SinkExt, StreamExt};
@@ -135,26 +136,12 @@ async fn run(config: &Config, options: &ChatOptions) -> anyhow::Result<()> {
     };
     let pool = aurora_adapters::postgres::connect(&config).await?;
     aurora_commands::migrate(&pool).await?;
-    let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base_url = format!("http://{}", listener.local_addr()?);
-    let mut roles = tokio::task::JoinSet::new();
-    let state = aurora_gateway::AppState::new(config.clone(), pool.clone(), shutdown.clone()).await?;
-    roles.spawn(aurora_gateway::serve(state, listener, shutdown.clone()));
-    {
-        let (config, pool, shutdown) = (config.clone(), pool.clone(), shutdown.clone());
-        roles.spawn(async move { aurora_processors::run(&config, pool, shutdown).await });
-    }
-    for projection in aurora_projections::all_projections() {
-        let runner = aurora_projections::runner::ProjectionRunner::new(projection, pool.clone(), config.clone());
-        let shutdown = shutdown.clone();
-        roles.spawn(async move { runner.run(shutdown).await });
-    }
+    let roles = vec![Role::Gateway(listener), Role::Processors, Role::Projections(Vec::new())];
+    let application = Application::start(&config, pool.clone(), roles, CancellationToken::new()).await?;
     let measured = measure(&base_url, &llm, options).await;
-    shutdown.cancel();
-    while let Some(joined) = roles.join_next().await {
-        joined??;
-    }
+    application.stop().await?;
     pool.close().await;
     measured
 }

@@ -7,6 +7,7 @@ mod tools;
 
 use std::path::PathBuf;
 
+use aurora::{Application, Role};
 use aurora_adapters::{shutdown, Config};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -143,22 +144,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let shutdown = shutdown::on_signals();
     match cli.command {
         Command::Up => {
-            let pool = aurora_adapters::postgres::connect(&config).await?;
-            aurora_commands::migrate(&pool).await?;
-            run_roles(&config, pool, &[Role::Gateway, Role::Processors, Role::Projections(Vec::new())], shutdown).await
+            run_roles(&config, vec![RoleName::Gateway, RoleName::Processors, RoleName::Projections(Vec::new())], true, shutdown).await
         }
-        Command::Gateway => {
-            let pool = aurora_adapters::postgres::connect(&config).await?;
-            run_roles(&config, pool, &[Role::Gateway], shutdown).await
-        }
-        Command::Processors => {
-            let pool = aurora_adapters::postgres::connect(&config).await?;
-            run_roles(&config, pool, &[Role::Processors], shutdown).await
-        }
-        Command::Projections { only } => {
-            let pool = aurora_adapters::postgres::connect(&config).await?;
-            run_roles(&config, pool, &[Role::Projections(only)], shutdown).await
-        }
+        Command::Gateway => run_roles(&config, vec![RoleName::Gateway], false, shutdown).await,
+        Command::Processors => run_roles(&config, vec![RoleName::Processors], false, shutdown).await,
+        Command::Projections { only } => run_roles(&config, vec![RoleName::Projections(only)], false, shutdown).await,
         Command::Migrate => {
             let pool = aurora_adapters::postgres::connect(&config).await?;
             aurora_commands::migrate(&pool).await?;
@@ -176,56 +166,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-enum Role {
+/// Runs `roles` until shutdown; when one fails, the others are stopped too.
+async fn run_roles(config: &Config, roles: Vec<RoleName>, migrate: bool, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pool = aurora_adapters::postgres::connect(config).await?;
+    if migrate {
+        aurora_commands::migrate(&pool).await?;
+    }
+    let mut started = Vec::new();
+    for role in roles {
+        started.push(match role {
+            RoleName::Gateway => Role::Gateway(tokio::net::TcpListener::bind(config.http_addr).await?),
+            RoleName::Processors => Role::Processors,
+            RoleName::Projections(only) => Role::Projections(only),
+        });
+    }
+    Application::start(config, pool, started, shutdown).await?.wait().await
+}
+
+enum RoleName {
     Gateway,
     Processors,
     Projections(Vec<String>),
-}
-
-/// Runs `roles` until shutdown; when one fails, the others are stopped too.
-async fn run_roles(config: &Config, pool: sqlx::PgPool, roles: &[Role], shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for role in roles {
-        let config = config.clone();
-        let pool = pool.clone();
-        let shutdown = shutdown.clone();
-        match role {
-            Role::Gateway => {
-                let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
-                let state = aurora_gateway::AppState::new(config, pool, shutdown.clone()).await?;
-                tasks.spawn(async move { aurora_gateway::serve(state, listener, shutdown).await });
-            }
-            Role::Processors => {
-                tasks.spawn(async move { aurora_processors::run(&config, pool, shutdown).await });
-            }
-            Role::Projections(only) => {
-                let projections = aurora_projections::all_projections();
-                for name in only {
-                    if !projections.iter().any(|projection| projection.name() == name) {
-                        anyhow::bail!("unknown projection `{name}`");
-                    }
-                }
-                for projection in projections {
-                    if !only.is_empty() && !only.iter().any(|name| name == projection.name()) {
-                        continue;
-                    }
-                    let runner = aurora_projections::runner::ProjectionRunner::new(projection, pool.clone(), config.clone());
-                    let shutdown = shutdown.clone();
-                    tasks.spawn(async move { runner.run(shutdown).await });
-                }
-            }
-        }
-    }
-    let mut outcome = Ok(());
-    while let Some(joined) = tasks.join_next().await {
-        let result = joined.map_err(anyhow::Error::from).and_then(|inner| inner);
-        if let Err(error) = result {
-            tracing::error!(error = %format!("{error:#}"), "a role failed; stopping the others");
-            shutdown.cancel();
-            if outcome.is_ok() {
-                outcome = Err(error);
-            }
-        }
-    }
-    outcome
 }

@@ -17,11 +17,14 @@
 //! failures that may pass (the broker away, a timeout) hold it back and are retried.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
+use aurora_adapters::consumer::lead;
 use aurora_adapters::kafka::{ensure_topics, producer_config, OutgoingRecord};
 use aurora_adapters::metrics::metrics;
 use aurora_adapters::postgres::Leadership;
+use aurora_adapters::wakeup::{announce_appended, LogSignals};
 use aurora_adapters::Config;
 use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -35,6 +38,10 @@ use crate::postgres::envelope_from_row;
 const RELAY_COLUMNS: &str = "event_id, event_type, schema_version, stream, stream_version, org_id, actor, occurred_at, \
      correlation_id, causation_id, traceparent, 'null'::jsonb AS payload, payload::text AS payload_text";
 
+/// The longest the relay waits between polls when nothing was appended for a while (it starts at
+/// `relay_idle_wait` and doubles while polls find nothing).
+const RELAY_REST: Duration = Duration::from_millis(100);
+
 /// Batches enqueued but not yet acknowledged, at most.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
 
@@ -47,6 +54,7 @@ struct Checkpoint {
 pub struct Relay {
     config: Config,
     pool: PgPool,
+    signals: LogSignals,
     producer: FutureProducer,
     topic_prefix: String,
     name: String,
@@ -55,10 +63,11 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(config: &Config, pool: PgPool) -> anyhow::Result<Self> {
+    pub fn new(config: &Config, pool: PgPool, signals: LogSignals) -> anyhow::Result<Self> {
         Ok(Self {
             config: config.clone(),
             pool,
+            signals,
             producer: producer_config(config).create()?,
             topic_prefix: config.topic_prefix.clone(),
             name: "kafka".into(),
@@ -67,35 +76,16 @@ impl Relay {
         })
     }
 
-    /// Publishes until `shutdown`; transient failures of Postgres or Kafka are retried with backoff.
+    /// Publishes until `shutdown`, as the one relay of the deployment; transient failures of
+    /// Postgres or Kafka are retried with backoff.
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut backoff = Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
-            match self.lead(&shutdown).await {
-                Ok(()) => return Ok(()),
-                Err(error) => {
-                    tracing::warn!(error = %format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "relay interrupted");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        let lock = format!("aurora-relay:{}", self.name);
+        lead("relay", &self.pool, &lock, &shutdown, |leadership| self.publish_loop(leadership, &shutdown)).await;
         Ok(())
     }
 
-    /// Waits to become the leader, then publishes until shutdown or an error.
-    async fn lead(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let lock = format!("aurora-relay:{}", self.name);
-        let Some(leadership) = Leadership::acquire(&self.pool, &lock, shutdown).await? else { return Ok(()) };
-        let outcome = self.publish_loop(&leadership, shutdown).await;
-        leadership.release().await;
-        outcome
-    }
-
-    async fn publish_loop(&self, leadership: &Leadership, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    async fn publish_loop(&self, leadership: Arc<Leadership>, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let leadership = leadership.as_ref();
         let mut checkpoint = self.load_checkpoint(&mut *leadership.connection().await?).await?;
         // Topics are created before the first record goes to them: a broker without automatic
         // topic creation would otherwise hold the records until they time out.
@@ -106,21 +96,9 @@ impl Relay {
         let mut in_flight: VecDeque<(Checkpoint, Vec<Enqueued>)> = VecDeque::new();
         let mut read_after = checkpoint;
         // A writer that wants its events out at once wakes the relay ([`wake`]); everything else
-        // is found at the next poll.
-        // Its own connection, as the leader's lock: it is held for as long as the relay leads.
-        let mut listener = match sqlx::postgres::PgListener::connect(&self.config.database_url).await {
-            Ok(mut listener) => match listener.listen("aurora_events").await {
-                Ok(()) => Some(listener),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for new events; polling only");
-                    None
-                }
-            },
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for new events; polling only");
-                None
-            }
-        };
+        // is found at the next poll, which comes sooner while events keep coming.
+        let mut appended = self.signals.subscribe();
+        let mut idle_wait = self.idle_wait;
         while !shutdown.is_cancelled() {
             if in_flight.len() >= MAX_BATCHES_IN_FLIGHT {
                 checkpoint = self.settle_oldest(leadership, &mut in_flight).await?.unwrap_or(checkpoint);
@@ -141,23 +119,15 @@ impl Relay {
                     checkpoint = self.settle_oldest(leadership, &mut in_flight).await?.unwrap_or(checkpoint);
                     continue;
                 }
-                let woken = async {
-                    match listener.as_mut() {
-                        Some(listening) => {
-                            if listening.try_recv().await.is_err() {
-                                listener = None;
-                            }
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
+                let woken = appended.recv();
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
-                    _ = woken => {}
-                    _ = tokio::time::sleep(self.idle_wait) => {}
+                    _ = woken => idle_wait = self.idle_wait,
+                    _ = tokio::time::sleep(idle_wait) => idle_wait = (idle_wait * 2).min(RELAY_REST),
                 }
                 continue;
             };
+            idle_wait = self.idle_wait;
             let batch_end = Checkpoint { transaction_id: last.try_get::<i64, _>("txid")? as u64, position: last.try_get("position")? };
             let records = rows
                 .iter()
@@ -326,7 +296,5 @@ pub async fn backlog(pool: &PgPool) -> anyhow::Result<i64> {
 /// question). Not done on every append: a NOTIFY serialises committing transactions across the
 /// cluster, which costs bulk appends more than the poll it saves.
 pub async fn wake(pool: &PgPool) {
-    if let Err(error) = sqlx::query("SELECT pg_notify('aurora_events', '')").execute(pool).await {
-        tracing::debug!(%error, "could not wake the relay; it finds the events at its next poll");
-    }
+    announce_appended(pool).await;
 }

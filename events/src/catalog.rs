@@ -46,12 +46,15 @@ pub trait EventPayload: Sized + Clone + std::fmt::Debug + PartialEq + Send + Syn
     fn type_infos() -> Vec<EventTypeInfo>;
 }
 
-/// Declares an event family: `Family in "category" { Variant(Payload) = ("type.name", 1), ... }`.
+/// Declares an event family:
+/// `Family in "category", named by FamilyType { Variant(Payload) = ("type.name", 1), ... }`.
+/// `FamilyType` names the family's event types: consumers compare and match those, never
+/// strings, so that a renamed type cannot compile and silently stop a consumer.
 #[macro_export]
 macro_rules! event_family {
     (
         $(#[$meta:meta])*
-        pub enum $family:ident in $category:literal {
+        pub enum $family:ident in $category:literal, named by $kind:ident {
             $( $variant:ident($payload:ty) = ($type_name:literal, $version:literal) ),+ $(,)?
         }
     ) => {
@@ -61,11 +64,37 @@ macro_rules! event_family {
             $( $variant($payload), )+
         }
 
+        #[doc = concat!("The event types of [`", stringify!($family), "`].")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $kind {
+            $( $variant, )+
+        }
+
+        impl $kind {
+            pub const ALL: &'static [$kind] = &[ $( $kind::$variant, )+ ];
+
+            /// The name on the envelope and in the `ce_type` header.
+            pub const fn name(self) -> &'static str {
+                match self { $( Self::$variant => $type_name, )+ }
+            }
+
+            /// The type called `name`, when it is one of this family's.
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name { $( $type_name => Some(Self::$variant), )+ _ => None }
+            }
+        }
+
+        impl $family {
+            pub fn kind(&self) -> $kind {
+                match self { $( Self::$variant(_) => $kind::$variant, )+ }
+            }
+        }
+
         impl $crate::catalog::EventPayload for $family {
             const CATEGORY: &'static str = $category;
 
             fn event_type(&self) -> &'static str {
-                match self { $( Self::$variant(_) => $type_name, )+ }
+                self.kind().name()
             }
 
             fn schema_version(&self) -> u32 {

@@ -216,7 +216,7 @@ pub struct TurnFailed {
 
 event_family! {
     /// Everything that happens to one chat session.
-    pub enum ChatSessionEvent in "chat" {
+    pub enum ChatSessionEvent in "chat", named by ChatEventType {
         Created(SessionCreated) = ("chat.session_created", 1),
         Renamed(SessionRenamed) = ("chat.session_renamed", 1),
         Archived(SessionArchived) = ("chat.session_archived", 1),

@@ -94,7 +94,7 @@ pub struct ApiTokenRevoked {
 
 event_family! {
     /// Everything that happens to one account.
-    pub enum UserEvent in "user" {
+    pub enum UserEvent in "user", named by UserEventType {
         Registered(UserRegistered) = ("user.registered", 1),
         PasswordChanged(PasswordChanged) = ("user.password_changed", 1),
         LoggedIn(LoggedIn) = ("user.logged_in", 1),
@@ -153,7 +153,7 @@ pub struct MemberRemoved {
 
 event_family! {
     /// Everything that happens to one organisation's membership.
-    pub enum OrgEvent in "org" {
+    pub enum OrgEvent in "org", named by OrgEventType {
         Created(OrgCreated) = ("org.created", 1),
         MemberJoined(MemberJoined) = ("org.member_joined", 1),
         MemberInvited(MemberInvited) = ("org.member_invited", 1),

@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aurora_adapters::consumer::supervise;
 use aurora_adapters::kafka::{ensure_topics, envelope_of, partition_watermarks};
 use aurora_adapters::Config;
-use aurora_events::chat::TokenDelta;
+use aurora_events::chat::{ChatEventType, TokenDelta};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
@@ -41,10 +42,8 @@ impl ChatHub {
     /// If the broker cannot be reached now, the hub keeps trying in the background.
     pub async fn start(config: &Config, shutdown: CancellationToken) -> Arc<Self> {
         let hub = Arc::new(Self::default());
-        let follower = hub.clone();
-        let config = config.clone();
-        let first = tokio::time::timeout(Duration::from_secs(10), Self::subscribe_to_topics(&config)).await;
-        let mut consumer = match first {
+        let first = tokio::time::timeout(Duration::from_secs(10), Self::subscribe_to_topics(config)).await;
+        let mut first_consumer = match first {
             Ok(Ok(consumer)) => Some(consumer),
             Ok(Err(error)) => {
                 tracing::warn!(error = %format!("{error:#}"), "chat hub cannot follow the topics yet; retrying in the background");
@@ -52,25 +51,20 @@ impl ChatHub {
             }
             Err(_) => None,
         };
+        let (follower, config) = (hub.clone(), config.clone());
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
-            while !shutdown.is_cancelled() {
-                let followed = match consumer.take() {
-                    Some(consumer) => follower.follow(&config, consumer, &shutdown).await,
-                    None => match Self::subscribe_to_topics(&config).await {
-                        Ok(consumer) => follower.follow(&config, consumer, &shutdown).await,
-                        Err(error) => Err(error),
-                    },
-                };
-                if let Err(error) = followed {
-                    tracing::warn!(error = %format!("{error:#}"), "chat hub interrupted; following again");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+            let (follower, config, shutdown) = (&follower, &config, &shutdown);
+            supervise("chat hub", shutdown, move || {
+                let consumer = first_consumer.take();
+                async move {
+                    let consumer = match consumer {
+                        Some(consumer) => consumer,
+                        None => Self::subscribe_to_topics(config).await?,
+                    };
+                    follower.follow(config, consumer, shutdown).await
                 }
-            }
+            })
+            .await;
         });
         hub
     }
@@ -165,9 +159,15 @@ impl ChatHub {
                 self.on_delta(delta);
             } else if let Ok(envelope) = envelope_of(&message) {
                 let Ok(session_id) = Uuid::parse_str(envelope.stream.id()) else { continue };
+                // The answer streaming so far is now recorded (or will not come).
                 if matches!(
-                    envelope.event_type.as_str(),
-                    "llm.call_completed" | "chat.assistant_message_completed" | "chat.turn_failed" | "chat.turn_cancelled"
+                    ChatEventType::from_name(&envelope.event_type),
+                    Some(
+                        ChatEventType::LlmCallCompleted
+                            | ChatEventType::AssistantMessageCompleted
+                            | ChatEventType::TurnFailed
+                            | ChatEventType::TurnCancelled
+                    )
                 ) {
                     self.partials.lock().expect("hub lock").remove(&session_id);
                 }

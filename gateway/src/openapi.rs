@@ -7,9 +7,11 @@ use axum::Json;
 use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::OpenApi;
 
 use crate::auth::{Access, SESSION_COOKIE};
+use crate::problem::PROBLEM_CONTENT_TYPE;
 use crate::routes::{audit, auth, chat, health, metrics, org, specs, tokens, ws};
 
 #[derive(OpenApi)]
@@ -72,6 +74,7 @@ pub fn described() -> utoipa::openapi::OpenApi {
             _ => None,
         };
         let Some(operation) = operation else { continue };
+        declare_errors(operation, spec.access, spec.method != Method::GET);
         let rule = ExtensionsBuilder::new().add("x-required-role", spec.access.describe()).build();
         match operation.extensions.as_mut() {
             Some(extensions) => extensions.merge(rule),
@@ -85,6 +88,43 @@ pub fn described() -> utoipa::openapi::OpenApi {
         }
     }
     api
+}
+
+/// Declares the errors any call of an operation can meet, each as `application/problem+json`
+/// (see [`crate::problem::ApiError`]): what the request itself can get wrong, the limits, and the
+/// server's own failures; what a caller without access gets on guarded operations; a conflict on
+/// operations that change something. An operation's own descriptions of its errors are kept.
+fn declare_errors(operation: &mut Operation, access: Access, changes: bool) {
+    let mut errors: Vec<(&str, &str)> = vec![
+        ("400", "The request is not valid: malformed JSON, a field out of its limits, a control character"),
+        ("404", "No such resource in the caller's organisation, or no such route"),
+        ("413", "The request body, or the change it records, is too large"),
+        ("415", "The body is not `application/json`"),
+        ("422", "The command is refused in the resource's current state"),
+        ("429", "Too many requests; `Retry-After` says when to try again"),
+        ("500", "An unexpected error; the body carries an id to quote"),
+        ("503", "A dependency (database, broker, cache) is unavailable for a moment; retry"),
+    ];
+    if !matches!(access, Access::Public) {
+        errors.push(("401", "No valid credential"));
+        errors.push(("403", "The credential's role does not allow this"));
+    }
+    if changes {
+        errors.push(("409", "A concurrent change; retry"));
+    }
+    let problem = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+    for (status, description) in errors {
+        operation.responses.responses.entry(status.to_owned()).or_insert_with(|| ResponseBuilder::new().description(description).into());
+    }
+    // Every error, declared here or by the operation itself, is a problem document.
+    for (status, response) in operation.responses.responses.iter_mut() {
+        if !status.starts_with('4') && !status.starts_with('5') {
+            continue;
+        }
+        if let RefOr::T(response) = response {
+            response.content = [(PROBLEM_CONTENT_TYPE.to_owned(), problem.clone())].into_iter().collect();
+        }
+    }
 }
 
 /// This API's OpenAPI 3.1 description.

@@ -7,6 +7,7 @@ pub mod tools;
 
 use std::sync::Arc;
 
+use aurora_adapters::wakeup::LogSignals;
 use aurora_adapters::Config;
 use aurora_commands::postgres::PostgresEventStore;
 use aurora_commands::relay::Relay;
@@ -15,15 +16,12 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 /// Runs every processor of this build until `shutdown`; when one fails, the others stop too.
-pub async fn run(config: &Config, pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let relay = Relay::new(config, pool.clone())?;
+pub async fn run(config: &Config, pool: PgPool, signals: LogSignals, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let relay = Relay::new(config, pool.clone(), signals.clone())?;
     let commands = CommandHandler::new(Arc::new(PostgresEventStore::new(pool.clone())));
     let deltas = agent::deltas::DeltaPublisher::new(config)?;
     let agent = agent::Agent::new(config, pool.clone(), commands, deltas);
     let runner = agent::runner::AgentRunner::new(config.clone(), pool, agent);
-    let (relay_outcome, agent_outcome) = tokio::join!(relay.run(shutdown.clone()), async {
-        let outcome = runner.run(shutdown.clone()).await;
-        outcome
-    });
+    let (relay_outcome, agent_outcome) = tokio::join!(relay.run(shutdown.clone()), runner.run(shutdown.clone()));
     relay_outcome.and(agent_outcome)
 }

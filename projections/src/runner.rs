@@ -1,12 +1,13 @@
-//! The live consumer of one projection: it applies batches of records and stores their offsets
-//! with the rows, retries transient failures with backoff, sends poison records to the dead-letter
-//! topic, and on shutdown finishes the batch in hand before it exits.
+//! The live consumer of one projection, on the consumer skeleton (`aurora_adapters::consumer`): it
+//! applies batches of records and stores their offsets with the rows, retries a failed batch with
+//! backoff, sends poison records to the dead-letter topic, and on shutdown finishes the batch in
+//! hand before it exits.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aurora_adapters::consumer::{Assignment, PARTITION_CHECK};
+use aurora_adapters::consumer::{lead, Assignment, PARTITION_CHECK};
 use aurora_adapters::kafka::{consumer_config, dead_letter_record, ensure_topics, producer_config};
 use aurora_adapters::metrics::metrics;
 use aurora_adapters::postgres::Leadership;
@@ -39,54 +40,28 @@ impl ProjectionRunner {
     }
 
     /// Consumes until `shutdown`. Several instances of one projection may run: one consumes, the
-    /// others wait to take over (see the module documentation of `lead`).
-    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let name = self.projection.name();
-        let topics = self.projection.topics(&self.config.topic_prefix);
-        let mut all_topics = topics.clone();
-        all_topics.push(aurora_events::topics::dead_letter_topic(&self.config.topic_prefix));
-        let mut backoff = Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
-            let outcome = match ensure_topics(&self.config, &all_topics).await {
-                Ok(()) => self.lead(&topics, &shutdown).await,
-                Err(error) => Err(error),
-            };
-            match outcome {
-                Ok(()) => break,
-                Err(error) => {
-                    tracing::warn!(projection = name, error = %format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "projection interrupted");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        tracing::info!(projection = name, "projection stopped");
-        Ok(())
-    }
-
-    /// Takes the projection's Postgres advisory lock, assigns itself every partition at the
-    /// offsets stored with the read model, and consumes until shutdown or an error.
+    /// others wait to take over.
     ///
     /// Ownership is decided in Postgres rather than by a Kafka consumer group: Tansu 0.6's group
     /// coordinator keeps a member that died without leaving as the group's leader, so a restarted
     /// consumer joins and is assigned nothing. The stored offsets, locked per batch, keep even two
     /// overlapping owners from applying a record twice.
-    async fn lead(&self, topics: &[String], shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let lock_name = format!("aurora-projection:{}", self.projection.name());
-        let Some(leadership) = Leadership::acquire(&self.pool, &lock_name, shutdown).await? else { return Ok(()) };
-        let outcome = self.consume(topics, &leadership, shutdown).await;
-        leadership.release().await;
-        outcome
+    pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let name = self.projection.name();
+        let lock = format!("aurora-projection:{name}");
+        lead(&format!("projection {name}"), &self.pool, &lock, &shutdown, |leadership| self.consume(leadership, &shutdown)).await;
+        Ok(())
     }
 
-    async fn consume(&self, topics: &[String], leadership: &Leadership, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    async fn consume(&self, leadership: Arc<Leadership>, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let name = self.projection.name();
+        let topics = self.projection.topics(&self.config.topic_prefix);
+        let mut all_topics = topics.clone();
+        all_topics.push(aurora_events::topics::dead_letter_topic(&self.config.topic_prefix));
+        ensure_topics(&self.config, &all_topics).await?;
         let consumer: StreamConsumer = consumer_config(&self.config, &group_id(&self.config, name)).create()?;
         let mut assigned = Assignment::new(name);
-        assigned.follow(&consumer, topics, &self.pool).await?;
+        assigned.follow(&consumer, &topics, &self.pool).await?;
         let dead_letters: FutureProducer = producer_config(&self.config).create()?;
         tracing::info!(projection = name, ?topics, partitions = assigned.count(), "projection consuming");
 
@@ -102,7 +77,7 @@ impl ProjectionRunner {
                     continue;
                 }
                 _ = partition_check.tick() => {
-                    assigned.follow(&consumer, topics, &self.pool).await?;
+                    assigned.follow(&consumer, &topics, &self.pool).await?;
                     continue;
                 }
                 received = consumer.recv() => received,

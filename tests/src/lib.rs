@@ -127,36 +127,28 @@ impl Roles {
     pub const ALL: Roles = Roles { gateway: true, processors: true, projections: true };
 }
 
-/// Aurora's roles running inside the test process.
+/// Aurora's roles running inside the test process, assembled as `aurora up` assembles them.
 pub struct App {
     pub base_url: String,
     pub shutdown: CancellationToken,
-    tasks: JoinSet<anyhow::Result<()>>,
+    application: aurora::Application,
 }
 
 impl App {
     pub async fn spawn(env: &TestEnv, roles: Roles) -> Self {
-        let shutdown = CancellationToken::new();
-        let mut tasks = JoinSet::new();
-        let mut base_url = String::new();
+        let mut started = Vec::new();
         if roles.gateway {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            base_url = format!("http://{}", listener.local_addr().unwrap());
-            let state = aurora_gateway::AppState::new(env.config.clone(), env.pool.clone(), shutdown.clone()).await.unwrap();
-            tasks.spawn(aurora_gateway::serve(state, listener, shutdown.clone()));
+            started.push(aurora::Role::Gateway(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()));
         }
         if roles.processors {
-            let (config, pool, token) = (env.config.clone(), env.pool.clone(), shutdown.clone());
-            tasks.spawn(async move { aurora_processors::run(&config, pool, token).await });
+            started.push(aurora::Role::Processors);
         }
         if roles.projections {
-            for projection in aurora_projections::all_projections() {
-                let runner = aurora_projections::runner::ProjectionRunner::new(projection, env.pool.clone(), env.config.clone());
-                let token = shutdown.clone();
-                tasks.spawn(async move { runner.run(token).await });
-            }
+            started.push(aurora::Role::Projections(Vec::new()));
         }
-        Self { base_url, shutdown, tasks }
+        let application = aurora::Application::start(&env.config, env.pool.clone(), started, CancellationToken::new()).await.unwrap();
+        let base_url = application.gateway_address().map(|address| format!("http://{address}")).unwrap_or_default();
+        Self { base_url, shutdown: application.shutdown(), application }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -164,11 +156,8 @@ impl App {
     }
 
     /// Stops every role and reports the first failure.
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        while let Some(joined) = self.tasks.join_next().await {
-            joined.expect("role panicked").expect("role failed");
-        }
+    pub async fn stop(self) {
+        self.application.stop().await.expect("a role failed");
     }
 }
 
@@ -228,6 +217,32 @@ impl Caller {
     /// Sends the session cookie and the CSRF token, as the web UI does.
     pub fn apply(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         request.header("cookie", format!("aurora_session={}", self.session)).header("x-csrf-token", &self.csrf)
+    }
+
+    /// Creates a chat session titled `title` and returns the gateway's answer (201 asserted).
+    pub async fn create_session(&self, app: &App, title: &str) -> serde_json::Value {
+        let response =
+            self.apply(http().post(app.url("/v1/chat/sessions"))).json(&serde_json::json!({ "title": title })).send().await.unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED, "session refused: {}", response.text().await.unwrap());
+        response.json().await.unwrap()
+    }
+
+    /// Creates a chat session titled `title` and returns its id.
+    pub async fn create_session_id(&self, app: &App, title: &str) -> String {
+        self.create_session(app, title).await["session_id"].as_str().expect("a session id").to_owned()
+    }
+
+    /// Creates an API token with `role` and returns its secret.
+    pub async fn create_token(&self, app: &App, role: &str) -> String {
+        let response = self
+            .apply(http().post(app.url("/v1/tokens")))
+            .json(&serde_json::json!({ "name": format!("{role} token"), "role": role }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED, "token refused: {}", response.text().await.unwrap());
+        let created: serde_json::Value = response.json().await.unwrap();
+        created["token"].as_str().expect("a token").to_owned()
     }
 }
 

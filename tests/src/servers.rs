@@ -116,15 +116,27 @@ pub struct PrivateTansu {
     pub port: u16,
     dir: PathBuf,
     bin: PathBuf,
+    storage: String,
     child: Option<Child>,
 }
 
 impl PrivateTansu {
+    /// A broker with the stack's engine (SQLite) and its default maintenance (every 10 minutes).
     pub fn start() -> Self {
+        Self::start_with_storage("sqlite://tansu.db")
+    }
+
+    /// A broker with the stack's engine that runs its maintenance (retention, compaction) at
+    /// `interval`, e.g. `1s`, so that what it deletes shows within a test.
+    pub fn start_with_maintenance(interval: &str) -> Self {
+        Self::start_with_storage(&format!("sqlite://tansu.db?maintenance_interval={interval}"))
+    }
+
+    fn start_with_storage(storage: &str) -> Self {
         let bin = PathBuf::from(std::env::var("AURORA_TEST_TANSU_BIN").expect("AURORA_TEST_TANSU_BIN (run through scripts/test)"));
         let dir = std::env::temp_dir().join(format!("aurora-test-tansu-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut server = Self { port: free_port(), dir, bin, child: None };
+        let mut server = Self { port: free_port(), dir, bin, storage: storage.to_owned(), child: None };
         server.resume();
         server
     }
@@ -138,7 +150,7 @@ impl PrivateTansu {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("tansu.log")).unwrap();
         let child = Command::new(&self.bin)
             .current_dir(&self.dir)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "sqlite://tansu.db"])
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &self.storage])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

@@ -32,19 +32,6 @@ async fn event_types(env: &TestEnv, session_id: &str) -> Vec<String> {
         .unwrap()
 }
 
-async fn create_session(app: &App, caller: &Caller, title: &str) -> String {
-    let created: Value = caller
-        .apply(http().post(app.url("/v1/chat/sessions")))
-        .json(&json!({ "title": title }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["session_id"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_streams_in_and_the_turn_is_recorded() {
     let (env, app, llm) = chat_app(|_| {}).await;
@@ -116,7 +103,7 @@ async fn an_answer_streams_in_and_the_turn_is_recorded() {
 async fn tool_calls_are_shown_as_they_happen_and_their_results_reach_the_model() {
     let (env, app, llm) = chat_app(|_| {}).await;
     let ana = Caller::register(&app.base_url, "ana").await;
-    create_session(&app, &ana, "payments outage").await;
+    ana.create_session_id(&app, "payments outage").await;
     eventually("the session in the read model", WAIT, || async {
         (env.count("SELECT count(*) FROM chat_sessions").await == 1).then_some(())
     })
@@ -170,7 +157,7 @@ async fn a_destructive_tool_waits_for_its_owner_and_runs_once() {
     let ana = Caller::register(&app.base_url, "ana").await;
     let viewer = Caller::join(&app.base_url, &ana, "vic", "viewer").await;
     let editor = Caller::join(&app.base_url, &ana, "ed", "editor").await;
-    let target = create_session(&app, &ana, "old incident").await;
+    let target = ana.create_session_id(&app, "old incident").await;
     llm.script(
         "archive the old incident",
         vec![
@@ -232,7 +219,7 @@ async fn a_destructive_tool_waits_for_its_owner_and_runs_once() {
 async fn denied_and_expired_confirmations_never_run_the_tool() {
     let (env, app, llm) = chat_app(|env| env.config.confirmation_ttl = Duration::from_secs(1)).await;
     let ana = Caller::register(&app.base_url, "ana").await;
-    let target = create_session(&app, &ana, "keep me").await;
+    let target = ana.create_session_id(&app, "keep me").await;
     for question in ["archive it, please", "archive it, later"] {
         llm.script(
             question,
@@ -420,7 +407,7 @@ async fn bad_frames_and_other_sessions_get_typed_errors() {
     let ana = Caller::register(&app.base_url, "ana").await;
     let viewer = Caller::join(&app.base_url, &ana, "vic", "viewer").await;
     let eve = Caller::register(&app.base_url, "eve").await;
-    let ours = create_session(&app, &ana, "ours").await;
+    let ours = ana.create_session_id(&app, "ours").await;
     let mut socket = ChatSocket::open(&app.base_url, &eve).await;
 
     socket.send_raw("{ not json").await;
@@ -534,7 +521,7 @@ async fn a_socket_on_another_gateway_follows_the_same_conversation() {
 async fn a_turn_past_its_wall_time_is_stopped_and_says_so() {
     let (env, app, llm) = chat_app(|env| env.config.agent_max_turn = Duration::from_secs(1)).await;
     let ana = Caller::register(&app.base_url, "ana").await;
-    let target = create_session(&app, &ana, "slow decision").await;
+    let target = ana.create_session_id(&app, "slow decision").await;
     llm.script(
         "archive it when you are sure",
         vec![Step::tool("call_1", "archive_chat_session", json!({ "session_id": target })), Step::text("Done.")],

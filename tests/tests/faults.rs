@@ -128,7 +128,8 @@ async fn a_terminated_role_finishes_its_batch_commits_and_exits_cleanly() {
     terminate(&projections);
     let output = tokio::time::timeout(Duration::from_secs(30), projections.wait_with_output()).await.expect("exits promptly").unwrap();
     assert!(output.status.success(), "exit status {:?}: {}", output.status, String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("projection stopped"));
+    let logged = String::from_utf8_lossy(&output.stderr);
+    assert!(logged.lines().any(|line| line.contains("worker stopped") && line.contains("projection audit_log")), "{logged}");
     // What it applied, it also recorded as consumed: nothing is half done.
     let applied = env.count("SELECT count(*) FROM audit_log").await;
     let consumed = env.count("SELECT coalesce(sum(next_offset), 0)::bigint FROM projection_offsets WHERE projection = 'audit_log'").await;

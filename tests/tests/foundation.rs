@@ -14,38 +14,12 @@ use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-async fn create_session(app: &App, caller: &Caller, title: &str) -> String {
-    let created: Value = caller
-        .apply(http().post(app.url("/v1/chat/sessions")))
-        .json(&json!({ "title": title }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["session_id"].as_str().expect("a session id").to_owned()
-}
-
-async fn create_token(app: &App, caller: &Caller, role: &str) -> String {
-    let created: Value = caller
-        .apply(http().post(app.url("/v1/tokens")))
-        .json(&json!({ "name": format!("{role} token"), "role": role }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["token"].as_str().expect("a token").to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_reason_is_refused_and_an_oversized_event_is_dead_lettered_while_others_flow() {
     let env = TestEnv::new().await;
     let app = App::spawn(&env, Roles::ALL).await;
     let ana = Caller::register(&app.base_url, "ana").await;
-    let session = create_session(&app, &ana, "to archive").await;
+    let session = ana.create_session_id(&app, "to archive").await;
     let huge_reason = "x".repeat(1_000_000);
     let refused = ana
         .apply(http().post(app.url(&format!("/v1/chat/sessions/{session}/archive"))))
@@ -71,7 +45,7 @@ async fn an_oversized_reason_is_refused_and_an_oversized_event_is_dead_lettered_
     .await
     .unwrap();
     // Another organisation's work after it still reaches Kafka and the read models.
-    let after = create_session(&app, &ana, "after the big one").await;
+    let after = ana.create_session_id(&app, "after the big one").await;
     eventually("the session after the oversized event to be projected", WAIT, || async {
         let found = ana.apply(http().get(app.url(&format!("/v1/chat/sessions/{after}")))).send().await.unwrap().status();
         (found == StatusCode::OK).then_some(())
@@ -100,7 +74,7 @@ async fn another_organisation_can_neither_ask_in_nor_follow_a_session() {
     let app = App::spawn(&env, Roles::ALL).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let mallory = Caller::register(&app.base_url, "mallory").await;
-    let session = create_session(&app, &ana, "private").await;
+    let session = ana.create_session_id(&app, "private").await;
     llm.script("what is secret", vec![Step::text("the secret answer")]);
 
     let mut intruder = ChatSocket::open(&app.base_url, &mallory).await;
@@ -127,12 +101,12 @@ async fn a_removed_member_and_a_revoked_token_lose_their_sockets_within_seconds(
     let app = App::spawn(&env, Roles::ALL).await;
     let admin = Caller::register(&app.base_url, "admin").await;
     let bo = Caller::join(&app.base_url, &admin, "bo", "editor").await;
-    let session = create_session(&app, &admin, "shared").await;
+    let session = admin.create_session_id(&app, "shared").await;
 
     let mut removed = ChatSocket::open(&app.base_url, &bo).await;
     let followed = removed.request(json!({ "type": "subscribe", "session_id": session })).await;
     assert_eq!(followed["type"], "subscribed", "{followed}");
-    let token = create_token(&app, &admin, "viewer").await;
+    let token = admin.create_token(&app, "viewer").await;
     let mut by_token = ChatSocket::open_with_token(&app.base_url, &token).await;
     let followed = by_token.request(json!({ "type": "subscribe", "session_id": session })).await;
     assert_eq!(followed["type"], "subscribed", "{followed}");
@@ -154,8 +128,8 @@ async fn a_socket_opened_with_a_viewer_token_of_an_admin_acts_as_a_viewer() {
     let env = TestEnv::new().await;
     let app = App::spawn(&env, Roles::ALL).await;
     let admin = Caller::register(&app.base_url, "admin").await;
-    let session = create_session(&app, &admin, "mine").await;
-    let token = create_token(&app, &admin, "viewer").await;
+    let session = admin.create_session_id(&app, "mine").await;
+    let token = admin.create_token(&app, "viewer").await;
     let mut socket = ChatSocket::open_with_token(&app.base_url, &token).await;
     assert_eq!(socket.hello["role"], "viewer");
     let asked = socket.request(json!({ "type": "query", "session_id": session, "text": "hello", "mode": "ask" })).await;
@@ -377,7 +351,7 @@ async fn control_characters_in_free_text_are_a_bad_request_not_a_server_error() 
         let body = problem(response, StatusCode::BAD_REQUEST).await;
         assert_eq!(body["field"], "title");
     }
-    let session = create_session(&app, &ana, "fine").await;
+    let session = ana.create_session_id(&app, "fine").await;
     let renamed = ana
         .apply(http().patch(app.url(&format!("/v1/chat/sessions/{session}"))))
         .json(&json!({ "title": "still \u{0} bad" }))
@@ -385,5 +359,91 @@ async fn control_characters_in_free_text_are_a_bad_request_not_a_server_error() 
         .await
         .unwrap();
     problem(renamed, StatusCode::BAD_REQUEST).await;
+    app.stop().await;
+}
+
+/// Defect 5: the log must keep every event for ever (anyone may replay it for audit), on every
+/// broker. Tansu's maintenance runs every second here; a record thirty days old stays on the
+/// event topic, while the same record on the short-retention deltas topic is deleted, which shows
+/// that the maintenance did run and would have deleted events under a delete policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_topics_keep_every_event_while_token_deltas_expire() {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{ClientConfig, Message};
+
+    let broker = aurora_tests::servers::PrivateTansu::start_with_maintenance("1s");
+    let env = TestEnv::with_servers(&aurora_tests::admin_database_url(), &broker.brokers()).await;
+    let app = App::spawn(&env, Roles::ALL).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let session = ana.create_session_id(&app, "kept for ever").await;
+    eventually("the session projected", WAIT, || async {
+        let found = ana.apply(http().get(app.url(&format!("/v1/chat/sessions/{session}")))).send().await.unwrap().status();
+        (found == StatusCode::OK).then_some(())
+    })
+    .await;
+    let chat_topic = env.topic("chat");
+    let deltas_topic = aurora_events::topics::deltas_topic(&env.config.topic_prefix);
+
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", broker.brokers()).create().unwrap();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let described =
+        admin.describe_configs(&[ResourceSpecifier::Topic(&chat_topic), ResourceSpecifier::Topic(&deltas_topic)], &options).await.unwrap();
+    let setting =
+        |index: usize, name: &str| described[index].as_ref().expect("a described topic").get(name).and_then(|entry| entry.value.clone());
+    assert_eq!(setting(0, "retention.ms").as_deref(), Some("-1"), "events are kept for ever");
+    assert_eq!(setting(0, "cleanup.policy"), None, "Tansu deletes by age from any topic that names the delete policy");
+    assert_eq!(setting(1, "retention.ms").as_deref(), Some("3600000"));
+    assert_eq!(setting(1, "cleanup.policy").as_deref(), Some("delete"));
+
+    let month_ago = chrono::Utc::now().timestamp_millis() - 30 * 24 * 3600 * 1000;
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", broker.brokers()).create().unwrap();
+    for topic in [&chat_topic, &deltas_topic] {
+        producer
+            .send(FutureRecord::to(topic).key("old").payload("a month old").timestamp(month_ago), Duration::from_secs(10))
+            .await
+            .expect("an old record produced");
+    }
+    let is_old = |message: &rdkafka::message::OwnedMessage| message.key() == Some(b"old".as_slice());
+    eventually("the month-old token delta deleted by the broker's maintenance", WAIT, || async {
+        let deltas = read_all(&env.config, &deltas_topic).await;
+        (!deltas.iter().any(is_old)).then_some(())
+    })
+    .await;
+    let events = read_all(&env.config, &chat_topic).await;
+    assert!(events.iter().any(is_old), "the month-old record on the event topic is still there");
+    assert!(
+        events.iter().any(|message| message.key().is_some_and(|key| key.ends_with(session.as_bytes()))),
+        "and so is the session's event"
+    );
+    app.stop().await;
+}
+
+/// Defect 13: a read model that remembers more of a topic than the broker holds (the broker's log
+/// was reset or replaced) raises an alarm instead of passing in silence. (Following added
+/// partitions is not tested: Tansu 0.6 does not serve `CreatePartitions`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_offset_beyond_the_log_raises_the_reset_alarm() {
+    let env = TestEnv::new().await;
+    let chat_topic = env.topic("chat");
+    aurora_adapters::kafka::ensure_topics(&env.config, std::slice::from_ref(&chat_topic)).await.unwrap();
+    sqlx::query("INSERT INTO projection_offsets (projection, topic, partition, next_offset) VALUES ('chat_sessions', $1, 0, 1000000)")
+        .bind(&chat_topic)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let app = App::spawn(&env, Roles::ALL).await;
+    let alarm = format!("aurora_consumer_log_resets_total{{consumer=\"chat_sessions\",topic=\"{chat_topic}\"}} 1");
+    eventually("the reset alarm on /metrics", WAIT, || async {
+        let metrics = http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        metrics.lines().any(|line| line == alarm).then_some(())
+    })
+    .await;
+    let metrics = http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        !metrics.lines().any(|line| line.starts_with("aurora_consumer_log_resets_total{consumer=\"audit_log\"")),
+        "a consumer whose offsets are within the log raises no alarm:\n{metrics}"
+    );
     app.stop().await;
 }

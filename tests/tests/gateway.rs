@@ -9,12 +9,6 @@ use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-async fn create_session(app: &App, caller: &Caller, title: &str) -> Value {
-    let response = caller.apply(http().post(app.url("/v1/chat/sessions"))).json(&json!({ "title": title })).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    response.json().await.unwrap()
-}
-
 async fn session_in_read_model(app: &App, caller: &Caller, session_id: &str, version: i64) -> Value {
     eventually("the session to reach the read model", WAIT, || async {
         let response = caller.apply(http().get(app.url(&format!("/v1/chat/sessions/{session_id}")))).send().await.unwrap();
@@ -71,7 +65,7 @@ async fn sessions_are_created_renamed_archived_and_listed() {
     let env = TestEnv::new().await;
     let app = App::spawn(&env, Roles::ALL).await;
     let ana = Caller::register(&app.base_url, "ana").await;
-    let created = create_session(&app, &ana, "checkout latency").await;
+    let created = ana.create_session(&app, "checkout latency").await;
     let session_id = created["session_id"].as_str().unwrap().to_owned();
     assert_eq!(created["stream_version"], 1);
     session_in_read_model(&app, &ana, &session_id, 1).await;
@@ -222,7 +216,7 @@ async fn the_audit_log_filters_by_stream_type_actor_and_time_and_pages() {
     let ana = Caller::register(&app.base_url, "ana").await;
     let bob = Caller::join(&app.base_url, &ana, "bob", "editor").await;
     let before = chrono::Utc::now();
-    let first = create_session(&app, &ana, "one").await;
+    let first = ana.create_session(&app, "one").await;
     let first_id = first["session_id"].as_str().unwrap().to_owned();
     for index in 0..4 {
         let response = bob
@@ -233,9 +227,9 @@ async fn the_audit_log_filters_by_stream_type_actor_and_time_and_pages() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
-    let second = create_session(&app, &ana, "two").await;
+    let second = ana.create_session(&app, "two").await;
     let outsider = Caller::register(&app.base_url, "ana").await;
-    create_session(&app, &outsider, "elsewhere").await;
+    outsider.create_session(&app, "elsewhere").await;
 
     let query = |caller: &Caller, params: String| {
         let request = caller.apply(http().get(app.url(&format!("/v1/audit?{params}"))));

@@ -12,12 +12,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aurora_adapters::consumer::{Assignment, PARTITION_CHECK};
+use aurora_adapters::consumer::{lead, Assignment, PARTITION_CHECK};
 use aurora_adapters::kafka::{consumer_config, ensure_topics, envelope_of};
 use aurora_adapters::postgres::{Leadership, LeadershipLost};
 use aurora_adapters::Config;
 use aurora_commands::CommandMeta;
 use aurora_domain::chat_session::{ChatSession, ChatSessionCommand};
+use aurora_events::chat::ChatEventType;
 use aurora_events::{Actor, OrgId, StreamId};
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::Message;
@@ -29,8 +30,14 @@ use uuid::Uuid;
 use super::Agent;
 
 const NAME: &str = "processor:agent";
-const TRIGGERS: &[&str] =
-    &["chat.message_submitted", "confirmation.granted", "confirmation.denied", "confirmation.expired", "chat.turn_cancel_requested"];
+/// The events that move a turn.
+const TRIGGERS: &[ChatEventType] = &[
+    ChatEventType::MessageSubmitted,
+    ChatEventType::ConfirmationGranted,
+    ChatEventType::ConfirmationDenied,
+    ChatEventType::ConfirmationExpired,
+    ChatEventType::TurnCancelRequested,
+];
 
 /// Offsets read but whose work has not ended, per partition, and the next offset to read.
 #[derive(Default)]
@@ -77,43 +84,18 @@ impl AgentRunner {
     }
 
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let chat_topic = aurora_events::topics::topic_for_category(&self.config.topic_prefix, "chat");
-        let topics = vec![chat_topic.clone(), aurora_events::topics::deltas_topic(&self.config.topic_prefix)];
-        let mut backoff = Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
-            let outcome = match ensure_topics(&self.config, &topics).await {
-                Ok(()) => self.lead(&chat_topic, &shutdown).await,
-                Err(error) => Err(error),
-            };
-            match outcome {
-                Ok(()) => break,
-                Err(error) => {
-                    tracing::warn!(error = %format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "agent processor interrupted");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        tracing::info!("agent processor stopped");
+        lead("agent processor", &self.pool, &format!("aurora-{NAME}"), &shutdown, |leadership| self.lead(leadership, &shutdown)).await;
         Ok(())
     }
 
-    async fn lead(&self, topic: &str, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let lock_name = format!("aurora-{NAME}");
-        let Some(leadership) = Leadership::acquire(&self.pool, &lock_name, shutdown).await? else { return Ok(()) };
-        let leadership = Arc::new(leadership);
-        tracing::info!("agent processor leads");
+    async fn lead(&self, leadership: Arc<Leadership>, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let chat_topic = aurora_events::topics::topic_for_category(&self.config.topic_prefix, "chat");
+        ensure_topics(&self.config, &[chat_topic.clone(), aurora_events::topics::deltas_topic(&self.config.topic_prefix)]).await?;
         let stop = shutdown.child_token();
         let timers = tokio::spawn(fire_timers(self.agent.clone(), self.pool.clone(), leadership.clone(), stop.clone()));
-        let outcome = self.consume(topic, &leadership, &stop).await;
+        let outcome = self.consume(&chat_topic, &leadership, &stop).await;
         stop.cancel();
         let _ = timers.await;
-        if let Ok(leadership) = Arc::try_unwrap(leadership) {
-            leadership.release().await;
-        }
         outcome
     }
 
@@ -162,16 +144,16 @@ impl AgentRunner {
                 progress.lock().expect("progress lock").seen(partition, offset, false);
                 continue;
             };
-            if !TRIGGERS.contains(&envelope.event_type.as_str()) {
+            let Some(trigger) = ChatEventType::from_name(&envelope.event_type).filter(|event_type| TRIGGERS.contains(event_type)) else {
                 progress.lock().expect("progress lock").seen(partition, offset, false);
                 continue;
-            }
+            };
             let Ok(session_id) = Uuid::parse_str(envelope.stream.id()) else {
                 progress.lock().expect("progress lock").seen(partition, offset, false);
                 continue;
             };
             progress.lock().expect("progress lock").seen(partition, offset, true);
-            if envelope.event_type == "chat.turn_cancel_requested" {
+            if trigger == ChatEventType::TurnCancelRequested {
                 if let Some(token) = running.lock().expect("running lock").get(&session_id) {
                     token.cancel();
                 }
