@@ -65,6 +65,12 @@ pub struct Config {
     /// How often the gateway samples the installation-wide gauges of `/metrics` (relay backlog,
     /// consumer lag); a scrape only reads the last sample.
     pub metrics_interval: Duration,
+    /// How long the broker may hold a fetch of a projection consumer before answering empty:
+    /// shorter means fresher read models and, on a broker that sleeps it out (Tansu), more idle
+    /// fetches.
+    pub kafka_fetch_wait: Duration,
+    /// The same for consumers a person waits on: the agent (a question) and the chat hub (tokens).
+    pub kafka_live_fetch_wait: Duration,
     /// librdkafka's own debug contexts for every client (e.g. `cgrp,fetch`), when set.
     pub kafka_debug: Option<String>,
 }
@@ -113,6 +119,8 @@ impl std::fmt::Debug for Config {
             .field("agent_max_turn", &self.agent_max_turn)
             .field("confirmation_ttl", &self.confirmation_ttl)
             .field("metrics_interval", &self.metrics_interval)
+            .field("kafka_fetch_wait", &self.kafka_fetch_wait)
+            .field("kafka_live_fetch_wait", &self.kafka_live_fetch_wait)
             .field("kafka_debug", &self.kafka_debug)
             .finish()
     }
@@ -160,6 +168,8 @@ impl Default for Config {
             agent_max_turn: Duration::from_secs(600),
             confirmation_ttl: Duration::from_secs(300),
             metrics_interval: Duration::from_secs(10),
+            kafka_fetch_wait: Duration::from_millis(10),
+            kafka_live_fetch_wait: Duration::from_millis(2),
             kafka_debug: None,
         }
     }
@@ -248,6 +258,10 @@ impl Config {
                 "AURORA_AGENT_MAX_TURN_SECS" => config.agent_max_turn = seconds("AURORA_AGENT_MAX_TURN_SECS", &value)?,
                 "AURORA_CONFIRMATION_TTL_SECS" => config.confirmation_ttl = seconds("AURORA_CONFIRMATION_TTL_SECS", &value)?,
                 "AURORA_METRICS_INTERVAL_SECS" => config.metrics_interval = seconds("AURORA_METRICS_INTERVAL_SECS", &value)?,
+                "AURORA_KAFKA_FETCH_WAIT_MS" => config.kafka_fetch_wait = milliseconds("AURORA_KAFKA_FETCH_WAIT_MS", &value)?,
+                "AURORA_KAFKA_LIVE_FETCH_WAIT_MS" => {
+                    config.kafka_live_fetch_wait = milliseconds("AURORA_KAFKA_LIVE_FETCH_WAIT_MS", &value)?
+                }
                 "AURORA_KAFKA_DEBUG" => config.kafka_debug = Some(value).filter(|contexts| !contexts.is_empty()),
                 known if KNOWN.contains(&known) => {}
                 _ => return Err(ConfigError::Unknown(name)),
@@ -258,6 +272,14 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+fn milliseconds(name: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    let milliseconds: u64 = parse(name, value)?;
+    if !(1..=10_000).contains(&milliseconds) {
+        return Err(ConfigError::Invalid { name, reason: "must be between 1 and 10000 milliseconds".into() });
+    }
+    Ok(Duration::from_millis(milliseconds))
 }
 
 fn seconds(name: &'static str, value: &str) -> Result<Duration, ConfigError> {

@@ -53,7 +53,7 @@ pub fn consumer_config(config: &Config, group_id: &str) -> ClientConfig {
         .set("session.timeout.ms", "10000")
         // Bounds how long a rebalance waits for a member that died without leaving the group.
         .set("max.poll.interval.ms", "20000")
-        .set("fetch.wait.max.ms", "10")
+        .set("fetch.wait.max.ms", config.kafka_fetch_wait.as_millis().to_string())
         .set("socket.keepalive.enable", "true");
     with_debug(&mut client, config);
     client

@@ -119,12 +119,13 @@ impl Relay {
                     checkpoint = self.settle_oldest(leadership, &mut in_flight).await?.unwrap_or(checkpoint);
                     continue;
                 }
-                let woken = appended.recv();
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
-                    _ = woken => idle_wait = self.idle_wait,
+                    _ = appended.recv() => idle_wait = self.idle_wait,
                     _ = tokio::time::sleep(idle_wait) => idle_wait = (idle_wait * 2).min(RELAY_REST),
                 }
+                // One poll answers every wake-up that came while the relay was busy.
+                while matches!(appended.try_recv(), Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_))) {}
                 continue;
             };
             idle_wait = self.idle_wait;

@@ -122,7 +122,7 @@ impl ChatHub {
             .set("bootstrap.servers", &config.kafka_brokers)
             .set("group.id", format!("aurora-hub-{}", Uuid::now_v7()))
             .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "2")
+            .set("fetch.wait.max.ms", config.kafka_live_fetch_wait.as_millis().to_string())
             .set("fetch.min.bytes", "1")
             .set("socket.nagle.disable", "true")
             .create()?;

@@ -102,7 +102,10 @@ impl Agent {
     async fn record(&self, stream: &StreamId, org_id: OrgId, turn_id: Uuid, command: ChatSessionCommand) -> Result<(), HandleError> {
         let mut meta = CommandMeta::new(org_id, agent_actor());
         meta.correlation_id = turn_id;
-        self.commands.handle::<ChatSession>(stream, command, &meta, None).await.map(|_| ())
+        self.commands.handle::<ChatSession>(stream, command, &meta, None).await?;
+        // A person waits on every event of a turn: the relay publishes it now, not at its next poll.
+        aurora_commands::relay::wake(&self.pool).await;
+        Ok(())
     }
 
     /// Advances the running turn of `stream`, if any, until it ends or waits. `cancel` interrupts

@@ -100,9 +100,11 @@ impl AgentRunner {
     }
 
     async fn consume(&self, topic: &str, leadership: &Arc<Leadership>, stop: &CancellationToken) -> anyhow::Result<()> {
-        // A question waits on this fetch before its turn starts: ask the broker to answer within 2 ms.
-        let consumer: StreamConsumer =
-            consumer_config(&self.config, &format!("{}aurora-agent", self.config.topic_prefix)).set("fetch.wait.max.ms", "2").create()?;
+        // A question waits on this fetch before its turn starts: ask the broker to answer soon
+        // (`kafka_live_fetch_wait`, 2 ms by default).
+        let consumer: StreamConsumer = consumer_config(&self.config, &format!("{}aurora-agent", self.config.topic_prefix))
+            .set("fetch.wait.max.ms", self.config.kafka_live_fetch_wait.as_millis().to_string())
+            .create()?;
         let topics = [topic.to_owned()];
         let mut assigned = Assignment::new(NAME);
         assigned.follow(&consumer, &topics, &self.pool).await?;
@@ -336,6 +338,7 @@ async fn fire_timers(agent: Agent, pool: PgPool, leadership: Arc<Leadership>, st
                     let command = ChatSessionCommand::ExpireConfirmation { confirmation_id };
                     match agent.commands().handle::<ChatSession>(&stream, command, &meta, None).await {
                         Ok(_) => {
+                            aurora_commands::relay::wake(&pool).await;
                             let _ =
                                 sqlx::query("UPDATE timers SET fired_at = now() WHERE timer_id = $1").bind(timer_id).execute(&pool).await;
                         }
