@@ -84,11 +84,12 @@ impl AgentRunner {
     }
 
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        lead("agent processor", &self.pool, &format!("aurora-{NAME}"), &shutdown, |leadership| self.lead(leadership, &shutdown)).await;
+        lead("agent processor", &self.pool, &format!("aurora-{NAME}"), &shutdown, |leadership| self.run_as_leader(leadership, &shutdown))
+            .await;
         Ok(())
     }
 
-    async fn lead(&self, leadership: Arc<Leadership>, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    async fn run_as_leader(&self, leadership: Arc<Leadership>, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let chat_topic = aurora_events::topics::topic_for_category(&self.config.topic_prefix, "chat");
         ensure_topics(&self.config, &[chat_topic.clone(), aurora_events::topics::deltas_topic(&self.config.topic_prefix)]).await?;
         let stop = shutdown.child_token();
