@@ -8,7 +8,6 @@ pub mod llm;
 pub mod metrics;
 pub mod postgres;
 pub mod redis;
-pub mod scripted_llm;
 pub mod shutdown;
 pub mod wakeup;
 

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aurora::{Application, Role};
-use aurora_adapters::scripted_llm::{ScriptedLlm, Step};
 use aurora_adapters::Config;
+use aurora_testkit::scripted_llm::{ScriptedLlm, Step};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;

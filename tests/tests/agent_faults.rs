@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use aurora_adapters::scripted_llm::{ScriptedLlm, Step};
 use aurora_commands::postgres::PostgresEventStore;
 use aurora_commands::{AppendRequest, EventStore, ExpectedVersion, NewEvent};
 use aurora_events::chat::{
@@ -13,6 +12,7 @@ use aurora_events::chat::{
     SessionCreated, ToolCallRequested, ToolCallStarted, TurnStarted,
 };
 use aurora_events::{Actor, OrgId, StreamId};
+use aurora_testkit::scripted_llm::{ScriptedLlm, Step};
 use aurora_tests::chat::ChatSocket;
 use aurora_tests::{eventually, http, spawn_aurora_role, App, Caller, Roles, TestEnv};
 use serde_json::{json, Value};

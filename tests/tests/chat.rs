@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use aurora_adapters::scripted_llm::{ScriptedLlm, Step};
+use aurora_testkit::scripted_llm::{ScriptedLlm, Step};
 use aurora_tests::chat::ChatSocket;
 use aurora_tests::{eventually, http, App, Caller, Roles, TestEnv};
 use reqwest::StatusCode;

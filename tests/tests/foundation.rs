@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use aurora_adapters::kafka::{header_str, DLQ_CONSUMER, DLQ_ERROR};
-use aurora_adapters::scripted_llm::{ScriptedLlm, Step};
+use aurora_testkit::scripted_llm::{ScriptedLlm, Step};
 use aurora_tests::chat::ChatSocket;
 use aurora_tests::kafka::read_all;
 use aurora_tests::{eventually, http, problem, spawn_aurora_role, App, Caller, Roles, TestEnv};

@@ -50,9 +50,9 @@ impl Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_events_logs_or_error_bodies() {
     let env = TestEnv::new().await;
-    let llm = aurora_adapters::scripted_llm::ScriptedLlm::start().await;
-    llm.script("is the key safe?", vec![aurora_adapters::scripted_llm::Step::text("It never leaves the config.")]);
-    llm.script("fail please", vec![aurora_adapters::scripted_llm::Step::Error(401)]);
+    let llm = aurora_testkit::scripted_llm::ScriptedLlm::start().await;
+    llm.script("is the key safe?", vec![aurora_testkit::scripted_llm::Step::text("It never leaves the config.")]);
+    llm.script("fail please", vec![aurora_testkit::scripted_llm::Step::Error(401)]);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let (aurora, log_path) = spawn_aurora_logged(
