@@ -18,7 +18,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aurora_adapters::consumer::lead;
 use aurora_adapters::kafka::{ensure_topics, producer_config, OutgoingRecord};
@@ -41,6 +41,9 @@ const RELAY_COLUMNS: &str = "event_id, event_type, schema_version, stream, strea
 /// The longest the relay waits between polls when nothing was appended for a while (it starts at
 /// `relay_idle_wait` and doubles while polls find nothing).
 const RELAY_REST: Duration = Duration::from_millis(100);
+
+/// After a wake-up the relay polls at `relay_idle_wait` until it publishes, for at most this long.
+const ANNOUNCED_FAST_POLLING: Duration = Duration::from_secs(1);
 
 /// Batches enqueued but not yet acknowledged, at most.
 const MAX_BATCHES_IN_FLIGHT: usize = 4;
@@ -99,6 +102,7 @@ impl Relay {
         // is found at the next poll, which comes sooner while events keep coming.
         let mut appended = self.signals.subscribe();
         let mut idle_wait = self.idle_wait;
+        let mut woken_at: Option<Instant> = None;
         while !shutdown.is_cancelled() {
             if in_flight.len() >= MAX_BATCHES_IN_FLIGHT {
                 checkpoint = self.settle_oldest(leadership, &mut in_flight).await?.unwrap_or(checkpoint);
@@ -121,14 +125,23 @@ impl Relay {
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
-                    _ = appended.recv() => idle_wait = self.idle_wait,
-                    _ = tokio::time::sleep(idle_wait) => idle_wait = (idle_wait * 2).min(RELAY_REST),
+                    _ = appended.recv() => {
+                        woken_at = Some(Instant::now());
+                        idle_wait = self.idle_wait;
+                    }
+                    _ = tokio::time::sleep(idle_wait) => {
+                        // Announced events that are not visible yet (a transaction that began
+                        // earlier, anywhere in the cluster, still runs) are polled for at the fast rate.
+                        let announced_lately = woken_at.is_some_and(|at| at.elapsed() < ANNOUNCED_FAST_POLLING);
+                        idle_wait = if announced_lately { self.idle_wait } else { (idle_wait * 2).min(RELAY_REST) };
+                    }
                 }
                 // One poll answers every wake-up that came while the relay was busy.
                 while matches!(appended.try_recv(), Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_))) {}
                 continue;
             };
             idle_wait = self.idle_wait;
+            woken_at = None;
             let batch_end = Checkpoint { transaction_id: last.try_get::<i64, _>("txid")? as u64, position: last.try_get("position")? };
             let records = rows
                 .iter()
