@@ -4,6 +4,7 @@
 //! declare. The seed is fixed and the number of examples bounded, so a run is repeatable.
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use aurora_tests::{App, Caller, Roles, TestEnv};
 
@@ -16,7 +17,11 @@ async fn generated_requests_meet_no_server_error_and_only_declared_answers() {
     let home = std::env::var("AURORA_TEST_SCHEMATHESIS_HOME").expect("AURORA_TEST_SCHEMATHESIS_HOME (run through scripts/test)");
     // Its own broker: the thousands of requests leave a log the shared one need not carry.
     let broker = aurora_tests::servers::PrivateTansu::start();
-    let env = TestEnv::with_servers(&aurora_tests::admin_database_url(), &broker.brokers()).await;
+    let mut env = TestEnv::with_servers(&aurora_tests::admin_database_url(), &broker.brokers()).await;
+    // Nothing here waits on a fetch: long fetch waits keep this broker from taking a core from
+    // the tests that run beside it (Tansu answers each fetch only after its wait).
+    env.config.kafka_fetch_wait = Duration::from_millis(200);
+    env.config.kafka_live_fetch_wait = Duration::from_millis(200);
     let app = App::spawn(&env, Roles::ALL).await;
     let admin = Caller::register(&app.base_url, "ana").await;
     // Something to find, so that reads of existing resources are exercised too.

@@ -374,7 +374,11 @@ async fn event_topics_keep_every_event_while_token_deltas_expire() {
     use rdkafka::{ClientConfig, Message};
 
     let broker = aurora_tests::servers::PrivateTansu::start_with_maintenance("1s");
-    let env = TestEnv::with_servers(&aurora_tests::admin_database_url(), &broker.brokers()).await;
+    let mut env = TestEnv::with_servers(&aurora_tests::admin_database_url(), &broker.brokers()).await;
+    // Nothing here waits on a fetch: long fetch waits keep this broker from taking a core from
+    // the tests that run beside it (Tansu answers each fetch only after its wait).
+    env.config.kafka_fetch_wait = Duration::from_millis(200);
+    env.config.kafka_live_fetch_wait = Duration::from_millis(200);
     let app = App::spawn(&env, Roles::ALL).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let session = ana.create_session_id(&app, "kept for ever").await;
