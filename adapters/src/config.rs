@@ -175,41 +175,9 @@ impl Default for Config {
     }
 }
 
-const KNOWN: &[&str] = &[
-    "AURORA_DATABASE_URL",
-    "AURORA_KAFKA_BROKERS",
-    "AURORA_TOPIC_PREFIX",
-    "AURORA_TOPIC_PARTITIONS",
-    "AURORA_HTTP_ADDR",
-    "AURORA_MAX_BODY_BYTES",
-    "AURORA_RELAY_IDLE_WAIT_MS",
-    "AURORA_RELAY_BATCH",
-    "AURORA_PROJECTION_BATCH",
-    "AURORA_DATABASE_POOL_SIZE",
-    "AURORA_REDIS_URL",
-    "AURORA_REDIS_PREFIX",
-    "AURORA_SESSION_TTL_SECS",
-    "AURORA_COOKIE_SECURE",
-    "AURORA_WS_TICKET_TTL_SECS",
-    "AURORA_INVITATION_TTL_SECS",
-    "AURORA_AUTH_RATE_LIMIT_PER_IP",
-    "AURORA_AUTH_RATE_LIMIT_PER_ACCOUNT",
-    "AURORA_AUTH_RATE_WINDOW_SECS",
-    "AURORA_TRUST_FORWARDED_FOR",
-    "AURORA_LLM_BASE_URL",
-    "AURORA_LLM_MODEL",
-    "AURORA_LLM_API_KEY",
-    "AURORA_LLM_TIMEOUT_SECS",
-    "AURORA_LLM_CONTEXT_TOKENS",
-    "AURORA_AGENT_MAX_LLM_CALLS",
-    "AURORA_AGENT_MAX_TOOL_CALLS",
-    "AURORA_AGENT_MAX_TURN_SECS",
-    "AURORA_CONFIRMATION_TTL_SECS",
-    "AURORA_METRICS_INTERVAL_SECS",
-    "AURORA_LOG",
-    "AURORA_LOG_FORMAT",
-    "AURORA_KAFKA_DEBUG",
-];
+/// Variables of Aurora's read before the configuration is (logging starts first, so that a
+/// configuration error can be logged); every other `AURORA_*` variable has its arm in `from_vars`.
+const READ_BEFORE_CONFIGURATION: &[&str] = &["AURORA_LOG", "AURORA_LOG_FORMAT"];
 
 /// Variables read by the project's scripts and tests rather than by the configuration.
 const NOT_CONFIGURATION_PREFIXES: &[&str] = &["AURORA_TEST_", "AURORA_STACK_", "AURORA_BIN"];
@@ -263,7 +231,7 @@ impl Config {
                     config.kafka_live_fetch_wait = milliseconds("AURORA_KAFKA_LIVE_FETCH_WAIT_MS", &value)?
                 }
                 "AURORA_KAFKA_DEBUG" => config.kafka_debug = Some(value).filter(|contexts| !contexts.is_empty()),
-                known if KNOWN.contains(&known) => {}
+                known if READ_BEFORE_CONFIGURATION.contains(&known) => {}
                 _ => return Err(ConfigError::Unknown(name)),
             }
         }

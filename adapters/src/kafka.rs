@@ -141,7 +141,7 @@ pub fn envelope_of(message: &impl Message) -> Result<Envelope, cloudevents::Bind
 /// milliseconds, so `-1` together with `cleanup.policy=delete` would delete every record at the
 /// next maintenance. Event topics therefore carry `retention.ms=-1` and no `cleanup.policy` (the
 /// broker's default, `delete`, on Kafka; nothing on Tansu); the deltas topic names both.
-pub fn topic_settings(prefix: &str, topic: &str) -> &'static [(&'static str, &'static str)] {
+fn topic_settings(prefix: &str, topic: &str) -> &'static [(&'static str, &'static str)] {
     if topic == aurora_events::topics::deltas_topic(prefix) {
         &[("cleanup.policy", "delete"), ("retention.ms", "3600000")]
     } else {

@@ -1,6 +1,6 @@
 //! Wake-ups over Postgres notifications: a writer whose events a person waits for (a chat
 //! question) announces them on [`CHANNEL`], and the relay publishes them at once instead of at
-//! its next poll. Every process listens on one connection, shared by whatever waits in it.
+//! its next poll. A process that runs the relay listens on one connection of its own.
 //!
 //! An announcement is a hint, never the event: a lost one delays the event by one poll, and the
 //! listener signals [`Signal::All`] whenever it (re)connects, for what it may have missed.

@@ -32,7 +32,6 @@ impl Application {
     /// Starts `roles` on `pool` until `shutdown` is cancelled. The process shares one listener
     /// for wake-ups ([`LogSignals`]).
     pub async fn start(config: &Config, pool: PgPool, roles: Vec<Role>, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let signals = LogSignals::listen(&config.database_url, shutdown.clone());
         let mut tasks = JoinSet::new();
         let mut gateway_address = None;
         for role in roles {
@@ -43,7 +42,9 @@ impl Application {
                     tasks.spawn(aurora_gateway::serve(state, listener, shutdown.clone()));
                 }
                 Role::Processors => {
-                    let (config, pool, signals, shutdown) = (config.clone(), pool.clone(), signals.clone(), shutdown.clone());
+                    // Only the relay listens for wake-ups: a gateway or projections process holds no listener.
+                    let signals = LogSignals::listen(&config.database_url, shutdown.clone());
+                    let (config, pool, shutdown) = (config.clone(), pool.clone(), shutdown.clone());
                     tasks.spawn(async move { aurora_processors::run(&config, pool, signals, shutdown).await });
                 }
                 Role::Projections(only) => {

@@ -14,8 +14,8 @@ use aurora_events::chat::{
 use aurora_events::{Actor, OrgId, StreamId};
 use aurora_testkit::scripted_llm::{ScriptedLlm, Step};
 use aurora_tests::chat::ChatSocket;
-use aurora_tests::{eventually, http, spawn_aurora_role, App, Caller, Roles, TestEnv};
-use serde_json::{json, Value};
+use aurora_tests::{eventually, spawn_aurora_role, App, Caller, Roles, TestEnv};
+use serde_json::json;
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -81,16 +81,7 @@ async fn a_processor_killed_while_the_answer_streams_is_replaced_and_the_turn_co
 async fn a_processor_killed_while_a_confirmation_waits_runs_the_tool_once_after_the_yes() {
     let (env, app, llm) = setup().await;
     let ana = Caller::register(&app.base_url, "ana").await;
-    let target: Value = ana
-        .apply(http().post(app.url("/v1/chat/sessions")))
-        .json(&json!({ "title": "to archive" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let target = target["session_id"].as_str().unwrap().to_owned();
+    let target = ana.create_session_id(&app, "to archive").await;
     llm.script(
         "archive that session",
         vec![Step::tool("call_archive", "archive_chat_session", json!({ "session_id": target })), Step::text("Done.")],
@@ -207,16 +198,7 @@ async fn a_turn_left_after_a_tool_call_was_requested_runs_that_tool_once_and_com
 async fn a_destructive_tool_started_before_a_crash_is_never_run_again() {
     let (env, app, llm) = setup().await;
     let ana = Caller::register(&app.base_url, "ana").await;
-    let target: Value = ana
-        .apply(http().post(app.url("/v1/chat/sessions")))
-        .json(&json!({ "title": "maybe archived" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let target = target["session_id"].as_str().unwrap().to_owned();
+    let target = ana.create_session_id(&app, "maybe archived").await;
     let (turn_id, confirmation_id) = (Uuid::now_v7(), Uuid::now_v7());
     let call = ToolCallRequested {
         turn_id,

@@ -21,9 +21,7 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
     let eve = Caller::register(&app.base_url, "eve").await;
 
     // One of each of ana's organisation's resources.
-    let session: Value =
-        ana.apply(http().post(app.url("/v1/chat/sessions"))).json(&json!({ "title": "ours" })).send().await.unwrap().json().await.unwrap();
-    let session_id = session["session_id"].as_str().unwrap().to_owned();
+    let session_id = ana.create_session_id(&app, "ours").await;
     let invitation: Value = ana
         .apply(http().post(app.url("/v1/org/invitations")))
         .json(&json!({ "email": "pending@example.com", "role": "viewer" }))
