@@ -5,21 +5,28 @@
 //! - [`supervise`] runs the work again after a failure, with backoff, until shutdown;
 //! - [`lead`] does so as the one leader of a Postgres advisory lock ([`Leadership`]), which the
 //!   work fences before each side effect;
-//! - [`Assignment`] owns the partitions, assigned at the offsets stored with the work's effects
-//!   and kept in step with the topics.
+//! - [`LiveConsumer`] reads the topics: it assigns their partitions at the offsets stored with
+//!   the work's effects and keeps in step with them, and it rests — no fetch open on the broker —
+//!   while its topics are quiet, until an announcement ([`crate::wakeup`]) wakes it.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::Consumer;
-use rdkafka::{Offset, TopicPartitionList};
+use futures::FutureExt;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sqlx::PgPool;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka::partitions_of;
 use crate::metrics::metrics;
 use crate::postgres::Leadership;
+use crate::wakeup::{LogSignals, Signal};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -75,70 +82,270 @@ where
     .await
 }
 
-/// How often a consumer looks for partitions added to its topics.
+/// How often an awake consumer looks for partitions added to its topics.
 pub const PARTITION_CHECK: Duration = Duration::from_secs(30);
 
-/// The partitions a consumer owns, kept in step with its topics: a partition added to a topic is
-/// assigned from its beginning (or its stored offset), and a stored offset beyond the end of the
-/// log — the broker's log was reset or replaced, and what the read model holds is no longer on it
-/// — raises an alarm (`aurora_consumer_log_resets_total` and an error log) rather than passing in
-/// silence.
-pub struct Assignment {
-    consumer_name: String,
-    partitions: std::collections::BTreeSet<(String, i32)>,
+/// A consumer whose topics gave it nothing for this long rests: it closes its fetch on the
+/// broker until an announcement of its topics wakes it.
+pub const REST_AFTER: Duration = Duration::from_secs(1);
+
+/// A resting consumer wakes at least this often, for records that no announcement told it about
+/// (a producer outside Aurora, say).
+pub const RESTING_CHECK: Duration = Duration::from_secs(60);
+
+/// Where a consumer begins reading each partition.
+pub enum Start {
+    /// At the offset stored for the consumer in `projection_offsets`, with its effects; at the
+    /// beginning when none is stored.
+    Stored(PgPool),
+    /// At the end the partitions have when the consumer opens: what is said from now on.
+    /// Partitions added to the topics later are read from their beginning.
+    End,
 }
 
-impl Assignment {
-    pub fn new(consumer_name: &str) -> Self {
-        Self { consumer_name: consumer_name.to_owned(), partitions: Default::default() }
+/// A Kafka consumer that costs nothing while its topics are quiet. Fetching is what costs: a
+/// broker such as Tansu 0.6 answers an empty fetch only when its wait is over, so a consumer that
+/// keeps a short fetch open for low latency keeps the broker busy. This one fetches with a short
+/// wait while records come, rests — closes its client, keeping its positions — once it has read
+/// every partition to its end and [`REST_AFTER`] passed without a record, and wakes when a producer announces records on one of its topics
+/// ([`crate::wakeup::Announcer`]), at a listener reconnect, or after [`RESTING_CHECK`].
+///
+/// It owns the partitions of its topics: assigned at the offsets of its [`Start`] and kept in
+/// step with the topics (a partition added later is followed). A stored offset beyond the end of
+/// the log — the broker's log was reset or replaced, and what the read model holds is no longer
+/// on it — raises an alarm (`aurora_consumer_log_resets_total` and an error log) rather than
+/// passing in silence.
+pub struct LiveConsumer {
+    name: String,
+    settings: ClientConfig,
+    topics: Vec<String>,
+    start: Start,
+    /// Where each partition is read from next.
+    next: BTreeMap<(String, i32), Offset>,
+    consumer: Option<StreamConsumer>,
+    signals: broadcast::Receiver<Signal>,
+    /// When an awake consumer looks at whether it may rest.
+    rest_at: Instant,
+    resting_since: Instant,
+    partitions_checked: Instant,
+}
+
+/// What an awake consumer does next.
+enum Next {
+    Record(OwnedMessage),
+    Failed(KafkaError),
+    Rest,
+    CheckPartitions,
+}
+
+impl LiveConsumer {
+    /// A consumer named `name` (the name its offsets are stored under) of `topics`, created with
+    /// `settings` whenever it wakes, assigned every partition of the topics now.
+    pub async fn open(name: &str, settings: ClientConfig, topics: &[String], start: Start, signals: &LogSignals) -> anyhow::Result<Self> {
+        let now = Instant::now();
+        let mut live = Self {
+            name: name.to_owned(),
+            topics: topics.to_vec(),
+            consumer: Some(settings.create()?),
+            settings,
+            start,
+            next: BTreeMap::new(),
+            signals: signals.subscribe(),
+            rest_at: now + REST_AFTER,
+            resting_since: now,
+            partitions_checked: now,
+        };
+        // A topic just created may not list its partitions for a moment.
+        for _ in 0..50 {
+            live.follow().await?;
+            if live.topics.iter().all(|topic| live.next.keys().any(|(assigned, _)| assigned == topic)) {
+                return Ok(live);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("consumer {name}: the topics {:?} list no partitions", live.topics)
     }
 
-    pub fn count(&self) -> usize {
-        self.partitions.len()
+    /// The number of partitions assigned.
+    pub fn partition_count(&self) -> usize {
+        self.next.len()
     }
 
-    /// Assigns the partitions of `topics` not assigned yet, at the offsets stored for this consumer.
-    pub async fn follow<C: Consumer>(&mut self, consumer: &C, topics: &[String], pool: &PgPool) -> anyhow::Result<()> {
+    /// The next record of the topics, waiting (at rest when they stay quiet) until there is one.
+    /// Cancel-safe: a record is lost by no cancelled call.
+    pub async fn recv(&mut self) -> anyhow::Result<OwnedMessage> {
+        loop {
+            let Some(consumer) = &self.consumer else {
+                let check = tokio::time::Instant::from_std(self.resting_since + RESTING_CHECK);
+                let wake = tokio::select! {
+                    signal = self.signals.recv() => match signal {
+                        Ok(signal) => signal.concerns(&self.topics),
+                        Err(broadcast::error::RecvError::Lagged(_)) => true,
+                        // The listener stopped: the process is shutting down.
+                        Err(broadcast::error::RecvError::Closed) => {
+                            tokio::time::sleep_until(check).await;
+                            true
+                        }
+                    },
+                    _ = tokio::time::sleep_until(check) => true,
+                };
+                if wake {
+                    self.wake().await?;
+                }
+                continue;
+            };
+            let rest_at = tokio::time::Instant::from_std(self.rest_at);
+            let check_at = tokio::time::Instant::from_std(self.partitions_checked + PARTITION_CHECK);
+            let next = tokio::select! {
+                received = consumer.recv() => match received {
+                    Ok(message) => Next::Record(message.detach()),
+                    Err(error) => Next::Failed(error),
+                },
+                _ = tokio::time::sleep_until(rest_at) => Next::Rest,
+                _ = tokio::time::sleep_until(check_at) => Next::CheckPartitions,
+            };
+            match next {
+                Next::Record(message) => return Ok(self.received(message)),
+                Next::Failed(error) => return Err(error.into()),
+                // Quiet is not enough: a consumer still catching up (its first fetch slow, say)
+                // would rest with records before it that nobody will announce again.
+                Next::Rest if self.caught_up() => self.rest(),
+                Next::Rest => self.rest_at = Instant::now() + REST_AFTER,
+                Next::CheckPartitions => self.follow().await?,
+            }
+        }
+    }
+
+    /// The next record if one is at hand now, without waiting.
+    pub fn try_recv(&mut self) -> Option<anyhow::Result<OwnedMessage>> {
+        match self.consumer.as_ref()?.recv().now_or_never()? {
+            Ok(message) => Some(Ok(self.received(message.detach()))),
+            Err(error) => Some(Err(error.into())),
+        }
+    }
+
+    /// Commits `offsets` to the consumer group, for Kafka's tools to show progress (the offsets
+    /// that count are stored with the effects); skipped while resting.
+    pub fn commit(&self, offsets: &TopicPartitionList) {
+        let Some(consumer) = &self.consumer else { return };
+        if let Err(error) = consumer.commit(offsets, CommitMode::Async) {
+            tracing::debug!(consumer = %self.name, %error, "committing group offsets failed");
+        }
+    }
+
+    fn received(&mut self, message: OwnedMessage) -> OwnedMessage {
+        self.next.insert((message.topic().to_owned(), message.partition()), Offset::Offset(message.offset() + 1));
+        self.rest_at = Instant::now() + REST_AFTER;
+        // Announcements that came while records were flowing are answered by this fetch.
+        while matches!(self.signals.try_recv(), Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_))) {}
+        message
+    }
+
+    /// Whether every partition has been read to its end (as the broker tells now).
+    fn caught_up(&self) -> bool {
+        let Some(consumer) = &self.consumer else { return true };
+        self.next.iter().all(|((topic, partition), next)| {
+            match tokio::task::block_in_place(|| consumer.fetch_watermarks(topic, *partition, Duration::from_secs(5))) {
+                Ok((low, high)) => match next {
+                    Offset::Offset(next) => *next >= high,
+                    _ => low >= high,
+                },
+                Err(error) => {
+                    tracing::debug!(consumer = %self.name, %error, "reading the end of the log failed; staying awake");
+                    false
+                }
+            }
+        })
+    }
+
+    fn rest(&mut self) {
+        tracing::trace!(consumer = %self.name, "topics quiet; resting");
+        metrics().consumer_resting.with_label_values(&[&self.name]).set(1);
+        self.resting_since = Instant::now();
+        if let Some(consumer) = self.consumer.take() {
+            // Closing a client waits for its threads: not on a runtime thread.
+            tokio::task::spawn_blocking(move || drop(consumer));
+        }
+    }
+
+    async fn wake(&mut self) -> anyhow::Result<()> {
+        metrics().consumer_wakeups.with_label_values(&[&self.name]).inc();
+        metrics().consumer_resting.with_label_values(&[&self.name]).set(0);
+        let consumer: StreamConsumer = self.settings.create()?;
+        let mut assignment = TopicPartitionList::new();
+        for ((topic, partition), offset) in &self.next {
+            assignment.add_partition_offset(topic, *partition, *offset)?;
+        }
+        consumer.assign(&assignment)?;
+        self.consumer = Some(consumer);
+        self.rest_at = Instant::now() + REST_AFTER;
+        if self.partitions_checked.elapsed() >= PARTITION_CHECK {
+            self.follow().await?;
+        }
+        Ok(())
+    }
+
+    /// Assigns the partitions of the topics not assigned yet, at the offsets of the [`Start`].
+    async fn follow(&mut self) -> anyhow::Result<()> {
+        self.partitions_checked = Instant::now();
+        let Some(consumer) = &self.consumer else { return Ok(()) };
         let mut added = Vec::new();
-        for topic in topics {
+        for topic in &self.topics {
             let partitions = tokio::task::block_in_place(|| partitions_of(consumer, topic, Duration::from_secs(10)))?;
-            added.extend(partitions.into_iter().map(|partition| (topic.clone(), partition)).filter(|key| !self.partitions.contains(key)));
+            added.extend(partitions.into_iter().map(|partition| (topic.clone(), partition)).filter(|key| !self.next.contains_key(key)));
         }
         if added.is_empty() {
             return Ok(());
         }
-        let stored: Vec<(String, i32, i64)> =
-            sqlx::query_as("SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = $1")
-                .bind(&self.consumer_name)
-                .fetch_all(pool)
-                .await?;
-        let mut assignment = TopicPartitionList::new();
-        for (topic, partition) in &added {
-            let stored_next = stored
-                .iter()
-                .find(|(stored_topic, stored_partition, _)| stored_topic == topic && stored_partition == partition)
-                .map(|(_, _, next)| *next);
-            if let Some(next) = stored_next.filter(|next| *next > 0) {
-                // One watermark lookup per partition when it is first assigned, not per fetch.
-                let (_, high) = tokio::task::block_in_place(|| consumer.fetch_watermarks(topic, *partition, Duration::from_secs(10)))?;
-                if next > high {
-                    metrics().consumer_log_resets.with_label_values(&[&self.consumer_name, topic]).inc();
-                    tracing::error!(
-                        consumer = %self.consumer_name, %topic, partition, stored_offset = next, log_end = high,
-                        "the stored offset is beyond the end of the log: the broker's log was reset or replaced; \
-                         records appended from now on are consumed from the stored offset, and a replay rebuilds from what the log holds"
-                    );
-                }
+        let first = self.next.is_empty();
+        let stored: Vec<(String, i32, i64)> = match &self.start {
+            Start::Stored(pool) => {
+                sqlx::query_as("SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = $1")
+                    .bind(&self.name)
+                    .fetch_all(pool)
+                    .await?
             }
-            assignment.add_partition_offset(topic, *partition, stored_next.map_or(Offset::Beginning, Offset::Offset))?;
+            Start::End => Vec::new(),
+        };
+        let mut assignment = TopicPartitionList::new();
+        for (topic, partition) in added {
+            let offset = match self.start {
+                Start::Stored(_) => {
+                    let stored_next = stored
+                        .iter()
+                        .find(|(stored_topic, stored_partition, _)| *stored_topic == topic && *stored_partition == partition)
+                        .map(|(_, _, next)| *next);
+                    if let Some(next) = stored_next.filter(|next| *next > 0) {
+                        // One watermark lookup per partition when it is first assigned, not per fetch.
+                        let (_, high) =
+                            tokio::task::block_in_place(|| consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10)))?;
+                        if next > high {
+                            metrics().consumer_log_resets.with_label_values(&[&self.name, &topic]).inc();
+                            tracing::error!(
+                                consumer = %self.name, %topic, partition, stored_offset = next, log_end = high,
+                                "the stored offset is beyond the end of the log: the broker's log was reset or replaced; \
+                                 records appended from now on are consumed from the stored offset, and a replay rebuilds from what the log holds"
+                            );
+                        }
+                    }
+                    stored_next.map_or(Offset::Beginning, Offset::Offset)
+                }
+                // The end as a number, not `Offset::End`, which would be resolved later, at the first fetch.
+                Start::End if first => {
+                    let (_, high) = tokio::task::block_in_place(|| consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10)))?;
+                    Offset::Offset(high)
+                }
+                Start::End => Offset::Beginning,
+            };
+            assignment.add_partition_offset(&topic, partition, offset)?;
+            self.next.insert((topic, partition), offset);
         }
-        if self.partitions.is_empty() {
+        if first {
             consumer.assign(&assignment)?;
         } else {
-            tracing::info!(consumer = %self.consumer_name, added = assignment.count(), "following partitions added to the topics");
+            tracing::info!(consumer = %self.name, added = assignment.count(), "following partitions added to the topics");
             consumer.incremental_assign(&assignment)?;
         }
-        self.partitions.extend(added);
         Ok(())
     }
 }

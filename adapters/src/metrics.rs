@@ -25,6 +25,10 @@ pub struct Metrics {
     pub dead_letters_on_log: IntGauge,
     /// Stored offsets found above the log's end (the broker's log was reset or replaced).
     pub consumer_log_resets: IntCounterVec,
+    /// Times a resting consumer woke up to fetch, per consumer.
+    pub consumer_wakeups: IntCounterVec,
+    /// 1 while a consumer rests on quiet topics (no fetch open on the broker), per consumer.
+    pub consumer_resting: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -47,6 +51,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     )
     .expect("valid metric");
     registry.register(Box::new(projection_lag.clone())).expect("metric registered once");
+    let consumer_resting = IntGaugeVec::new(
+        Opts::new("aurora_consumer_resting", "1 while a consumer rests on quiet topics, with no fetch open on the broker"),
+        &["consumer"],
+    )
+    .expect("valid metric");
+    registry.register(Box::new(consumer_resting.clone())).expect("metric registered once");
     let gauge = |name: &str, help: &str| {
         let gauge = IntGauge::new(name, help).expect("valid metric");
         registry.register(Box::new(gauge.clone())).expect("metric registered once");
@@ -75,6 +85,13 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Stored offsets found beyond the end of the broker's log: the log was reset or replaced",
             &["consumer", "topic"],
         ),
+        consumer_wakeups: counter_vec(
+            &registry,
+            "aurora_consumer_wakeups_total",
+            "Times a consumer resting on quiet topics woke up to fetch",
+            &["consumer"],
+        ),
+        consumer_resting,
         registry,
     }
 });

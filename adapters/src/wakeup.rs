@@ -1,9 +1,18 @@
-//! Wake-ups over Postgres notifications: a writer whose events a person waits for (a chat
-//! question) announces them on [`CHANNEL`], and the relay publishes them at once instead of at
-//! its next poll. A process that runs the relay listens on one connection of its own.
+//! Wake-ups over Postgres notifications, so that no worker has to poll to be quick:
 //!
-//! An announcement is a hint, never the event: a lost one delays the event by one poll, and the
+//! - a writer whose events a person waits for (a chat question) announces them
+//!   ([`announce_appended`]), and the relay publishes them at once instead of at its next poll;
+//! - whoever puts records on a topic (the relay, the agent's token deltas) announces the topic
+//!   ([`Announcer`]), and consumers resting on it ([`crate::consumer::LiveConsumer`]) wake up
+//!   and fetch, instead of keeping a fetch open on the broker all the time.
+//!
+//! Each process listens on one connection of its own ([`LogSignals`]). An announcement is a
+//! hint, never the record: a lost one delays a record until the listener's next check, and the
 //! listener signals [`Signal::All`] whenever it (re)connects, for what it may have missed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
@@ -15,12 +24,35 @@ use crate::consumer::supervise;
 /// The Postgres notification channel of announcements.
 pub const CHANNEL: &str = "aurora_log";
 
+/// The payload of an announcement of records put on topics: this, then the topics, by commas.
+const PUBLISHED: &str = "published:";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signal {
     /// Events appended to the store that a person waits for: the relay publishes at once.
     Appended,
+    /// Records put on these topics.
+    Published(Vec<String>),
     /// Anything may have changed (the listener reconnected).
     All,
+}
+
+impl Signal {
+    /// Whether this tells a consumer of `topics` that there may be something to read.
+    pub fn concerns(&self, topics: &[String]) -> bool {
+        match self {
+            Signal::Appended => false,
+            Signal::Published(published) => published.iter().any(|topic| topics.contains(topic)),
+            Signal::All => true,
+        }
+    }
+
+    fn parse(payload: &str) -> Self {
+        match payload.strip_prefix(PUBLISHED) {
+            Some(topics) => Signal::Published(topics.split(',').map(str::to_owned).collect()),
+            None => Signal::Appended,
+        }
+    }
 }
 
 /// The announcements this process hears. Cheap to clone.
@@ -42,11 +74,11 @@ impl LogSignals {
                 listener.listen(CHANNEL).await?;
                 let _ = sender.send(Signal::All);
                 loop {
-                    tokio::select! {
+                    let notification = tokio::select! {
                         _ = shutdown.cancelled() => return Ok(()),
                         notification = listener.recv() => notification?,
                     };
-                    let _ = sender.send(Signal::Appended);
+                    let _ = sender.send(Signal::parse(notification.payload()));
                 }
             })
             .await;
@@ -61,7 +93,72 @@ impl LogSignals {
 
 /// Announces events appended to the store, for the relay to publish now rather than at its next poll.
 pub async fn announce_appended(pool: &PgPool) {
-    if let Err(error) = sqlx::query("SELECT pg_notify($1, '')").bind(CHANNEL).execute(pool).await {
-        tracing::debug!(%error, "announcing new events failed; the relay finds them at its next poll");
+    notify(pool, "").await;
+}
+
+async fn notify(pool: &PgPool, payload: &str) {
+    if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload).execute(pool).await {
+        tracing::debug!(%error, "announcing on the log channel failed; listeners find out at their next check");
+    }
+}
+
+/// A topic is announced at most this often by one [`Announcer`]. A consumer stays awake for
+/// [`crate::consumer::REST_AFTER`] after its last record, longer than this, so the records put
+/// on a topic between two announcements find it awake.
+pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(250);
+
+/// Announces the topics its owner puts records on, each at most once per [`ANNOUNCE_EVERY`], so
+/// that a steady flow costs a few notifications a second, not one per record.
+#[derive(Clone)]
+pub struct Announcer {
+    pool: PgPool,
+    last: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl Announcer {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool, last: Arc::default() }
+    }
+
+    /// The topics among `topics` not announced for [`ANNOUNCE_EVERY`], marked as announced now.
+    fn due<'topic>(&self, topics: impl IntoIterator<Item = &'topic str>) -> Vec<&'topic str> {
+        let now = Instant::now();
+        let mut last = self.last.lock().expect("announcer lock");
+        let mut due: Vec<&str> = Vec::new();
+        for topic in topics {
+            if due.contains(&topic) {
+                continue;
+            }
+            match last.get_mut(topic) {
+                Some(at) if now.duration_since(*at) < ANNOUNCE_EVERY => {}
+                Some(at) => {
+                    *at = now;
+                    due.push(topic);
+                }
+                None => {
+                    last.insert(topic.to_owned(), now);
+                    due.push(topic);
+                }
+            }
+        }
+        due
+    }
+
+    /// Announces the records just put on `topics` (call once they are on the broker).
+    pub async fn published<'topic>(&self, topics: impl IntoIterator<Item = &'topic str>) {
+        let due = self.due(topics);
+        if !due.is_empty() {
+            notify(&self.pool, &format!("{PUBLISHED}{}", due.join(","))).await;
+        }
+    }
+
+    /// Announces records being put on `topic` without waiting for the announcement: for a
+    /// producer that does not wait for its records either (token deltas).
+    pub fn publishing(&self, topic: &str) {
+        if self.due([topic]).is_empty() {
+            return;
+        }
+        let (pool, payload) = (self.pool.clone(), format!("{PUBLISHED}{topic}"));
+        tokio::spawn(async move { notify(&pool, &payload).await });
     }
 }

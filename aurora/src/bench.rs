@@ -113,6 +113,16 @@ async fn run_all(config: &Config, options: &BackboneOptions) -> anyhow::Result<(
     let raw_inserts = measure_raw_inserts(&pool, options.seconds).await?;
     let idempotent_appends = measure_appends(&pool, options.seconds, true).await?;
     figures.compare("appends, 4 writers, expected-version check", appends, "raw single-row INSERT txns, 4 conns", raw_inserts, ">= 60%");
+    for length in [1, 1_000, 10_000] {
+        let commands = measure_commands(&pool, options.seconds, length).await?;
+        figures.compare(
+            &format!("  whole commands (load, decide, append), streams of {length} events"),
+            commands,
+            "raw single-row INSERT txns, 4 conns",
+            raw_inserts,
+            ">= 60%",
+        );
+    }
     figures.compare(
         "  the same, each with an idempotency key",
         idempotent_appends,
@@ -187,6 +197,66 @@ async fn measure_appends(pool: &PgPool, seconds: u64, idempotent: bool) -> anyho
             anyhow::Ok(appended)
         });
     }
+    let mut total = 0;
+    while let Some(count) = writers.join_next().await {
+        total += count??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Whole commands through the command handler — load the stream, decide, append — renaming a
+/// chat session, 4 writers, each on its own session of `length` events. Each writer's first
+/// command, which reads its stream whole, comes before the clock starts.
+async fn measure_commands(pool: &PgPool, seconds: u64, length: u64) -> anyhow::Result<f64> {
+    use aurora_domain::chat_session::{ChatSession, ChatSessionCommand};
+    use aurora_events::chat::{ChatSessionEvent, SessionCreated, SessionRenamed};
+    eprintln!("measuring whole commands on streams of {length} events for {seconds} s");
+    let store = Arc::new(PostgresEventStore::new(pool.clone()));
+    let org = OrgId(Uuid::now_v7());
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let session_id = Uuid::now_v7();
+        let stream = StreamId::new("chat", session_id.to_string())?;
+        let mut events = vec![NewEvent::from_payload(&ChatSessionEvent::Created(SessionCreated {
+            session_id,
+            title: "bench".into(),
+            owner: "user:bench".into(),
+        }))];
+        events.extend(
+            (1..length).map(|n| NewEvent::from_payload(&ChatSessionEvent::Renamed(SessionRenamed { title: format!("bench {n}") }))),
+        );
+        let mut version = 0;
+        for chunk in events.chunks(1000) {
+            let mut request =
+                bench_request(&stream, if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) }, org, false);
+            request.events = chunk.to_vec();
+            version = store.append(request).await?.last_version;
+        }
+        streams.push(stream);
+    }
+    let mut writers = tokio::task::JoinSet::new();
+    let start = Arc::new(tokio::sync::Barrier::new(streams.len() + 1));
+    let deadline = Arc::new(std::sync::OnceLock::<Instant>::new());
+    for stream in streams {
+        let handler = aurora_commands::CommandHandler::new(store.clone());
+        let (start, deadline) = (start.clone(), deadline.clone());
+        writers.spawn(async move {
+            let meta = aurora_commands::CommandMeta::new(org, Actor::system("bench"));
+            let rename = |n: u64| ChatSessionCommand::Rename { title: format!("renamed {n}") };
+            handler.handle::<ChatSession>(&stream, rename(0), &meta, None).await?;
+            start.wait().await;
+            let deadline = *deadline.get().expect("set before the start");
+            let mut handled = 0u64;
+            while Instant::now() < deadline {
+                handled += 1;
+                handler.handle::<ChatSession>(&stream, rename(handled), &meta, None).await?;
+            }
+            anyhow::Ok(handled)
+        });
+    }
+    deadline.set(Instant::now() + Duration::from_secs(seconds)).expect("set once");
+    let started = Instant::now();
+    start.wait().await;
     let mut total = 0;
     while let Some(count) = writers.join_next().await {
         total += count??;
@@ -319,7 +389,16 @@ async fn measure_raw_producer(config: &Config, pool: &PgPool, count: u64) -> any
     let producer: FutureProducer = producer_config(config).create()?;
     let started = Instant::now();
     for batch in records.chunks(config.relay_batch as usize) {
-        let deliveries: Vec<_> = batch.iter().map(|record| producer.send(record.as_future_record(), Duration::from_secs(60))).collect();
+        let deliveries: Vec<_> = batch
+            .iter()
+            .map(|record| {
+                let future_record = rdkafka::producer::FutureRecord::to(&record.topic)
+                    .key(&record.key)
+                    .payload(&record.value)
+                    .headers(record.headers.clone());
+                producer.send(future_record, Duration::from_secs(60))
+            })
+            .collect();
         for delivery in futures::future::join_all(deliveries).await {
             delivery.map_err(|(error, _)| error)?;
         }
@@ -339,7 +418,8 @@ async fn measure_projection(config: &Config, pool: &PgPool, count: u64) -> anyho
     eprintln!("measuring the audit-log projection over {count} events");
     let projection = aurora_projections::projection_named("audit_log").expect("audit_log exists");
     let shutdown = CancellationToken::new();
-    let runner = ProjectionRunner::new(projection, pool.clone(), config.clone());
+    let signals = LogSignals::listen(&config.database_url, shutdown.clone());
+    let runner = ProjectionRunner::new(projection, pool.clone(), config.clone(), signals);
     let started = Instant::now();
     let task = {
         let shutdown = shutdown.clone();
@@ -428,9 +508,9 @@ async fn measure_latency(config: &Config, pool: &PgPool, rate: u64, seconds: u64
     eprintln!("measuring append-to-read-model latency at {rate} events/s for {seconds} s");
     let shutdown = CancellationToken::new();
     let signals = LogSignals::listen(&config.database_url, shutdown.clone());
-    let relay = Relay::new(config, pool.clone(), signals)?;
+    let relay = Relay::new(config, pool.clone(), signals.clone())?;
     let projection = aurora_projections::projection_named("audit_log").expect("audit_log exists");
-    let runner = ProjectionRunner::new(projection, pool.clone(), config.clone());
+    let runner = ProjectionRunner::new(projection, pool.clone(), config.clone(), signals);
     let relay_task = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move { relay.run(shutdown).await })

@@ -24,9 +24,13 @@ use crate::bench::BenchWorld;
 
 #[derive(Debug, clap::Args)]
 pub struct ChatOptions {
-    /// Questions asked one after another, ten per session, for the time-to-first-token figures.
+    /// Questions asked one after another, all in one session, for the time-to-first-token figures.
     #[arg(long, default_value_t = 200)]
     pub turns: usize,
+    /// Questions asked each after the consumers came to rest, for the time to first token after
+    /// a quiet spell.
+    #[arg(long, default_value_t = 10)]
+    pub quiet_turns: usize,
     /// Concurrent streaming sessions to try first.
     #[arg(long, default_value_t = 100)]
     pub start_sessions: usize,
@@ -150,59 +154,33 @@ async fn measure(base_url: &str, llm: &ScriptedLlm, options: &ChatOptions) -> an
     let client = Arc::new(Client::register(base_url).await?);
     println!("aurora bench chat — scripted model at {}, gateway at {base_url}", llm.base_url);
 
-    // Time to first token, one question at a time.
+    // Time to first token, one question at a time, all in one growing session: a command costs
+    // the same at its 10th and its 1000th event.
     let mut socket = client.socket().await?;
-    let mut extra_ms = Vec::with_capacity(options.turns);
-    let mut client_ms = Vec::with_capacity(options.turns);
     let mut session_id = Value::Null;
     let warmup = 5;
-    for index in 0..options.turns + warmup {
-        let question = format!("first token {index}");
-        llm.script(&question, vec![Step::text("one two three")]);
-        let mut frame = json!({ "type": "query", "text": question, "mode": "ask" });
-        // Conversations of ten questions: a turn loads its session's whole stream (no snapshots
-        // yet), so one endless session would measure its own growth instead.
-        if !session_id.is_null() && index % 10 != 0 {
-            frame["session_id"] = session_id.clone();
-        }
-        let delays_before = llm.first_chunk_delays().len();
-        let sent = Instant::now();
-        socket.send(Message::text(frame.to_string())).await?;
-        // Deltas and events travel on different topics: the completion may overtake the last
-        // deltas, so the turn is done when both the completion and every delta are in.
-        let (mut first_token, mut deltas, mut completed) = (None, 0, false);
-        while !(completed && deltas == 3) {
-            let frame = next_frame(&mut socket).await?;
-            match frame["type"].as_str() {
-                Some("accepted") => session_id = frame["session_id"].clone(),
-                Some("delta") => {
-                    deltas += 1;
-                    first_token.get_or_insert_with(|| sent.elapsed());
-                }
-                Some("chat.assistant_message_completed") => completed = true,
-                Some("error") | Some("chat.turn_failed") => anyhow::bail!("question {index} failed: {frame}"),
-                _ => {}
-            }
-        }
-        let first_token = first_token.ok_or_else(|| anyhow::anyhow!("no delta arrived for question {index}"))?;
-        let server = llm.first_chunk_delays().get(delays_before).copied().unwrap_or_default();
-        if index >= warmup {
-            client_ms.push(first_token.as_secs_f64() * 1000.0);
-            extra_ms.push((first_token.saturating_sub(server)).as_secs_f64() * 1000.0);
-        }
+    for index in 0..warmup {
+        first_token(&mut socket, llm, &mut session_id, &format!("warm-up {index}")).await?;
     }
+    let mut turns = Vec::with_capacity(options.turns);
+    for index in 0..options.turns {
+        turns.push(first_token(&mut socket, llm, &mut session_id, &format!("first token {index}")).await?);
+    }
+    print_first_tokens(&format!("time to first token, Aurora's part ({} questions, one session)", turns.len()), turns);
+
+    // The same after a quiet spell: the agent and the hub rest, and the question wakes them.
+    let mut quiet_turns = Vec::with_capacity(options.quiet_turns);
+    for index in 0..options.quiet_turns {
+        let resting = |consumer: &str| aurora_adapters::metrics::metrics().consumer_resting.with_label_values(&[consumer]).get() == 1;
+        let quiet_since = Instant::now();
+        while !(resting("processor:agent") && resting("chat hub")) {
+            anyhow::ensure!(quiet_since.elapsed() < Duration::from_secs(30), "the consumers did not come to rest within 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        quiet_turns.push(first_token(&mut socket, llm, &mut session_id, &format!("after a quiet spell {index}")).await?);
+    }
+    print_first_tokens(&format!("  the same, each question after the consumers rested ({})", quiet_turns.len()), quiet_turns);
     drop(socket);
-    extra_ms.sort_by(f64::total_cmp);
-    client_ms.sort_by(f64::total_cmp);
-    println!(
-        "{:<58} p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} questions; at the client p50 {:.1} ms)   target p50 <= 15 ms, p99 <= 50 ms",
-        "time to first token, Aurora's part",
-        percentile(&extra_ms, 0.5),
-        percentile(&extra_ms, 0.99),
-        percentile(&extra_ms, 1.0),
-        extra_ms.len(),
-        percentile(&client_ms, 0.5),
-    );
 
     // Concurrent streaming sessions, every delta delivered.
     let mut held = 0;
@@ -227,6 +205,53 @@ async fn measure(base_url: &str, llm: &ScriptedLlm, options: &ChatOptions) -> an
         sessions.min(options.max_sessions)
     );
     Ok(())
+}
+
+/// Asks `question` in `session_id` (a new session when null) and waits for the whole answer.
+/// Returns the time to its first token at the client and the part of it that is Aurora's (less the
+/// model's own delay before its first chunk).
+async fn first_token(socket: &mut Socket, llm: &ScriptedLlm, session_id: &mut Value, question: &str) -> anyhow::Result<(f64, f64)> {
+    llm.script(question, vec![Step::text("one two three")]);
+    let mut frame = json!({ "type": "query", "text": question, "mode": "ask" });
+    if !session_id.is_null() {
+        frame["session_id"] = session_id.clone();
+    }
+    let delays_before = llm.first_chunk_delays().len();
+    let sent = Instant::now();
+    socket.send(Message::text(frame.to_string())).await?;
+    // Deltas and events travel on different topics: the completion may overtake the last
+    // deltas, so the turn is done when both the completion and every delta are in.
+    let (mut first_token, mut deltas, mut completed) = (None, 0, false);
+    while !(completed && deltas == 3) {
+        let frame = next_frame(socket).await?;
+        match frame["type"].as_str() {
+            Some("accepted") => *session_id = frame["session_id"].clone(),
+            Some("delta") => {
+                deltas += 1;
+                first_token.get_or_insert_with(|| sent.elapsed());
+            }
+            Some("chat.assistant_message_completed") => completed = true,
+            Some("error") | Some("chat.turn_failed") => anyhow::bail!("question {question:?} failed: {frame}"),
+            _ => {}
+        }
+    }
+    let first_token = first_token.ok_or_else(|| anyhow::anyhow!("no delta arrived for question {question:?}"))?;
+    let server = llm.first_chunk_delays().get(delays_before).copied().unwrap_or_default();
+    Ok((first_token.as_secs_f64() * 1000.0, first_token.saturating_sub(server).as_secs_f64() * 1000.0))
+}
+
+/// Prints the percentiles of `(at the client, Aurora's part)` times to first token.
+fn print_first_tokens(what: &str, turns: Vec<(f64, f64)>) {
+    let (mut client_ms, mut extra_ms): (Vec<f64>, Vec<f64>) = turns.into_iter().unzip();
+    extra_ms.sort_by(f64::total_cmp);
+    client_ms.sort_by(f64::total_cmp);
+    println!(
+        "{what:<58} p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (at the client p50 {:.1} ms)   target p50 <= 15 ms, p99 <= 50 ms",
+        percentile(&extra_ms, 0.5),
+        percentile(&extra_ms, 0.99),
+        percentile(&extra_ms, 1.0),
+        percentile(&client_ms, 0.5),
+    );
 }
 
 /// `count` sockets each ask at once and must each receive their whole answer, delta by delta.

@@ -29,22 +29,21 @@ pub struct Application {
 }
 
 impl Application {
-    /// Starts `roles` on `pool` until `shutdown` is cancelled. The process shares one listener
-    /// for wake-ups ([`LogSignals`]).
+    /// Starts `roles` on `pool` until `shutdown` is cancelled. The roles of a process share one
+    /// listener for wake-ups ([`LogSignals`]).
     pub async fn start(config: &Config, pool: PgPool, roles: Vec<Role>, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let signals = LogSignals::listen(&config.database_url, shutdown.clone());
         let mut tasks = JoinSet::new();
         let mut gateway_address = None;
         for role in roles {
             match role {
                 Role::Gateway(listener) => {
                     gateway_address = Some(listener.local_addr()?);
-                    let state = aurora_gateway::AppState::new(config.clone(), pool.clone(), shutdown.clone()).await?;
+                    let state = aurora_gateway::AppState::new(config.clone(), pool.clone(), &signals, shutdown.clone()).await?;
                     tasks.spawn(aurora_gateway::serve(state, listener, shutdown.clone()));
                 }
                 Role::Processors => {
-                    // Only the relay listens for wake-ups: a gateway or projections process holds no listener.
-                    let signals = LogSignals::listen(&config.database_url, shutdown.clone());
-                    let (config, pool, shutdown) = (config.clone(), pool.clone(), shutdown.clone());
+                    let (config, pool, signals, shutdown) = (config.clone(), pool.clone(), signals.clone(), shutdown.clone());
                     tasks.spawn(async move { aurora_processors::run(&config, pool, signals, shutdown).await });
                 }
                 Role::Projections(only) => {
@@ -57,7 +56,8 @@ impl Application {
                         if !only.is_empty() && !only.iter().any(|name| name == projection.name()) {
                             continue;
                         }
-                        let runner = aurora_projections::runner::ProjectionRunner::new(projection, pool.clone(), config.clone());
+                        let runner =
+                            aurora_projections::runner::ProjectionRunner::new(projection, pool.clone(), config.clone(), signals.clone());
                         let shutdown = shutdown.clone();
                         tasks.spawn(async move { runner.run(shutdown).await });
                     }

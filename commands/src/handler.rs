@@ -1,7 +1,15 @@
 //! Command handling: load the stream, decide (pure), append with the version that was loaded, and
 //! on a conflict with a concurrent writer reload and decide again, a bounded number of times.
+//!
+//! A command costs the same at the 10th and the 10,000th event of its stream: the handler keeps
+//! the latest states it saw ([`STATES_KEPT`] streams, least recently used out first) with their
+//! versions. A command decides on the state kept and appends expecting its version, so the
+//! store's version check tells whether it was still the latest; when it was not (another process
+//! appended) the handler reads only the events after it. A refusal, or a command that changes
+//! nothing, decided on a kept state is decided again on the stored one before it is answered.
 
-use std::sync::Arc;
+use std::any::Any;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aurora_domain::{Aggregate, DomainError};
@@ -63,15 +71,26 @@ pub enum HandleError {
     Store(#[from] StoreError),
 }
 
+/// How many streams' states a handler keeps.
+pub const STATES_KEPT: usize = 2048;
+
+/// A stream's state after `version`, for the organisation that owns the stream.
+struct Kept {
+    org_id: OrgId,
+    version: u64,
+    state: Box<dyn Any + Send + Sync>,
+}
+
 #[derive(Clone)]
 pub struct CommandHandler {
     store: Arc<dyn EventStore>,
     max_attempts: u32,
+    states: Arc<Mutex<hashlink::LruCache<StreamId, Kept>>>,
 }
 
 impl CommandHandler {
     pub fn new(store: Arc<dyn EventStore>) -> Self {
-        Self { store, max_attempts: 5 }
+        Self { store, max_attempts: 5, states: Arc::new(Mutex::new(hashlink::LruCache::new(STATES_KEPT))) }
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -95,17 +114,33 @@ impl CommandHandler {
                 return Ok(Handled { stream_version: previous.last_version, appended: Some(previous) });
             }
         }
-        for attempt in 1..=self.max_attempts {
-            let (state, version) = self.load::<A>(stream, meta.org_id).await?;
+        // The state kept from an earlier command, not yet checked against the store.
+        let mut kept = self.kept::<A>(stream, meta.org_id);
+        let mut attempt = 0;
+        while attempt < self.max_attempts {
+            let (state, version, checked) = match kept.take() {
+                Some((state, version)) => (state, version, false),
+                None => {
+                    attempt += 1;
+                    let (state, version) = self.load::<A>(stream, meta.org_id).await?;
+                    (state, version, true)
+                }
+            };
             if let Some(expected) = expected_version {
                 if expected != version {
+                    if !checked {
+                        continue;
+                    }
                     return Err(HandleError::Conflict { stream: stream.clone(), expected, actual: version });
                 }
             }
-            let events = state.decide(command.clone())?;
-            if events.is_empty() {
-                return Ok(Handled { stream_version: version, appended: None });
-            }
+            let events = match state.decide(command.clone()) {
+                Ok(events) if !events.is_empty() => events,
+                // Answered only on the state the store holds.
+                _ if !checked => continue,
+                Ok(_) => return Ok(Handled { stream_version: version, appended: None }),
+                Err(error) => return Err(error.into()),
+            };
             let request = AppendRequest {
                 stream: stream.clone(),
                 expected: if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) },
@@ -119,13 +154,22 @@ impl CommandHandler {
                 events: events.iter().map(NewEvent::from_payload).collect(),
             };
             match self.store.append(request).await {
-                Ok(appended) => return Ok(Handled { stream_version: appended.last_version, appended: Some(appended) }),
+                Ok(appended) => {
+                    // A duplicate command appended nothing now: what the stream holds is not known here.
+                    if !appended.duplicate {
+                        let state = events.iter().fold(state, |state, event| state.evolve(event));
+                        self.keep(stream, meta.org_id, appended.last_version, state);
+                    }
+                    return Ok(Handled { stream_version: appended.last_version, appended: Some(appended) });
+                }
                 Err(StoreError::Conflict { actual, .. }) => {
                     if let Some(expected) = expected_version {
                         return Err(HandleError::Conflict { stream: stream.clone(), expected, actual });
                     }
-                    tracing::debug!(%stream, attempt, "concurrent append, deciding again");
-                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 2)).await;
+                    if checked {
+                        tracing::debug!(%stream, attempt, "concurrent append, deciding again");
+                        tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 2)).await;
+                    }
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -134,20 +178,42 @@ impl CommandHandler {
     }
 
     /// The aggregate's state and version. A stream owned by another organisation reads as empty,
-    /// so that its existence does not leak.
+    /// so that its existence does not leak. Only the events after the state kept are read.
     pub async fn load<A: Aggregate>(&self, stream: &StreamId, org_id: OrgId) -> Result<(A, u64), HandleError> {
-        let envelopes = self.store.load_stream(stream, 0).await?;
-        if envelopes.first().is_some_and(|first| first.org_id != org_id) {
+        let (mut state, mut version) = self.kept::<A>(stream, org_id).unwrap_or_default();
+        let envelopes = self.store.load_stream(stream, version).await?;
+        if version == 0 && envelopes.first().is_some_and(|first| first.org_id != org_id) {
             return Ok((A::default(), 0));
         }
-        let mut state = A::default();
-        let mut version = 0;
+        if envelopes.is_empty() {
+            return Ok((state, version));
+        }
         for envelope in envelopes {
             let event = A::Event::decode(&envelope.event_type, envelope.schema_version, envelope.payload)
                 .map_err(|source| HandleError::Decode { stream: stream.clone(), source })?;
             state = state.evolve(&event);
             version = envelope.stream_version;
         }
+        self.keep(stream, org_id, version, state.clone());
         Ok((state, version))
+    }
+
+    /// The state kept for `stream`, when `org_id` owns it.
+    fn kept<A: Aggregate>(&self, stream: &StreamId, org_id: OrgId) -> Option<(A, u64)> {
+        let mut states = self.states.lock().expect("states lock");
+        let kept = states.get(stream)?;
+        if kept.org_id != org_id {
+            return None;
+        }
+        let state = kept.state.downcast_ref::<A>()?;
+        Some((state.clone(), kept.version))
+    }
+
+    fn keep<A: Aggregate>(&self, stream: &StreamId, org_id: OrgId, version: u64, state: A) {
+        let mut states = self.states.lock().expect("states lock");
+        if states.get(stream).is_some_and(|kept| kept.version > version) {
+            return;
+        }
+        states.insert(stream.clone(), Kept { org_id, version, state: Box::new(state) });
     }
 }

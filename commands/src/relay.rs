@@ -21,14 +21,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aurora_adapters::consumer::lead;
-use aurora_adapters::kafka::{ensure_topics, producer_config, OutgoingRecord};
+use aurora_adapters::kafka::{ensure_topics, producer_config, Delivery, OutgoingRecord, Producer};
 use aurora_adapters::metrics::metrics;
 use aurora_adapters::postgres::Leadership;
-use aurora_adapters::wakeup::{announce_appended, LogSignals};
+use aurora_adapters::wakeup::{announce_appended, Announcer, LogSignals};
 use aurora_adapters::Config;
 use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer};
 use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +57,8 @@ pub struct Relay {
     config: Config,
     pool: PgPool,
     signals: LogSignals,
-    producer: FutureProducer,
+    announcer: Announcer,
+    producer: Producer,
     topic_prefix: String,
     name: String,
     batch_size: i64,
@@ -69,9 +69,10 @@ impl Relay {
     pub fn new(config: &Config, pool: PgPool, signals: LogSignals) -> anyhow::Result<Self> {
         Ok(Self {
             config: config.clone(),
+            announcer: Announcer::new(pool.clone()),
             pool,
             signals,
-            producer: producer_config(config).create()?,
+            producer: Producer::create(&producer_config(config))?,
             topic_prefix: config.topic_prefix.clone(),
             name: "kafka".into(),
             batch_size: config.relay_batch,
@@ -177,6 +178,13 @@ impl Relay {
     ) -> anyhow::Result<Option<Checkpoint>> {
         let Some((batch_end, enqueued)) = in_flight.pop_front() else { return Ok(None) };
         let published = enqueued.len();
+        let mut topics: Vec<String> = Vec::new();
+        for enqueued in &enqueued {
+            let (Enqueued::Sent(record, _) | Enqueued::Refused(record, _)) = enqueued;
+            if !topics.contains(&record.topic) {
+                topics.push(record.topic.clone());
+            }
+        }
         let mut refused = Vec::new();
         let (records, deliveries): (Vec<_>, Vec<_>) = enqueued
             .into_iter()
@@ -190,9 +198,9 @@ impl Relay {
             .unzip();
         for (record, outcome) in records.into_iter().zip(join_all(deliveries).await) {
             match outcome {
-                Ok(Ok(_)) => {}
-                Ok(Err((error, _))) if is_refusal(&error) => refused.push((record, error.to_string())),
-                Ok(Err((error, _))) => anyhow::bail!("kafka did not take a record: {error}"),
+                Ok(Ok(())) => {}
+                Ok(Err(error)) if is_refusal(&error) => refused.push((record, error.to_string())),
+                Ok(Err(error)) => anyhow::bail!("kafka did not take a record: {error}"),
                 Err(_) => anyhow::bail!("the producer dropped a record before delivering it"),
             }
         }
@@ -211,6 +219,8 @@ impl Relay {
         .execute(&mut *leadership.connection().await?)
         .await?;
         metrics().relay_published.inc_by((published - refused.len()) as u64);
+        // Consumers resting on these topics wake up for what is now on them.
+        self.announcer.published(topics.iter().map(String::as_str)).await;
         tracing::trace!(published, position = batch_end.position, "relay batch published");
         Ok(Some(batch_end))
     }
@@ -220,8 +230,8 @@ impl Relay {
     async fn dead_letter(&self, record: &OutgoingRecord, reason: &str) -> anyhow::Result<()> {
         let event_id = record.header(aurora_events::cloudevents::H_ID).unwrap_or_default().to_owned();
         let letter = record.dead_letter(&self.topic_prefix, "relay", reason, MAX_DEAD_LETTER_VALUE);
-        let delivery = self.producer.send(letter.as_future_record(), Duration::from_secs(30)).await;
-        delivery.map_err(|(error, _)| anyhow::anyhow!("dead-lettering event {event_id} failed: {error}"))?;
+        let delivery = self.producer.deliver(&letter, Duration::from_secs(30)).await;
+        delivery.map_err(|error| anyhow::anyhow!("dead-lettering event {event_id} failed: {error}"))?;
         metrics().relay_dead_letters.inc();
         tracing::error!(%event_id, topic = %record.topic, %reason, "event refused by kafka; sent to the dead-letter topic");
         Ok(())
@@ -244,21 +254,21 @@ impl Relay {
         let mut enqueued = Vec::with_capacity(records.len());
         for record in records {
             loop {
-                match self.producer.send_result(record.as_future_record()) {
+                match self.producer.send(&record) {
                     Ok(delivery) => {
                         enqueued.push(Enqueued::Sent(record, delivery));
                         break;
                     }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                         // The local queue is full: let librdkafka drain it, then enqueue again.
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
-                    Err((error, _)) if is_refusal(&error) => {
+                    Err(error) if is_refusal(&error) => {
                         let reason = error.to_string();
                         enqueued.push(Enqueued::Refused(record, reason));
                         break;
                     }
-                    Err((error, _)) => anyhow::bail!("enqueueing record for {}: {error}", record.topic),
+                    Err(error) => anyhow::bail!("enqueueing record for {}: {error}", record.topic),
                 }
             }
         }
@@ -268,7 +278,7 @@ impl Relay {
 
 /// A record handed to the producer, or refused by it before it was sent.
 enum Enqueued {
-    Sent(OutgoingRecord, DeliveryFuture),
+    Sent(OutgoingRecord, Delivery),
     Refused(OutgoingRecord, String),
 }
 

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aurora_adapters::consumer::supervise;
-use aurora_adapters::kafka::{ensure_topics, envelope_of, partition_watermarks};
+use aurora_adapters::consumer::{supervise, LiveConsumer, Start};
+use aurora_adapters::kafka::{ensure_topics, envelope_of};
+use aurora_adapters::wakeup::LogSignals;
 use aurora_adapters::Config;
 use aurora_events::chat::{ChatEventType, TokenDelta};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -40,9 +40,9 @@ impl ChatHub {
     /// Starts following the topics from their current ends, and returns once it follows them, so
     /// that nothing said after the gateway starts is missed; the hub forwards until `shutdown`.
     /// If the broker cannot be reached now, the hub keeps trying in the background.
-    pub async fn start(config: &Config, shutdown: CancellationToken) -> Arc<Self> {
+    pub async fn start(config: &Config, signals: &LogSignals, shutdown: CancellationToken) -> Arc<Self> {
         let hub = Arc::new(Self::default());
-        let first = tokio::time::timeout(Duration::from_secs(10), Self::subscribe_to_topics(config)).await;
+        let first = tokio::time::timeout(Duration::from_secs(10), Self::subscribe_to_topics(config, signals)).await;
         let mut first_consumer = match first {
             Ok(Ok(consumer)) => Some(consumer),
             Ok(Err(error)) => {
@@ -51,15 +51,15 @@ impl ChatHub {
             }
             Err(_) => None,
         };
-        let (follower, config) = (hub.clone(), config.clone());
+        let (follower, config, signals) = (hub.clone(), config.clone(), signals.clone());
         tokio::spawn(async move {
-            let (follower, config, shutdown) = (&follower, &config, &shutdown);
+            let (follower, config, signals, shutdown) = (&follower, &config, &signals, &shutdown);
             supervise("chat hub", shutdown, move || {
                 let consumer = first_consumer.take();
                 async move {
                     let consumer = match consumer {
                         Some(consumer) => consumer,
-                        None => Self::subscribe_to_topics(config).await?,
+                        None => Self::subscribe_to_topics(config, signals).await?,
                     };
                     follower.follow(config, consumer, shutdown).await
                 }
@@ -113,41 +113,24 @@ impl ChatHub {
         }
     }
 
-    /// A consumer assigned every partition of the two topics at their high watermarks now.
-    async fn subscribe_to_topics(config: &Config) -> anyhow::Result<StreamConsumer> {
+    /// A consumer of the two topics from their ends now.
+    async fn subscribe_to_topics(config: &Config, signals: &LogSignals) -> anyhow::Result<LiveConsumer> {
         let deltas = aurora_events::topics::deltas_topic(&config.topic_prefix);
         let chat = aurora_events::topics::topic_for_category(&config.topic_prefix, "chat");
-        ensure_topics(config, &[deltas.clone(), chat.clone()]).await?;
-        let consumer: StreamConsumer = ClientConfig::new()
+        let topics = [deltas, chat];
+        ensure_topics(config, &topics).await?;
+        let mut settings = ClientConfig::new();
+        settings
             .set("bootstrap.servers", &config.kafka_brokers)
             .set("group.id", format!("aurora-hub-{}", Uuid::now_v7()))
             .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", config.kafka_live_fetch_wait.as_millis().to_string())
             .set("fetch.min.bytes", "1")
-            .set("socket.nagle.disable", "true")
-            .create()?;
-        let mut assignment = TopicPartitionList::new();
-        for topic in [&deltas, &chat] {
-            // The ends as numbers, not `Offset::End`, which would be resolved later, at the first fetch.
-            // A topic just created may not list its partitions for a moment.
-            let mut marks = Vec::new();
-            for _ in 0..50 {
-                marks = tokio::task::block_in_place(|| partition_watermarks(&consumer, topic, Duration::from_secs(10)))?;
-                if !marks.is_empty() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            anyhow::ensure!(!marks.is_empty(), "topic {topic} has no partitions");
-            for (partition, _low, high) in marks {
-                assignment.add_partition_offset(topic, partition, Offset::Offset(high))?;
-            }
-        }
-        consumer.assign(&assignment)?;
-        Ok(consumer)
+            .set("socket.nagle.disable", "true");
+        LiveConsumer::open("chat hub", settings, &topics, Start::End, signals).await
     }
 
-    async fn follow(&self, config: &Config, consumer: StreamConsumer, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    async fn follow(&self, config: &Config, mut consumer: LiveConsumer, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let deltas = aurora_events::topics::deltas_topic(&config.topic_prefix);
         loop {
             let message = tokio::select! {

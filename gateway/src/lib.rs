@@ -13,6 +13,7 @@ pub mod routes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use aurora_adapters::wakeup::LogSignals;
 use aurora_adapters::Config;
 use aurora_commands::postgres::PostgresEventStore;
 use aurora_commands::CommandHandler;
@@ -41,8 +42,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The gateway's state; the chat hub follows the topics until `shutdown`.
-    pub async fn new(config: Config, pool: PgPool, shutdown: CancellationToken) -> anyhow::Result<Self> {
+    /// The gateway's state; the chat hub follows the topics until `shutdown`, woken by `signals`.
+    pub async fn new(config: Config, pool: PgPool, signals: &LogSignals, shutdown: CancellationToken) -> anyhow::Result<Self> {
         let kafka = aurora_adapters::kafka::standalone_consumer(&config)?;
         let redis = aurora_adapters::redis::Redis::connect(&config).await?;
         let config = Arc::new(config);
@@ -54,7 +55,7 @@ impl AppState {
             limiter: RateLimiter::new(redis.clone(), &config),
             tickets: Tickets::new(redis.clone(), &config.redis_prefix, config.ws_ticket_ttl),
             redis,
-            chat_hub: chat_hub::ChatHub::start(&config, shutdown).await,
+            chat_hub: chat_hub::ChatHub::start(&config, signals, shutdown).await,
             config,
             pool,
             kafka,

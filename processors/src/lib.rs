@@ -7,7 +7,7 @@ pub mod tools;
 
 use std::sync::Arc;
 
-use aurora_adapters::wakeup::LogSignals;
+use aurora_adapters::wakeup::{Announcer, LogSignals};
 use aurora_adapters::Config;
 use aurora_commands::postgres::PostgresEventStore;
 use aurora_commands::relay::Relay;
@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 pub async fn run(config: &Config, pool: PgPool, signals: LogSignals, shutdown: CancellationToken) -> anyhow::Result<()> {
     let relay = Relay::new(config, pool.clone(), signals.clone())?;
     let commands = CommandHandler::new(Arc::new(PostgresEventStore::new(pool.clone())));
-    let deltas = agent::deltas::DeltaPublisher::new(config)?;
+    let deltas = agent::deltas::DeltaPublisher::new(config, Announcer::new(pool.clone()))?;
     let agent = agent::Agent::new(config, pool.clone(), commands, deltas);
-    let runner = agent::runner::AgentRunner::new(config.clone(), pool, agent);
+    let runner = agent::runner::AgentRunner::new(config.clone(), pool, agent, signals);
     let (relay_outcome, agent_outcome) = tokio::join!(relay.run(shutdown.clone()), runner.run(shutdown.clone()));
     relay_outcome.and(agent_outcome)
 }

@@ -7,15 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aurora_adapters::consumer::{lead, Assignment, PARTITION_CHECK};
-use aurora_adapters::kafka::{consumer_config, dead_letter_record, ensure_topics, producer_config};
+use aurora_adapters::consumer::{lead, LiveConsumer, Start};
+use aurora_adapters::kafka::{consumer_config, dead_letter_record, ensure_topics, producer_config, Producer};
 use aurora_adapters::metrics::metrics;
 use aurora_adapters::postgres::Leadership;
+use aurora_adapters::wakeup::LogSignals;
 use aurora_adapters::Config;
-use futures::FutureExt;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::{PgConnection, PgPool, Row};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +25,7 @@ pub struct ProjectionRunner {
     projection: Arc<dyn Projection>,
     pool: PgPool,
     config: Config,
+    signals: LogSignals,
 }
 
 /// The consumer group of a projection.
@@ -35,8 +34,8 @@ pub fn group_id(config: &Config, projection: &str) -> String {
 }
 
 impl ProjectionRunner {
-    pub fn new(projection: Arc<dyn Projection>, pool: PgPool, config: Config) -> Self {
-        Self { projection, pool, config }
+    pub fn new(projection: Arc<dyn Projection>, pool: PgPool, config: Config, signals: LogSignals) -> Self {
+        Self { projection, pool, config, signals }
     }
 
     /// Consumes until `shutdown`. Several instances of one projection may run: one consumes, the
@@ -59,15 +58,13 @@ impl ProjectionRunner {
         let mut all_topics = topics.clone();
         all_topics.push(aurora_events::topics::dead_letter_topic(&self.config.topic_prefix));
         ensure_topics(&self.config, &all_topics).await?;
-        let consumer: StreamConsumer = consumer_config(&self.config, &group_id(&self.config, name)).create()?;
-        let mut assigned = Assignment::new(name);
-        assigned.follow(&consumer, &topics, &self.pool).await?;
-        let dead_letters: FutureProducer = producer_config(&self.config).create()?;
-        tracing::info!(projection = name, ?topics, partitions = assigned.count(), "projection consuming");
+        let settings = consumer_config(&self.config, &group_id(&self.config, name));
+        let mut consumer = LiveConsumer::open(name, settings, &topics, Start::Stored(self.pool.clone()), &self.signals).await?;
+        // Created at the first poison record: most projections never need it.
+        let dead_letters: tokio::sync::OnceCell<Producer> = tokio::sync::OnceCell::new();
+        tracing::info!(projection = name, ?topics, partitions = consumer.partition_count(), "projection consuming");
 
         let mut lock_check = tokio::time::interval(Duration::from_secs(5));
-        let mut partition_check = tokio::time::interval(PARTITION_CHECK);
-        partition_check.tick().await;
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -76,14 +73,10 @@ impl ProjectionRunner {
                     leadership.fence().await?;
                     continue;
                 }
-                _ = partition_check.tick() => {
-                    assigned.follow(&consumer, &topics, &self.pool).await?;
-                    continue;
-                }
                 received = consumer.recv() => received,
             };
             let first = match first {
-                Ok(message) => message.detach(),
+                Ok(message) => message,
                 Err(error) => {
                     tracing::warn!(projection = name, %error, "kafka consume error");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -92,8 +85,8 @@ impl ProjectionRunner {
             };
             let mut batch = vec![first];
             while batch.len() < self.config.projection_batch {
-                match consumer.recv().now_or_never() {
-                    Some(Ok(message)) => batch.push(message.detach()),
+                match consumer.try_recv() {
+                    Some(Ok(message)) => batch.push(message),
                     Some(Err(error)) => {
                         tracing::warn!(projection = name, %error, "kafka consume error");
                         break;
@@ -111,10 +104,8 @@ impl ProjectionRunner {
             for ((topic, partition), next_offset) in next_offsets {
                 committed.add_partition_offset(&topic, partition, Offset::Offset(next_offset))?;
             }
-            if let Err(error) = consumer.commit(&committed, CommitMode::Async) {
-                // Postgres holds the truth; the group offsets only let Kafka tools show progress.
-                tracing::debug!(projection = name, %error, "committing group offsets failed");
-            }
+            // Postgres holds the truth; the group offsets only let Kafka tools show progress.
+            consumer.commit(&committed);
         }
         Ok(())
     }
@@ -122,7 +113,7 @@ impl ProjectionRunner {
     async fn apply_with_retry(
         &self,
         batch: &[OwnedMessage],
-        dead_letters: &FutureProducer,
+        dead_letters: &tokio::sync::OnceCell<Producer>,
         shutdown: &CancellationToken,
     ) -> Option<BTreeMap<(String, i32), i64>> {
         let mut backoff = Duration::from_millis(50);
@@ -148,7 +139,11 @@ impl ProjectionRunner {
 
     /// One transaction: lock the partitions' offsets, apply what is new, dead-letter the poison,
     /// move the offsets. Returns the next offset of each partition in the batch.
-    async fn apply_batch(&self, batch: &[OwnedMessage], dead_letters: &FutureProducer) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+    async fn apply_batch(
+        &self,
+        batch: &[OwnedMessage],
+        dead_letters: &tokio::sync::OnceCell<Producer>,
+    ) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
         let name = self.projection.name();
         let mut transaction = self.pool.begin().await?;
         let mut next_offsets = lock_offsets(&mut transaction, name, batch).await?;
@@ -158,10 +153,10 @@ impl ProjectionRunner {
         if !poison.is_empty() {
             let records: Vec<_> =
                 poison.iter().map(|poison| dead_letter_record(&self.config.topic_prefix, name, poison.message, &poison.error)).collect();
-            let deliveries: Vec<_> =
-                records.iter().map(|record| dead_letters.send(record.as_future_record(), Duration::from_secs(30))).collect();
+            let producer = dead_letters.get_or_try_init(|| async { Producer::create(&producer_config(&self.config)) }).await?;
+            let deliveries: Vec<_> = records.iter().map(|record| producer.deliver(record, Duration::from_secs(30))).collect();
             for delivery in futures::future::join_all(deliveries).await {
-                delivery.map_err(|(error, _)| anyhow::anyhow!("dead-lettering failed: {error}"))?;
+                delivery.map_err(|error| anyhow::anyhow!("dead-lettering failed: {error}"))?;
             }
             metrics().consumer_dead_letters.with_label_values(&[name]).inc_by(poison.len() as u64);
             for poison in &poison {

@@ -546,3 +546,39 @@ async fn a_turn_past_its_wall_time_is_stopped_and_says_so() {
     socket.close().await;
     app.stop().await;
 }
+
+/// The value of the metric line starting with `name` on `/metrics`, 0 when absent.
+async fn metric(app: &App, name: &str) -> i64 {
+    let metrics = http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    metrics.lines().find_map(|line| line.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0)
+}
+
+/// At rest the consumers keep no fetch open on the broker; an announced question wakes the agent
+/// and the gateway's hub, and the answer streams as it does when they are awake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_after_a_quiet_spell_wakes_the_resting_consumers() {
+    let (_env, app, llm) = chat_app(|_| {}).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    llm.script("is it quiet?", vec![Step::text("Quiet since noon.")]);
+    let (agent, hub) = ("{consumer=\"processor:agent\"}", "{consumer=\"chat hub\"}");
+    eventually("the agent and the hub at rest", WAIT, || async {
+        let resting = metric(&app, &format!("aurora_consumer_resting{agent}")).await == 1
+            && metric(&app, &format!("aurora_consumer_resting{hub}")).await == 1;
+        resting.then_some(())
+    })
+    .await;
+    let agent_wakeups = metric(&app, &format!("aurora_consumer_wakeups_total{agent}")).await;
+    let hub_wakeups = metric(&app, &format!("aurora_consumer_wakeups_total{hub}")).await;
+
+    let mut socket = ChatSocket::open(&app.base_url, &ana).await;
+    let accepted = socket.request(json!({ "type": "query", "text": "is it quiet?", "mode": "ask" })).await;
+    let turn_id = accepted["turn_id"].as_str().unwrap().to_owned();
+    let answer = socket.event("chat.assistant_message_completed").await;
+    assert_eq!(answer["payload"]["text"], "Quiet since noon.");
+    while socket.streamed_text(&turn_id).len() < "Quiet since noon.".len() {
+        socket.event("delta").await;
+    }
+    assert_eq!(socket.streamed_text(&turn_id), "Quiet since noon.");
+    assert!(metric(&app, &format!("aurora_consumer_wakeups_total{agent}")).await > agent_wakeups, "the agent woke for the question");
+    assert!(metric(&app, &format!("aurora_consumer_wakeups_total{hub}")).await > hub_wakeups, "the hub woke for the answer");
+}

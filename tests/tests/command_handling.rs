@@ -87,3 +87,31 @@ async fn unknown_streams_and_other_organisations_streams_are_not_found() {
     let foreign = handler.handle::<ChatSession>(&stream, rename, &CommandMeta::new(other_org, Actor::user("eve")), None).await;
     assert!(matches!(foreign, Err(HandleError::Domain(DomainError::NotFound(_)))));
 }
+
+/// A handler keeps the states it saw, as each process does; another process's handler writing the
+/// same stream must not make it decide on what it kept.
+#[tokio::test]
+async fn a_handler_decides_on_what_another_process_appended_since() {
+    let (env, here) = handler().await;
+    let elsewhere = CommandHandler::new(Arc::new(PostgresEventStore::new(env.pool.clone())));
+    let org = OrgId(Uuid::now_v7());
+    let session_id = Uuid::now_v7();
+    let stream = StreamId::new("chat", session_id.to_string()).unwrap();
+    let meta = || CommandMeta::new(org, Actor::user("ana"));
+    here.handle::<ChatSession>(&stream, create(session_id), &meta(), None).await.unwrap();
+
+    // Renamed elsewhere: the same rename here is already satisfied, not a second event.
+    let rename = || ChatSessionCommand::Rename { title: "db pool".into() };
+    elsewhere.handle::<ChatSession>(&stream, rename(), &meta(), None).await.unwrap();
+    let again = here.handle::<ChatSession>(&stream, rename(), &meta(), None).await.unwrap();
+    assert_eq!((again.stream_version, again.appended), (2, None));
+
+    // Archived elsewhere: a rename here is refused, although the state it kept was open.
+    elsewhere.handle::<ChatSession>(&stream, ChatSessionCommand::Archive { reason: None }, &meta(), None).await.unwrap();
+    let refused =
+        here.handle::<ChatSession>(&stream, ChatSessionCommand::Rename { title: "later".into() }, &meta(), None).await.unwrap_err();
+    assert!(matches!(&refused, HandleError::Domain(DomainError::InvalidState(reason)) if reason.contains("archived")), "{refused}");
+    assert_eq!(env.count("SELECT count(*) FROM events").await, 3);
+    let (state, version) = here.load::<ChatSession>(&stream, org).await.unwrap();
+    assert_eq!((state.title.as_str(), state.archived, version), ("db pool", true, 3));
+}

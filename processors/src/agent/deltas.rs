@@ -1,33 +1,38 @@
 //! Token deltas onto the short-retention deltas topic. Fire and forget: a delta that is lost costs
 //! a flicker in one browser, never data (the completed message is an event), so the producer
 //! neither waits for replicas nor retries, and a full queue drops the delta rather than slow the
-//! model's stream.
+//! model's stream. Each delta is announced ([`Announcer`]), so that resting consumers of the
+//! topic (the gateways' chat hubs) wake up for it.
 
 use std::sync::Arc;
 
+use aurora_adapters::kafka::{OutgoingRecord, Producer};
+use aurora_adapters::wakeup::Announcer;
 use aurora_adapters::Config;
 use aurora_events::chat::TokenDelta;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::ClientConfig;
 use uuid::Uuid;
 
 #[derive(Clone)]
 pub struct DeltaPublisher {
-    producer: Arc<FutureProducer>,
+    producer: Arc<Producer>,
     topic: String,
+    announcer: Announcer,
 }
 
 impl DeltaPublisher {
-    pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.kafka_brokers)
-            .set("acks", "1")
-            .set("enable.idempotence", "false")
-            .set("linger.ms", "0")
-            .set("message.timeout.ms", "5000")
-            .set("socket.nagle.disable", "true")
-            .create()?;
-        Ok(Self { producer: Arc::new(producer), topic: aurora_events::topics::deltas_topic(&config.topic_prefix) })
+    pub fn new(config: &Config, announcer: Announcer) -> anyhow::Result<Self> {
+        let producer = Producer::create(
+            ClientConfig::new()
+                .set("bootstrap.servers", &config.kafka_brokers)
+                .set("acks", "1")
+                .set("enable.idempotence", "false")
+                .set("linger.ms", "0")
+                .set("message.timeout.ms", "5000")
+                .set("socket.nagle.disable", "true"),
+        )?;
+        Ok(Self { producer: Arc::new(producer), topic: aurora_events::topics::deltas_topic(&config.topic_prefix), announcer })
     }
 
     pub fn topic(&self) -> &str {
@@ -37,10 +42,13 @@ impl DeltaPublisher {
     pub fn publish(&self, session_id: Uuid, turn_id: Uuid, call_index: u32, seq: u32, text: &str) {
         let delta = TokenDelta { session_id, turn_id, call_index, seq, text: text.to_owned() };
         let payload = serde_json::to_vec(&delta).expect("deltas serialize");
-        let key = session_id.to_string();
-        let record = FutureRecord::to(&self.topic).key(&key).payload(&payload);
-        if let Err((error, _)) = self.producer.send_result(record) {
+        let record =
+            OutgoingRecord { topic: self.topic.clone(), key: session_id.to_string(), headers: OwnedHeaders::new(), value: payload };
+        // The delivery is not awaited: a lost delta costs a flicker.
+        if let Err(error) = self.producer.send(&record) {
             tracing::debug!(%error, %session_id, "token delta dropped");
+            return;
         }
+        self.announcer.publishing(&self.topic);
     }
 }

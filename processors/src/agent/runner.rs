@@ -12,15 +12,15 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aurora_adapters::consumer::{lead, Assignment, PARTITION_CHECK};
+use aurora_adapters::consumer::{lead, LiveConsumer, Start};
 use aurora_adapters::kafka::{consumer_config, ensure_topics, envelope_of};
 use aurora_adapters::postgres::{Leadership, LeadershipLost};
+use aurora_adapters::wakeup::LogSignals;
 use aurora_adapters::Config;
 use aurora_commands::CommandMeta;
 use aurora_domain::chat_session::{ChatSession, ChatSessionCommand};
 use aurora_events::chat::ChatEventType;
 use aurora_events::{Actor, OrgId, StreamId};
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::Message;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -76,11 +76,12 @@ pub struct AgentRunner {
     config: Config,
     pool: PgPool,
     agent: Agent,
+    signals: LogSignals,
 }
 
 impl AgentRunner {
-    pub fn new(config: Config, pool: PgPool, agent: Agent) -> Self {
-        Self { config, pool, agent }
+    pub fn new(config: Config, pool: PgPool, agent: Agent, signals: LogSignals) -> Self {
+        Self { config, pool, agent, signals }
     }
 
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -103,16 +104,11 @@ impl AgentRunner {
     async fn consume(&self, topic: &str, leadership: &Arc<Leadership>, stop: &CancellationToken) -> anyhow::Result<()> {
         // A question waits on this fetch before its turn starts: ask the broker to answer soon
         // (`kafka_live_fetch_wait`, 2 ms by default).
-        let consumer: StreamConsumer = consumer_config(&self.config, &format!("{}aurora-agent", self.config.topic_prefix))
-            .set("fetch.wait.max.ms", self.config.kafka_live_fetch_wait.as_millis().to_string())
-            .create()?;
-        let topics = [topic.to_owned()];
-        let mut assigned = Assignment::new(NAME);
-        assigned.follow(&consumer, &topics, &self.pool).await?;
+        let mut settings = consumer_config(&self.config, &format!("{}aurora-agent", self.config.topic_prefix));
+        settings.set("fetch.wait.max.ms", self.config.kafka_live_fetch_wait.as_millis().to_string());
+        let mut consumer = LiveConsumer::open(NAME, settings, &[topic.to_owned()], Start::Stored(self.pool.clone()), &self.signals).await?;
         let lost = leadership.lost();
         let mut lock_check = tokio::time::interval(Duration::from_secs(1));
-        let mut partition_check = tokio::time::interval(PARTITION_CHECK);
-        partition_check.tick().await;
 
         let progress = Arc::new(Mutex::new(Progress::default()));
         let workers: Arc<Mutex<HashMap<Uuid, mpsc::UnboundedSender<Job>>>> = Arc::default();
@@ -130,17 +126,11 @@ impl AgentRunner {
                     }
                     continue;
                 }
-                _ = partition_check.tick() => {
-                    if let Err(error) = assigned.follow(&consumer, &topics, &self.pool).await {
-                        break Err(error);
-                    }
-                    continue;
-                }
                 message = consumer.recv() => message,
             };
             let message = match message {
                 Ok(message) => message,
-                Err(error) => break Err(error.into()),
+                Err(error) => break Err(error),
             };
             let (partition, offset) = (message.partition(), message.offset());
             let Ok(envelope) = envelope_of(&message) else {
