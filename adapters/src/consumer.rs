@@ -269,6 +269,7 @@ impl LiveConsumer {
     }
 
     async fn wake(&mut self) -> anyhow::Result<()> {
+        tracing::trace!(consumer = %self.name, "woken");
         metrics().consumer_wakeups.with_label_values(&[&self.name]).inc();
         metrics().consumer_resting.with_label_values(&[&self.name]).set(0);
         let consumer: StreamConsumer = self.settings.create()?;

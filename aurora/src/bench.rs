@@ -496,9 +496,14 @@ async fn measure_raw_batched_insert(pool: &PgPool) -> anyhow::Result<f64> {
 async fn measure_replay(config: &Config, pool: &PgPool) -> anyhow::Result<f64> {
     eprintln!("measuring a full replay of audit_log");
     let projection = aurora_projections::projection_named("audit_log").expect("audit_log exists");
-    let bar = ProgressBar::new(0);
-    let report =
-        aurora_projections::replay::rebuild(projection, config, pool, &bar, aurora_projections::replay::PartialLog::Refuse).await?;
+    let report = aurora_projections::replay::rebuild(
+        projection,
+        config,
+        pool,
+        &aurora_projections::replay::Unobserved,
+        aurora_projections::replay::PartialLog::Refuse,
+    )
+    .await?;
     Ok(report.events_applied as f64 / report.elapsed.as_secs_f64())
 }
 

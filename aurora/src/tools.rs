@@ -30,6 +30,25 @@ pub fn write_schemas(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A rebuild's progress, drawn as a bar on the terminal.
+struct Bar(ProgressBar);
+
+impl aurora_projections::replay::Progress for Bar {
+    fn start(&self, what: &str, total: u64) {
+        self.0.set_length(total);
+        self.0.set_message(what.to_owned());
+    }
+    fn grow(&self, more: u64) {
+        self.0.inc_length(more);
+    }
+    fn advance(&self, done: u64) {
+        self.0.inc(done);
+    }
+    fn finish(&self, what: &str) {
+        self.0.finish_with_message(what.to_owned());
+    }
+}
+
 fn progress_bar(unit: &str) -> ProgressBar {
     let bar = ProgressBar::new(0);
     let template = format!("{{msg}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}})");
@@ -46,7 +65,7 @@ pub async fn replay(config: &Config, name: &str, force: bool) -> anyhow::Result<
     })?;
     let pool = aurora_adapters::postgres::connect(config).await?;
     aurora_commands::migrate(&pool).await?;
-    let bar = progress_bar("events");
+    let bar = Bar(progress_bar("events"));
     let partial_log = if force { PartialLog::Accept } else { PartialLog::Refuse };
     let report = aurora_projections::replay::rebuild(projection, config, &pool, &bar, partial_log).await?;
     let seconds = report.elapsed.as_secs_f64();

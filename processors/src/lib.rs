@@ -3,7 +3,6 @@
 //! with the LLM and the tools. RCA, deploys, indexing and discovery join here as they arrive.
 
 pub mod agent;
-pub mod tools;
 
 use std::sync::Arc;
 

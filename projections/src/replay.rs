@@ -13,7 +13,6 @@ use std::time::Duration;
 use aurora_adapters::kafka::{ensure_topics, partition_watermarks, standalone_consumer};
 use aurora_adapters::Config;
 use futures::FutureExt;
-use indicatif::ProgressBar;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
@@ -54,11 +53,32 @@ pub struct PartialLogRefused {
     pub partitions: String,
 }
 
+/// Where a rebuild tells how far it is: the CLI draws a progress bar, a benchmark ignores it.
+pub trait Progress: Send + Sync {
+    /// The rebuild of `what` starts, with `total` records to read.
+    fn start(&self, what: &str, total: u64);
+    /// `more` records to read than announced (caught up with the live consumer).
+    fn grow(&self, more: u64);
+    /// `done` more records were read.
+    fn advance(&self, done: u64);
+    fn finish(&self, what: &str);
+}
+
+/// Progress nobody follows.
+pub struct Unobserved;
+
+impl Progress for Unobserved {
+    fn start(&self, _: &str, _: u64) {}
+    fn grow(&self, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self, _: &str) {}
+}
+
 pub async fn rebuild(
     projection: Arc<dyn Projection>,
     config: &Config,
     pool: &PgPool,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
     partial_log: PartialLog,
 ) -> anyhow::Result<ReplayReport> {
     let started = std::time::Instant::now();
@@ -103,8 +123,7 @@ pub async fn rebuild(
             total += (high - low).max(0) as u64;
         }
     }
-    progress.set_length(total);
-    progress.set_message(format!("rebuilding {name}"));
+    progress.start(&format!("rebuilding {name}"), total);
 
     let consumer: StreamConsumer =
         aurora_adapters::kafka::consumer_config(config, &format!("{}aurora-replay-{name}", config.topic_prefix)).create()?;
@@ -146,7 +165,7 @@ pub async fn rebuild(
         .map(|(key, offset)| (key.clone(), *offset))
         .collect();
     if !catch_up.is_empty() {
-        progress.inc_length(catch_up.iter().map(|(key, offset)| (offset - positions[key]) as u64).sum());
+        progress.grow(catch_up.iter().map(|(key, offset)| (offset - positions[key]) as u64).sum());
         consume_until(
             projection.as_ref(),
             config,
@@ -175,7 +194,7 @@ pub async fn rebuild(
     }
     store_offsets(&mut transaction, name, &final_offsets).await?;
     transaction.commit().await?;
-    progress.finish_with_message(format!("{name} rebuilt"));
+    progress.finish(&format!("{name} rebuilt"));
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -192,7 +211,7 @@ async fn consume_until(
     targets: &Positions,
     positions: &mut Positions,
     report: &mut ReplayReport,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> anyhow::Result<()> {
     let reached = |positions: &Positions| targets.iter().all(|(key, target)| positions.get(key).is_some_and(|position| position >= target));
     while !reached(positions) {
@@ -225,7 +244,7 @@ async fn consume_until(
         for message in &wanted {
             positions.insert((message.topic().to_owned(), message.partition()), message.offset() + 1);
         }
-        progress.inc(wanted.len() as u64);
+        progress.advance(wanted.len() as u64);
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 pub mod deltas;
 pub mod runner;
+pub mod tools;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,8 +27,8 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::tools::{AnyTool, Effect, Registry, ToolContext};
 use deltas::DeltaPublisher;
+use tools::{AnyTool, Effect, Registry, ToolContext};
 
 /// Limits of one turn.
 #[derive(Debug, Clone, Copy)]
