@@ -5,32 +5,81 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[derive(Clone)]
+pub use secrecy::{ExposeSecret, SecretString};
+
+/// Aurora's whole configuration, by concern.
+#[derive(Clone, Debug, Default)]
 pub struct Config {
-    /// Postgres holding the event store and the read models.
-    pub database_url: String,
-    /// Kafka bootstrap servers.
-    pub kafka_brokers: String,
+    pub database: DatabaseConfig,
+    pub kafka: KafkaConfig,
+    /// The relay and the projections.
+    pub log: LogConfig,
+    pub http: HttpConfig,
+    pub redis: RedisConfig,
+    pub auth: AuthConfig,
+    pub llm: LlmConfig,
+    pub agent: AgentConfig,
+}
+
+#[derive(Clone)]
+pub struct DatabaseConfig {
+    /// Postgres holding the event store and the read models. Its password is a secret.
+    pub url: SecretString,
+    /// Connections in each process's Postgres pool.
+    pub pool_size: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct KafkaConfig {
+    /// Bootstrap servers.
+    pub brokers: String,
     /// Prefix of every topic name, so several installations can share a broker.
     pub topic_prefix: String,
     /// Partitions of each event topic when Aurora creates it.
     pub topic_partitions: i32,
-    /// Where the gateway listens.
-    pub http_addr: SocketAddr,
-    /// Largest request body the gateway accepts, in bytes.
-    pub max_body_bytes: usize,
+    /// How long the broker may hold a fetch of an awake projection consumer before answering
+    /// empty: shorter means fresher read models and, on a broker that sleeps it out (Tansu), more
+    /// fetches while the consumer is awake (a resting consumer fetches nothing).
+    pub fetch_wait: Duration,
+    /// The same for consumers a person waits on: the agent (a question) and the chat hub (tokens).
+    pub live_fetch_wait: Duration,
+    /// librdkafka's own debug contexts for every client (e.g. `cgrp,fetch`), when set.
+    pub debug: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
     /// How long the relay waits before looking for new events when it found none.
     pub relay_idle_wait: Duration,
     /// Largest number of events the relay publishes per round.
     pub relay_batch: i64,
     /// Largest number of records a projection applies in one transaction.
     pub projection_batch: usize,
-    /// Connections in each process's Postgres pool.
-    pub database_pool_size: u32,
-    /// Redis, for rate limits and WebSocket tickets.
-    pub redis_url: String,
-    /// Prefix of every Redis key, so several installations (or test runs) can share a server.
-    pub redis_prefix: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Where the gateway listens.
+    pub addr: SocketAddr,
+    /// Largest request body the gateway accepts, in bytes.
+    pub max_body_bytes: usize,
+    /// Take the client address from the last `X-Forwarded-For` entry (behind a trusted proxy only).
+    pub trust_forwarded_for: bool,
+    /// How often the gateway samples the installation-wide gauges of `/metrics` (relay backlog,
+    /// consumer lag); a scrape only reads the last sample.
+    pub metrics_interval: Duration,
+}
+
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// Redis, for rate limits and WebSocket tickets. Its password is a secret.
+    pub url: SecretString,
+    /// Prefix of every key, so several installations (or test runs) can share a server.
+    pub prefix: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
     /// How long a login session lasts.
     pub session_ttl: Duration,
     /// Mark session cookies `Secure` (set this whenever Aurora is served over HTTPS).
@@ -40,39 +89,34 @@ pub struct Config {
     /// How long an invitation stays valid unless the admin asks for another time.
     pub invitation_ttl: Duration,
     /// Login or registration attempts allowed from one client address per window.
-    pub auth_rate_limit_per_ip: u32,
+    pub rate_limit_per_ip: u32,
     /// Login or registration attempts allowed for one email address per window.
-    pub auth_rate_limit_per_account: u32,
+    pub rate_limit_per_account: u32,
     /// The window of the two limits above.
-    pub auth_rate_window: Duration,
-    /// Take the client address from the last `X-Forwarded-For` entry (behind a trusted proxy only).
-    pub trust_forwarded_for: bool,
+    pub rate_window: Duration,
+}
+
+#[derive(Clone)]
+pub struct LlmConfig {
     /// Base URL of any OpenAI-compatible Chat Completions API (OpenAI, Azure OpenAI, Ollama, vLLM).
-    pub llm_base_url: String,
-    pub llm_model: String,
+    pub base_url: String,
+    pub model: String,
     /// Sent as `Authorization: Bearer`; never printed.
-    pub llm_api_key: Option<secrecy::SecretString>,
+    pub api_key: Option<SecretString>,
     /// How long the LLM may take to send its first chunk, and between two chunks.
-    pub llm_timeout: Duration,
+    pub timeout: Duration,
     /// The model's context window, in tokens; history beyond it is trimmed, oldest first.
-    pub llm_context_tokens: usize,
-    /// Limits of one turn.
-    pub agent_max_llm_calls: u32,
-    pub agent_max_tool_calls: u32,
-    pub agent_max_turn: Duration,
+    pub context_tokens: usize,
+}
+
+/// Limits of one turn, and of the confirmations it waits for.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub max_llm_calls: u32,
+    pub max_tool_calls: u32,
+    pub max_turn: Duration,
     /// How long a confirmation waits for an answer before it expires.
     pub confirmation_ttl: Duration,
-    /// How often the gateway samples the installation-wide gauges of `/metrics` (relay backlog,
-    /// consumer lag); a scrape only reads the last sample.
-    pub metrics_interval: Duration,
-    /// How long the broker may hold a fetch of a projection consumer before answering empty:
-    /// shorter means fresher read models and, on a broker that sleeps it out (Tansu), more idle
-    /// fetches.
-    pub kafka_fetch_wait: Duration,
-    /// The same for consumers a person waits on: the agent (a question) and the chat hub (tokens).
-    pub kafka_live_fetch_wait: Duration,
-    /// librdkafka's own debug contexts for every client (e.g. `cgrp,fetch`), when set.
-    pub kafka_debug: Option<String>,
 }
 
 /// `url` with any password replaced, for logs and debug output.
@@ -85,43 +129,31 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-impl std::fmt::Debug for Config {
+impl std::fmt::Debug for DatabaseConfig {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
-            .debug_struct("Config")
-            .field("database_url", &redact_url(&self.database_url))
-            .field("kafka_brokers", &self.kafka_brokers)
-            .field("topic_prefix", &self.topic_prefix)
-            .field("topic_partitions", &self.topic_partitions)
-            .field("http_addr", &self.http_addr)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("relay_idle_wait", &self.relay_idle_wait)
-            .field("relay_batch", &self.relay_batch)
-            .field("projection_batch", &self.projection_batch)
-            .field("database_pool_size", &self.database_pool_size)
-            .field("redis_url", &redact_url(&self.redis_url))
-            .field("redis_prefix", &self.redis_prefix)
-            .field("session_ttl", &self.session_ttl)
-            .field("cookie_secure", &self.cookie_secure)
-            .field("ws_ticket_ttl", &self.ws_ticket_ttl)
-            .field("invitation_ttl", &self.invitation_ttl)
-            .field("auth_rate_limit_per_ip", &self.auth_rate_limit_per_ip)
-            .field("auth_rate_limit_per_account", &self.auth_rate_limit_per_account)
-            .field("auth_rate_window", &self.auth_rate_window)
-            .field("trust_forwarded_for", &self.trust_forwarded_for)
-            .field("llm_base_url", &redact_url(&self.llm_base_url))
-            .field("llm_model", &self.llm_model)
-            .field("llm_api_key", &self.llm_api_key.as_ref().map(|_| "***"))
-            .field("llm_timeout", &self.llm_timeout)
-            .field("llm_context_tokens", &self.llm_context_tokens)
-            .field("agent_max_llm_calls", &self.agent_max_llm_calls)
-            .field("agent_max_tool_calls", &self.agent_max_tool_calls)
-            .field("agent_max_turn", &self.agent_max_turn)
-            .field("confirmation_ttl", &self.confirmation_ttl)
-            .field("metrics_interval", &self.metrics_interval)
-            .field("kafka_fetch_wait", &self.kafka_fetch_wait)
-            .field("kafka_live_fetch_wait", &self.kafka_live_fetch_wait)
-            .field("kafka_debug", &self.kafka_debug)
+            .debug_struct("DatabaseConfig")
+            .field("url", &redact_url(self.url.expose_secret()))
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("RedisConfig").field("url", &redact_url(self.url.expose_secret())).field("prefix", &self.prefix).finish()
+    }
+}
+
+impl std::fmt::Debug for LlmConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("LlmConfig")
+            .field("base_url", &redact_url(&self.base_url))
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
+            .field("timeout", &self.timeout)
+            .field("context_tokens", &self.context_tokens)
             .finish()
     }
 }
@@ -134,44 +166,78 @@ pub enum ConfigError {
     Invalid { name: &'static str, reason: String },
 }
 
-impl Default for Config {
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: "postgres://aurora@127.0.0.1:5433/aurora".into(), pool_size: 10 }
+    }
+}
+
+impl Default for KafkaConfig {
     fn default() -> Self {
         Self {
-            database_url: "postgres://aurora@127.0.0.1:5433/aurora".into(),
-            kafka_brokers: "127.0.0.1:9092".into(),
+            brokers: "127.0.0.1:9092".into(),
             topic_prefix: String::new(),
             topic_partitions: 3,
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            fetch_wait: Duration::from_millis(10),
+            live_fetch_wait: Duration::from_millis(2),
+            debug: None,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { relay_idle_wait: Duration::from_millis(5), relay_batch: 2000, projection_batch: 2000 }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 1024 * 1024,
-            relay_idle_wait: Duration::from_millis(5),
-            relay_batch: 2000,
-            projection_batch: 2000,
-            database_pool_size: 10,
-            redis_url: "redis://127.0.0.1:6379".into(),
-            redis_prefix: "aurora:".into(),
+            trust_forwarded_for: false,
+            metrics_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: "redis://127.0.0.1:6379".into(), prefix: "aurora:".into() }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
             session_ttl: Duration::from_secs(7 * 24 * 3600),
             cookie_secure: false,
             ws_ticket_ttl: Duration::from_secs(30),
             invitation_ttl: Duration::from_secs(7 * 24 * 3600),
-            auth_rate_limit_per_ip: 20,
-            auth_rate_limit_per_account: 10,
-            auth_rate_window: Duration::from_secs(60),
-            trust_forwarded_for: false,
-            // Ollama's OpenAI-compatible API on this machine.
-            llm_base_url: "http://127.0.0.1:11434/v1".into(),
-            llm_model: "llama3.1".into(),
-            llm_api_key: None,
-            llm_timeout: Duration::from_secs(60),
-            llm_context_tokens: 16_000,
-            agent_max_llm_calls: 10,
-            agent_max_tool_calls: 20,
-            agent_max_turn: Duration::from_secs(600),
-            confirmation_ttl: Duration::from_secs(300),
-            metrics_interval: Duration::from_secs(10),
-            kafka_fetch_wait: Duration::from_millis(10),
-            kafka_live_fetch_wait: Duration::from_millis(2),
-            kafka_debug: None,
+            rate_limit_per_ip: 20,
+            rate_limit_per_account: 10,
+            rate_window: Duration::from_secs(60),
         }
+    }
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            // Ollama's OpenAI-compatible API on this machine.
+            base_url: "http://127.0.0.1:11434/v1".into(),
+            model: "llama3.1".into(),
+            api_key: None,
+            timeout: Duration::from_secs(60),
+            context_tokens: 16_000,
+        }
+    }
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self { max_llm_calls: 10, max_tool_calls: 20, max_turn: Duration::from_secs(600), confirmation_ttl: Duration::from_secs(300) }
     }
 }
 
@@ -194,48 +260,50 @@ impl Config {
                 continue;
             }
             match name.as_str() {
-                "AURORA_DATABASE_URL" => config.database_url = value,
-                "AURORA_KAFKA_BROKERS" => config.kafka_brokers = value,
-                "AURORA_TOPIC_PREFIX" => config.topic_prefix = value,
-                "AURORA_TOPIC_PARTITIONS" => config.topic_partitions = parse("AURORA_TOPIC_PARTITIONS", &value)?,
-                "AURORA_HTTP_ADDR" => config.http_addr = parse("AURORA_HTTP_ADDR", &value)?,
-                "AURORA_MAX_BODY_BYTES" => config.max_body_bytes = parse("AURORA_MAX_BODY_BYTES", &value)?,
-                "AURORA_RELAY_IDLE_WAIT_MS" => config.relay_idle_wait = Duration::from_millis(parse("AURORA_RELAY_IDLE_WAIT_MS", &value)?),
-                "AURORA_RELAY_BATCH" => config.relay_batch = parse("AURORA_RELAY_BATCH", &value)?,
-                "AURORA_PROJECTION_BATCH" => config.projection_batch = parse("AURORA_PROJECTION_BATCH", &value)?,
-                "AURORA_DATABASE_POOL_SIZE" => config.database_pool_size = parse("AURORA_DATABASE_POOL_SIZE", &value)?,
-                "AURORA_REDIS_URL" => config.redis_url = value,
-                "AURORA_REDIS_PREFIX" => config.redis_prefix = value,
-                "AURORA_SESSION_TTL_SECS" => config.session_ttl = seconds("AURORA_SESSION_TTL_SECS", &value)?,
-                "AURORA_COOKIE_SECURE" => config.cookie_secure = parse("AURORA_COOKIE_SECURE", &value)?,
-                "AURORA_WS_TICKET_TTL_SECS" => config.ws_ticket_ttl = seconds("AURORA_WS_TICKET_TTL_SECS", &value)?,
-                "AURORA_INVITATION_TTL_SECS" => config.invitation_ttl = seconds("AURORA_INVITATION_TTL_SECS", &value)?,
-                "AURORA_AUTH_RATE_LIMIT_PER_IP" => config.auth_rate_limit_per_ip = parse("AURORA_AUTH_RATE_LIMIT_PER_IP", &value)?,
+                "AURORA_DATABASE_URL" => config.database.url = value.into(),
+                "AURORA_KAFKA_BROKERS" => config.kafka.brokers = value,
+                "AURORA_TOPIC_PREFIX" => config.kafka.topic_prefix = value,
+                "AURORA_TOPIC_PARTITIONS" => config.kafka.topic_partitions = parse("AURORA_TOPIC_PARTITIONS", &value)?,
+                "AURORA_HTTP_ADDR" => config.http.addr = parse("AURORA_HTTP_ADDR", &value)?,
+                "AURORA_MAX_BODY_BYTES" => config.http.max_body_bytes = parse("AURORA_MAX_BODY_BYTES", &value)?,
+                "AURORA_RELAY_IDLE_WAIT_MS" => {
+                    config.log.relay_idle_wait = Duration::from_millis(parse("AURORA_RELAY_IDLE_WAIT_MS", &value)?)
+                }
+                "AURORA_RELAY_BATCH" => config.log.relay_batch = parse("AURORA_RELAY_BATCH", &value)?,
+                "AURORA_PROJECTION_BATCH" => config.log.projection_batch = parse("AURORA_PROJECTION_BATCH", &value)?,
+                "AURORA_DATABASE_POOL_SIZE" => config.database.pool_size = parse("AURORA_DATABASE_POOL_SIZE", &value)?,
+                "AURORA_REDIS_URL" => config.redis.url = value.into(),
+                "AURORA_REDIS_PREFIX" => config.redis.prefix = value,
+                "AURORA_SESSION_TTL_SECS" => config.auth.session_ttl = seconds("AURORA_SESSION_TTL_SECS", &value)?,
+                "AURORA_COOKIE_SECURE" => config.auth.cookie_secure = parse("AURORA_COOKIE_SECURE", &value)?,
+                "AURORA_WS_TICKET_TTL_SECS" => config.auth.ws_ticket_ttl = seconds("AURORA_WS_TICKET_TTL_SECS", &value)?,
+                "AURORA_INVITATION_TTL_SECS" => config.auth.invitation_ttl = seconds("AURORA_INVITATION_TTL_SECS", &value)?,
+                "AURORA_AUTH_RATE_LIMIT_PER_IP" => config.auth.rate_limit_per_ip = parse("AURORA_AUTH_RATE_LIMIT_PER_IP", &value)?,
                 "AURORA_AUTH_RATE_LIMIT_PER_ACCOUNT" => {
-                    config.auth_rate_limit_per_account = parse("AURORA_AUTH_RATE_LIMIT_PER_ACCOUNT", &value)?
+                    config.auth.rate_limit_per_account = parse("AURORA_AUTH_RATE_LIMIT_PER_ACCOUNT", &value)?
                 }
-                "AURORA_AUTH_RATE_WINDOW_SECS" => config.auth_rate_window = seconds("AURORA_AUTH_RATE_WINDOW_SECS", &value)?,
-                "AURORA_TRUST_FORWARDED_FOR" => config.trust_forwarded_for = parse("AURORA_TRUST_FORWARDED_FOR", &value)?,
-                "AURORA_LLM_BASE_URL" => config.llm_base_url = value,
-                "AURORA_LLM_MODEL" => config.llm_model = value,
-                "AURORA_LLM_API_KEY" => config.llm_api_key = Some(value).filter(|key| !key.is_empty()).map(secrecy::SecretString::from),
-                "AURORA_LLM_TIMEOUT_SECS" => config.llm_timeout = seconds("AURORA_LLM_TIMEOUT_SECS", &value)?,
-                "AURORA_LLM_CONTEXT_TOKENS" => config.llm_context_tokens = parse("AURORA_LLM_CONTEXT_TOKENS", &value)?,
-                "AURORA_AGENT_MAX_LLM_CALLS" => config.agent_max_llm_calls = parse("AURORA_AGENT_MAX_LLM_CALLS", &value)?,
-                "AURORA_AGENT_MAX_TOOL_CALLS" => config.agent_max_tool_calls = parse("AURORA_AGENT_MAX_TOOL_CALLS", &value)?,
-                "AURORA_AGENT_MAX_TURN_SECS" => config.agent_max_turn = seconds("AURORA_AGENT_MAX_TURN_SECS", &value)?,
-                "AURORA_CONFIRMATION_TTL_SECS" => config.confirmation_ttl = seconds("AURORA_CONFIRMATION_TTL_SECS", &value)?,
-                "AURORA_METRICS_INTERVAL_SECS" => config.metrics_interval = seconds("AURORA_METRICS_INTERVAL_SECS", &value)?,
-                "AURORA_KAFKA_FETCH_WAIT_MS" => config.kafka_fetch_wait = milliseconds("AURORA_KAFKA_FETCH_WAIT_MS", &value)?,
+                "AURORA_AUTH_RATE_WINDOW_SECS" => config.auth.rate_window = seconds("AURORA_AUTH_RATE_WINDOW_SECS", &value)?,
+                "AURORA_TRUST_FORWARDED_FOR" => config.http.trust_forwarded_for = parse("AURORA_TRUST_FORWARDED_FOR", &value)?,
+                "AURORA_LLM_BASE_URL" => config.llm.base_url = value,
+                "AURORA_LLM_MODEL" => config.llm.model = value,
+                "AURORA_LLM_API_KEY" => config.llm.api_key = Some(value).filter(|key| !key.is_empty()).map(SecretString::from),
+                "AURORA_LLM_TIMEOUT_SECS" => config.llm.timeout = seconds("AURORA_LLM_TIMEOUT_SECS", &value)?,
+                "AURORA_LLM_CONTEXT_TOKENS" => config.llm.context_tokens = parse("AURORA_LLM_CONTEXT_TOKENS", &value)?,
+                "AURORA_AGENT_MAX_LLM_CALLS" => config.agent.max_llm_calls = parse("AURORA_AGENT_MAX_LLM_CALLS", &value)?,
+                "AURORA_AGENT_MAX_TOOL_CALLS" => config.agent.max_tool_calls = parse("AURORA_AGENT_MAX_TOOL_CALLS", &value)?,
+                "AURORA_AGENT_MAX_TURN_SECS" => config.agent.max_turn = seconds("AURORA_AGENT_MAX_TURN_SECS", &value)?,
+                "AURORA_CONFIRMATION_TTL_SECS" => config.agent.confirmation_ttl = seconds("AURORA_CONFIRMATION_TTL_SECS", &value)?,
+                "AURORA_METRICS_INTERVAL_SECS" => config.http.metrics_interval = seconds("AURORA_METRICS_INTERVAL_SECS", &value)?,
+                "AURORA_KAFKA_FETCH_WAIT_MS" => config.kafka.fetch_wait = milliseconds("AURORA_KAFKA_FETCH_WAIT_MS", &value)?,
                 "AURORA_KAFKA_LIVE_FETCH_WAIT_MS" => {
-                    config.kafka_live_fetch_wait = milliseconds("AURORA_KAFKA_LIVE_FETCH_WAIT_MS", &value)?
+                    config.kafka.live_fetch_wait = milliseconds("AURORA_KAFKA_LIVE_FETCH_WAIT_MS", &value)?
                 }
-                "AURORA_KAFKA_DEBUG" => config.kafka_debug = Some(value).filter(|contexts| !contexts.is_empty()),
+                "AURORA_KAFKA_DEBUG" => config.kafka.debug = Some(value).filter(|contexts| !contexts.is_empty()),
                 known if READ_BEFORE_CONFIGURATION.contains(&known) => {}
                 _ => return Err(ConfigError::Unknown(name)),
             }
         }
-        if config.topic_partitions < 1 {
+        if config.kafka.topic_partitions < 1 {
             return Err(ConfigError::Invalid { name: "AURORA_TOPIC_PARTITIONS", reason: "must be at least 1".into() });
         }
         Ok(config)
@@ -276,7 +344,7 @@ mod tests {
     #[test]
     fn overrides_apply_and_unknown_variables_are_refused() {
         let config = Config::from_vars(vars(&[("AURORA_TOPIC_PREFIX", "t1."), ("AURORA_TEST_X", "1")])).unwrap();
-        assert_eq!(config.topic_prefix, "t1.");
+        assert_eq!(config.kafka.topic_prefix, "t1.");
         let error = Config::from_vars(vars(&[("AURORA_DATABSE_URL", "x")])).unwrap_err();
         assert!(error.to_string().contains("AURORA_DATABSE_URL"));
         let error = Config::from_vars(vars(&[("AURORA_TOPIC_PARTITIONS", "many")])).unwrap_err();

@@ -22,7 +22,7 @@ use crate::config::Config;
 pub fn producer_config(config: &Config) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
-        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("bootstrap.servers", &config.kafka.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "1")
@@ -35,7 +35,7 @@ pub fn producer_config(config: &Config) -> ClientConfig {
 
 /// Turns on librdkafka's own debug contexts when configured (`AURORA_KAFKA_DEBUG`).
 fn with_debug<'client>(client: &'client mut ClientConfig, config: &Config) -> &'client mut ClientConfig {
-    if let Some(contexts) = &config.kafka_debug {
+    if let Some(contexts) = &config.kafka.debug {
         client.set("debug", contexts);
     }
     client
@@ -46,7 +46,7 @@ fn with_debug<'client>(client: &'client mut ClientConfig, config: &Config) -> &'
 pub fn consumer_config(config: &Config, group_id: &str) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
-        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("bootstrap.servers", &config.kafka.brokers)
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -56,7 +56,7 @@ pub fn consumer_config(config: &Config, group_id: &str) -> ClientConfig {
         .set("session.timeout.ms", "10000")
         // Bounds how long a rebalance waits for a member that died without leaving the group.
         .set("max.poll.interval.ms", "20000")
-        .set("fetch.wait.max.ms", config.kafka_fetch_wait.as_millis().to_string())
+        .set("fetch.wait.max.ms", config.kafka.fetch_wait.as_millis().to_string())
         .set("socket.keepalive.enable", "true");
     with_debug(&mut client, config);
     client
@@ -237,13 +237,15 @@ fn topic_settings(prefix: &str, topic: &str) -> &'static [(&'static str, &'stati
 /// it here with DescribeConfigs was tried: Tansu 0.6's SQLite engine stopped answering requests
 /// after a few hundred of them.)
 pub async fn ensure_topics(config: &Config, topics: &[String]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &config.kafka_brokers).create()?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).create()?;
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|name| {
-            topic_settings(&config.topic_prefix, name)
+            topic_settings(&config.kafka.topic_prefix, name)
                 .iter()
-                .fold(NewTopic::new(name, config.topic_partitions, TopicReplication::Fixed(1)), |topic, (key, value)| topic.set(key, value))
+                .fold(NewTopic::new(name, config.kafka.topic_partitions, TopicReplication::Fixed(1)), |topic, (key, value)| {
+                    topic.set(key, value)
+                })
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -298,7 +300,7 @@ pub fn partitions_of<Context: ConsumerContext>(
 /// A consumer that belongs to no group, for reading topics from chosen offsets.
 pub fn standalone_consumer(config: &Config) -> anyhow::Result<BaseConsumer> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("bootstrap.servers", &config.kafka.brokers)
         .set("group.id", format!("aurora-standalone-{}", uuid::Uuid::now_v7()))
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "10")

@@ -104,11 +104,11 @@ pub struct Llm {
 impl Llm {
     pub fn new(config: &Config) -> Self {
         install_tls_provider();
-        let mut openai = OpenAIConfig::new().with_api_base(config.llm_base_url.trim_end_matches('/'));
-        if let Some(key) = &config.llm_api_key {
+        let mut openai = OpenAIConfig::new().with_api_base(config.llm.base_url.trim_end_matches('/'));
+        if let Some(key) = &config.llm.api_key {
             openai = openai.with_api_key(secrecy::ExposeSecret::expose_secret(key));
         }
-        Self { client: async_openai::Client::with_config(openai), model: config.llm_model.clone(), timeout: config.llm_timeout }
+        Self { client: async_openai::Client::with_config(openai), model: config.llm.model.clone(), timeout: config.llm.timeout }
     }
 
     pub fn model(&self) -> &str {

@@ -1,6 +1,7 @@
 //! Postgres connections. A database that is down for a moment at start-up is waited for, with
 //! backoff, rather than failing the process.
 
+use secrecy::ExposeSecret;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -9,7 +10,7 @@ use sqlx::{ConnectOptions, Connection};
 use crate::config::Config;
 
 pub async fn connect(config: &Config) -> anyhow::Result<PgPool> {
-    connect_url(&config.database_url, config.database_pool_size).await
+    connect_url(config.database.url.expose_secret(), config.database.pool_size).await
 }
 
 pub async fn connect_url(url: &str, pool_size: u32) -> anyhow::Result<PgPool> {

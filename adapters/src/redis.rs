@@ -7,6 +7,7 @@
 //! command bounded by a timeout: in the Redis-outage test it had not recovered 30 s after the
 //! server was back; its retry behaviour is discussed in redis-rs issue 1556.)
 
+use secrecy::ExposeSecret;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,8 +39,8 @@ pub struct Redis {
 impl Redis {
     /// Connects, waiting with backoff for a Redis that is down for a moment at start-up.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
-        let client = redis::Client::open(config.redis_url.as_str())
-            .map_err(|error| anyhow::anyhow!("redis url {} is not valid: {error}", redact_url(&config.redis_url)))?;
+        let client = redis::Client::open(config.redis.url.expose_secret())
+            .map_err(|error| anyhow::anyhow!("redis url {} is not valid: {error}", redact_url(config.redis.url.expose_secret())))?;
         let redis = Self { client, connection: Arc::new(Mutex::new(None)) };
         let mut delay = Duration::from_millis(100);
         let mut attempts = 0;
@@ -53,7 +54,8 @@ impl Redis {
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
                 Err(error) => {
-                    return Err(anyhow::Error::new(error).context(format!("connecting to redis at {}", redact_url(&config.redis_url))))
+                    return Err(anyhow::Error::new(error)
+                        .context(format!("connecting to redis at {}", redact_url(config.redis.url.expose_secret()))))
                 }
             }
         }

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::broadcast;
@@ -63,14 +64,14 @@ pub struct LogSignals {
 
 impl LogSignals {
     /// Listens on `database_url` until `shutdown`, reconnecting with backoff.
-    pub fn listen(database_url: &str, shutdown: CancellationToken) -> Self {
+    pub fn listen(database_url: &SecretString, shutdown: CancellationToken) -> Self {
         let (sender, _) = broadcast::channel(1024);
         let signals = Self { sender: sender.clone() };
         let database_url = database_url.to_owned();
         tokio::spawn(async move {
             let (sender, database_url, shutdown) = (&sender, &database_url, &shutdown);
             supervise("log signals", shutdown, move || async move {
-                let mut listener = PgListener::connect(database_url).await?;
+                let mut listener = PgListener::connect(database_url.expose_secret()).await?;
                 listener.listen(CHANNEL).await?;
                 let _ = sender.send(Signal::All);
                 loop {

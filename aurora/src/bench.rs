@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use aurora_adapters::config::ExposeSecret;
 use aurora_adapters::kafka::{producer_config, OutgoingRecord};
 use aurora_adapters::wakeup::LogSignals;
 use aurora_adapters::Config;
@@ -74,17 +75,16 @@ impl BenchWorld {
     pub async fn create(config: &Config) -> anyhow::Result<Self> {
         let run_id = Uuid::now_v7().simple().to_string();
         let database = format!("aurora_bench_{}", &run_id[..16]);
-        let (server, _) = config.database_url.rsplit_once('/').ok_or_else(|| anyhow::anyhow!("database url has no database name"))?;
+        let (server, _) =
+            config.database.url.expose_secret().rsplit_once('/').ok_or_else(|| anyhow::anyhow!("database url has no database name"))?;
         let admin = aurora_adapters::postgres::connect_url(&format!("{server}/postgres"), 1).await?;
         sqlx::query(&format!("CREATE DATABASE {database}")).execute(&admin).await?;
-        let config = Config {
-            database_url: format!("{server}/{database}"),
-            topic_prefix: format!("bench{}.", &run_id[20..]),
-            redis_prefix: format!("aurora-bench:{run_id}:"),
-            database_pool_size: 16,
-            ..config.clone()
-        };
-        eprintln!("bench database {database}, topic prefix {}", config.topic_prefix);
+        let mut config = config.clone();
+        config.database.url = format!("{server}/{database}").into();
+        config.database.pool_size = 16;
+        config.kafka.topic_prefix = format!("bench{}.", &run_id[20..]);
+        config.redis.prefix = format!("aurora-bench:{run_id}:");
+        eprintln!("bench database {database}, topic prefix {}", config.kafka.topic_prefix);
         Ok(Self { config, database, admin })
     }
 
@@ -354,7 +354,7 @@ async fn wait_for(
 async fn measure_relay(config: &Config, pool: &PgPool, count: u64) -> anyhow::Result<f64> {
     eprintln!("measuring the relay over {count} events");
     let shutdown = CancellationToken::new();
-    let relay = Relay::new(config, pool.clone(), LogSignals::listen(&config.database_url, shutdown.clone()))?;
+    let relay = Relay::new(config, pool.clone(), LogSignals::listen(&config.database.url, shutdown.clone()))?;
     let started = Instant::now();
     let task = {
         let shutdown = shutdown.clone();
@@ -379,7 +379,7 @@ async fn measure_relay(config: &Config, pool: &PgPool, count: u64) -> anyhow::Re
 async fn measure_raw_producer(config: &Config, pool: &PgPool, count: u64) -> anyhow::Result<f64> {
     eprintln!("measuring the raw producer over {count} records");
     let rows = sqlx::query(&format!("SELECT {ENVELOPE_COLUMNS} FROM events ORDER BY position LIMIT {count}")).fetch_all(pool).await?;
-    let raw_prefix = format!("{}raw.", config.topic_prefix);
+    let raw_prefix = format!("{}raw.", config.kafka.topic_prefix);
     let mut records = Vec::with_capacity(rows.len());
     for row in &rows {
         records.push(OutgoingRecord::for_envelope(&raw_prefix, &envelope_from_row(row)?));
@@ -388,7 +388,7 @@ async fn measure_raw_producer(config: &Config, pool: &PgPool, count: u64) -> any
     aurora_adapters::kafka::ensure_topics(config, &[aurora_events::topics::topic_for_category(&raw_prefix, "chat")]).await?;
     let producer: FutureProducer = producer_config(config).create()?;
     let started = Instant::now();
-    for batch in records.chunks(config.relay_batch as usize) {
+    for batch in records.chunks(config.log.relay_batch as usize) {
         let deliveries: Vec<_> = batch
             .iter()
             .map(|record| {
@@ -418,7 +418,7 @@ async fn measure_projection(config: &Config, pool: &PgPool, count: u64) -> anyho
     eprintln!("measuring the audit-log projection over {count} events");
     let projection = aurora_projections::projection_named("audit_log").expect("audit_log exists");
     let shutdown = CancellationToken::new();
-    let signals = LogSignals::listen(&config.database_url, shutdown.clone());
+    let signals = LogSignals::listen(&config.database.url, shutdown.clone());
     let runner = ProjectionRunner::new(projection, pool.clone(), config.clone(), signals);
     let started = Instant::now();
     let task = {
@@ -512,7 +512,7 @@ async fn measure_replay(config: &Config, pool: &PgPool) -> anyhow::Result<f64> {
 async fn measure_latency(config: &Config, pool: &PgPool, rate: u64, seconds: u64) -> anyhow::Result<(f64, f64, f64, usize)> {
     eprintln!("measuring append-to-read-model latency at {rate} events/s for {seconds} s");
     let shutdown = CancellationToken::new();
-    let signals = LogSignals::listen(&config.database_url, shutdown.clone());
+    let signals = LogSignals::listen(&config.database.url, shutdown.clone());
     let relay = Relay::new(config, pool.clone(), signals.clone())?;
     let projection = aurora_projections::projection_named("audit_log").expect("audit_log exists");
     let runner = ProjectionRunner::new(projection, pool.clone(), config.clone(), signals);

@@ -131,13 +131,11 @@ pub async fn chat(config: &Config, options: ChatOptions) -> anyhow::Result<()> {
 
 async fn run(config: &Config, options: &ChatOptions) -> anyhow::Result<()> {
     let llm = ScriptedLlm::start().await;
-    let config = Config {
-        llm_base_url: llm.base_url.clone(),
-        llm_model: "scripted".into(),
-        database_pool_size: 32,
-        agent_max_turn: Duration::from_secs(600),
-        ..config.clone()
-    };
+    let mut config = config.clone();
+    config.llm.base_url = llm.base_url.clone();
+    config.llm.model = "scripted".into();
+    config.database.pool_size = 32;
+    config.agent.max_turn = Duration::from_secs(600);
     let pool = aurora_adapters::postgres::connect(&config).await?;
     aurora_commands::migrate(&pool).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

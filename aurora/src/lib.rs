@@ -32,7 +32,7 @@ impl Application {
     /// Starts `roles` on `pool` until `shutdown` is cancelled. The roles of a process share one
     /// listener for wake-ups ([`LogSignals`]).
     pub async fn start(config: &Config, pool: PgPool, roles: Vec<Role>, shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let signals = LogSignals::listen(&config.database_url, shutdown.clone());
+        let signals = LogSignals::listen(&config.database.url, shutdown.clone());
         let mut tasks = JoinSet::new();
         let mut gateway_address = None;
         for role in roles {

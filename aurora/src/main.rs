@@ -175,7 +175,7 @@ async fn run_roles(config: &Config, roles: Vec<RoleName>, migrate: bool, shutdow
     let mut started = Vec::new();
     for role in roles {
         started.push(match role {
-            RoleName::Gateway => Role::Gateway(tokio::net::TcpListener::bind(config.http_addr).await?),
+            RoleName::Gateway => Role::Gateway(tokio::net::TcpListener::bind(config.http.addr).await?),
             RoleName::Processors => Role::Processors,
             RoleName::Projections(only) => Role::Projections(only),
         });

@@ -147,7 +147,7 @@ pub async fn tail_events(
     limit: Option<u64>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let topics = if topics.is_empty() { aurora_events::topics::all_event_topics(&config.topic_prefix) } else { topics };
+    let topics = if topics.is_empty() { aurora_events::topics::all_event_topics(&config.kafka.topic_prefix) } else { topics };
     let probe = standalone_consumer(config)?;
     let mut assignment = TopicPartitionList::new();
     for topic in &topics {

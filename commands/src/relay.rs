@@ -73,10 +73,10 @@ impl Relay {
             pool,
             signals,
             producer: Producer::create(&producer_config(config))?,
-            topic_prefix: config.topic_prefix.clone(),
+            topic_prefix: config.kafka.topic_prefix.clone(),
             name: "kafka".into(),
-            batch_size: config.relay_batch,
-            idle_wait: config.relay_idle_wait,
+            batch_size: config.log.relay_batch,
+            idle_wait: config.log.relay_idle_wait,
         })
     }
 

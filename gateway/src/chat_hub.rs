@@ -115,23 +115,23 @@ impl ChatHub {
 
     /// A consumer of the two topics from their ends now.
     async fn subscribe_to_topics(config: &Config, signals: &LogSignals) -> anyhow::Result<LiveConsumer> {
-        let deltas = aurora_events::topics::deltas_topic(&config.topic_prefix);
-        let chat = aurora_events::topics::topic_for_category(&config.topic_prefix, "chat");
+        let deltas = aurora_events::topics::deltas_topic(&config.kafka.topic_prefix);
+        let chat = aurora_events::topics::topic_for_category(&config.kafka.topic_prefix, "chat");
         let topics = [deltas, chat];
         ensure_topics(config, &topics).await?;
         let mut settings = ClientConfig::new();
         settings
-            .set("bootstrap.servers", &config.kafka_brokers)
+            .set("bootstrap.servers", &config.kafka.brokers)
             .set("group.id", format!("aurora-hub-{}", Uuid::now_v7()))
             .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", config.kafka_live_fetch_wait.as_millis().to_string())
+            .set("fetch.wait.max.ms", config.kafka.live_fetch_wait.as_millis().to_string())
             .set("fetch.min.bytes", "1")
             .set("socket.nagle.disable", "true");
         LiveConsumer::open("chat hub", settings, &topics, Start::End, signals).await
     }
 
     async fn follow(&self, config: &Config, mut consumer: LiveConsumer, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let deltas = aurora_events::topics::deltas_topic(&config.topic_prefix);
+        let deltas = aurora_events::topics::deltas_topic(&config.kafka.topic_prefix);
         loop {
             let message = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),

@@ -53,7 +53,7 @@ impl AppState {
             commands: CommandHandler::new(Arc::new(PostgresEventStore::new(pool.clone()))),
             identities: IdentityStore::new(pool.clone()),
             limiter: RateLimiter::new(redis.clone(), &config),
-            tickets: Tickets::new(redis.clone(), &config.redis_prefix, config.ws_ticket_ttl),
+            tickets: Tickets::new(redis.clone(), &config.redis.prefix, config.auth.ws_ticket_ttl),
             redis,
             chat_hub: chat_hub::ChatHub::start(&config, signals, shutdown).await,
             config,
@@ -64,7 +64,7 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let body_limit = state.config.max_body_bytes;
+    let body_limit = state.config.http.max_body_bytes;
     // Spans name the path only: a query string can carry a WebSocket ticket.
     let trace = TraceLayer::new_for_http()
         .make_span_with(|request: &Request<_>| tracing::debug_span!("request", method = %request.method(), path = %request.uri().path()));

@@ -83,7 +83,7 @@ pub async fn rebuild(
 ) -> anyhow::Result<ReplayReport> {
     let started = std::time::Instant::now();
     let name = projection.name();
-    let topics = projection.topics(&config.topic_prefix);
+    let topics = projection.topics(&config.kafka.topic_prefix);
     ensure_topics(config, &topics).await?;
     let probe = standalone_consumer(config)?;
     let mut watermarks = Vec::new();
@@ -126,7 +126,7 @@ pub async fn rebuild(
     progress.start(&format!("rebuilding {name}"), total);
 
     let consumer: StreamConsumer =
-        aurora_adapters::kafka::consumer_config(config, &format!("{}aurora-replay-{name}", config.topic_prefix)).create()?;
+        aurora_adapters::kafka::consumer_config(config, &format!("{}aurora-replay-{name}", config.kafka.topic_prefix)).create()?;
     consumer.assign(&assignment)?;
 
     let mut report = ReplayReport { events_applied: 0, poison_skipped: 0, elapsed: Duration::ZERO };
@@ -219,7 +219,7 @@ async fn consume_until(
             .await
             .map_err(|_| anyhow::anyhow!("no record arrived for 30 s while replaying {}", projection.name()))??;
         let mut batch: Vec<OwnedMessage> = vec![first.detach()];
-        while batch.len() < config.projection_batch {
+        while batch.len() < config.log.projection_batch {
             match consumer.recv().now_or_never() {
                 Some(Ok(message)) => batch.push(message.detach()),
                 Some(Err(error)) => return Err(error.into()),

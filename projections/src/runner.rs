@@ -30,7 +30,7 @@ pub struct ProjectionRunner {
 
 /// The consumer group of a projection.
 pub fn group_id(config: &Config, projection: &str) -> String {
-    format!("{}aurora-projection-{projection}", config.topic_prefix)
+    format!("{}aurora-projection-{projection}", config.kafka.topic_prefix)
 }
 
 impl ProjectionRunner {
@@ -54,9 +54,9 @@ impl ProjectionRunner {
 
     async fn consume(&self, leadership: Arc<Leadership>, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let name = self.projection.name();
-        let topics = self.projection.topics(&self.config.topic_prefix);
+        let topics = self.projection.topics(&self.config.kafka.topic_prefix);
         let mut all_topics = topics.clone();
-        all_topics.push(aurora_events::topics::dead_letter_topic(&self.config.topic_prefix));
+        all_topics.push(aurora_events::topics::dead_letter_topic(&self.config.kafka.topic_prefix));
         ensure_topics(&self.config, &all_topics).await?;
         let settings = consumer_config(&self.config, &group_id(&self.config, name));
         let mut consumer = LiveConsumer::open(name, settings, &topics, Start::Stored(self.pool.clone()), &self.signals).await?;
@@ -84,7 +84,7 @@ impl ProjectionRunner {
                 }
             };
             let mut batch = vec![first];
-            while batch.len() < self.config.projection_batch {
+            while batch.len() < self.config.log.projection_batch {
                 match consumer.try_recv() {
                     Some(Ok(message)) => batch.push(message),
                     Some(Err(error)) => {
@@ -151,8 +151,10 @@ impl ProjectionRunner {
             batch.iter().filter(|message| message.offset() >= next_offsets[&(message.topic().to_owned(), message.partition())]).collect();
         let poison = apply_records(self.projection.as_ref(), &mut transaction, &TableNames::live(), &fresh).await?;
         if !poison.is_empty() {
-            let records: Vec<_> =
-                poison.iter().map(|poison| dead_letter_record(&self.config.topic_prefix, name, poison.message, &poison.error)).collect();
+            let records: Vec<_> = poison
+                .iter()
+                .map(|poison| dead_letter_record(&self.config.kafka.topic_prefix, name, poison.message, &poison.error))
+                .collect();
             let producer = dead_letters.get_or_try_init(|| async { Producer::create(&producer_config(&self.config)) }).await?;
             let deliveries: Vec<_> = records.iter().map(|record| producer.deliver(record, Duration::from_secs(30))).collect();
             for delivery in futures::future::join_all(deliveries).await {

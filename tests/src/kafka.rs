@@ -51,7 +51,7 @@ fn read_all_blocking(config: &Config, topic: &str) -> Vec<OwnedMessage> {
 
 /// Sends one raw record.
 pub async fn produce_raw(config: &Config, topic: &str, key: &str, headers: &[(&str, &str)], value: &[u8]) {
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &config.kafka_brokers).create().unwrap();
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).create().unwrap();
     let mut owned = OwnedHeaders::new();
     for (name, text) in headers {
         owned = owned.insert(Header { key: name, value: Some(text.as_bytes()) });

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use aurora_adapters::config::ExposeSecret;
 use aurora_adapters::Config;
 use sqlx::PgPool;
 use tokio::task::JoinSet;
@@ -64,18 +65,16 @@ impl TestEnv {
             Some((server, _)) => format!("{server}/{database}"),
             None => panic!("admin url has no database part"),
         };
-        let config = Config {
-            database_url,
-            kafka_brokers: brokers.to_owned(),
-            topic_prefix: format!("t{}.", &Uuid::now_v7().simple().to_string()[20..]),
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            database_pool_size: 8,
-            redis_url: redis_url(),
-            // Rate-limit counters and tickets of one test never meet another's.
-            redis_prefix: format!("aurora-test:{}:", Uuid::now_v7().simple()),
-            metrics_interval: Duration::from_secs(1),
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.database.url = database_url.into();
+        config.database.pool_size = 8;
+        config.kafka.brokers = brokers.to_owned();
+        config.kafka.topic_prefix = format!("t{}.", &Uuid::now_v7().simple().to_string()[20..]);
+        config.http.addr = "127.0.0.1:0".parse().unwrap();
+        config.http.metrics_interval = Duration::from_secs(1);
+        config.redis.url = redis_url().into();
+        // Rate-limit counters and tickets of one test never meet another's.
+        config.redis.prefix = format!("aurora-test:{}:", Uuid::now_v7().simple());
         let pool = aurora_adapters::postgres::connect(&config).await.expect("connect to test database");
         aurora_commands::migrate(&pool).await.expect("migrations");
         Self { config, pool, database }
@@ -84,19 +83,19 @@ impl TestEnv {
     /// The environment variables that point the `aurora` binary at this test world.
     pub fn binary_env(&self) -> Vec<(String, String)> {
         vec![
-            ("AURORA_DATABASE_URL".into(), self.config.database_url.clone()),
-            ("AURORA_KAFKA_BROKERS".into(), self.config.kafka_brokers.clone()),
-            ("AURORA_TOPIC_PREFIX".into(), self.config.topic_prefix.clone()),
-            ("AURORA_TOPIC_PARTITIONS".into(), self.config.topic_partitions.to_string()),
+            ("AURORA_DATABASE_URL".into(), self.config.database.url.expose_secret().to_owned()),
+            ("AURORA_KAFKA_BROKERS".into(), self.config.kafka.brokers.clone()),
+            ("AURORA_TOPIC_PREFIX".into(), self.config.kafka.topic_prefix.clone()),
+            ("AURORA_TOPIC_PARTITIONS".into(), self.config.kafka.topic_partitions.to_string()),
             ("AURORA_DATABASE_POOL_SIZE".into(), "4".into()),
-            ("AURORA_REDIS_URL".into(), self.config.redis_url.clone()),
-            ("AURORA_REDIS_PREFIX".into(), self.config.redis_prefix.clone()),
-            ("AURORA_METRICS_INTERVAL_SECS".into(), self.config.metrics_interval.as_secs().to_string()),
+            ("AURORA_REDIS_URL".into(), self.config.redis.url.expose_secret().to_owned()),
+            ("AURORA_REDIS_PREFIX".into(), self.config.redis.prefix.clone()),
+            ("AURORA_METRICS_INTERVAL_SECS".into(), self.config.http.metrics_interval.as_secs().to_string()),
         ]
     }
 
     pub fn topic(&self, category: &str) -> String {
-        aurora_events::topics::topic_for_category(&self.config.topic_prefix, category)
+        aurora_events::topics::topic_for_category(&self.config.kafka.topic_prefix, category)
     }
 
     /// Runs a `SELECT count(*) ...`. A connection the pool kept across a database restart fails

@@ -25,7 +25,7 @@ const WITHOUT_PROCESSORS: Roles = Roles { gateway: true, processors: false, proj
 async fn setup() -> (TestEnv, App, ScriptedLlm) {
     let llm = ScriptedLlm::start().await;
     let mut env = TestEnv::new().await;
-    env.config.llm_base_url = llm.base_url.clone();
+    env.config.llm.base_url = llm.base_url.clone();
     let app = App::spawn(&env, WITHOUT_PROCESSORS).await;
     (env, app, llm)
 }

@@ -20,8 +20,8 @@ async fn generated_requests_meet_no_server_error_and_only_declared_answers() {
     let mut env = TestEnv::with_servers(&aurora_tests::admin_database_url(), &broker.brokers()).await;
     // Nothing here waits on a fetch: long fetch waits keep this broker from taking a core from
     // the tests that run beside it (Tansu answers each fetch only after its wait).
-    env.config.kafka_fetch_wait = Duration::from_millis(200);
-    env.config.kafka_live_fetch_wait = Duration::from_millis(200);
+    env.config.kafka.fetch_wait = Duration::from_millis(200);
+    env.config.kafka.live_fetch_wait = Duration::from_millis(200);
     let app = App::spawn(&env, Roles::ALL).await;
     let admin = Caller::register(&app.base_url, "ana").await;
     // Something to find, so that reads of existing resources are exercised too.

@@ -16,9 +16,9 @@ const WAIT: Duration = Duration::from_secs(30);
 async fn chat_app(configure: impl FnOnce(&mut TestEnv)) -> (TestEnv, App, ScriptedLlm) {
     let llm = ScriptedLlm::start().await;
     let mut env = TestEnv::new().await;
-    env.config.llm_base_url = llm.base_url.clone();
-    env.config.llm_model = "scripted-model".into();
-    env.config.llm_timeout = Duration::from_secs(5);
+    env.config.llm.base_url = llm.base_url.clone();
+    env.config.llm.model = "scripted-model".into();
+    env.config.llm.timeout = Duration::from_secs(5);
     configure(&mut env);
     let app = App::spawn(&env, Roles::ALL).await;
     (env, app, llm)
@@ -217,7 +217,7 @@ async fn a_destructive_tool_waits_for_its_owner_and_runs_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_and_expired_confirmations_never_run_the_tool() {
-    let (env, app, llm) = chat_app(|env| env.config.confirmation_ttl = Duration::from_secs(1)).await;
+    let (env, app, llm) = chat_app(|env| env.config.agent.confirmation_ttl = Duration::from_secs(1)).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let target = ana.create_session_id(&app, "keep me").await;
     for question in ["archive it, please", "archive it, later"] {
@@ -288,7 +288,7 @@ async fn a_running_turn_is_cancelled_at_its_next_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_or_silent_model_ends_the_turn_with_a_message() {
-    let (_env, app, llm) = chat_app(|env| env.config.llm_timeout = Duration::from_secs(1)).await;
+    let (_env, app, llm) = chat_app(|env| env.config.llm.timeout = Duration::from_secs(1)).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     llm.script("break please", vec![Step::Error(500)]);
     llm.script("hang please", vec![Step::Hang]);
@@ -311,8 +311,8 @@ async fn a_failing_or_silent_model_ends_the_turn_with_a_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runaway_turn_is_stopped_by_its_limits_and_says_which() {
     let (_env, app, llm) = chat_app(|env| {
-        env.config.agent_max_tool_calls = 2;
-        env.config.agent_max_llm_calls = 3;
+        env.config.agent.max_tool_calls = 2;
+        env.config.agent.max_llm_calls = 3;
     })
     .await;
     let ana = Caller::register(&app.base_url, "ana").await;
@@ -328,8 +328,8 @@ async fn a_runaway_turn_is_stopped_by_its_limits_and_says_which() {
 
     // With room for tools but not for model calls, the model-call limit stops it.
     let (_env, app, llm) = chat_app(|env| {
-        env.config.agent_max_tool_calls = 20;
-        env.config.agent_max_llm_calls = 3;
+        env.config.agent.max_tool_calls = 20;
+        env.config.agent.max_llm_calls = 3;
     })
     .await;
     let ana = Caller::register(&app.base_url, "ana").await;
@@ -346,7 +346,7 @@ async fn a_runaway_turn_is_stopped_by_its_limits_and_says_which() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_beyond_the_context_budget_is_trimmed_oldest_first() {
-    let (_env, app, llm) = chat_app(|env| env.config.llm_context_tokens = 700).await;
+    let (_env, app, llm) = chat_app(|env| env.config.llm.context_tokens = 700).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let mut socket = ChatSocket::open(&app.base_url, &ana).await;
     let mut session_id = Value::Null;
@@ -504,13 +504,21 @@ async fn a_socket_on_another_gateway_follows_the_same_conversation() {
     let second_gateway = App::spawn(&env, Roles { gateway: true, processors: false, projections: false }).await;
     let ana = Caller::register(&first_gateway.base_url, "ana").await;
     llm.script("who answers?", vec![Step::slow_text("whichever gateway holds your socket", Duration::from_millis(10))]);
-    let mut asking = ChatSocket::open(&first_gateway.base_url, &ana).await;
-    let accepted = asking.request(json!({ "type": "query", "text": "who answers?", "mode": "ask" })).await;
+    // The watcher follows the session before the question, so that it can miss none of the deltas.
+    let session_id = ana.create_session_id(&first_gateway, "who answers").await;
     let mut watching = ChatSocket::open(&second_gateway.base_url, &ana).await;
-    watching.request(json!({ "type": "subscribe", "session_id": accepted["session_id"] })).await;
+    watching.request(json!({ "type": "subscribe", "session_id": session_id })).await;
+    let mut asking = ChatSocket::open(&first_gateway.base_url, &ana).await;
+    let accepted = asking.request(json!({ "type": "query", "text": "who answers?", "mode": "ask", "session_id": session_id })).await;
+    let turn_id = accepted["turn_id"].as_str().unwrap().to_owned();
+    let whole = "whichever gateway holds your socket";
     let answer = watching.event("chat.assistant_message_completed").await;
-    assert_eq!(answer["payload"]["text"], "whichever gateway holds your socket");
-    assert!(watching.frames.iter().any(|frame| frame["type"] == "delta"), "deltas reached the other gateway's socket too");
+    assert_eq!(answer["payload"]["text"], whole);
+    // Deltas ride their own topic and may come after the completion; every one reaches this socket too.
+    while watching.streamed_text(&turn_id).len() < whole.len() {
+        watching.event("delta").await;
+    }
+    assert_eq!(watching.streamed_text(&turn_id), whole);
     asking.close().await;
     watching.close().await;
     second_gateway.stop().await;
@@ -519,7 +527,7 @@ async fn a_socket_on_another_gateway_follows_the_same_conversation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_past_its_wall_time_is_stopped_and_says_so() {
-    let (env, app, llm) = chat_app(|env| env.config.agent_max_turn = Duration::from_secs(1)).await;
+    let (env, app, llm) = chat_app(|env| env.config.agent.max_turn = Duration::from_secs(1)).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let target = ana.create_session_id(&app, "slow decision").await;
     llm.script(

@@ -52,7 +52,7 @@ async fn an_oversized_reason_is_refused_and_an_oversized_event_is_dead_lettered_
     })
     .await;
     let dead_letters = eventually("the oversized event on the dead-letter topic", WAIT, || async {
-        let records = read_all(&env.config, &aurora_events::topics::dead_letter_topic(&env.config.topic_prefix)).await;
+        let records = read_all(&env.config, &aurora_events::topics::dead_letter_topic(&env.config.kafka.topic_prefix)).await;
         (!records.is_empty()).then_some(records)
     })
     .await;
@@ -70,7 +70,7 @@ async fn an_oversized_reason_is_refused_and_an_oversized_event_is_dead_lettered_
 async fn another_organisation_can_neither_ask_in_nor_follow_a_session() {
     let llm = ScriptedLlm::start().await;
     let mut env = TestEnv::new().await;
-    env.config.llm_base_url = llm.base_url.clone();
+    env.config.llm.base_url = llm.base_url.clone();
     let app = App::spawn(&env, Roles::ALL).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let mallory = Caller::register(&app.base_url, "mallory").await;
@@ -208,8 +208,8 @@ async fn an_agent_whose_lock_session_ends_stops_and_the_standby_runs_each_call_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_parallel_logins_all_succeed_and_the_user_stream_reaches_kafka_in_order() {
     let mut env = TestEnv::new().await;
-    env.config.auth_rate_limit_per_account = 1000;
-    env.config.auth_rate_limit_per_ip = 1000;
+    env.config.auth.rate_limit_per_account = 1000;
+    env.config.auth.rate_limit_per_ip = 1000;
     let app = App::spawn(&env, Roles::ALL).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let logins = (0..20).map(|_| {
@@ -265,8 +265,8 @@ async fn idempotency_keys_belong_to_an_organisation_and_a_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_changes_are_rate_limited_and_a_token_made_by_a_token_does_not_outlive_it() {
     let mut env = TestEnv::new().await;
-    env.config.auth_rate_limit_per_ip = 3;
-    env.config.auth_rate_limit_per_account = 3;
+    env.config.auth.rate_limit_per_ip = 3;
+    env.config.auth.rate_limit_per_account = 3;
     let app = App::spawn(&env, Roles { gateway: true, processors: false, projections: false }).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let attempt = || {
@@ -377,8 +377,8 @@ async fn event_topics_keep_every_event_while_token_deltas_expire() {
     let mut env = TestEnv::with_servers(&aurora_tests::admin_database_url(), &broker.brokers()).await;
     // Nothing here waits on a fetch: long fetch waits keep this broker from taking a core from
     // the tests that run beside it (Tansu answers each fetch only after its wait).
-    env.config.kafka_fetch_wait = Duration::from_millis(200);
-    env.config.kafka_live_fetch_wait = Duration::from_millis(200);
+    env.config.kafka.fetch_wait = Duration::from_millis(200);
+    env.config.kafka.live_fetch_wait = Duration::from_millis(200);
     let app = App::spawn(&env, Roles::ALL).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let session = ana.create_session_id(&app, "kept for ever").await;
@@ -388,7 +388,7 @@ async fn event_topics_keep_every_event_while_token_deltas_expire() {
     })
     .await;
     let chat_topic = env.topic("chat");
-    let deltas_topic = aurora_events::topics::deltas_topic(&env.config.topic_prefix);
+    let deltas_topic = aurora_events::topics::deltas_topic(&env.config.kafka.topic_prefix);
 
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", broker.brokers()).create().unwrap();
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));

@@ -53,7 +53,7 @@ async fn health_readiness_and_openapi() {
 async fn readiness_fails_when_the_broker_is_unreachable() {
     let mut env = TestEnv::new().await;
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    env.config.kafka_brokers = format!("127.0.0.1:{closed_port}");
+    env.config.kafka.brokers = format!("127.0.0.1:{closed_port}");
     let app = App::spawn(&env, Roles { gateway: true, processors: false, projections: false }).await;
     let body = problem(http().get(app.url("/readyz")).send().await.unwrap(), StatusCode::SERVICE_UNAVAILABLE).await;
     assert!(body["detail"].as_str().unwrap().contains("kafka"));
@@ -159,7 +159,7 @@ async fn conflicts_repeats_and_unknown_streams_get_typed_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_with_a_problem_document_naming_the_fault() {
     let mut env = TestEnv::new().await;
-    env.config.max_body_bytes = 4096;
+    env.config.http.max_body_bytes = 4096;
     let app = App::spawn(&env, Roles { gateway: true, processors: false, projections: false }).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let post = |body: &'static str, content_type: &'static str| {

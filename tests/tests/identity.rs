@@ -124,7 +124,7 @@ async fn an_account_registers_logs_in_changes_its_password_and_logs_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invitations_are_single_use_expire_and_can_be_withdrawn() {
     let mut env = TestEnv::new().await;
-    env.config.invitation_ttl = Duration::from_secs(1);
+    env.config.auth.invitation_ttl = Duration::from_secs(1);
     let app = App::spawn(&env, GATEWAY_ONLY).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let invite = |email: &str, extra: Value| {
@@ -364,7 +364,7 @@ fn handshake_status(error: tungstenite::Error) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_tickets_are_single_use_and_short_lived() {
     let mut env = TestEnv::new().await;
-    env.config.ws_ticket_ttl = Duration::from_secs(1);
+    env.config.auth.ws_ticket_ttl = Duration::from_secs(1);
     let app = App::spawn(&env, GATEWAY_ONLY).await;
     let ana = Caller::register(&app.base_url, "ana").await;
 
@@ -405,9 +405,9 @@ async fn websocket_tickets_are_single_use_and_short_lived() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_and_registration_are_rate_limited_per_address_and_per_account() {
     let mut env = TestEnv::new().await;
-    env.config.auth_rate_limit_per_account = 3;
-    env.config.auth_rate_limit_per_ip = 5;
-    env.config.auth_rate_window = Duration::from_secs(60);
+    env.config.auth.rate_limit_per_account = 3;
+    env.config.auth.rate_limit_per_ip = 5;
+    env.config.auth.rate_window = Duration::from_secs(60);
     let app = App::spawn(&env, GATEWAY_ONLY).await;
     let ana = Caller::register(&app.base_url, "ana").await;
 
@@ -449,7 +449,7 @@ async fn login_and_registration_are_rate_limited_per_address_and_per_account() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_routes_refuse_bad_input_by_field() {
     let mut env = TestEnv::new().await;
-    env.config.max_body_bytes = 4096;
+    env.config.http.max_body_bytes = 4096;
     let app = App::spawn(&env, GATEWAY_ONLY).await;
     let register = |body: String, content_type: &'static str| {
         http().post(app.url("/v1/auth/register")).header("content-type", content_type).body(body).send()
@@ -552,7 +552,7 @@ impl Drop for PrivateRedis {
 async fn a_redis_outage_refuses_logins_clearly_and_they_resume_when_it_returns() {
     let mut redis = PrivateRedis::start();
     let mut env = TestEnv::new().await;
-    env.config.redis_url = redis.url();
+    env.config.redis.url = redis.url().into();
     let app = App::spawn(&env, GATEWAY_ONLY).await;
     let ana = Caller::register(&app.base_url, "ana").await;
 

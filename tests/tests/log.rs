@@ -129,7 +129,7 @@ async fn a_poison_record_is_dead_lettered_and_the_consumer_moves_on() {
     let chat_projections =
         aurora_projections::all_projections().iter().filter(|projection| projection.categories().contains(&"chat")).count();
     let dead_letters = eventually("dead letters", WAIT, || async {
-        let records = read_all(&env.config, &aurora_events::topics::dead_letter_topic(&env.config.topic_prefix)).await;
+        let records = read_all(&env.config, &aurora_events::topics::dead_letter_topic(&env.config.kafka.topic_prefix)).await;
         (records.len() >= chat_projections).then_some(records)
     })
     .await;

@@ -41,11 +41,11 @@ impl RateLimiter {
         Self {
             redis,
             script: redis::Script::new(COUNT_ATTEMPT),
-            prefix: config.redis_prefix.clone(),
-            per_ip: config.auth_rate_limit_per_ip,
-            per_account: config.auth_rate_limit_per_account,
-            window_ms: config.auth_rate_window.as_millis() as u64,
-            trust_forwarded_for: config.trust_forwarded_for,
+            prefix: config.redis.prefix.clone(),
+            per_ip: config.auth.rate_limit_per_ip,
+            per_account: config.auth.rate_limit_per_account,
+            window_ms: config.auth.rate_window.as_millis() as u64,
+            trust_forwarded_for: config.http.trust_forwarded_for,
         }
     }
 

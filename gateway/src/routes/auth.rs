@@ -111,8 +111,8 @@ pub struct WsTicket {
 }
 
 fn opened(state: &AppState, session: OpenedSession, status: StatusCode) -> Response {
-    let max_age = state.config.session_ttl.as_secs();
-    let cookies = session_cookies(session.session.expose(), session.csrf.expose(), max_age, state.config.cookie_secure);
+    let max_age = state.config.auth.session_ttl.as_secs();
+    let cookies = session_cookies(session.session.expose(), session.csrf.expose(), max_age, state.config.auth.cookie_secure);
     let body = SessionOpened {
         user_id: session.user_id,
         org_id: session.org_id.0,
@@ -161,7 +161,7 @@ pub async fn register(
     let password_hash = password::hash(request.password).await?;
     let (user_id, org_id, _role) = state.identities.register(Registration { email, display_name, password_hash, joins }).await?;
     tracing::info!(%user_id, org_id = %org_id.0, "account registered");
-    let session = state.identities.open_session(user_id, org_id, state.config.session_ttl).await?;
+    let session = state.identities.open_session(user_id, org_id, state.config.auth.session_ttl).await?;
     Ok(opened(&state, session, StatusCode::CREATED))
 }
 
@@ -192,7 +192,7 @@ pub async fn login(
         return Err(wrong());
     }
     let (user_id, org_id, _) = account.expect("a verified password belongs to an account");
-    let session = state.identities.open_session(user_id, org_id, state.config.session_ttl).await?;
+    let session = state.identities.open_session(user_id, org_id, state.config.auth.session_ttl).await?;
     Ok(opened(&state, session, StatusCode::OK))
 }
 
@@ -210,7 +210,7 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Res
     };
     state.identities.end_session(&caller.identity, session_hash).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    for cookie in session_cookies("", "", 0, state.config.cookie_secure) {
+    for cookie in session_cookies("", "", 0, state.config.auth.cookie_secure) {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     Ok(response)

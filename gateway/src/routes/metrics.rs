@@ -25,7 +25,7 @@ pub async fn metrics_text() -> Result<impl IntoResponse, ApiError> {
     Ok(([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body))
 }
 
-/// Samples the installation-wide gauges every `config.metrics_interval` until `shutdown`.
+/// Samples the installation-wide gauges every `config.http.metrics_interval` until `shutdown`.
 pub fn spawn_sampler(config: Arc<Config>, pool: PgPool, kafka: Arc<rdkafka::consumer::BaseConsumer>, shutdown: CancellationToken) {
     tokio::spawn(async move {
         loop {
@@ -34,7 +34,7 @@ pub fn spawn_sampler(config: Arc<Config>, pool: PgPool, kafka: Arc<rdkafka::cons
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(config.metrics_interval) => {}
+                _ = tokio::time::sleep(config.http.metrics_interval) => {}
             }
         }
     });
@@ -44,8 +44,8 @@ async fn sample(config: &Config, pool: &PgPool, kafka: &Arc<rdkafka::consumer::B
     metrics().relay_backlog.set(aurora_commands::relay::backlog(pool).await?);
     let offsets: Vec<(String, String, i32, i64)> =
         sqlx::query_as("SELECT projection, topic, partition, next_offset FROM projection_offsets").fetch_all(pool).await?;
-    let mut topics: Vec<String> = aurora_events::topics::all_event_topics(&config.topic_prefix);
-    let dead_letter_topic = aurora_events::topics::dead_letter_topic(&config.topic_prefix);
+    let mut topics: Vec<String> = aurora_events::topics::all_event_topics(&config.kafka.topic_prefix);
+    let dead_letter_topic = aurora_events::topics::dead_letter_topic(&config.kafka.topic_prefix);
     topics.push(dead_letter_topic.clone());
     let kafka = kafka.clone();
     let watermarks = tokio::task::spawn_blocking(move || {
@@ -61,7 +61,7 @@ async fn sample(config: &Config, pool: &PgPool, kafka: &Arc<rdkafka::consumer::B
     .await?;
     for projection in aurora_projections::all_projections() {
         let mut total = 0i64;
-        for topic in projection.topics(&config.topic_prefix) {
+        for topic in projection.topics(&config.kafka.topic_prefix) {
             let Some((_, marks)) = watermarks.iter().find(|(name, _)| *name == topic) else { continue };
             for (partition, low, high) in marks {
                 let next = offsets

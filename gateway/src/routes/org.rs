@@ -137,7 +137,7 @@ pub async fn invite(
 ) -> Result<(StatusCode, axum::Json<InvitationCreated>), ApiError> {
     let email = normalise_email(&request.email)?;
     let lifetime = match request.expires_in_hours {
-        None => chrono::Duration::from_std(state.config.invitation_ttl).map_err(anyhow::Error::from)?,
+        None => chrono::Duration::from_std(state.config.auth.invitation_ttl).map_err(anyhow::Error::from)?,
         Some(hours) if (1..=MAX_INVITATION_HOURS).contains(&hours) => chrono::Duration::hours(hours),
         Some(_) => {
             return Err(ApiError::BadRequest {

@@ -25,14 +25,14 @@ impl DeltaPublisher {
     pub fn new(config: &Config, announcer: Announcer) -> anyhow::Result<Self> {
         let producer = Producer::create(
             ClientConfig::new()
-                .set("bootstrap.servers", &config.kafka_brokers)
+                .set("bootstrap.servers", &config.kafka.brokers)
                 .set("acks", "1")
                 .set("enable.idempotence", "false")
                 .set("linger.ms", "0")
                 .set("message.timeout.ms", "5000")
                 .set("socket.nagle.disable", "true"),
         )?;
-        Ok(Self { producer: Arc::new(producer), topic: aurora_events::topics::deltas_topic(&config.topic_prefix), announcer })
+        Ok(Self { producer: Arc::new(producer), topic: aurora_events::topics::deltas_topic(&config.kafka.topic_prefix), announcer })
     }
 
     pub fn topic(&self) -> &str {

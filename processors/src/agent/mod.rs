@@ -43,11 +43,11 @@ pub struct Limits {
 impl Limits {
     pub fn from_config(config: &Config) -> Self {
         Self {
-            llm_calls: config.agent_max_llm_calls,
-            tool_calls: config.agent_max_tool_calls,
-            wall_time: config.agent_max_turn,
-            context_tokens: config.llm_context_tokens,
-            confirmation_ttl: config.confirmation_ttl,
+            llm_calls: config.agent.max_llm_calls,
+            tool_calls: config.agent.max_tool_calls,
+            wall_time: config.agent.max_turn,
+            context_tokens: config.llm.context_tokens,
+            confirmation_ttl: config.agent.confirmation_ttl,
         }
     }
 }

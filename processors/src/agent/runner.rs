@@ -91,8 +91,8 @@ impl AgentRunner {
     }
 
     async fn run_as_leader(&self, leadership: Arc<Leadership>, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let chat_topic = aurora_events::topics::topic_for_category(&self.config.topic_prefix, "chat");
-        ensure_topics(&self.config, &[chat_topic.clone(), aurora_events::topics::deltas_topic(&self.config.topic_prefix)]).await?;
+        let chat_topic = aurora_events::topics::topic_for_category(&self.config.kafka.topic_prefix, "chat");
+        ensure_topics(&self.config, &[chat_topic.clone(), aurora_events::topics::deltas_topic(&self.config.kafka.topic_prefix)]).await?;
         let stop = shutdown.child_token();
         let timers = tokio::spawn(fire_timers(self.agent.clone(), self.pool.clone(), leadership.clone(), stop.clone()));
         let outcome = self.consume(&chat_topic, &leadership, &stop).await;
@@ -104,8 +104,8 @@ impl AgentRunner {
     async fn consume(&self, topic: &str, leadership: &Arc<Leadership>, stop: &CancellationToken) -> anyhow::Result<()> {
         // A question waits on this fetch before its turn starts: ask the broker to answer soon
         // (`kafka_live_fetch_wait`, 2 ms by default).
-        let mut settings = consumer_config(&self.config, &format!("{}aurora-agent", self.config.topic_prefix));
-        settings.set("fetch.wait.max.ms", self.config.kafka_live_fetch_wait.as_millis().to_string());
+        let mut settings = consumer_config(&self.config, &format!("{}aurora-agent", self.config.kafka.topic_prefix));
+        settings.set("fetch.wait.max.ms", self.config.kafka.live_fetch_wait.as_millis().to_string());
         let mut consumer = LiveConsumer::open(NAME, settings, &[topic.to_owned()], Start::Stored(self.pool.clone()), &self.signals).await?;
         let lost = leadership.lost();
         let mut lock_check = tokio::time::interval(Duration::from_secs(1));
