@@ -246,8 +246,10 @@ impl LiveConsumer {
         let Some(consumer) = &self.consumer else { return true };
         self.next.iter().all(|((topic, partition), next)| {
             match tokio::task::block_in_place(|| consumer.fetch_watermarks(topic, *partition, Duration::from_secs(5))) {
+                // A position beyond the end is a reset log (the alarm was raised when it was
+                // assigned): librdkafka re-reads it from the beginning, which must not be put to rest.
                 Ok((low, high)) => match next {
-                    Offset::Offset(next) => *next >= high,
+                    Offset::Offset(next) => *next == high,
                     _ => low >= high,
                 },
                 Err(error) => {
@@ -325,7 +327,8 @@ impl LiveConsumer {
                             tracing::error!(
                                 consumer = %self.name, %topic, partition, stored_offset = next, log_end = high,
                                 "the stored offset is beyond the end of the log: the broker's log was reset or replaced; \
-                                 records appended from now on are consumed from the stored offset, and a replay rebuilds from what the log holds"
+                                 the log is read again from its beginning, records below the stored offset are taken as applied, \
+                                 and a replay rebuilds the read model from what the log holds"
                             );
                         }
                     }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::text::Lines;
-use crate::{Aggregate, DomainError};
+use crate::{Aggregate, DomainError, ErrorKind};
 
 pub const MAX_TITLE_CHARS: usize = 200;
 pub const MAX_MESSAGE_CHARS: usize = 16_000;
@@ -163,6 +163,58 @@ pub struct Exchange {
     pub answer: String,
 }
 
+/// Why a chat session refused a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChatSessionError {
+    #[error("chat session does not exist")]
+    NotFound,
+    #[error("chat session {0} already exists")]
+    AlreadyExists(Uuid),
+    #[error("chat session is archived")]
+    Archived,
+    #[error("a turn is running in this session; wait for it or cancel it")]
+    TurnRunning,
+    #[error("the turn is no longer running")]
+    TurnNotRunning,
+    #[error("no turn is running")]
+    NoTurnRunning,
+    #[error("turn does not exist")]
+    TurnNotFound,
+    #[error("tool call {0} does not exist")]
+    ToolCallNotFound(String),
+    #[error("tool call {0} already has an outcome")]
+    ToolCallHasOutcome(String),
+    #[error("tool call {0} was started before")]
+    ToolCallStarted(String),
+    #[error("confirmation does not exist")]
+    ConfirmationNotFound,
+    #[error("this confirmation has expired")]
+    ConfirmationExpired,
+    #[error("this confirmation was already answered")]
+    ConfirmationAnswered,
+}
+
+impl ChatSessionError {
+    pub fn kind(&self) -> ErrorKind {
+        use ChatSessionError as E;
+        match self {
+            E::NotFound => ErrorKind::NotFound("chat session".into()),
+            E::TurnNotFound => ErrorKind::NotFound("turn".into()),
+            E::ToolCallNotFound(id) => ErrorKind::NotFound(format!("tool call {id}")),
+            E::ConfirmationNotFound => ErrorKind::NotFound("confirmation".into()),
+            E::AlreadyExists(_) => ErrorKind::AlreadyExists,
+            E::Archived
+            | E::TurnRunning
+            | E::TurnNotRunning
+            | E::NoTurnRunning
+            | E::ToolCallHasOutcome(_)
+            | E::ToolCallStarted(_)
+            | E::ConfirmationExpired
+            | E::ConfirmationAnswered => ErrorKind::InvalidState,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatSession {
     pub session_id: Option<Uuid>,
@@ -189,7 +241,7 @@ fn valid_title(title: String) -> Result<String, DomainError> {
 }
 
 fn not_running() -> DomainError {
-    DomainError::InvalidState("the turn is no longer running".into())
+    ChatSessionError::TurnNotRunning.into()
 }
 
 impl Aggregate for ChatSession {
@@ -202,7 +254,7 @@ impl Aggregate for ChatSession {
         match command {
             C::Create { session_id, title, owner } => {
                 if self.exists() {
-                    return Err(DomainError::AlreadyExists(format!("chat session {session_id}")));
+                    return Err(ChatSessionError::AlreadyExists(session_id).into());
                 }
                 let title = valid_title(title)?;
                 Ok(vec![E::Created(SessionCreated { session_id, title, owner })])
@@ -228,7 +280,7 @@ impl Aggregate for ChatSession {
             }
             C::Delete => {
                 if !self.exists() {
-                    return Err(DomainError::NotFound("chat session".into()));
+                    return Err(ChatSessionError::NotFound.into());
                 }
                 if self.deleted {
                     return Ok(Vec::new());
@@ -238,7 +290,7 @@ impl Aggregate for ChatSession {
             C::Submit { turn_id, text, mode, submitted_by } => {
                 self.require_open()?;
                 if self.running_turn().is_some() {
-                    return Err(DomainError::InvalidState("a turn is running in this session; wait for it or cancel it".into()));
+                    return Err(ChatSessionError::TurnRunning.into());
                 }
                 let text = bounded_text("text", text, MAX_MESSAGE_CHARS, Lines::Many)?;
                 Ok(vec![E::MessageSubmitted(MessageSubmitted { turn_id, text, mode, submitted_by })])
@@ -281,19 +333,23 @@ impl Aggregate for ChatSession {
             }
             C::StartTool { turn_id, tool_call_id } => {
                 let turn = self.running(turn_id)?;
-                let call = turn.tool_call(&tool_call_id).ok_or_else(|| DomainError::NotFound(format!("tool call {tool_call_id}")))?;
+                let call = turn
+                    .tool_call(&tool_call_id)
+                    .ok_or_else(|| DomainError::from(ChatSessionError::ToolCallNotFound(tool_call_id.clone())))?;
                 // Starting is the permission to run: a call whose outcome is known must not run.
                 if call.outcome.is_some() {
-                    return Err(DomainError::InvalidState(format!("tool call {tool_call_id} already has an outcome")));
+                    return Err(ChatSessionError::ToolCallHasOutcome(tool_call_id).into());
                 }
                 if call.started {
-                    return Err(DomainError::InvalidState(format!("tool call {tool_call_id} was started before")));
+                    return Err(ChatSessionError::ToolCallStarted(tool_call_id).into());
                 }
                 Ok(vec![E::ToolCallStarted(ToolCallStarted { turn_id, tool_call_id })])
             }
             C::FinishTool { turn_id, tool_call_id, outcome } => {
                 let turn = self.running(turn_id)?;
-                let call = turn.tool_call(&tool_call_id).ok_or_else(|| DomainError::NotFound(format!("tool call {tool_call_id}")))?;
+                let call = turn
+                    .tool_call(&tool_call_id)
+                    .ok_or_else(|| DomainError::from(ChatSessionError::ToolCallNotFound(tool_call_id.clone())))?;
                 if call.outcome.is_some() {
                     return Ok(Vec::new());
                 }
@@ -307,13 +363,11 @@ impl Aggregate for ChatSession {
                     .turn
                     .as_ref()
                     .and_then(|turn| turn.confirmations.iter().find(|c| c.confirmation_id == confirmation_id))
-                    .ok_or_else(|| DomainError::NotFound("confirmation".into()))?;
+                    .ok_or_else(|| DomainError::from(ChatSessionError::ConfirmationNotFound))?;
                 match confirmation.answer {
-                    Some(ConfirmationAnswer::Expired) => return Err(DomainError::InvalidState("this confirmation has expired".into())),
-                    Some(_) => return Err(DomainError::InvalidState("this confirmation was already answered".into())),
-                    None if answered_at >= confirmation.expires_at => {
-                        return Err(DomainError::InvalidState("this confirmation has expired".into()))
-                    }
+                    Some(ConfirmationAnswer::Expired) => return Err(ChatSessionError::ConfirmationExpired.into()),
+                    Some(_) => return Err(ChatSessionError::ConfirmationAnswered.into()),
+                    None if answered_at >= confirmation.expires_at => return Err(ChatSessionError::ConfirmationExpired.into()),
                     None => {}
                 }
                 if self.running_turn().is_none() {
@@ -333,9 +387,9 @@ impl Aggregate for ChatSession {
                 Ok(if pending { vec![E::ConfirmationExpired(ConfirmationExpired { confirmation_id })] } else { Vec::new() })
             }
             C::RequestCancel { turn_id } => {
-                let turn = self.running_turn().ok_or_else(|| DomainError::InvalidState("no turn is running".into()))?;
+                let turn = self.running_turn().ok_or_else(|| DomainError::from(ChatSessionError::NoTurnRunning))?;
                 if turn.turn_id != turn_id {
-                    return Err(DomainError::NotFound("turn".into()));
+                    return Err(ChatSessionError::TurnNotFound.into());
                 }
                 if turn.cancel_requested {
                     return Ok(Vec::new());
@@ -433,7 +487,7 @@ impl Aggregate for ChatSession {
 impl ChatSession {
     fn require_present(&self) -> Result<(), DomainError> {
         if !self.exists() || self.deleted {
-            return Err(DomainError::NotFound("chat session".into()));
+            return Err(ChatSessionError::NotFound.into());
         }
         Ok(())
     }
@@ -441,7 +495,7 @@ impl ChatSession {
     fn require_open(&self) -> Result<(), DomainError> {
         self.require_present()?;
         if self.archived {
-            return Err(DomainError::InvalidState("chat session is archived".into()));
+            return Err(ChatSessionError::Archived.into());
         }
         Ok(())
     }
@@ -491,7 +545,7 @@ mod tests {
     fn a_session_cannot_be_created_twice() {
         given::<ChatSession>([created()])
             .when(ChatSessionCommand::Create { session_id: Uuid::nil(), title: "again".into(), owner: "user:ana".into() })
-            .then_error(DomainError::AlreadyExists(format!("chat session {}", Uuid::nil())));
+            .then_error(ChatSessionError::AlreadyExists(Uuid::nil()).into());
     }
 
     #[test]
@@ -514,12 +568,8 @@ mod tests {
 
     #[test]
     fn an_unknown_session_cannot_be_renamed_or_archived() {
-        given::<ChatSession>([])
-            .when(ChatSessionCommand::Rename { title: "x".into() })
-            .then_error(DomainError::NotFound("chat session".into()));
-        given::<ChatSession>([])
-            .when(ChatSessionCommand::Archive { reason: None })
-            .then_error(DomainError::NotFound("chat session".into()));
+        given::<ChatSession>([]).when(ChatSessionCommand::Rename { title: "x".into() }).then_error(ChatSessionError::NotFound.into());
+        given::<ChatSession>([]).when(ChatSessionCommand::Archive { reason: None }).then_error(ChatSessionError::NotFound.into());
     }
 
     #[test]
@@ -527,7 +577,7 @@ mod tests {
         let archived = ChatSessionEvent::Archived(SessionArchived { reason: None });
         given::<ChatSession>([created(), archived.clone()])
             .when(ChatSessionCommand::Rename { title: "x".into() })
-            .then_error(DomainError::InvalidState("chat session is archived".into()));
+            .then_error(ChatSessionError::Archived.into());
         given::<ChatSession>([created(), archived]).when(ChatSessionCommand::Archive { reason: Some("done".into()) }).then([]);
     }
 
@@ -579,7 +629,7 @@ mod tests {
                 mode: ChatMode::Ask,
                 submitted_by: "user:ana".into(),
             })
-            .then_error(DomainError::InvalidState("a turn is running in this session; wait for it or cancel it".into()));
+            .then_error(ChatSessionError::TurnRunning.into());
         let finished = ChatSessionEvent::TurnCancelled(TurnCancelled { turn_id });
         let next = Uuid::now_v7();
         given::<ChatSession>([created(), submitted(turn_id), finished])
@@ -608,18 +658,18 @@ mod tests {
         // A "yes" that arrives after the expiry, before the timer recorded it, is still too late.
         given::<ChatSession>(history.clone())
             .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: true, answered_at: in_an_hour() })
-            .then_error(DomainError::InvalidState("this confirmation has expired".into()));
+            .then_error(ChatSessionError::ConfirmationExpired.into());
         let mut granted = history.clone();
         granted.push(ChatSessionEvent::ConfirmationGranted(ConfirmationGranted { confirmation_id }));
         given::<ChatSession>(granted.clone())
             .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: false, answered_at: noon() })
-            .then_error(DomainError::InvalidState("this confirmation was already answered".into()));
+            .then_error(ChatSessionError::ConfirmationAnswered.into());
         given::<ChatSession>(granted).when(ChatSessionCommand::ExpireConfirmation { confirmation_id }).then([]);
         let mut expired = history;
         expired.push(ChatSessionEvent::ConfirmationExpired(ConfirmationExpired { confirmation_id }));
         given::<ChatSession>(expired)
             .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: true, answered_at: noon() })
-            .then_error(DomainError::InvalidState("this confirmation has expired".into()));
+            .then_error(ChatSessionError::ConfirmationExpired.into());
     }
 
     #[test]
@@ -633,13 +683,11 @@ mod tests {
             .then([ChatSessionEvent::ToolCallStarted(ToolCallStarted { turn_id, tool_call_id: "call_1".into() })]);
         let mut denied = history.clone();
         history.push(ChatSessionEvent::ToolCallStarted(ToolCallStarted { turn_id, tool_call_id: "call_1".into() }));
-        given::<ChatSession>(history)
-            .when(start.clone())
-            .then_error(DomainError::InvalidState("tool call call_1 was started before".into()));
+        given::<ChatSession>(history).when(start.clone()).then_error(ChatSessionError::ToolCallStarted("call_1".into()).into());
         // A call whose outcome is recorded (here: refused after a "no") is never started.
         denied.push(ChatSessionEvent::ConfirmationDenied(ConfirmationDenied { confirmation_id }));
         denied.push(ChatSessionEvent::ToolCallFailed(ToolCallFailed { turn_id, tool_call_id: "call_1".into(), error: "declined".into() }));
-        given::<ChatSession>(denied).when(start).then_error(DomainError::InvalidState("tool call call_1 already has an outcome".into()));
+        given::<ChatSession>(denied).when(start).then_error(ChatSessionError::ToolCallHasOutcome("call_1".into()).into());
     }
 
     #[test]
@@ -686,6 +734,6 @@ mod tests {
             .then([]);
         given::<ChatSession>([created(), submitted(turn_id), ChatSessionEvent::TurnCancelled(TurnCancelled { turn_id })])
             .when(ChatSessionCommand::Fail { turn_id, reason: TurnFailure::LlmUnavailable, message: "x".into() })
-            .then_error(DomainError::InvalidState("the turn is no longer running".into()));
+            .then_error(ChatSessionError::TurnNotRunning.into());
     }
 }

@@ -7,6 +7,19 @@ use chrono::{DateTime, Utc};
 
 use crate::DomainError;
 
+/// Why an identity rule refused a change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("an organisation keeps at least one admin; promote another member first")]
+    LastAdmin,
+    #[error("this invitation has already been used")]
+    InvitationUsed,
+    #[error("this invitation was withdrawn")]
+    InvitationWithdrawn,
+    #[error("this invitation has expired; ask an admin for a new one")]
+    InvitationExpired,
+}
+
 pub const MIN_PASSWORD_CHARS: usize = 12;
 /// Argon2 takes any length, but hashing megabytes per login attempt is a denial of service.
 pub const MAX_PASSWORD_CHARS: usize = 256;
@@ -62,7 +75,7 @@ pub fn decide_role_change(current: Role, requested: Role, admin_count: i64) -> R
         return Ok(None);
     }
     if current == Role::Admin && admin_count <= 1 {
-        return Err(DomainError::InvalidState("an organisation keeps at least one admin; promote another member first".into()));
+        return Err(IdentityError::LastAdmin.into());
     }
     Ok(Some(requested))
 }
@@ -70,7 +83,7 @@ pub fn decide_role_change(current: Role, requested: Role, admin_count: i64) -> R
 /// Whether a member with `role` may be removed, given how many admins the organisation has now.
 pub fn decide_removal(role: Role, admin_count: i64) -> Result<(), DomainError> {
     if role == Role::Admin && admin_count <= 1 {
-        return Err(DomainError::InvalidState("an organisation keeps at least one admin; promote another member first".into()));
+        return Err(IdentityError::LastAdmin.into());
     }
     Ok(())
 }
@@ -96,13 +109,13 @@ pub struct InvitationState {
 /// Whether `email` may join with this invitation at `now`.
 pub fn decide_acceptance(invitation: &InvitationState, email: &str, now: DateTime<Utc>) -> Result<(), DomainError> {
     if invitation.accepted {
-        return Err(DomainError::InvalidState("this invitation has already been used".into()));
+        return Err(IdentityError::InvitationUsed.into());
     }
     if invitation.revoked {
-        return Err(DomainError::InvalidState("this invitation was withdrawn".into()));
+        return Err(IdentityError::InvitationWithdrawn.into());
     }
     if invitation.expires_at <= now {
-        return Err(DomainError::InvalidState("this invitation has expired; ask an admin for a new one".into()));
+        return Err(IdentityError::InvitationExpired.into());
     }
     if invitation.email != email {
         return Err(DomainError::InvalidInput { field: "email", reason: "must be the address the invitation was sent to".into() });
@@ -154,13 +167,8 @@ mod tests {
         assert!(decide_acceptance(&open, "bo@example.com", now).is_ok());
         assert!(decide_acceptance(&open, "eve@example.com", now).is_err());
         let used = InvitationState { accepted: true, ..open.clone() };
-        assert_eq!(
-            decide_acceptance(&used, "bo@example.com", now),
-            Err(DomainError::InvalidState("this invitation has already been used".into()))
-        );
+        assert_eq!(decide_acceptance(&used, "bo@example.com", now), Err(IdentityError::InvitationUsed.into()));
         let expired = InvitationState { expires_at: now - Duration::seconds(1), ..open };
-        assert!(
-            matches!(decide_acceptance(&expired, "bo@example.com", now), Err(DomainError::InvalidState(reason)) if reason.contains("expired"))
-        );
+        assert!(matches!(decide_acceptance(&expired, "bo@example.com", now), Err(DomainError::Identity(IdentityError::InvitationExpired))));
     }
 }

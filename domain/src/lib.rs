@@ -9,20 +9,40 @@ pub mod text;
 
 use aurora_events::EventPayload;
 
-/// Why a command was refused. Each variant maps to one HTTP status in the gateway.
+/// Why a command was refused: the aggregate's own typed reason, or a value that breaks an
+/// invariant. [`DomainError::kind`] is what the gateway answers with (one HTTP status per kind).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
-    /// The command addresses a stream that has no events (or belongs to another organisation).
-    #[error("{0} does not exist")]
-    NotFound(String),
-    #[error("{0} already exists")]
-    AlreadyExists(String),
-    /// The command is well formed but not allowed in the aggregate's current state.
-    #[error("{0}")]
-    InvalidState(String),
+    #[error(transparent)]
+    ChatSession(#[from] chat_session::ChatSessionError),
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
     /// The command carries a value that breaks an invariant.
     #[error("invalid {field}: {reason}")]
     InvalidInput { field: &'static str, reason: String },
+}
+
+/// What kind of refusal an error is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// What the command addresses does not exist (or belongs to another organisation); names it.
+    NotFound(String),
+    /// What the command would create exists already.
+    AlreadyExists,
+    /// The command is well formed but not allowed in the aggregate's current state.
+    InvalidState,
+    /// The command carries a value that breaks an invariant.
+    InvalidInput { field: &'static str, reason: String },
+}
+
+impl DomainError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DomainError::ChatSession(error) => error.kind(),
+            DomainError::Identity(_) => ErrorKind::InvalidState,
+            DomainError::InvalidInput { field, reason } => ErrorKind::InvalidInput { field, reason: reason.clone() },
+        }
+    }
 }
 
 /// A consistency boundary whose state is the fold of its events.

@@ -1,7 +1,7 @@
 //! Every error the API returns, mapped once to a status code and an RFC 9457 problem document.
 
 use aurora_commands::{HandleError, StoreError};
-use aurora_domain::DomainError;
+use aurora_domain::{DomainError, ErrorKind};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -122,13 +122,13 @@ impl IntoResponse for ApiError {
 
 impl From<DomainError> for ApiError {
     fn from(error: DomainError) -> Self {
-        match error {
-            DomainError::NotFound(what) => ApiError::NotFound(what),
-            DomainError::AlreadyExists(what) => ApiError::Conflict { detail: format!("{what} already exists"), current_version: None },
-            DomainError::InvalidInput { field, reason } => {
+        match error.kind() {
+            ErrorKind::NotFound(what) => ApiError::NotFound(what),
+            ErrorKind::AlreadyExists => ApiError::Conflict { detail: error.to_string(), current_version: None },
+            ErrorKind::InvalidInput { field, reason } => {
                 ApiError::BadRequest { detail: format!("{field} {reason}"), field: Some(field.to_owned()) }
             }
-            DomainError::InvalidState(reason) => ApiError::Unprocessable(reason),
+            ErrorKind::InvalidState => ApiError::Unprocessable(error.to_string()),
         }
     }
 }

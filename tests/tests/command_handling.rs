@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use aurora_commands::postgres::PostgresEventStore;
 use aurora_commands::{CommandHandler, CommandMeta, HandleError};
-use aurora_domain::chat_session::{ChatSession, ChatSessionCommand};
+use aurora_domain::chat_session::{ChatSession, ChatSessionCommand, ChatSessionError};
 use aurora_domain::DomainError;
 use aurora_events::{Actor, OrgId, StreamId};
 use uuid::Uuid;
@@ -81,11 +81,11 @@ async fn unknown_streams_and_other_organisations_streams_are_not_found() {
     let rename = ChatSessionCommand::Rename { title: "x".into() };
 
     let unknown = handler.handle::<ChatSession>(&stream, rename.clone(), &CommandMeta::new(org, Actor::user("ana")), None).await;
-    assert!(matches!(unknown, Err(HandleError::Domain(DomainError::NotFound(_)))));
+    assert!(matches!(unknown, Err(HandleError::Domain(DomainError::ChatSession(ChatSessionError::NotFound)))));
 
     handler.handle::<ChatSession>(&stream, create(session_id), &CommandMeta::new(org, Actor::user("ana")), None).await.unwrap();
     let foreign = handler.handle::<ChatSession>(&stream, rename, &CommandMeta::new(other_org, Actor::user("eve")), None).await;
-    assert!(matches!(foreign, Err(HandleError::Domain(DomainError::NotFound(_)))));
+    assert!(matches!(foreign, Err(HandleError::Domain(DomainError::ChatSession(ChatSessionError::NotFound)))));
 }
 
 /// A handler keeps the states it saw, as each process does; another process's handler writing the
@@ -110,7 +110,7 @@ async fn a_handler_decides_on_what_another_process_appended_since() {
     elsewhere.handle::<ChatSession>(&stream, ChatSessionCommand::Archive { reason: None }, &meta(), None).await.unwrap();
     let refused =
         here.handle::<ChatSession>(&stream, ChatSessionCommand::Rename { title: "later".into() }, &meta(), None).await.unwrap_err();
-    assert!(matches!(&refused, HandleError::Domain(DomainError::InvalidState(reason)) if reason.contains("archived")), "{refused}");
+    assert!(matches!(&refused, HandleError::Domain(DomainError::ChatSession(ChatSessionError::Archived))), "{refused}");
     assert_eq!(env.count("SELECT count(*) FROM events").await, 3);
     let (state, version) = here.load::<ChatSession>(&stream, org).await.unwrap();
     assert_eq!((state.title.as_str(), state.archived, version), ("db pool", true, 3));

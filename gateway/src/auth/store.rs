@@ -6,7 +6,7 @@
 
 use aurora_commands::postgres::append_in_transaction;
 use aurora_commands::{AppendRequest, ExpectedVersion, NewEvent};
-use aurora_domain::identity::{decide_acceptance, decide_removal, decide_role_change, InvitationState};
+use aurora_domain::identity::{decide_acceptance, decide_removal, decide_role_change, IdentityError, InvitationState};
 use aurora_domain::DomainError;
 use aurora_events::identity::{
     ApiTokenCreated, ApiTokenRevoked, InvitationRevoked, LoggedIn, LoggedOut, MemberInvited, MemberJoined, MemberRemoved,
@@ -548,7 +548,7 @@ impl IdentityStore {
         .await?
         .ok_or_else(|| ApiError::NotFound("invitation".into()))?;
         if row.try_get::<bool, _>("accepted")? {
-            return Err(DomainError::InvalidState("this invitation has already been used".into()).into());
+            return Err(DomainError::from(IdentityError::InvitationUsed).into());
         }
         if row.try_get::<bool, _>("revoked")? {
             return Ok(());

@@ -16,8 +16,8 @@ use aurora_adapters::llm::{ChatMessage, Completion, Llm, ToolSpec};
 use aurora_adapters::postgres::Leadership;
 use aurora_adapters::Config;
 use aurora_commands::{CommandHandler, CommandMeta, HandleError};
-use aurora_domain::chat_session::{ChatSession, ChatSessionCommand, ConfirmationAnswer, ToolOutcome, Turn};
-use aurora_domain::DomainError;
+use aurora_domain::chat_session::{ChatSession, ChatSessionCommand, ChatSessionError, ConfirmationAnswer, ToolOutcome, Turn};
+use aurora_domain::{DomainError, ErrorKind};
 use aurora_events::chat::{AssistantMessageCompleted, LlmCallCompleted, ToolCallCompleted, ToolCallRequested, TurnFailure};
 use aurora_events::identity::Role;
 use aurora_events::{Actor, OrgId, StreamId};
@@ -134,7 +134,7 @@ impl Agent {
                 Ok(None) => continue,
                 // The turn ended under us (cancelled, or finished by another owner): look again,
                 // but not forever if the same step keeps being refused.
-                Err(HandleError::Domain(DomainError::InvalidState(reason))) => {
+                Err(HandleError::Domain(reason)) if reason.kind() == ErrorKind::InvalidState => {
                     refusals += 1;
                     if refusals >= 5 {
                         anyhow::bail!("the turn's next step keeps being refused: {reason}");
@@ -353,7 +353,10 @@ impl Agent {
             let start = ChatSessionCommand::StartTool { turn_id, tool_call_id: call.tool_call_id.clone() };
             match self.record(stream, org_id, turn_id, start).await {
                 Ok(()) => {}
-                Err(HandleError::Domain(DomainError::InvalidState(_))) => return Ok(()),
+                // Another owner started it, or it already has an outcome: it is not run again.
+                Err(HandleError::Domain(DomainError::ChatSession(
+                    ChatSessionError::ToolCallStarted(_) | ChatSessionError::ToolCallHasOutcome(_) | ChatSessionError::TurnNotRunning,
+                ))) => return Ok(()),
                 Err(error) => return Err(error),
             }
         }
