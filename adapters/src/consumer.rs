@@ -86,8 +86,10 @@ where
 pub const PARTITION_CHECK: Duration = Duration::from_secs(30);
 
 /// A consumer whose topics gave it nothing for this long rests: it closes its fetch on the
-/// broker until an announcement of its topics wakes it.
-pub const REST_AFTER: Duration = Duration::from_secs(1);
+/// broker until an announcement of its topics wakes it. Long enough that a conversation's pauses
+/// do not make it close and open clients over and over (each costs the broker connections and
+/// metadata requests), short enough that a quiet installation costs nothing within seconds.
+pub const REST_AFTER: Duration = Duration::from_secs(5);
 
 /// A resting consumer wakes at least this often, for records that no announcement told it about
 /// (a producer outside Aurora, say).
@@ -177,20 +179,24 @@ impl LiveConsumer {
         loop {
             let Some(consumer) = &self.consumer else {
                 let check = tokio::time::Instant::from_std(self.resting_since + RESTING_CHECK);
+                // Announced: records are there. Otherwise (a listener that reconnected or lagged,
+                // the periodic check) there may be: look, and rest again at once if there are none.
                 let wake = tokio::select! {
                     signal = self.signals.recv() => match signal {
-                        Ok(signal) => signal.concerns(&self.topics),
-                        Err(broadcast::error::RecvError::Lagged(_)) => true,
+                        Ok(Signal::All) | Err(broadcast::error::RecvError::Lagged(_)) => Some(false),
+                        Ok(signal) => signal.concerns(&self.topics).then_some(true),
                         // The listener stopped: the process is shutting down.
                         Err(broadcast::error::RecvError::Closed) => {
                             tokio::time::sleep_until(check).await;
-                            true
+                            Some(false)
                         }
                     },
-                    _ = tokio::time::sleep_until(check) => true,
+                    _ = tokio::time::sleep_until(check) => Some(false),
                 };
-                if wake {
-                    self.wake().await?;
+                let Some(announced) = wake else { continue };
+                self.wake().await?;
+                if !announced && self.caught_up() {
+                    self.rest();
                 }
                 continue;
             };
