@@ -109,8 +109,9 @@ pub enum Start {
 /// broker such as Tansu 0.6 answers an empty fetch only when its wait is over, so a consumer that
 /// keeps a short fetch open for low latency keeps the broker busy. This one fetches with a short
 /// wait while records come, rests — closes its client, keeping its positions — once it has read
-/// every partition to its end and [`REST_AFTER`] passed without a record, and wakes when a producer announces records on one of its topics
-/// ([`crate::wakeup::Announcer`]), at a listener reconnect, or after [`RESTING_CHECK`].
+/// every partition to its end and [`REST_AFTER`] passed without a record, and wakes when a
+/// producer announces records on one of its topics ([`crate::wakeup::Announcer`]); a listener
+/// reconnect or [`RESTING_CHECK`] makes it look, and rest again when there is nothing to read.
 ///
 /// It owns the partitions of its topics: assigned at the offsets of its [`Start`] and kept in
 /// step with the topics (a partition added later is followed). A stored offset beyond the end of

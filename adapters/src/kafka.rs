@@ -169,21 +169,24 @@ impl Producer {
         Ok(delivery)
     }
 
+    /// Enqueues `record`, waiting out a full local queue (librdkafka drains it as the broker
+    /// acknowledges) until `deadline`, or for as long as it takes without one.
+    pub async fn enqueue(&self, record: &OutgoingRecord, deadline: Option<Instant>) -> Result<Delivery, KafkaError> {
+        loop {
+            match self.send(record) {
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) if deadline.is_none_or(|at| Instant::now() < at) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     /// Sends `record` and waits for the broker's acknowledgement, waiting out a full local queue
     /// for at most `timeout`.
     pub async fn deliver(&self, record: &OutgoingRecord, timeout: Duration) -> Result<(), KafkaError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.send(record) {
-                Ok(delivery) => {
-                    return delivery.await.unwrap_or(Err(KafkaError::Canceled));
-                }
-                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        let delivery = self.enqueue(record, Some(Instant::now() + timeout)).await?;
+        delivery.await.unwrap_or(Err(KafkaError::Canceled))
     }
 }
 

@@ -236,16 +236,16 @@ async fn measure_commands(pool: &PgPool, seconds: u64, length: u64) -> anyhow::R
     }
     let mut writers = tokio::task::JoinSet::new();
     let start = Arc::new(tokio::sync::Barrier::new(streams.len() + 1));
-    let deadline = Arc::new(std::sync::OnceLock::<Instant>::new());
     for stream in streams {
         let handler = aurora_commands::CommandHandler::new(store.clone());
-        let (start, deadline) = (start.clone(), deadline.clone());
+        let start = start.clone();
         writers.spawn(async move {
             let meta = aurora_commands::CommandMeta::new(org, Actor::system("bench"));
             let rename = |n: u64| ChatSessionCommand::Rename { title: format!("renamed {n}") };
             handler.handle::<ChatSession>(&stream, rename(0), &meta, None).await?;
+            // Every writer leaves the barrier at once, when the clock starts.
             start.wait().await;
-            let deadline = *deadline.get().expect("set before the start");
+            let deadline = Instant::now() + Duration::from_secs(seconds);
             let mut handled = 0u64;
             while Instant::now() < deadline {
                 handled += 1;
@@ -254,9 +254,8 @@ async fn measure_commands(pool: &PgPool, seconds: u64, length: u64) -> anyhow::R
             anyhow::Ok(handled)
         });
     }
-    deadline.set(Instant::now() + Duration::from_secs(seconds)).expect("set once");
-    let started = Instant::now();
     start.wait().await;
+    let started = Instant::now();
     let mut total = 0;
     while let Some(count) = writers.join_next().await {
         total += count??;

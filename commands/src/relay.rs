@@ -253,23 +253,13 @@ impl Relay {
     async fn enqueue(&self, records: Vec<OutgoingRecord>) -> anyhow::Result<Vec<Enqueued>> {
         let mut enqueued = Vec::with_capacity(records.len());
         for record in records {
-            loop {
-                match self.producer.send(&record) {
-                    Ok(delivery) => {
-                        enqueued.push(Enqueued::Sent(record, delivery));
-                        break;
-                    }
-                    Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
-                        // The local queue is full: let librdkafka drain it, then enqueue again.
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err(error) if is_refusal(&error) => {
-                        let reason = error.to_string();
-                        enqueued.push(Enqueued::Refused(record, reason));
-                        break;
-                    }
-                    Err(error) => anyhow::bail!("enqueueing record for {}: {error}", record.topic),
+            match self.producer.enqueue(&record, None).await {
+                Ok(delivery) => enqueued.push(Enqueued::Sent(record, delivery)),
+                Err(error) if is_refusal(&error) => {
+                    let reason = error.to_string();
+                    enqueued.push(Enqueued::Refused(record, reason));
                 }
+                Err(error) => anyhow::bail!("enqueueing record for {}: {error}", record.topic),
             }
         }
         Ok(enqueued)
