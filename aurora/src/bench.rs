@@ -208,7 +208,7 @@ async fn measure_appends(pool: &PgPool, seconds: u64, idempotent: bool) -> anyho
 /// chat session, 4 writers, each on its own session of `length` events. Each writer's first
 /// command, which reads its stream whole, comes before the clock starts.
 async fn measure_commands(pool: &PgPool, seconds: u64, length: u64) -> anyhow::Result<f64> {
-    use aurora_domain::chat_session::{ChatSession, ChatSessionCommand};
+    use aurora_domain::chat::{ChatSession, ChatSessionCommand};
     use aurora_events::chat::{ChatSessionEvent, SessionCreated, SessionRenamed};
     eprintln!("measuring whole commands on streams of {length} events for {seconds} s");
     let store = Arc::new(PostgresEventStore::new(pool.clone()));

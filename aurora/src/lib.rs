@@ -42,10 +42,7 @@ impl Application {
                     let state = aurora_gateway::AppState::new(config.clone(), pool.clone(), &signals, shutdown.clone()).await?;
                     tasks.spawn(aurora_gateway::serve(state, listener, shutdown.clone()));
                 }
-                Role::Processors => {
-                    let (config, pool, signals, shutdown) = (config.clone(), pool.clone(), signals.clone(), shutdown.clone());
-                    tasks.spawn(async move { aurora_processors::run(&config, pool, signals, shutdown).await });
-                }
+                Role::Processors => aurora_processors::spawn(config, pool.clone(), signals.clone(), &shutdown, &mut tasks)?,
                 Role::Projections(only) => {
                     let projections = aurora_projections::all_projections();
                     if let Some(unknown) = only.iter().find(|name| !projections.iter().any(|projection| projection.name() == name.as_str()))

@@ -2,7 +2,7 @@
 //! events built, and evolves that state one event at a time. Nothing here does I/O: the write side
 //! in `aurora-commands` loads, decides, and appends.
 
-pub mod chat_session;
+pub mod chat;
 pub mod identity;
 pub mod testing;
 pub mod text;
@@ -14,7 +14,7 @@ use aurora_events::EventPayload;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
     #[error(transparent)]
-    ChatSession(#[from] chat_session::ChatSessionError),
+    ChatSession(#[from] chat::ChatSessionError),
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
     /// The command carries a value that breaks an invariant.

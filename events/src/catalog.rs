@@ -44,6 +44,16 @@ pub trait EventPayload: Sized + Clone + std::fmt::Debug + PartialEq + Send + Syn
     }
 
     fn type_infos() -> Vec<EventTypeInfo>;
+
+    /// The stream of this family's aggregate `id`, e.g. `chat-<session id>`.
+    fn stream_of(id: uuid::Uuid) -> crate::StreamId {
+        crate::StreamId::new(Self::CATEGORY, id.to_string()).expect("uuids are valid stream ids")
+    }
+
+    /// The topic this family is published on under `prefix`.
+    fn topic(prefix: &str) -> String {
+        crate::topics::topic_for_category(prefix, Self::CATEGORY)
+    }
 }
 
 /// Declares an event family:
@@ -143,13 +153,24 @@ macro_rules! event_family {
     };
 }
 
+/// The event families of this build, as the features register them.
+#[derive(Default)]
+pub struct Families {
+    types: Vec<EventTypeInfo>,
+}
+
+impl Families {
+    /// Registers the event types of family `F`.
+    pub fn add<F: EventPayload>(&mut self) {
+        self.types.extend(F::type_infos());
+    }
+}
+
 /// Every event type Aurora publishes. The schema files in `schemas/` are generated from this.
 pub fn all_event_types() -> Vec<EventTypeInfo> {
-    let mut infos = Vec::new();
-    infos.extend(crate::chat::ChatSessionEvent::type_infos());
-    infos.extend(crate::identity::UserEvent::type_infos());
-    infos.extend(crate::identity::OrgEvent::type_infos());
-    infos
+    let mut families = Families::default();
+    crate::register_features(&mut families);
+    families.types
 }
 
 /// The stream category an event type belongs to, if Aurora knows the type.

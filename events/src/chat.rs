@@ -239,6 +239,11 @@ event_family! {
     }
 }
 
+/// Registers this feature's event families.
+pub fn register(families: &mut crate::catalog::Families) {
+    families.add::<ChatSessionEvent>();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -163,6 +163,12 @@ event_family! {
     }
 }
 
+/// Registers this feature's event families.
+pub fn register(families: &mut crate::catalog::Families) {
+    families.add::<UserEvent>();
+    families.add::<OrgEvent>();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,11 +4,12 @@
 //! what is decided in one place, [`auth`].
 
 pub mod auth;
-pub mod chat_hub;
 pub mod extract;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+
+aurora_events::features!(routes::Routes: audit, chat, identity);
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,7 +39,7 @@ pub struct AppState {
     pub limiter: RateLimiter,
     pub tickets: Tickets,
     pub redis: aurora_adapters::redis::Redis,
-    pub chat_hub: Arc<chat_hub::ChatHub>,
+    pub chat_hub: Arc<chat::hub::ChatHub>,
 }
 
 impl AppState {
@@ -55,7 +56,7 @@ impl AppState {
             limiter: RateLimiter::new(redis.clone(), &config),
             tickets: Tickets::new(redis.clone(), &config.redis.prefix, config.auth.ws_ticket_ttl),
             redis,
-            chat_hub: chat_hub::ChatHub::start(&config, signals, shutdown).await,
+            chat_hub: chat::hub::ChatHub::start(&config, signals, shutdown).await,
             config,
             pool,
             kafka,

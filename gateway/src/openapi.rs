@@ -1,5 +1,5 @@
-//! `/openapi.json`, generated from the route annotations and types in the code, with each
-//! operation's access rule taken from the route table: `x-required-role` is `public`, `ticket`,
+//! `/openapi.json`, generated from the route annotations and types in the code as the features
+//! register them ([`Routes`]), with each operation's access rule taken from the route table: `x-required-role` is `public`, `ticket`,
 //! `viewer`, `editor` or `admin`, and guarded operations name the security schemes they accept.
 
 use axum::http::Method;
@@ -12,7 +12,7 @@ use utoipa::OpenApi;
 
 use crate::auth::{Access, SESSION_COOKIE};
 use crate::problem::PROBLEM_CONTENT_TYPE;
-use crate::routes::{audit, auth, chat, health, metrics, org, specs, tokens, ws};
+use crate::routes::Routes;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,49 +22,20 @@ use crate::routes::{audit, auth, chat, health, metrics, org, specs, tokens, ws};
                        `x-required-role` says who may call it. Requests that change something with a session \
                        cookie carry the session's CSRF token in `X-CSRF-Token`."
     ),
-    paths(
-        health::healthz,
-        health::readyz,
-        metrics::metrics_text,
-        openapi_json,
-        auth::register,
-        auth::login,
-        auth::logout,
-        auth::change_password,
-        auth::me,
-        auth::ws_ticket,
-        ws::open,
-        org::list_members,
-        org::change_role,
-        org::remove_member,
-        org::invite,
-        org::list_invitations,
-        org::revoke_invitation,
-        tokens::create_token,
-        tokens::list_tokens,
-        tokens::revoke_token,
-        chat::create_session,
-        chat::list_sessions,
-        chat::get_session,
-        chat::rename_session,
-        chat::archive_session,
-        chat::delete_session,
-        chat::list_messages,
-        chat::tool_result,
-        audit::query_audit_log,
-    ),
     components(schemas(crate::problem::Problem))
 )]
 pub struct ApiDoc;
 
 /// The description with every route's access rule applied.
 pub fn described() -> utoipa::openapi::OpenApi {
-    let mut api = ApiDoc::openapi();
+    let routes = Routes::standard();
+    let mut api = routes.api();
     let components = api.components.get_or_insert_with(Default::default);
     components.add_security_scheme("session", SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(SESSION_COOKIE))));
     components.add_security_scheme("api_token", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
-    for spec in specs() {
-        let Some(item) = api.paths.paths.get_mut(spec.path) else { continue };
+    for spec in routes.specs() {
+        // `Routes::add` took the path and method from the description, so both are there.
+        let item = api.paths.paths.get_mut(&spec.path).expect("a registered route is described");
         let operation: Option<&mut Operation> = match spec.method {
             Method::GET => item.get.as_mut(),
             Method::POST => item.post.as_mut(),
@@ -73,7 +44,7 @@ pub fn described() -> utoipa::openapi::OpenApi {
             Method::DELETE => item.delete.as_mut(),
             _ => None,
         };
-        let Some(operation) = operation else { continue };
+        let operation = operation.expect("a registered route is described");
         declare_errors(operation, spec.access, spec.method != Method::GET);
         let rule = ExtensionsBuilder::new().add("x-required-role", spec.access.describe()).build();
         match operation.extensions.as_mut() {

@@ -1,26 +1,80 @@
-//! The processors role: everything that reacts to the log rather than to a request. Today: the
-//! relay, which publishes appended events to Kafka, and the agent runtime, which runs chat turns
-//! with the LLM and the tools. RCA, deploys, indexing and discovery join here as they arrive.
+//! The processors role: everything that reacts to the log rather than to a request. The relay,
+//! which publishes appended events to Kafka, runs here always; each feature registers its own
+//! processors (`register` in `processors/src/<feature>`): today the chat agent, which runs chat
+//! turns with the LLM and the tools. The agent runtime itself (`agent`) is shared by the features
+//! that run the agent.
 
 pub mod agent;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use aurora_adapters::wakeup::{Announcer, LogSignals};
+use aurora_adapters::wakeup::LogSignals;
 use aurora_adapters::Config;
 use aurora_commands::postgres::PostgresEventStore;
 use aurora_commands::relay::Relay;
 use aurora_commands::CommandHandler;
 use sqlx::PgPool;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Runs every processor of this build until `shutdown`; when one fails, the others stop too.
-pub async fn run(config: &Config, pool: PgPool, signals: LogSignals, shutdown: CancellationToken) -> anyhow::Result<()> {
+aurora_events::features!(Processors: chat);
+
+/// What every processor is started with.
+#[derive(Clone)]
+pub struct Context {
+    pub config: Config,
+    pub pool: PgPool,
+    /// Wakes consumers that rest.
+    pub signals: LogSignals,
+    pub commands: CommandHandler,
+}
+
+type Running = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+type Start = Box<dyn FnOnce(Context, CancellationToken) -> Running + Send>;
+
+/// The processors of this build, as the features register them.
+#[derive(Default)]
+pub struct Processors {
+    starts: Vec<(&'static str, Start)>,
+}
+
+impl Processors {
+    /// Registers a processor: `start` runs it until the token is cancelled.
+    pub fn add<F, R>(&mut self, name: &'static str, start: F)
+    where
+        F: FnOnce(Context, CancellationToken) -> R + Send + 'static,
+        R: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        assert!(!self.starts.iter().any(|(known, _)| *known == name), "two processors are named `{name}`");
+        self.starts.push((name, Box::new(move |context, shutdown| Box::pin(start(context, shutdown)))));
+    }
+
+    /// The names of the registered processors.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.starts.iter().map(|(name, _)| *name).collect()
+    }
+}
+
+/// Starts the relay and every registered processor on `tasks`; each runs until `shutdown`.
+pub fn spawn(
+    config: &Config,
+    pool: PgPool,
+    signals: LogSignals,
+    shutdown: &CancellationToken,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
     let relay = Relay::new(config, pool.clone(), signals.clone())?;
     let commands = CommandHandler::new(Arc::new(PostgresEventStore::new(pool.clone())));
-    let deltas = agent::deltas::DeltaPublisher::new(config, Announcer::new(pool.clone()))?;
-    let agent = agent::Agent::new(config, pool.clone(), commands, deltas);
-    let runner = agent::runner::AgentRunner::new(config.clone(), pool, agent, signals);
-    let (relay_outcome, agent_outcome) = tokio::join!(relay.run(shutdown.clone()), runner.run(shutdown.clone()));
-    relay_outcome.and(agent_outcome)
+    let context = Context { config: config.clone(), pool, signals, commands };
+    let mut processors = Processors::default();
+    register_features(&mut processors);
+    let stop = shutdown.clone();
+    tasks.spawn(async move { relay.run(stop).await });
+    for (name, start) in processors.starts {
+        let running = start(context.clone(), shutdown.clone());
+        tasks.spawn(async move { running.await.map_err(|error| error.context(format!("processor `{name}`"))) });
+    }
+    Ok(())
 }

@@ -75,3 +75,8 @@ impl Projection for AuditLog {
         Ok(())
     }
 }
+
+/// Registers the audit log.
+pub fn register(projections: &mut crate::Projections) {
+    projections.add(std::sync::Arc::new(AuditLog));
+}

@@ -6,11 +6,10 @@
 //! `replay` rebuilds a projection from offset zero into fresh tables and swaps them in.
 
 pub mod apply;
-pub mod audit;
-pub mod chat_messages;
-pub mod chat_sessions;
 pub mod replay;
 pub mod runner;
+
+aurora_events::features!(Projections: audit, chat);
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,9 +59,25 @@ pub trait Projection: Send + Sync + 'static {
     }
 }
 
+/// The projections of this build, as the features register them.
+#[derive(Default)]
+pub struct Projections {
+    all: Vec<Arc<dyn Projection>>,
+}
+
+impl Projections {
+    /// Registers `projection`; its name must be new.
+    pub fn add(&mut self, projection: Arc<dyn Projection>) {
+        assert!(!self.all.iter().any(|known| known.name() == projection.name()), "two projections are named `{}`", projection.name());
+        self.all.push(projection);
+    }
+}
+
 /// Every projection of this build.
 pub fn all_projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(audit::AuditLog), Arc::new(chat_sessions::ChatSessions), Arc::new(chat_messages::ChatMessages)]
+    let mut projections = Projections::default();
+    register_features(&mut projections);
+    projections.all
 }
 
 pub fn projection_named(name: &str) -> Option<Arc<dyn Projection>> {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use aurora_commands::postgres::PostgresEventStore;
 use aurora_commands::{CommandHandler, CommandMeta, HandleError};
-use aurora_domain::chat_session::{ChatSession, ChatSessionCommand, ChatSessionError};
+use aurora_domain::chat::{ChatSession, ChatSessionCommand, ChatSessionError};
 use aurora_domain::DomainError;
 use aurora_events::{Actor, OrgId, StreamId};
 use uuid::Uuid;

@@ -68,14 +68,6 @@ pub enum Joining {
     Invitation { token: String },
 }
 
-fn user_stream(user_id: Uuid) -> StreamId {
-    StreamId::new("user", user_id.to_string()).expect("uuids are valid stream ids")
-}
-
-fn org_stream(org_id: OrgId) -> StreamId {
-    StreamId::new("org", org_id.0.to_string()).expect("uuids are valid stream ids")
-}
-
 fn parse_role(text: &str) -> Result<Role, ApiError> {
     text.parse().map_err(|error| ApiError::Unexpected(anyhow::Error::new(error).context("stored role")))
 }
@@ -165,7 +157,7 @@ impl IdentityStore {
             }
         };
         let mut transaction = match joined_org {
-            Some(org_id) => self.begin(&[&org_stream(org_id)]).await?,
+            Some(org_id) => self.begin(&[&OrgEvent::stream_of(org_id.0)]).await?,
             None => self.pool.begin().await?,
         };
         let (org_id, role, invitation_id) = match &registration.joins {
@@ -178,7 +170,7 @@ impl IdentityStore {
                     .await?;
                 record(
                     &mut transaction,
-                    org_stream(org_id),
+                    OrgEvent::stream_of(org_id.0),
                     org_id,
                     &actor,
                     correlation_id,
@@ -232,10 +224,10 @@ impl IdentityStore {
             other => other?,
         };
         let joined = OrgEvent::MemberJoined(MemberJoined { user_id, email: registration.email.clone(), role, invitation_id });
-        record(&mut transaction, org_stream(org_id), org_id, &actor, correlation_id, &[joined]).await?;
+        record(&mut transaction, OrgEvent::stream_of(org_id.0), org_id, &actor, correlation_id, &[joined]).await?;
         let registered =
             UserEvent::Registered(UserRegistered { user_id, email: registration.email, display_name: registration.display_name });
-        record(&mut transaction, user_stream(user_id), org_id, &actor, correlation_id, &[registered]).await?;
+        record(&mut transaction, UserEvent::stream_of(user_id), org_id, &actor, correlation_id, &[registered]).await?;
         transaction.commit().await?;
         Ok((user_id, org_id, role))
     }
@@ -257,7 +249,7 @@ impl IdentityStore {
         let session = Secret::generate("aus_");
         let csrf = Secret::generate("auc_");
         let expires_at = Utc::now() + chrono::Duration::from_std(ttl).map_err(anyhow::Error::from)?;
-        let mut transaction = self.begin(&[&user_stream(user_id)]).await?;
+        let mut transaction = self.begin(&[&UserEvent::stream_of(user_id)]).await?;
         let role: Option<String> = sqlx::query_scalar("SELECT role FROM accounts WHERE user_id = $1 AND removed_at IS NULL FOR SHARE")
             .bind(user_id)
             .fetch_optional(&mut *transaction)
@@ -274,8 +266,15 @@ impl IdentityStore {
             .execute(&mut *transaction)
             .await?;
         let actor = Actor::user(user_id.to_string());
-        record(&mut transaction, user_stream(user_id), org_id, &actor, Uuid::now_v7(), &[UserEvent::LoggedIn(LoggedIn { expires_at })])
-            .await?;
+        record(
+            &mut transaction,
+            UserEvent::stream_of(user_id),
+            org_id,
+            &actor,
+            Uuid::now_v7(),
+            &[UserEvent::LoggedIn(LoggedIn { expires_at })],
+        )
+        .await?;
         transaction.commit().await?;
         Ok(OpenedSession { user_id, org_id, role, session, csrf, expires_at })
     }
@@ -384,13 +383,13 @@ impl IdentityStore {
     }
 
     pub async fn end_session(&self, identity: &Identity, session_hash: &[u8]) -> Result<(), ApiError> {
-        let mut transaction = self.begin(&[&user_stream(identity.user_id)]).await?;
+        let mut transaction = self.begin(&[&UserEvent::stream_of(identity.user_id)]).await?;
         let ended = sqlx::query("DELETE FROM auth_sessions WHERE session_hash = $1").bind(session_hash).execute(&mut *transaction).await?;
         if ended.rows_affected() > 0 {
             let actor = Actor::user(identity.user_id.to_string());
             record(
                 &mut transaction,
-                user_stream(identity.user_id),
+                UserEvent::stream_of(identity.user_id),
                 identity.org_id,
                 &actor,
                 Uuid::now_v7(),
@@ -417,7 +416,7 @@ impl IdentityStore {
             Credential::Session { session_hash, .. } => Some(session_hash.clone()),
             Credential::ApiToken { .. } => None,
         };
-        let mut transaction = self.begin(&[&user_stream(identity.user_id)]).await?;
+        let mut transaction = self.begin(&[&UserEvent::stream_of(identity.user_id)]).await?;
         sqlx::query("UPDATE accounts SET password_hash = $2, password_changed_at = now() WHERE user_id = $1")
             .bind(identity.user_id)
             .bind(new_hash)
@@ -430,7 +429,7 @@ impl IdentityStore {
             .await?;
         let actor = Actor::user(identity.user_id.to_string());
         let changed = UserEvent::PasswordChanged(PasswordChanged { sessions_ended: ended.rows_affected() as u32 });
-        record(&mut transaction, user_stream(identity.user_id), identity.org_id, &actor, Uuid::now_v7(), &[changed]).await?;
+        record(&mut transaction, UserEvent::stream_of(identity.user_id), identity.org_id, &actor, Uuid::now_v7(), &[changed]).await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -444,7 +443,7 @@ impl IdentityStore {
     ) -> Result<(Uuid, Secret), ApiError> {
         let token_id = Uuid::now_v7();
         let token = Secret::generate("aur_");
-        let mut transaction = self.begin(&[&user_stream(identity.user_id)]).await?;
+        let mut transaction = self.begin(&[&UserEvent::stream_of(identity.user_id)]).await?;
         sqlx::query(
             "INSERT INTO api_tokens (token_id, org_id, user_id, name, role, token_hash, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
@@ -459,14 +458,14 @@ impl IdentityStore {
         .await?;
         let actor = Actor::user(identity.user_id.to_string());
         let created = UserEvent::ApiTokenCreated(ApiTokenCreated { token_id, name, role, expires_at });
-        record(&mut transaction, user_stream(identity.user_id), identity.org_id, &actor, Uuid::now_v7(), &[created]).await?;
+        record(&mut transaction, UserEvent::stream_of(identity.user_id), identity.org_id, &actor, Uuid::now_v7(), &[created]).await?;
         transaction.commit().await?;
         Ok((token_id, token))
     }
 
     /// Revokes one of the caller's own tokens; anybody else's reads as not found.
     pub async fn revoke_api_token(&self, identity: &Identity, token_id: Uuid) -> Result<(), ApiError> {
-        let mut transaction = self.begin(&[&user_stream(identity.user_id)]).await?;
+        let mut transaction = self.begin(&[&UserEvent::stream_of(identity.user_id)]).await?;
         let revoked = sqlx::query(
             "UPDATE api_tokens SET revoked_at = now() WHERE token_id = $1 AND user_id = $2 AND org_id = $3 AND revoked_at IS NULL",
         )
@@ -487,7 +486,7 @@ impl IdentityStore {
         let actor = Actor::user(identity.user_id.to_string());
         record(
             &mut transaction,
-            user_stream(identity.user_id),
+            UserEvent::stream_of(identity.user_id),
             identity.org_id,
             &actor,
             Uuid::now_v7(),
@@ -508,7 +507,7 @@ impl IdentityStore {
     ) -> Result<(Uuid, Secret), ApiError> {
         let invitation_id = Uuid::now_v7();
         let token = Secret::generate("aui_");
-        let mut transaction = self.begin(&[&org_stream(identity.org_id)]).await?;
+        let mut transaction = self.begin(&[&OrgEvent::stream_of(identity.org_id.0)]).await?;
         let has_account: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM accounts WHERE email = $1 AND removed_at IS NULL)")
             .bind(&email)
             .fetch_one(&mut *transaction)
@@ -531,13 +530,13 @@ impl IdentityStore {
         .await?;
         let actor = Actor::user(identity.user_id.to_string());
         let invited = OrgEvent::MemberInvited(MemberInvited { invitation_id, email, role, expires_at });
-        record(&mut transaction, org_stream(identity.org_id), identity.org_id, &actor, Uuid::now_v7(), &[invited]).await?;
+        record(&mut transaction, OrgEvent::stream_of(identity.org_id.0), identity.org_id, &actor, Uuid::now_v7(), &[invited]).await?;
         transaction.commit().await?;
         Ok((invitation_id, token))
     }
 
     pub async fn revoke_invitation(&self, identity: &Identity, invitation_id: Uuid) -> Result<(), ApiError> {
-        let mut transaction = self.begin(&[&org_stream(identity.org_id)]).await?;
+        let mut transaction = self.begin(&[&OrgEvent::stream_of(identity.org_id.0)]).await?;
         let row = sqlx::query(
             "SELECT accepted_at IS NOT NULL AS accepted, revoked_at IS NOT NULL AS revoked FROM invitations \
              WHERE invitation_id = $1 AND org_id = $2 FOR UPDATE",
@@ -559,7 +558,7 @@ impl IdentityStore {
             .await?;
         let actor = Actor::user(identity.user_id.to_string());
         let revoked = OrgEvent::InvitationRevoked(InvitationRevoked { invitation_id });
-        record(&mut transaction, org_stream(identity.org_id), identity.org_id, &actor, Uuid::now_v7(), &[revoked]).await?;
+        record(&mut transaction, OrgEvent::stream_of(identity.org_id.0), identity.org_id, &actor, Uuid::now_v7(), &[revoked]).await?;
         transaction.commit().await?;
         Ok(())
     }
@@ -585,7 +584,7 @@ impl IdentityStore {
 
     /// Changes a member's role; returns the role now in force.
     pub async fn change_role(&self, identity: &Identity, user_id: Uuid, requested: Role) -> Result<Role, ApiError> {
-        let mut transaction = self.begin(&[&org_stream(identity.org_id)]).await?;
+        let mut transaction = self.begin(&[&OrgEvent::stream_of(identity.org_id.0)]).await?;
         let (current, admins) = Self::lock_members(&mut transaction, identity.org_id, user_id).await?;
         let Some(role) = decide_role_change(current, requested, admins)? else { return Ok(current) };
         sqlx::query("UPDATE accounts SET role = $2 WHERE user_id = $1")
@@ -595,14 +594,14 @@ impl IdentityStore {
             .await?;
         let actor = Actor::user(identity.user_id.to_string());
         let changed = OrgEvent::MemberRoleChanged(MemberRoleChanged { user_id, previous_role: current, role });
-        record(&mut transaction, org_stream(identity.org_id), identity.org_id, &actor, Uuid::now_v7(), &[changed]).await?;
+        record(&mut transaction, OrgEvent::stream_of(identity.org_id.0), identity.org_id, &actor, Uuid::now_v7(), &[changed]).await?;
         transaction.commit().await?;
         Ok(role)
     }
 
     /// Removes a member: the account stops working, with every session and token it held.
     pub async fn remove_member(&self, identity: &Identity, user_id: Uuid) -> Result<(), ApiError> {
-        let mut transaction = self.begin(&[&org_stream(identity.org_id)]).await?;
+        let mut transaction = self.begin(&[&OrgEvent::stream_of(identity.org_id.0)]).await?;
         let (role, admins) = Self::lock_members(&mut transaction, identity.org_id, user_id).await?;
         decide_removal(role, admins)?;
         sqlx::query("UPDATE accounts SET removed_at = now() WHERE user_id = $1").bind(user_id).execute(&mut *transaction).await?;
@@ -614,7 +613,7 @@ impl IdentityStore {
         let actor = Actor::user(identity.user_id.to_string());
         record(
             &mut transaction,
-            org_stream(identity.org_id),
+            OrgEvent::stream_of(identity.org_id.0),
             identity.org_id,
             &actor,
             Uuid::now_v7(),

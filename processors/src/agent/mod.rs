@@ -16,7 +16,7 @@ use aurora_adapters::llm::{ChatMessage, Completion, Llm, ToolSpec};
 use aurora_adapters::postgres::Leadership;
 use aurora_adapters::Config;
 use aurora_commands::{CommandHandler, CommandMeta, HandleError};
-use aurora_domain::chat_session::{ChatSession, ChatSessionCommand, ChatSessionError, ConfirmationAnswer, ToolOutcome, Turn};
+use aurora_domain::chat::{ChatSession, ChatSessionCommand, ChatSessionError, ConfirmationAnswer, ToolOutcome, Turn};
 use aurora_domain::{DomainError, ErrorKind};
 use aurora_events::chat::{AssistantMessageCompleted, LlmCallCompleted, ToolCallCompleted, ToolCallRequested, TurnFailure};
 use aurora_events::identity::Role;

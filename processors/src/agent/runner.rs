@@ -18,9 +18,9 @@ use aurora_adapters::postgres::{Leadership, LeadershipLost};
 use aurora_adapters::wakeup::LogSignals;
 use aurora_adapters::Config;
 use aurora_commands::CommandMeta;
-use aurora_domain::chat_session::{ChatSession, ChatSessionCommand};
-use aurora_events::chat::ChatEventType;
-use aurora_events::{Actor, OrgId, StreamId};
+use aurora_domain::chat::{ChatSession, ChatSessionCommand};
+use aurora_events::chat::{ChatEventType, ChatSessionEvent};
+use aurora_events::{Actor, EventPayload, OrgId, StreamId};
 use rdkafka::Message;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -91,7 +91,7 @@ impl AgentRunner {
     }
 
     async fn run_as_leader(&self, leadership: Arc<Leadership>, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let chat_topic = aurora_events::topics::topic_for_category(&self.config.kafka.topic_prefix, "chat");
+        let chat_topic = ChatSessionEvent::topic(&self.config.kafka.topic_prefix);
         ensure_topics(&self.config, &[chat_topic.clone(), aurora_events::topics::deltas_topic(&self.config.kafka.topic_prefix)]).await?;
         let stop = shutdown.child_token();
         let timers = tokio::spawn(fire_timers(self.agent.clone(), self.pool.clone(), leadership.clone(), stop.clone()));
@@ -158,7 +158,7 @@ impl AgentRunner {
                 let worker = SessionWorker {
                     workers: workers.clone(),
                     agent: self.agent.clone(),
-                    stream: StreamId::new("chat", session_id.to_string()).expect("uuids are valid stream ids"),
+                    stream: ChatSessionEvent::stream_of(session_id),
                     session_id,
                     progress: progress.clone(),
                     running: running.clone(),

@@ -1,16 +1,16 @@
 //! Tools over the audit log.
 
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{AnyTool, Tool, ToolContext, ToolError};
+use super::{Registry, Tool, ToolContext, ToolError};
 
-pub(super) fn tools() -> Vec<Arc<dyn AnyTool>> {
-    vec![Arc::new(ReadAuditLog)]
+/// Registers the audit tools.
+pub fn register(tools: &mut Registry) {
+    tools.add(ReadAuditLog);
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -1,26 +1,26 @@
 //! Tools over the organisation's chat sessions.
 
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use aurora_commands::CommandMeta;
-use aurora_domain::chat_session::{ChatSession, ChatSessionCommand};
+use aurora_domain::chat::{ChatSession, ChatSessionCommand};
 use aurora_events::identity::Role;
-use aurora_events::{Actor, StreamId};
+use aurora_events::chat::ChatSessionEvent;
+use aurora_events::{Actor, EventPayload};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{AnyTool, Effect, Tool, ToolContext, ToolError};
+use super::{Effect, Registry, Tool, ToolContext, ToolError};
 
-pub(super) fn tools() -> Vec<Arc<dyn AnyTool>> {
-    vec![Arc::new(ListChatSessions), Arc::new(ReadChatSession), Arc::new(ArchiveChatSession)]
+/// Registers the chat tools.
+pub fn register(tools: &mut Registry) {
+    tools.add(ListChatSessions);
+    tools.add(ReadChatSession);
+    tools.add(ArchiveChatSession);
 }
 
-fn chat_stream(session_id: Uuid) -> StreamId {
-    StreamId::new("chat", session_id.to_string()).expect("uuids are valid stream ids")
-}
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -136,7 +136,7 @@ impl Tool for ArchiveChatSession {
         // Idempotent per tool call: a second delivery of the same call appends nothing.
         let meta = CommandMeta::idempotent(context.org_id, Actor::user(context.user_id.to_string()), context.tool_call_key);
         let command = ChatSessionCommand::Archive { reason: args.reason };
-        match context.commands.handle::<ChatSession>(&chat_stream(args.session_id), command, &meta, None).await {
+        match context.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(args.session_id), command, &meta, None).await {
             Ok(handled) => Ok(json!({ "session_id": args.session_id, "archived": true, "stream_version": handled.stream_version })),
             Err(aurora_commands::HandleError::Domain(error)) => Err(ToolError::Refused(error.to_string())),
             Err(error) => Err(ToolError::Unavailable(error.to_string())),

@@ -1,7 +1,7 @@
 //! The agent's tools, one file per family (`chat`, `audit`, and the connections, knowledge,
 //! incidents, deploys and discovery to come). A tool implements [`Tool`] (its arguments are a
-//! Rust type whose JSON Schema is what the model sees) and its family's `tools()` lists it; a new
-//! family is one `mod` line and one entry in [`FAMILIES`].
+//! Rust type whose JSON Schema is what the model sees) and its family's `register` adds it; a new
+//! family is one file and one name in the `features!` line below.
 //! A tool says whether it only reads or changes something: a destructive tool is never offered in
 //! `ask` mode and never runs without a person's yes. Every tool runs as the user who asked, in
 //! that user's organisation, reading through the same row-level security as the gateway.
@@ -139,14 +139,7 @@ impl<T: Tool> AnyTool for T {
     }
 }
 
-mod audit;
-mod chat;
-
-/// A family's tools.
-type Family = fn() -> Vec<Arc<dyn AnyTool>>;
-
-/// Every family of this build.
-const FAMILIES: &[Family] = &[chat::tools, audit::tools];
+aurora_events::features!(Registry: audit, chat);
 
 /// The tools this build has.
 #[derive(Clone)]
@@ -155,8 +148,17 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Every tool of this build, as the families register them.
     pub fn standard() -> Self {
-        Self { tools: FAMILIES.iter().flat_map(|family| family()).collect() }
+        let mut registry = Self { tools: Vec::new() };
+        register_features(&mut registry);
+        registry
+    }
+
+    /// Registers `tool`; its name must be new.
+    pub fn add<T: Tool>(&mut self, tool: T) {
+        assert!(!self.tools.iter().any(|known| known.name() == T::NAME), "two tools are named `{}`", T::NAME);
+        self.tools.push(Arc::new(tool));
     }
 
     /// The names of every tool, offered or not.
@@ -180,13 +182,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_family_is_registered_under_distinct_names() {
-        let registry = Registry::standard();
-        let mut names = registry.names();
+    fn every_family_is_registered() {
+        let names = Registry::standard().names();
         assert!(names.contains(&"list_chat_sessions") && names.contains(&"read_audit_log"), "{names:?}");
-        let count = names.len();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), count, "two tools share a name");
+    }
+
+    #[test]
+    #[should_panic(expected = "two tools are named `read_audit_log`")]
+    fn a_second_tool_of_a_known_name_is_refused() {
+        Registry::standard().add(audit::ReadAuditLog);
     }
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::extract::{Json, Path};
 use crate::problem::{ApiError, Problem};
-use crate::routes::auth::{RoleName, RoleSchema};
+use crate::identity::auth::{RoleName, RoleSchema};
 use crate::AppState;
 
 pub const MAX_TOKEN_DAYS: i64 = 366;

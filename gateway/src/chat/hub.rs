@@ -12,7 +12,8 @@ use aurora_adapters::consumer::{supervise, LiveConsumer, Start};
 use aurora_adapters::kafka::{ensure_topics, envelope_of};
 use aurora_adapters::wakeup::LogSignals;
 use aurora_adapters::Config;
-use aurora_events::chat::{ChatEventType, TokenDelta};
+use aurora_events::chat::{ChatEventType, ChatSessionEvent, TokenDelta};
+use aurora_events::EventPayload;
 use rdkafka::{ClientConfig, Message};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -116,7 +117,7 @@ impl ChatHub {
     /// A consumer of the two topics from their ends now.
     async fn subscribe_to_topics(config: &Config, signals: &LogSignals) -> anyhow::Result<LiveConsumer> {
         let deltas = aurora_events::topics::deltas_topic(&config.kafka.topic_prefix);
-        let chat = aurora_events::topics::topic_for_category(&config.kafka.topic_prefix, "chat");
+        let chat = ChatSessionEvent::topic(&config.kafka.topic_prefix);
         let topics = [deltas, chat];
         ensure_topics(config, &topics).await?;
         let mut settings = ClientConfig::new();

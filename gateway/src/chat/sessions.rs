@@ -1,8 +1,9 @@
 //! Chat sessions: commands go through the chat session aggregate; reads come from the
 //! `chat_sessions` read model, which trails the commands by the relay and projection delay.
 
-use aurora_domain::chat_session::{ChatSession, ChatSessionCommand};
-use aurora_events::StreamId;
+use aurora_domain::chat::{ChatSession, ChatSessionCommand};
+use aurora_events::chat::ChatSessionEvent;
+use aurora_events::EventPayload;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
@@ -71,9 +72,6 @@ pub struct ListParams {
     pub limit: Option<i64>,
 }
 
-fn stream_of(session_id: Uuid) -> StreamId {
-    StreamId::new("chat", session_id.to_string()).expect("uuids are valid stream ids")
-}
 
 /// The command metadata of a request. An `Idempotency-Key` (a UUID) makes the command id: the
 /// same key on the same route of the same organisation names the same command, bound to the
@@ -178,7 +176,7 @@ pub async fn create_session(
     // The command id names the session, so a retried create addresses the same stream.
     let session_id = meta.command_id;
     let command = ChatSessionCommand::Create { session_id, title: request.title, owner: caller.actor().to_string() };
-    let handled = state.commands.handle::<ChatSession>(&stream_of(session_id), command, &meta, None).await?;
+    let handled = state.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), command, &meta, None).await?;
     Ok((StatusCode::CREATED, axum::Json(accepted(session_id, handled))))
 }
 
@@ -202,7 +200,7 @@ pub async fn rename_session(
     let meta = command_meta(&state, &caller, &headers, "rename_session", &(session_id, &request)).await?;
     let expected = expected_version(&headers)?;
     let command = ChatSessionCommand::Rename { title: request.title };
-    let handled = state.commands.handle::<ChatSession>(&stream_of(session_id), command, &meta, expected).await?;
+    let handled = state.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), command, &meta, expected).await?;
     Ok(axum::Json(accepted(session_id, handled)))
 }
 
@@ -222,7 +220,7 @@ pub async fn archive_session(
     let meta = command_meta(&state, &caller, &headers, "archive_session", &(session_id, &request)).await?;
     let expected = expected_version(&headers)?;
     let command = ChatSessionCommand::Archive { reason: request.reason };
-    let handled = state.commands.handle::<ChatSession>(&stream_of(session_id), command, &meta, expected).await?;
+    let handled = state.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), command, &meta, expected).await?;
     Ok(axum::Json(accepted(session_id, handled)))
 }
 
@@ -288,7 +286,7 @@ pub async fn delete_session(
 ) -> Result<axum::Json<CommandAccepted>, ApiError> {
     let meta = command_meta(&state, &caller, &headers, "delete_session", &session_id).await?;
     let expected = expected_version(&headers)?;
-    let handled = state.commands.handle::<ChatSession>(&stream_of(session_id), ChatSessionCommand::Delete, &meta, expected).await?;
+    let handled = state.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), ChatSessionCommand::Delete, &meta, expected).await?;
     Ok(axum::Json(accepted(session_id, handled)))
 }
 

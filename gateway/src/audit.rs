@@ -3,16 +3,20 @@
 //! projection order, not in `occurred_at` order (a transaction that began earlier may commit
 //! later), and the position only grows, so a client paging forward never skips a late row.
 
+use aurora_events::identity::Role::Viewer;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::auth::Access::Member;
 use crate::auth::Caller;
 use crate::extract::Query;
 use crate::problem::{ApiError, Problem};
+use crate::routes::Routes;
 use crate::AppState;
 
 pub const MAX_PAGE: i64 = 1000;
@@ -115,4 +119,9 @@ pub async fn query_audit_log(
         None
     };
     Ok(axum::Json(AuditPage { items, next_cursor }))
+}
+
+/// Registers the audit route.
+pub fn register(routes: &mut Routes) {
+    routes.add(Member(Viewer), routes!(query_audit_log));
 }

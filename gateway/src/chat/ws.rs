@@ -8,11 +8,12 @@
 //! ...) with its payload. A socket that falls too far behind gets `lagged` and subscribes again.
 
 use aurora_commands::CommandMeta;
-use aurora_domain::chat_session::{ChatSession, ChatSessionCommand};
+use aurora_domain::chat::{ChatSession, ChatSessionCommand};
 use aurora_domain::Aggregate;
 use aurora_events::chat::ChatMode;
 use aurora_events::identity::Role;
-use aurora_events::{Actor, StreamId};
+use aurora_events::chat::ChatSessionEvent;
+use aurora_events::{Actor, EventPayload};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
@@ -160,16 +161,13 @@ fn refused(request_id: &Option<String>, error: ApiError) -> Value {
     error_frame(request_id, code, detail)
 }
 
-fn chat_stream(session_id: Uuid) -> StreamId {
-    StreamId::new("chat", session_id.to_string()).expect("uuids are valid stream ids")
-}
 
 async fn serve_socket(state: AppState, mut socket: WebSocket, holder: TicketHolder, role: Role) {
     let hello = json!({ "type": "hello", "user_id": holder.user_id, "org_id": holder.org_id.0, "role": role });
     if socket.send(Message::Text(hello.to_string().into())).await.is_err() {
         return;
     }
-    let (outbox, mut inbox) = mpsc::channel::<Value>(crate::chat_hub::SOCKET_BACKLOG);
+    let (outbox, mut inbox) = mpsc::channel::<Value>(crate::chat::hub::SOCKET_BACKLOG);
     let mut following = Following { outbox, sessions: Default::default() };
     let mut recheck = tokio::time::interval(RECHECK_EVERY);
     recheck.tick().await;
@@ -238,7 +236,7 @@ async fn current_role(state: &AppState, holder: &TicketHolder) -> Result<Role, A
 
 /// The session, when it exists in the holder's organisation and is not deleted.
 async fn visible_session(state: &AppState, holder: &TicketHolder, session_id: Uuid) -> Result<(ChatSession, u64), ApiError> {
-    let (session, version) = state.commands.load::<ChatSession>(&chat_stream(session_id), holder.org_id).await?;
+    let (session, version) = state.commands.load::<ChatSession>(&ChatSessionEvent::stream_of(session_id), holder.org_id).await?;
     if !session.exists() || session.deleted {
         return Err(ApiError::NotFound("chat session".into()));
     }
@@ -266,7 +264,7 @@ async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, fol
                     let create = ChatSessionCommand::Create { session_id, title, owner: actor.to_string() };
                     state
                         .commands
-                        .handle::<ChatSession>(&chat_stream(session_id), create, &CommandMeta::new(holder.org_id, actor.clone()), None)
+                        .handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), create, &CommandMeta::new(holder.org_id, actor.clone()), None)
                         .await?;
                     session_id
                 }
@@ -275,7 +273,7 @@ async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, fol
             following.follow(state, session_id)?;
             let turn_id = Uuid::now_v7();
             let submit = ChatSessionCommand::Submit { turn_id, text, mode, submitted_by: actor.to_string() };
-            state.commands.handle::<ChatSession>(&chat_stream(session_id), submit, &CommandMeta::new(holder.org_id, actor), None).await?;
+            state.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), submit, &CommandMeta::new(holder.org_id, actor), None).await?;
             wake_relay(state);
             Ok(json!({ "type": "accepted", "request_id": request_id, "session_id": session_id, "turn_id": turn_id }))
         }
@@ -312,7 +310,7 @@ async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, fol
         ClientFrame::Confirm { request_id, session_id, confirmation_id, approve } => {
             owner_or_admin(state, holder, session_id, "answer this confirmation").await?;
             let answer = ChatSessionCommand::AnswerConfirmation { confirmation_id, approve, answered_at: chrono::Utc::now() };
-            state.commands.handle::<ChatSession>(&chat_stream(session_id), answer, &CommandMeta::new(holder.org_id, actor), None).await?;
+            state.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), answer, &CommandMeta::new(holder.org_id, actor), None).await?;
             wake_relay(state);
             Ok(
                 json!({ "type": "confirmation_answered", "request_id": request_id, "confirmation_id": confirmation_id, "approved": approve }),
@@ -321,7 +319,7 @@ async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, fol
         ClientFrame::Cancel { request_id, session_id, turn_id } => {
             owner_or_admin(state, holder, session_id, "cancel this turn").await?;
             let cancel = ChatSessionCommand::RequestCancel { turn_id };
-            state.commands.handle::<ChatSession>(&chat_stream(session_id), cancel, &CommandMeta::new(holder.org_id, actor), None).await?;
+            state.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), cancel, &CommandMeta::new(holder.org_id, actor), None).await?;
             wake_relay(state);
             Ok(json!({ "type": "cancel_requested", "request_id": request_id, "turn_id": turn_id }))
         }
