@@ -220,7 +220,7 @@ async fn measure_commands(pool: &PgPool, seconds: u64, length: u64) -> anyhow::R
         let mut events = vec![NewEvent::from_payload(&ChatSessionEvent::Created(SessionCreated {
             session_id,
             title: "bench".into(),
-            owner: "user:bench".into(),
+            owner: Actor::system("bench"),
         }))];
         events.extend(
             (1..length).map(|n| NewEvent::from_payload(&ChatSessionEvent::Renamed(SessionRenamed { title: format!("bench {n}") }))),

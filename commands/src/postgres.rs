@@ -66,7 +66,7 @@ fn store_error(error: sqlx::Error) -> StoreError {
 
 /// The envelope stored in an `events` row selected with [`ENVELOPE_COLUMNS`].
 pub fn envelope_from_row(row: &PgRow) -> Result<Envelope, StoreError> {
-    let decode = |error: String| StoreError::Unexpected(anyhow::anyhow!("stored event is malformed: {error}"));
+    let decode = StoreError::Malformed;
     let stream: String = row.try_get("stream").map_err(store_error)?;
     let actor: String = row.try_get("actor").map_err(store_error)?;
     Ok(Envelope {

@@ -28,10 +28,14 @@ use aurora_adapters::wakeup::{announce_appended, Announcer, LogSignals};
 use aurora_adapters::Config;
 use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::postgres::envelope_from_row;
+use crate::StoreError;
 
 /// The envelope columns with the payload as text, sent as the record value as it is stored.
 const RELAY_COLUMNS: &str = "event_id, event_type, schema_version, stream, stream_version, org_id, actor, occurred_at, \
@@ -144,16 +148,13 @@ impl Relay {
             idle_wait = self.idle_wait;
             woken_at = None;
             let batch_end = Checkpoint { transaction_id: last.try_get::<i64, _>("txid")? as u64, position: last.try_get("position")? };
-            let records = rows
+            let records = rows.iter().map(|row| self.record_of(row)).collect::<Result<Vec<_>, _>>()?;
+            let new_topics: Vec<String> = records
                 .iter()
-                .map(|row| {
-                    let envelope = envelope_from_row(row)?;
-                    let payload: String = row.try_get("payload_text")?;
-                    anyhow::Ok(OutgoingRecord::with_value(&self.topic_prefix, &envelope, payload.into_bytes()))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let new_topics: Vec<String> =
-                records.iter().map(|record| record.topic.clone()).filter(|topic| !known_topics.contains(topic)).collect();
+                .filter_map(|record| record.as_ref().ok())
+                .map(|record| record.topic.clone())
+                .filter(|topic| !known_topics.contains(topic))
+                .collect();
             if !new_topics.is_empty() {
                 ensure_topics(&self.config, &new_topics).await?;
                 known_topics.extend(new_topics);
@@ -233,7 +234,7 @@ impl Relay {
         let delivery = self.producer.deliver(&letter, Duration::from_secs(30)).await;
         delivery.map_err(|error| anyhow::anyhow!("dead-lettering event {event_id} failed: {error}"))?;
         metrics().relay_dead_letters.inc();
-        tracing::error!(%event_id, topic = %record.topic, %reason, "event refused by kafka; sent to the dead-letter topic");
+        tracing::error!(%event_id, topic = %record.topic, %reason, "event could not be published; sent to the dead-letter topic");
         Ok(())
     }
 
@@ -248,11 +249,40 @@ impl Relay {
         })
     }
 
+    /// The record of an `events` row; a row that is not a readable event (its stream, actor or
+    /// type malformed) is no record, but the copy to dead-letter with the reason, so that it
+    /// cannot stop the relay.
+    fn record_of(&self, row: &PgRow) -> anyhow::Result<Result<OutgoingRecord, (OutgoingRecord, String)>> {
+        let payload: String = row.try_get("payload_text")?;
+        match envelope_from_row(row) {
+            Ok(envelope) => Ok(Ok(OutgoingRecord::with_value(&self.topic_prefix, &envelope, payload.into_bytes()))),
+            Err(StoreError::Malformed(reason)) => {
+                let event_id: Uuid = row.try_get("event_id")?;
+                let stream: String = row.try_get("stream")?;
+                let category = stream.split_once('-').map_or(stream.as_str(), |(category, _)| category);
+                let headers = OwnedHeaders::new()
+                    .insert(Header { key: aurora_events::cloudevents::H_ID, value: Some(event_id.to_string().as_bytes()) });
+                let topic = aurora_events::topics::topic_for_category(&self.topic_prefix, category);
+                let record = OutgoingRecord { topic, key: stream, headers, value: payload.into_bytes() };
+                Ok(Err((record, format!("stored event is malformed: {reason}"))))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
     /// Hands every record to the producer, in order. A record the client refuses outright (larger
-    /// than `message.max.bytes`, say) is kept aside for the dead-letter topic.
-    async fn enqueue(&self, records: Vec<OutgoingRecord>) -> anyhow::Result<Vec<Enqueued>> {
+    /// than `message.max.bytes`, say), or a row that was no readable event, is kept aside for the
+    /// dead-letter topic.
+    async fn enqueue(&self, records: Vec<Result<OutgoingRecord, (OutgoingRecord, String)>>) -> anyhow::Result<Vec<Enqueued>> {
         let mut enqueued = Vec::with_capacity(records.len());
         for record in records {
+            let record = match record {
+                Ok(record) => record,
+                Err((record, reason)) => {
+                    enqueued.push(Enqueued::Refused(record, reason));
+                    continue;
+                }
+            };
             match self.producer.enqueue(&record, None).await {
                 Ok(delivery) => enqueued.push(Enqueued::Sent(record, delivery)),
                 Err(error) if is_refusal(&error) => {

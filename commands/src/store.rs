@@ -106,6 +106,9 @@ pub enum StoreError {
     NothingToAppend,
     #[error("a {event_type} event of {bytes} bytes is larger than the {limit} bytes an event may have")]
     EventTooLarge { event_type: String, bytes: usize, limit: usize },
+    /// A stored row that cannot be read as an event (written by hand, or by a broken build).
+    #[error("stored event is malformed: {0}")]
+    Malformed(String),
     #[error("the event store is unavailable: {0}")]
     Unavailable(#[source] anyhow::Error),
     #[error(transparent)]

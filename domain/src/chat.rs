@@ -9,6 +9,7 @@ use aurora_events::chat::{
     ToolCallCompleted, ToolCallFailed, ToolCallRequested, ToolCallStarted, TurnCancelRequested, TurnCancelled, TurnFailed, TurnFailure,
     TurnStarted,
 };
+use aurora_events::Actor;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -24,7 +25,7 @@ pub enum ChatSessionCommand {
     Create {
         session_id: Uuid,
         title: String,
-        owner: String,
+        owner: Actor,
     },
     Rename {
         title: String,
@@ -38,7 +39,7 @@ pub enum ChatSessionCommand {
         turn_id: Uuid,
         text: String,
         mode: ChatMode,
-        submitted_by: String,
+        submitted_by: Actor,
     },
     /// The agent processor takes the turn.
     StartTurn {
@@ -127,7 +128,7 @@ pub struct Turn {
     pub turn_id: Uuid,
     pub mode: ChatMode,
     pub question: String,
-    pub submitted_by: String,
+    pub submitted_by: Actor,
     pub status: TurnStatus,
     /// Set once the agent processor took the turn.
     pub started_at: Option<DateTime<Utc>>,
@@ -219,7 +220,8 @@ impl ChatSessionError {
 pub struct ChatSession {
     pub session_id: Option<Uuid>,
     pub title: String,
-    pub owner: String,
+    /// Who opened the session; `None` before it exists.
+    pub owner: Option<Actor>,
     pub archived: bool,
     pub deleted: bool,
     pub history: Vec<Exchange>,
@@ -417,7 +419,7 @@ impl Aggregate for ChatSession {
             E::Created(created) => {
                 self.session_id = Some(created.session_id);
                 self.title = created.title.clone();
-                self.owner = created.owner.clone();
+                self.owner = Some(created.owner.clone());
             }
             E::Renamed(renamed) => self.title = renamed.title.clone(),
             E::Archived(_) => self.archived = true,
@@ -530,21 +532,29 @@ mod tests {
     use crate::testing::given;
     use chrono::TimeZone;
 
+    fn ana() -> Actor {
+        Actor::user(Uuid::from_u128(1))
+    }
+
+    fn bo() -> Actor {
+        Actor::user(Uuid::from_u128(2))
+    }
+
     fn created() -> ChatSessionEvent {
-        ChatSessionEvent::Created(SessionCreated { session_id: Uuid::nil(), title: "checkout latency".into(), owner: "user:ana".into() })
+        ChatSessionEvent::Created(SessionCreated { session_id: Uuid::nil(), title: "checkout latency".into(), owner: ana() })
     }
 
     #[test]
     fn a_new_session_is_created_with_a_trimmed_title() {
         given::<ChatSession>([])
-            .when(ChatSessionCommand::Create { session_id: Uuid::nil(), title: "  checkout latency ".into(), owner: "user:ana".into() })
+            .when(ChatSessionCommand::Create { session_id: Uuid::nil(), title: "  checkout latency ".into(), owner: ana() })
             .then([created()]);
     }
 
     #[test]
     fn a_session_cannot_be_created_twice() {
         given::<ChatSession>([created()])
-            .when(ChatSessionCommand::Create { session_id: Uuid::nil(), title: "again".into(), owner: "user:ana".into() })
+            .when(ChatSessionCommand::Create { session_id: Uuid::nil(), title: "again".into(), owner: ana() })
             .then_error(ChatSessionError::AlreadyExists(Uuid::nil()).into());
     }
 
@@ -586,7 +596,7 @@ mod tests {
             turn_id,
             text: "why is checkout slow?".into(),
             mode: ChatMode::Agent,
-            submitted_by: "user:ana".into(),
+            submitted_by: ana(),
         })
     }
 
@@ -623,27 +633,17 @@ mod tests {
     fn one_turn_runs_at_a_time() {
         let turn_id = Uuid::now_v7();
         given::<ChatSession>([created(), submitted(turn_id)])
-            .when(ChatSessionCommand::Submit {
-                turn_id: Uuid::now_v7(),
-                text: "and now?".into(),
-                mode: ChatMode::Ask,
-                submitted_by: "user:ana".into(),
-            })
+            .when(ChatSessionCommand::Submit { turn_id: Uuid::now_v7(), text: "and now?".into(), mode: ChatMode::Ask, submitted_by: ana() })
             .then_error(ChatSessionError::TurnRunning.into());
         let finished = ChatSessionEvent::TurnCancelled(TurnCancelled { turn_id });
         let next = Uuid::now_v7();
         given::<ChatSession>([created(), submitted(turn_id), finished])
-            .when(ChatSessionCommand::Submit {
-                turn_id: next,
-                text: " and now? ".into(),
-                mode: ChatMode::Ask,
-                submitted_by: "user:bo".into(),
-            })
+            .when(ChatSessionCommand::Submit { turn_id: next, text: " and now? ".into(), mode: ChatMode::Ask, submitted_by: bo() })
             .then([ChatSessionEvent::MessageSubmitted(MessageSubmitted {
                 turn_id: next,
                 text: "and now?".into(),
                 mode: ChatMode::Ask,
-                submitted_by: "user:bo".into(),
+                submitted_by: bo(),
             })]);
     }
 
@@ -692,7 +692,7 @@ mod tests {
 
     #[test]
     fn free_text_is_bounded_and_holds_no_control_characters() {
-        let title_with_nul = ChatSessionCommand::Create { session_id: Uuid::nil(), title: "a\u{0}b".into(), owner: "user:ana".into() };
+        let title_with_nul = ChatSessionCommand::Create { session_id: Uuid::nil(), title: "a\u{0}b".into(), owner: ana() };
         given::<ChatSession>([])
             .when(title_with_nul)
             .then_error(DomainError::InvalidInput { field: "title", reason: "must not contain control characters".into() });
@@ -704,13 +704,13 @@ mod tests {
             turn_id: Uuid::nil(),
             text: "line one\nline two\tindented".into(),
             mode: ChatMode::Ask,
-            submitted_by: "user:ana".into(),
+            submitted_by: ana(),
         };
         given::<ChatSession>([created()]).when(question).then([ChatSessionEvent::MessageSubmitted(MessageSubmitted {
             turn_id: Uuid::nil(),
             text: "line one\nline two\tindented".into(),
             mode: ChatMode::Ask,
-            submitted_by: "user:ana".into(),
+            submitted_by: ana(),
         })]);
     }
 

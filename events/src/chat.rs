@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::event_family;
+use crate::Actor;
 
 /// `chat.session_created`: a user opened a chat session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -17,7 +18,7 @@ pub struct SessionCreated {
     pub session_id: Uuid,
     pub title: String,
     /// The user the session belongs to (`user:<id>`).
-    pub owner: String,
+    pub owner: Actor,
 }
 
 /// `chat.session_renamed`: the session's title changed.
@@ -54,7 +55,7 @@ pub struct MessageSubmitted {
     pub text: String,
     pub mode: ChatMode,
     /// The user who asked (`user:<id>`); the agent runs tools with this user's identity.
-    pub submitted_by: String,
+    pub submitted_by: Actor,
 }
 
 /// `chat.turn_started`: the agent processor took the turn.

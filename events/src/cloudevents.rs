@@ -154,7 +154,7 @@ mod tests {
             stream: "chat-abc".parse().unwrap(),
             stream_version: 3,
             org_id: OrgId(Uuid::now_v7()),
-            actor: Actor::user("u1"),
+            actor: Actor::user(Uuid::from_u128(1)),
             occurred_at: Utc::now(),
             correlation_id: Uuid::now_v7(),
             causation_id: Some(Uuid::now_v7()),

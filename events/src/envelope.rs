@@ -97,74 +97,85 @@ impl<'de> Deserialize<'de> for StreamId {
     }
 }
 
-/// Who caused an event: a person, an external system delivering a webhook, or one of Aurora's
-/// own processors acting on an earlier event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ActorKind {
-    User,
-    Webhook,
-    Processor,
-    System,
-}
-
-impl ActorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActorKind::User => "user",
-            ActorKind::Webhook => "webhook",
-            ActorKind::Processor => "processor",
-            ActorKind::System => "system",
-        }
-    }
-}
-
-/// An actor rendered as `kind:id`, for example `user:0193...` or `webhook:grafana`.
+/// Who caused an event: a person (by user id), an external system delivering a webhook (by
+/// source), one of Aurora's own processors acting on an earlier event, or Aurora itself (a timer,
+/// a command-line tool). On the wire it is `kind:id`, for example `user:0193...` or
+/// `webhook:grafana`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Actor {
-    pub kind: ActorKind,
-    pub id: String,
+pub enum Actor {
+    User(Uuid),
+    Webhook(String),
+    Processor(String),
+    System(String),
 }
 
 impl Actor {
-    pub fn user(id: impl Into<String>) -> Self {
-        Self { kind: ActorKind::User, id: id.into() }
+    pub fn user(user_id: Uuid) -> Self {
+        Self::User(user_id)
     }
 
     pub fn processor(name: impl Into<String>) -> Self {
-        Self { kind: ActorKind::Processor, id: name.into() }
+        Self::Processor(name.into())
     }
 
     pub fn system(name: impl Into<String>) -> Self {
-        Self { kind: ActorKind::System, id: name.into() }
+        Self::System(name.into())
+    }
+
+    /// The person, when a person acted.
+    pub fn user_id(&self) -> Option<Uuid> {
+        match self {
+            Self::User(user_id) => Some(*user_id),
+            _ => None,
+        }
     }
 }
 
 impl fmt::Display for Actor {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{}:{}", self.kind.as_str(), self.id)
+        match self {
+            Self::User(user_id) => write!(formatter, "user:{user_id}"),
+            Self::Webhook(source) => write!(formatter, "webhook:{source}"),
+            Self::Processor(name) => write!(formatter, "processor:{name}"),
+            Self::System(name) => write!(formatter, "system:{name}"),
+        }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("actor `{0}` must have the form `user|webhook|processor|system:id`")]
+#[error("actor `{0}` must have the form `user:<uuid>` or `webhook|processor|system:<name>`")]
 pub struct ActorParseError(String);
 
 impl FromStr for Actor {
     type Err = ActorParseError;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (kind, id) = text.split_once(':').ok_or_else(|| ActorParseError(text.to_owned()))?;
-        let kind = match kind {
-            "user" => ActorKind::User,
-            "webhook" => ActorKind::Webhook,
-            "processor" => ActorKind::Processor,
-            "system" => ActorKind::System,
-            _ => return Err(ActorParseError(text.to_owned())),
-        };
+        let refused = || ActorParseError(text.to_owned());
+        let (kind, id) = text.split_once(':').ok_or_else(refused)?;
         if id.is_empty() {
-            return Err(ActorParseError(text.to_owned()));
+            return Err(refused());
         }
-        Ok(Self { kind, id: id.to_owned() })
+        match kind {
+            "user" => Uuid::parse_str(id).map(Self::User).map_err(|_| refused()),
+            "webhook" => Ok(Self::Webhook(id.to_owned())),
+            "processor" => Ok(Self::Processor(id.to_owned())),
+            "system" => Ok(Self::System(id.to_owned())),
+            _ => Err(refused()),
+        }
+    }
+}
+
+/// In event payloads an actor is a string, as on the envelope.
+impl schemars::JsonSchema for Actor {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        String::schema_name()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        String::json_schema(generator)
     }
 }
 
@@ -218,9 +229,12 @@ mod tests {
     #[test]
     fn actors_round_trip() {
         let actor: Actor = "webhook:grafana".parse().unwrap();
-        assert_eq!(actor.kind, ActorKind::Webhook);
+        assert_eq!(actor, Actor::Webhook("grafana".into()));
         assert_eq!(actor.to_string(), "webhook:grafana");
+        let user = Uuid::now_v7();
+        assert_eq!(format!("user:{user}").parse::<Actor>().unwrap().user_id(), Some(user));
         assert!("robot:x".parse::<Actor>().is_err());
         assert!("user:".parse::<Actor>().is_err());
+        assert!("user:ana".parse::<Actor>().is_err(), "a user is named by id");
     }
 }

@@ -13,7 +13,7 @@ pub mod topics;
 pub mod upcast;
 
 pub use catalog::{DecodeError, EventPayload};
-pub use envelope::{Actor, ActorKind, Envelope, OrgId, StreamId, StreamIdError};
+pub use envelope::{Actor, Envelope, OrgId, StreamId, StreamIdError};
 
 /// Declares a layer's feature modules and `register_features`, which calls each module's
 /// `register` with the layer's registry: `features!(Registry: chat, identity)`. A feature is one

@@ -379,7 +379,7 @@ pub async fn write_burst(pool: &PgPool, org: Uuid, streams: usize, events_per_st
                         ChatSessionEvent::Created(SessionCreated {
                             session_id: *session_id,
                             title: "burst".into(),
-                            owner: "user:burst".into(),
+                            owner: aurora_events::Actor::user(org),
                         })
                     } else {
                         ChatSessionEvent::Renamed(SessionRenamed { title: format!("burst {version}") })
@@ -389,7 +389,7 @@ pub async fn write_burst(pool: &PgPool, org: Uuid, streams: usize, events_per_st
                         expected: if version == 1 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version - 1) },
                         command_id: Some(Uuid::now_v7()),
                         org_id: aurora_events::OrgId(org),
-                        actor: aurora_events::Actor::user("burst"),
+                        actor: aurora_events::Actor::user(org),
                         correlation_id: Uuid::now_v7(),
                         causation_id: None,
                         traceparent: None,

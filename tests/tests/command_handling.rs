@@ -16,7 +16,7 @@ async fn handler() -> (aurora_tests::TestEnv, CommandHandler) {
 }
 
 fn create(session_id: Uuid) -> ChatSessionCommand {
-    ChatSessionCommand::Create { session_id, title: "checkout latency".into(), owner: "user:ana".into() }
+    ChatSessionCommand::Create { session_id, title: "checkout latency".into(), owner: ana() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,14 +25,14 @@ async fn concurrent_commands_on_one_stream_all_land_by_retrying() {
     let org = OrgId(Uuid::now_v7());
     let session_id = Uuid::now_v7();
     let stream = StreamId::new("chat", session_id.to_string()).unwrap();
-    handler.handle::<ChatSession>(&stream, create(session_id), &CommandMeta::new(org, Actor::user("ana")), None).await.unwrap();
+    handler.handle::<ChatSession>(&stream, create(session_id), &CommandMeta::new(org, ana()), None).await.unwrap();
 
     let renames = (0..4).map(|index| {
         let handler = handler.clone();
         let stream = stream.clone();
         tokio::spawn(async move {
             let command = ChatSessionCommand::Rename { title: format!("title {index}") };
-            handler.handle::<ChatSession>(&stream, command, &CommandMeta::new(org, Actor::user("ana")), None).await
+            handler.handle::<ChatSession>(&stream, command, &CommandMeta::new(org, ana()), None).await
         })
     });
     for outcome in futures::future::join_all(renames).await {
@@ -49,7 +49,7 @@ async fn a_stale_expected_version_is_a_conflict_naming_the_current_one() {
     let org = OrgId(Uuid::now_v7());
     let session_id = Uuid::now_v7();
     let stream = StreamId::new("chat", session_id.to_string()).unwrap();
-    let meta = || CommandMeta::new(org, Actor::user("ana"));
+    let meta = || CommandMeta::new(org, ana());
     handler.handle::<ChatSession>(&stream, create(session_id), &meta(), None).await.unwrap();
     handler.handle::<ChatSession>(&stream, ChatSessionCommand::Rename { title: "one".into() }, &meta(), Some(1)).await.unwrap();
     let error =
@@ -63,7 +63,7 @@ async fn a_repeated_command_returns_the_first_result_and_appends_nothing() {
     let org = OrgId(Uuid::now_v7());
     let session_id = Uuid::now_v7();
     let stream = StreamId::new("chat", session_id.to_string()).unwrap();
-    let meta = CommandMeta::idempotent(org, Actor::user("ana"), Uuid::now_v7());
+    let meta = CommandMeta::idempotent(org, ana(), Uuid::now_v7());
     let first = handler.handle::<ChatSession>(&stream, create(session_id), &meta, None).await.unwrap();
     let again = handler.handle::<ChatSession>(&stream, create(session_id), &meta, None).await.unwrap();
     assert_eq!(again.appended.as_ref().unwrap().event_ids, first.appended.as_ref().unwrap().event_ids);
@@ -80,11 +80,11 @@ async fn unknown_streams_and_other_organisations_streams_are_not_found() {
     let stream = StreamId::new("chat", session_id.to_string()).unwrap();
     let rename = ChatSessionCommand::Rename { title: "x".into() };
 
-    let unknown = handler.handle::<ChatSession>(&stream, rename.clone(), &CommandMeta::new(org, Actor::user("ana")), None).await;
+    let unknown = handler.handle::<ChatSession>(&stream, rename.clone(), &CommandMeta::new(org, ana()), None).await;
     assert!(matches!(unknown, Err(HandleError::Domain(DomainError::ChatSession(ChatSessionError::NotFound)))));
 
-    handler.handle::<ChatSession>(&stream, create(session_id), &CommandMeta::new(org, Actor::user("ana")), None).await.unwrap();
-    let foreign = handler.handle::<ChatSession>(&stream, rename, &CommandMeta::new(other_org, Actor::user("eve")), None).await;
+    handler.handle::<ChatSession>(&stream, create(session_id), &CommandMeta::new(org, ana()), None).await.unwrap();
+    let foreign = handler.handle::<ChatSession>(&stream, rename, &CommandMeta::new(other_org, Actor::user(Uuid::from_u128(2))), None).await;
     assert!(matches!(foreign, Err(HandleError::Domain(DomainError::ChatSession(ChatSessionError::NotFound)))));
 }
 
@@ -97,7 +97,7 @@ async fn a_handler_decides_on_what_another_process_appended_since() {
     let org = OrgId(Uuid::now_v7());
     let session_id = Uuid::now_v7();
     let stream = StreamId::new("chat", session_id.to_string()).unwrap();
-    let meta = || CommandMeta::new(org, Actor::user("ana"));
+    let meta = || CommandMeta::new(org, ana());
     here.handle::<ChatSession>(&stream, create(session_id), &meta(), None).await.unwrap();
 
     // Renamed elsewhere: the same rename here is already satisfied, not a second event.
@@ -114,4 +114,8 @@ async fn a_handler_decides_on_what_another_process_appended_since() {
     assert_eq!(env.count("SELECT count(*) FROM events").await, 3);
     let (state, version) = here.load::<ChatSession>(&stream, org).await.unwrap();
     assert_eq!((state.title.as_str(), state.archived, version), ("db pool", true, 3));
+}
+
+fn ana() -> Actor {
+    Actor::user(Uuid::from_u128(1))
 }

@@ -18,7 +18,7 @@ fn request(stream: &StreamId, expected: ExpectedVersion, count: usize, command_i
         expected,
         command_id,
         org_id: OrgId(Uuid::nil()),
-        actor: Actor::user("contract"),
+        actor: Actor::user(Uuid::from_u128(1)),
         correlation_id: Uuid::now_v7(),
         causation_id: None,
         traceparent: None,

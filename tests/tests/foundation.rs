@@ -15,7 +15,7 @@ use uuid::Uuid;
 const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversized_reason_is_refused_and_an_oversized_event_is_dead_lettered_while_others_flow() {
+async fn an_oversized_reason_is_refused_and_oversized_or_unreadable_events_are_dead_lettered_while_others_flow() {
     let env = TestEnv::new().await;
     let app = App::spawn(&env, Roles::ALL).await;
     let ana = Caller::register(&app.base_url, "ana").await;
@@ -35,12 +35,25 @@ async fn an_oversized_reason_is_refused_and_an_oversized_event_is_dead_lettered_
     let other_org = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO events (event_id, stream, stream_version, event_type, schema_version, org_id, actor, occurred_at, \
-         correlation_id, payload) VALUES ($1, $2, 1, 'chat.session_created', 1, $3, 'user:someone', now(), $1, $4)",
+         correlation_id, payload) VALUES ($1, $2, 1, 'chat.session_created', 1, $3, $5, now(), $1, $4)",
     )
     .bind(oversized_id)
     .bind(format!("chat-{}", Uuid::now_v7()))
     .bind(other_org)
-    .bind(json!({ "session_id": Uuid::now_v7(), "title": "y".repeat(2_000_000), "owner": "user:someone" }))
+    .bind(json!({ "session_id": Uuid::now_v7(), "title": "y".repeat(2_000_000), "owner": format!("user:{}", Uuid::now_v7()) }))
+    .bind(format!("user:{}", Uuid::now_v7()))
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    // And a row that is no readable event at all (its actor names nobody).
+    let unreadable_id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO events (event_id, stream, stream_version, event_type, schema_version, org_id, actor, occurred_at, \
+         correlation_id, payload) VALUES ($1, $2, 1, 'chat.session_created', 1, $3, 'someone', now(), $1, '{}')",
+    )
+    .bind(unreadable_id)
+    .bind(format!("chat-{}", Uuid::now_v7()))
+    .bind(other_org)
     .execute(&env.pool)
     .await
     .unwrap();
@@ -51,18 +64,22 @@ async fn an_oversized_reason_is_refused_and_an_oversized_event_is_dead_lettered_
         (found == StatusCode::OK).then_some(())
     })
     .await;
-    let dead_letters = eventually("the oversized event on the dead-letter topic", WAIT, || async {
+    let dead_letters = eventually("the oversized and the unreadable event on the dead-letter topic", WAIT, || async {
         let records = read_all(&env.config, &aurora_events::topics::dead_letter_topic(&env.config.kafka.topic_prefix)).await;
-        (!records.is_empty()).then_some(records)
+        (records.len() >= 2).then_some(records)
     })
     .await;
-    assert_eq!(dead_letters.len(), 1);
-    let letter = &dead_letters[0];
-    assert_eq!(header_str(letter, "ce_id"), Some(oversized_id.to_string().as_str()));
-    assert_eq!(header_str(letter, DLQ_CONSUMER), Some("relay"));
-    assert!(header_str(letter, DLQ_ERROR).unwrap().contains("too large"), "{:?}", header_str(letter, DLQ_ERROR));
+    assert_eq!(dead_letters.len(), 2);
+    let letter_of = |event_id: Uuid| {
+        let letter = dead_letters.iter().find(|letter| header_str(*letter, "ce_id") == Some(event_id.to_string().as_str()));
+        let letter = letter.unwrap_or_else(|| panic!("no dead letter for {event_id}"));
+        assert_eq!(header_str(letter, DLQ_CONSUMER), Some("relay"));
+        header_str(letter, DLQ_ERROR).unwrap().to_owned()
+    };
+    assert!(letter_of(oversized_id).contains("too large"));
+    assert!(letter_of(unreadable_id).contains("malformed"));
     let metrics = http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.lines().any(|line| line == "aurora_relay_dead_letters_total 1"), "{metrics}");
+    assert!(metrics.lines().any(|line| line == "aurora_relay_dead_letters_total 2"), "{metrics}");
     app.stop().await;
 }
 

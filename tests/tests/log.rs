@@ -67,8 +67,8 @@ async fn an_event_whose_transaction_commits_late_is_not_skipped() {
     let app = App::spawn(&env, Roles { gateway: false, processors: true, projections: false }).await;
     let org = Uuid::now_v7();
     let append = "SELECT last_version FROM aurora_append($1, 0, NULL, ARRAY[$2::uuid], ARRAY['chat.session_created'], \
-                  ARRAY[1], ARRAY[$3::jsonb], $4, 'user:ana', now(), $2, NULL, NULL)";
-    let payload = |session_id: Uuid| json!({ "session_id": session_id, "title": "t", "owner": "user:ana" });
+                  ARRAY[1], ARRAY[$3::jsonb], $4, 'system:test', now(), $2, NULL, NULL)";
+    let payload = |session_id: Uuid| json!({ "session_id": session_id, "title": "t", "owner": format!("user:{}", Uuid::nil()) });
 
     // The early transaction takes its position first and commits last.
     let (early_session, early_event) = (Uuid::now_v7(), Uuid::now_v7());
@@ -207,7 +207,7 @@ async fn events_tail_and_audit_export_on_the_command_line() {
     let exported: Vec<Value> = std::fs::read_to_string(&out).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
     std::fs::remove_file(&out).unwrap();
     assert_eq!(exported.len(), 6);
-    assert!(exported.iter().all(|line| line["org_id"] == org.to_string() && line["actor"] == "user:burst"));
+    assert!(exported.iter().all(|line| line["org_id"] == org.to_string() && line["actor"] == format!("user:{org}")));
     let mut exported_ids: Vec<String> = exported.iter().map(|line| line["event_id"].as_str().unwrap().to_owned()).collect();
     let mut expected: Vec<String> = ids.iter().map(Uuid::to_string).collect();
     exported_ids.sort();

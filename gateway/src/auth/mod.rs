@@ -74,7 +74,7 @@ impl Caller {
     }
 
     pub fn actor(&self) -> Actor {
-        Actor::user(self.identity.user_id.to_string())
+        Actor::user(self.identity.user_id)
     }
 
     /// A read-only transaction on the read models that sees only the caller's organisation:

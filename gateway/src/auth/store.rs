@@ -142,7 +142,7 @@ impl IdentityStore {
     /// invitation. Returns the new account's user id, organisation and role.
     pub async fn register(&self, registration: Registration) -> Result<(Uuid, OrgId, Role), ApiError> {
         let user_id = Uuid::now_v7();
-        let actor = Actor::user(user_id.to_string());
+        let actor = Actor::user(user_id);
         let correlation_id = Uuid::now_v7();
         // The organisation's stream is locked before the invitation row is: a new one needs no lock.
         let (joined_org, new_org) = match &registration.joins {
@@ -265,7 +265,7 @@ impl IdentityStore {
             .bind(expires_at)
             .execute(&mut *transaction)
             .await?;
-        let actor = Actor::user(user_id.to_string());
+        let actor = Actor::user(user_id);
         record(
             &mut transaction,
             UserEvent::stream_of(user_id),
@@ -386,7 +386,7 @@ impl IdentityStore {
         let mut transaction = self.begin(&[&UserEvent::stream_of(identity.user_id)]).await?;
         let ended = sqlx::query("DELETE FROM auth_sessions WHERE session_hash = $1").bind(session_hash).execute(&mut *transaction).await?;
         if ended.rows_affected() > 0 {
-            let actor = Actor::user(identity.user_id.to_string());
+            let actor = Actor::user(identity.user_id);
             record(
                 &mut transaction,
                 UserEvent::stream_of(identity.user_id),
@@ -427,7 +427,7 @@ impl IdentityStore {
             .bind(keep)
             .execute(&mut *transaction)
             .await?;
-        let actor = Actor::user(identity.user_id.to_string());
+        let actor = Actor::user(identity.user_id);
         let changed = UserEvent::PasswordChanged(PasswordChanged { sessions_ended: ended.rows_affected() as u32 });
         record(&mut transaction, UserEvent::stream_of(identity.user_id), identity.org_id, &actor, Uuid::now_v7(), &[changed]).await?;
         transaction.commit().await?;
@@ -456,7 +456,7 @@ impl IdentityStore {
         .bind(expires_at)
         .execute(&mut *transaction)
         .await?;
-        let actor = Actor::user(identity.user_id.to_string());
+        let actor = Actor::user(identity.user_id);
         let created = UserEvent::ApiTokenCreated(ApiTokenCreated { token_id, name, role, expires_at });
         record(&mut transaction, UserEvent::stream_of(identity.user_id), identity.org_id, &actor, Uuid::now_v7(), &[created]).await?;
         transaction.commit().await?;
@@ -483,7 +483,7 @@ impl IdentityStore {
             // Revoking twice is a no-op; someone else's token does not exist for this caller.
             return if exists { Ok(()) } else { Err(ApiError::NotFound("API token".into())) };
         }
-        let actor = Actor::user(identity.user_id.to_string());
+        let actor = Actor::user(identity.user_id);
         record(
             &mut transaction,
             UserEvent::stream_of(identity.user_id),
@@ -528,7 +528,7 @@ impl IdentityStore {
         .bind(expires_at)
         .execute(&mut *transaction)
         .await?;
-        let actor = Actor::user(identity.user_id.to_string());
+        let actor = Actor::user(identity.user_id);
         let invited = OrgEvent::MemberInvited(MemberInvited { invitation_id, email, role, expires_at });
         record(&mut transaction, OrgEvent::stream_of(identity.org_id.0), identity.org_id, &actor, Uuid::now_v7(), &[invited]).await?;
         transaction.commit().await?;
@@ -556,7 +556,7 @@ impl IdentityStore {
             .bind(invitation_id)
             .execute(&mut *transaction)
             .await?;
-        let actor = Actor::user(identity.user_id.to_string());
+        let actor = Actor::user(identity.user_id);
         let revoked = OrgEvent::InvitationRevoked(InvitationRevoked { invitation_id });
         record(&mut transaction, OrgEvent::stream_of(identity.org_id.0), identity.org_id, &actor, Uuid::now_v7(), &[revoked]).await?;
         transaction.commit().await?;
@@ -592,7 +592,7 @@ impl IdentityStore {
             .bind(role.as_str())
             .execute(&mut *transaction)
             .await?;
-        let actor = Actor::user(identity.user_id.to_string());
+        let actor = Actor::user(identity.user_id);
         let changed = OrgEvent::MemberRoleChanged(MemberRoleChanged { user_id, previous_role: current, role });
         record(&mut transaction, OrgEvent::stream_of(identity.org_id.0), identity.org_id, &actor, Uuid::now_v7(), &[changed]).await?;
         transaction.commit().await?;
@@ -610,7 +610,7 @@ impl IdentityStore {
             .bind(user_id)
             .execute(&mut *transaction)
             .await?;
-        let actor = Actor::user(identity.user_id.to_string());
+        let actor = Actor::user(identity.user_id);
         record(
             &mut transaction,
             OrgEvent::stream_of(identity.org_id.0),

@@ -175,7 +175,7 @@ pub async fn create_session(
     let meta = command_meta(&state, &caller, &headers, "create_session", &request).await?;
     // The command id names the session, so a retried create addresses the same stream.
     let session_id = meta.command_id;
-    let command = ChatSessionCommand::Create { session_id, title: request.title, owner: caller.actor().to_string() };
+    let command = ChatSessionCommand::Create { session_id, title: request.title, owner: caller.actor() };
     let handled = state.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), command, &meta, None).await?;
     Ok((StatusCode::CREATED, axum::Json(accepted(session_id, handled))))
 }

@@ -244,7 +244,7 @@ async fn visible_session(state: &AppState, holder: &TicketHolder, session_id: Uu
 }
 
 async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, following: &mut Following) -> Result<Value, ApiError> {
-    let actor = Actor::user(holder.user_id.to_string());
+    let actor = Actor::user(holder.user_id);
     match frame {
         ClientFrame::Ping { request_id } => Ok(json!({ "type": "pong", "request_id": request_id })),
         ClientFrame::Query { request_id, session_id, text, mode } => {
@@ -261,7 +261,7 @@ async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, fol
                     let session_id = Uuid::now_v7();
                     let title: String = text.trim().chars().take(60).collect();
                     let title = if title.is_empty() { "New chat".to_owned() } else { title };
-                    let create = ChatSessionCommand::Create { session_id, title, owner: actor.to_string() };
+                    let create = ChatSessionCommand::Create { session_id, title, owner: actor.clone() };
                     state
                         .commands
                         .handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), create, &CommandMeta::new(holder.org_id, actor.clone()), None)
@@ -272,7 +272,7 @@ async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, fol
             // Followed before the question is recorded, so that no frame of the turn is missed.
             following.follow(state, session_id)?;
             let turn_id = Uuid::now_v7();
-            let submit = ChatSessionCommand::Submit { turn_id, text, mode, submitted_by: actor.to_string() };
+            let submit = ChatSessionCommand::Submit { turn_id, text, mode, submitted_by: actor.clone() };
             state.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), submit, &CommandMeta::new(holder.org_id, actor), None).await?;
             wake_relay(state);
             Ok(json!({ "type": "accepted", "request_id": request_id, "session_id": session_id, "turn_id": turn_id }))
@@ -336,7 +336,7 @@ fn wake_relay(state: &AppState) {
 async fn owner_or_admin(state: &AppState, holder: &TicketHolder, session_id: Uuid, what: &str) -> Result<(), ApiError> {
     let (session, _) = visible_session(state, holder, session_id).await?;
     let role = current_role(state, holder).await?;
-    let owner = session.owner == format!("user:{}", holder.user_id);
+    let owner = session.owner == Some(Actor::user(holder.user_id));
     if role == Role::Admin || (owner && role >= Role::Editor) {
         return Ok(());
     }

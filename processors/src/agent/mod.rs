@@ -372,8 +372,7 @@ impl Agent {
         call: &ToolCallRequested,
         tool: &dyn AnyTool,
     ) -> Result<ToolCallCompleted, String> {
-        let user_id = turn.submitted_by.strip_prefix("user:").and_then(|id| Uuid::parse_str(id).ok());
-        let Some(user_id) = user_id else { return Err("the turn has no user to run tools for".into()) };
+        let Some(user_id) = turn.submitted_by.user_id() else { return Err("the turn has no user to run tools for".into()) };
         let role: Option<String> =
             sqlx::query_scalar("SELECT role FROM accounts WHERE user_id = $1 AND org_id = $2 AND removed_at IS NULL")
                 .bind(user_id)

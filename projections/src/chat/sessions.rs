@@ -41,7 +41,7 @@ impl Projection for ChatSessions {
                     .bind(session_id)
                     .bind(envelope.org_id.0)
                     .bind(&created.title)
-                    .bind(&created.owner)
+                    .bind(created.owner.to_string())
                     .bind(version)
                     .bind(envelope.occurred_at)
                     .execute(&mut *connection)
