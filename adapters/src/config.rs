@@ -19,6 +19,15 @@ pub struct Config {
     pub auth: AuthConfig,
     pub llm: LlmConfig,
     pub agent: AgentConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// Where traces go. Spans are made and carried across Kafka (`traceparent` on every event) either
+/// way; they leave the process only when an OTLP endpoint is set.
+#[derive(Clone, Debug, Default)]
+pub struct TelemetryConfig {
+    /// An OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`.
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Clone)]
@@ -284,6 +293,7 @@ impl Config {
                 }
                 "AURORA_AUTH_RATE_WINDOW_SECS" => config.auth.rate_window = seconds("AURORA_AUTH_RATE_WINDOW_SECS", &value)?,
                 "AURORA_TRUST_FORWARDED_FOR" => config.http.trust_forwarded_for = parse("AURORA_TRUST_FORWARDED_FOR", &value)?,
+                "AURORA_OTLP_ENDPOINT" => config.telemetry.otlp_endpoint = Some(value).filter(|endpoint| !endpoint.is_empty()),
                 "AURORA_LLM_BASE_URL" => config.llm.base_url = value,
                 "AURORA_LLM_MODEL" => config.llm.model = value,
                 "AURORA_LLM_API_KEY" => config.llm.api_key = Some(value).filter(|key| !key.is_empty()).map(SecretString::from),

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod postgres;
 pub mod redis;
 pub mod shutdown;
+pub mod telemetry;
 pub mod wakeup;
 
 pub use config::Config;

@@ -32,6 +32,7 @@ impl Application {
     /// Starts `roles` on `pool` until `shutdown` is cancelled. The roles of a process share one
     /// listener for wake-ups ([`LogSignals`]).
     pub async fn start(config: &Config, pool: PgPool, roles: Vec<Role>, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        aurora_adapters::telemetry::install(&config.telemetry)?;
         let signals = LogSignals::listen(&config.database.url, shutdown.clone());
         let mut tasks = JoinSet::new();
         let mut gateway_address = None;
@@ -88,6 +89,8 @@ impl Application {
                 }
             }
         }
+        // The batch exporter's flush blocks while its task, on this runtime, sends the spans.
+        let _ = tokio::task::spawn_blocking(aurora_adapters::telemetry::flush).await;
         outcome
     }
 

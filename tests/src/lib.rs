@@ -4,6 +4,7 @@
 
 pub mod chat;
 pub mod kafka;
+pub mod otlp;
 pub mod servers;
 
 use std::path::PathBuf;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use aurora_adapters::telemetry::{SpanKind, Trace};
 use aurora_commands::{CommandMeta, Handled};
 
 use crate::auth::Caller;
@@ -127,9 +128,9 @@ async fn command_meta(
         meta.correlation_id = meta.command_id;
         meta.idempotent = true;
     }
-    if let Some(traceparent) = headers.get("traceparent").and_then(|value| value.to_str().ok()) {
-        meta.traceparent = Some(traceparent.to_owned());
-    }
+    // The command continues the caller's trace, if it sent one, in a span of the gateway's own.
+    let parent = headers.get("traceparent").and_then(|value| value.to_str().ok());
+    meta.traceparent = Trace::start("http.command", SpanKind::Server, parent).traceparent();
     Ok(meta)
 }
 

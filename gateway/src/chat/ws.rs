@@ -7,6 +7,7 @@
 //! chat event (`tool_call.requested`, `confirmation.requested`, `chat.assistant_message_completed`,
 //! ...) with its payload. A socket that falls too far behind gets `lagged` and subscribes again.
 
+use aurora_adapters::telemetry::{SpanKind, Trace};
 use aurora_commands::CommandMeta;
 use aurora_domain::chat::{ChatSession, ChatSessionCommand};
 use aurora_domain::Aggregate;
@@ -89,6 +90,9 @@ enum ClientFrame {
         session_id: Option<Uuid>,
         text: String,
         mode: ChatMode,
+        /// The W3C trace context of the client's own trace, to continue it; malformed is ignored.
+        #[serde(default)]
+        traceparent: Option<String>,
     },
     /// Follow a session: its turn in progress now, and everything after.
     Subscribe {
@@ -247,7 +251,9 @@ async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, fol
     let actor = Actor::user(holder.user_id);
     match frame {
         ClientFrame::Ping { request_id } => Ok(json!({ "type": "pong", "request_id": request_id })),
-        ClientFrame::Query { request_id, session_id, text, mode } => {
+        ClientFrame::Query { request_id, session_id, text, mode, traceparent } => {
+            let trace = Trace::start("chat.question", SpanKind::Server, traceparent.as_deref());
+            let meta = || CommandMeta { traceparent: trace.traceparent(), ..CommandMeta::new(holder.org_id, actor.clone()) };
             if current_role(state, holder).await? < Role::Editor {
                 return Err(ApiError::Forbidden("asking the agent needs the editor role".into()));
             }
@@ -264,7 +270,7 @@ async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, fol
                     let create = ChatSessionCommand::Create { session_id, title, owner: actor.clone() };
                     state
                         .commands
-                        .handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), create, &CommandMeta::new(holder.org_id, actor.clone()), None)
+                        .handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), create, &meta(), None)
                         .await?;
                     session_id
                 }
@@ -273,9 +279,10 @@ async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, fol
             following.follow(state, session_id)?;
             let turn_id = Uuid::now_v7();
             let submit = ChatSessionCommand::Submit { turn_id, text, mode, submitted_by: actor.clone() };
-            state.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), submit, &CommandMeta::new(holder.org_id, actor), None).await?;
+            state.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), submit, &meta(), None).await?;
             wake_relay(state);
-            Ok(json!({ "type": "accepted", "request_id": request_id, "session_id": session_id, "turn_id": turn_id }))
+            let traceparent = trace.traceparent();
+            Ok(json!({ "type": "accepted", "request_id": request_id, "session_id": session_id, "turn_id": turn_id, "traceparent": traceparent }))
         }
         ClientFrame::Subscribe { request_id, session_id } => {
             // Any member may follow: the check is that the socket's holder still is one.

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use aurora_adapters::llm::{ChatMessage, Completion, Llm, ToolSpec};
 use aurora_adapters::postgres::Leadership;
+use aurora_adapters::telemetry::{SpanKind, Trace};
 use aurora_adapters::Config;
 use aurora_commands::{CommandHandler, CommandMeta, HandleError};
 use aurora_domain::chat::{ChatSession, ChatSessionCommand, ChatSessionError, ConfirmationAnswer, ToolOutcome, Turn};
@@ -49,6 +50,32 @@ impl Limits {
             context_tokens: config.llm.context_tokens,
             confirmation_ttl: config.agent.confirmation_ttl,
         }
+    }
+}
+
+/// One pass of the agent over a turn, started by an event (a question, an answer to a
+/// confirmation, a cancel): every event the pass records names that event as its cause and
+/// carries the pass's span, which continues the trace of that event. The runner sets it around
+/// [`Agent::advance`] with [`Pass::scope`].
+pub struct Pass {
+    causation_id: Uuid,
+    trace: Trace,
+}
+
+tokio::task_local! {
+    static PASS: Pass;
+}
+
+impl Pass {
+    pub fn new(causation_id: Uuid, traceparent: Option<&str>) -> Self {
+        let trace = Trace::start("agent.pass", SpanKind::Consumer, traceparent);
+        trace.set("aurora.causation_id", causation_id.to_string());
+        Self { causation_id, trace }
+    }
+
+    /// Runs `work` as this pass.
+    pub async fn scope<F: std::future::Future>(self, work: F) -> F::Output {
+        PASS.scope(self, work).await
     }
 }
 
@@ -103,6 +130,10 @@ impl Agent {
     async fn record(&self, stream: &StreamId, org_id: OrgId, turn_id: Uuid, command: ChatSessionCommand) -> Result<(), HandleError> {
         let mut meta = CommandMeta::new(org_id, agent_actor());
         meta.correlation_id = turn_id;
+        if let Ok((causation_id, traceparent)) = PASS.try_with(|pass| (pass.causation_id, pass.trace.traceparent())) {
+            meta.causation_id = Some(causation_id);
+            meta.traceparent = traceparent;
+        }
         self.commands.handle::<ChatSession>(stream, command, &meta, None).await?;
         // A person waits on every event of a turn: the relay publishes it now, not at its next poll.
         aurora_commands::relay::wake(&self.pool).await;

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::Agent;
+use super::{Agent, Pass};
 
 const NAME: &str = "processor:agent";
 /// The events that move a turn.
@@ -70,6 +70,9 @@ struct Job {
     org_id: OrgId,
     partition: i32,
     offset: i64,
+    /// The event that asks for the pass, and its trace.
+    cause: Uuid,
+    traceparent: Option<String>,
 }
 
 pub struct AgentRunner {
@@ -151,7 +154,7 @@ impl AgentRunner {
                     token.cancel();
                 }
             }
-            let job = Job { org_id: envelope.org_id, partition, offset };
+            let job = Job { org_id: envelope.org_id, partition, offset, cause: envelope.id, traceparent: envelope.traceparent };
             let mut workers_now = workers.lock().expect("workers lock");
             let sender = workers_now.entry(session_id).or_insert_with(|| {
                 let (sender, receiver) = mpsc::unbounded_channel();
@@ -224,6 +227,10 @@ impl SessionWorker {
             let cancel = CancellationToken::new();
             self.running.lock().expect("running lock").insert(self.session_id, cancel.clone());
             let org_id = batch[0].org_id;
+            // The pass answers the newest of the events queued: what it records, that event caused.
+            let newest = batch.last().expect("a batch has a first job");
+            let pass = Pass::new(newest.cause, newest.traceparent.as_deref());
+            let passed = Pass::scope(pass, async {
             let mut attempt = 0u32;
             loop {
                 match self.agent.advance(&self.stream, org_id, &cancel, &self.leadership).await {
@@ -232,7 +239,7 @@ impl SessionWorker {
                         break;
                     }
                     // Another instance leads now and finishes the turn; its offsets stay unstored here.
-                    Err(error) if error.is::<LeadershipLost>() => return,
+                    Err(error) if error.is::<LeadershipLost>() => return false,
                     Err(error) if attempt >= GIVE_UP_AFTER && !is_transient(&error) => {
                         // A turn that cannot advance (say, an event this build cannot read) must
                         // not hold back the partition's offsets for ever.
@@ -244,11 +251,17 @@ impl SessionWorker {
                         tracing::warn!(stream = %self.stream, error = %format!("{error:#}"), attempt, "advancing the turn failed, retrying");
                         let delay = Duration::from_millis(100 * u64::from(attempt.min(50)));
                         tokio::select! {
-                            _ = stop.cancelled() => return,
+                            _ = stop.cancelled() => return false,
                             _ = tokio::time::sleep(delay) => {}
                         }
                     }
                 }
+            }
+            true
+            })
+            .await;
+            if !passed {
+                return;
             }
             self.running.lock().expect("running lock").remove(&self.session_id);
             let mut progress = self.progress.lock().expect("progress lock");
