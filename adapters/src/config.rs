@@ -54,6 +54,33 @@ pub struct KafkaConfig {
     pub live_fetch_wait: Duration,
     /// librdkafka's own debug contexts for every client (e.g. `cgrp,fetch`), when set.
     pub debug: Option<String>,
+    /// Who reads a projection's partitions when several instances run it.
+    pub ownership: Ownership,
+}
+
+/// How the instances of a projection share its partitions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ownership {
+    /// One instance reads every partition; the others wait on a Postgres advisory lock as hot
+    /// standbys. Right for Tansu, whose group coordinator keeps a member that died without
+    /// leaving as the group's leader, so that a restarted consumer is assigned nothing.
+    #[default]
+    Lock,
+    /// The instances form a Kafka consumer group and share the partitions; each partition
+    /// assigned to an instance is read from the offset stored with the read model in Postgres.
+    /// For Apache Kafka, Redpanda or a managed Kafka.
+    Group,
+}
+
+impl std::str::FromStr for Ownership {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "lock" => Ok(Self::Lock),
+            "group" => Ok(Self::Group),
+            _ => Err(format!("`{text}` is not `lock` or `group`")),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -190,6 +217,7 @@ impl Default for KafkaConfig {
             fetch_wait: Duration::from_millis(10),
             live_fetch_wait: Duration::from_millis(2),
             debug: None,
+            ownership: Ownership::Lock,
         }
     }
 }
@@ -271,6 +299,7 @@ impl Config {
             match name.as_str() {
                 "AURORA_DATABASE_URL" => config.database.url = value.into(),
                 "AURORA_KAFKA_BROKERS" => config.kafka.brokers = value,
+                "AURORA_KAFKA_OWNERSHIP" => config.kafka.ownership = parse("AURORA_KAFKA_OWNERSHIP", &value)?,
                 "AURORA_TOPIC_PREFIX" => config.kafka.topic_prefix = value,
                 "AURORA_TOPIC_PARTITIONS" => config.kafka.topic_partitions = parse("AURORA_TOPIC_PARTITIONS", &value)?,
                 "AURORA_HTTP_ADDR" => config.http.addr = parse("AURORA_HTTP_ADDR", &value)?,

@@ -7,17 +7,20 @@
 //!   work fences before each side effect;
 //! - [`LiveConsumer`] reads the topics: it assigns their partitions at the offsets stored with
 //!   the work's effects and keeps in step with them, and it rests — no fetch open on the broker —
-//!   while its topics are quiet, until an announcement ([`crate::wakeup`]) wakes it.
+//!   while its topics are quiet, until an announcement ([`crate::wakeup`]) wakes it. Or, where
+//!   the broker's consumer groups can be trusted ([`crate::config::Ownership::Group`]), it joins
+//!   a group whose members share the partitions, each read from the offset stored in Postgres.
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::ClientContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio::sync::broadcast;
@@ -125,7 +128,9 @@ pub struct LiveConsumer {
     start: Start,
     /// Where each partition is read from next.
     next: BTreeMap<(String, i32), Offset>,
-    consumer: Option<StreamConsumer>,
+    consumer: Option<StreamConsumer<Rebalancing>>,
+    /// What the group gave and took, for a member of a consumer group.
+    group: Option<Arc<Rebalances>>,
     signals: broadcast::Receiver<Signal>,
     /// When an awake consumer looks at whether it may rest.
     rest_at: Instant,
@@ -149,7 +154,8 @@ impl LiveConsumer {
         let mut live = Self {
             name: name.to_owned(),
             topics: topics.to_vec(),
-            consumer: Some(settings.create()?),
+            consumer: Some(settings.create_with_context(Rebalancing::default())?),
+            group: None,
             settings,
             start,
             next: BTreeMap::new(),
@@ -169,14 +175,55 @@ impl LiveConsumer {
         anyhow::bail!("consumer {name}: the topics {:?} list no partitions", live.topics)
     }
 
+    /// A member named `name` of the consumer group of `settings` over `topics`: the group's
+    /// coordinator shares the partitions among the members and moves them when members come and
+    /// go; this member reads each partition it is given from the offset stored for `name` in
+    /// `projection_offsets` (the beginning when none is), never from the group's own offsets.
+    /// A member does not rest: leaving the group would move its partitions at every rest, and
+    /// the brokers that groups are meant for answer a waiting fetch as soon as records come.
+    pub async fn join_group(
+        name: &str,
+        settings: ClientConfig,
+        topics: &[String],
+        pool: PgPool,
+        signals: &LogSignals,
+    ) -> anyhow::Result<Self> {
+        let rebalances = Arc::new(Rebalances::default());
+        let consumer: StreamConsumer<Rebalancing> = settings.create_with_context(Rebalancing(Some(rebalances.clone())))?;
+        let subscribed: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&subscribed)?;
+        let now = Instant::now();
+        Ok(Self {
+            name: name.to_owned(),
+            topics: topics.to_vec(),
+            consumer: Some(consumer),
+            group: Some(rebalances),
+            settings,
+            start: Start::Stored(pool),
+            next: BTreeMap::new(),
+            signals: signals.subscribe(),
+            rest_at: now + REST_AFTER,
+            resting_since: now,
+            partitions_checked: now,
+        })
+    }
+
     /// The number of partitions assigned.
     pub fn partition_count(&self) -> usize {
         self.next.len()
     }
 
+    /// The partitions assigned now.
+    pub fn partitions(&self) -> Vec<(String, i32)> {
+        self.next.keys().cloned().collect()
+    }
+
     /// The next record of the topics, waiting (at rest when they stay quiet) until there is one.
     /// Cancel-safe: a record is lost by no cancelled call.
     pub async fn recv(&mut self) -> anyhow::Result<OwnedMessage> {
+        if let Some(group) = self.group.clone() {
+            return self.recv_as_member(&group).await;
+        }
         loop {
             let Some(consumer) = &self.consumer else {
                 let check = tokio::time::Instant::from_std(self.resting_since + RESTING_CHECK);
@@ -223,11 +270,95 @@ impl LiveConsumer {
         }
     }
 
+    /// [`Self::recv`] for a member of a consumer group: partitions given by a rebalance are
+    /// moved to their stored offsets before anything is read from them.
+    async fn recv_as_member(&mut self, group: &Rebalances) -> anyhow::Result<OwnedMessage> {
+        loop {
+            self.settle(group).await?;
+            let consumer = self.consumer.as_ref().expect("a group member does not rest");
+            tokio::select! {
+                received = consumer.recv() => {
+                    let message = received?.detach();
+                    if self.is_current(&message) {
+                        return Ok(self.received(message));
+                    }
+                }
+                _ = group.changed.notified() => {}
+            }
+        }
+    }
+
+    /// Takes in what rebalances gave and took: a partition given (paused by the rebalance) is
+    /// moved to the offset stored for it and resumed; a partition taken is forgotten.
+    async fn settle(&mut self, group: &Rebalances) -> anyhow::Result<()> {
+        let mut assigned: Vec<(String, i32)> = Vec::new();
+        for (given, key) in std::mem::take(&mut *group.changes.lock().expect("rebalances lock")) {
+            assigned.retain(|known| *known != key);
+            self.next.remove(&key);
+            if given {
+                assigned.push(key);
+            }
+        }
+        if assigned.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = self.read_from_stored_offsets(&assigned).await {
+            // Given still: taken in at the next call.
+            let mut changes = group.changes.lock().expect("rebalances lock");
+            changes.splice(0..0, assigned.into_iter().map(|key| (true, key)));
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Assigns the member's partitions again, those just given at their stored offsets and the
+    /// others where it reads them. (A partition just given cannot be sought yet: its fetcher has
+    /// not started; assigning anew with explicit offsets is what librdkafka allows at any time.)
+    async fn read_from_stored_offsets(&mut self, given: &[(String, i32)]) -> anyhow::Result<()> {
+        let Start::Stored(pool) = &self.start else { unreachable!("a group member reads from stored offsets") };
+        let stored: Vec<(String, i32, i64)> =
+            sqlx::query_as("SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = $1")
+                .bind(&self.name)
+                .fetch_all(pool)
+                .await?;
+        for (topic, partition) in given {
+            let offset = stored
+                .iter()
+                .find(|(stored_topic, stored_partition, _)| stored_topic == topic && stored_partition == partition)
+                .map_or(Offset::Beginning, |(_, _, next)| Offset::Offset(*next));
+            self.next.insert((topic.clone(), *partition), offset);
+        }
+        let mut positions = TopicPartitionList::new();
+        for ((topic, partition), offset) in &self.next {
+            positions.add_partition_offset(topic, *partition, *offset)?;
+        }
+        let consumer = self.consumer.as_ref().expect("a group member does not rest");
+        consumer.assign(&positions)?;
+        consumer.resume(&positions)?;
+        tracing::info!(consumer = %self.name, given = given.len(), "partitions given by the group; reading them from the stored offsets");
+        Ok(())
+    }
+
+    /// Whether `message` is of a partition this member reads, at or after where it reads it.
+    fn is_current(&self, message: &OwnedMessage) -> bool {
+        match self.next.get(&(message.topic().to_owned(), message.partition())) {
+            Some(Offset::Offset(next)) => message.offset() >= *next,
+            Some(_) => true,
+            None => false,
+        }
+    }
+
     /// The next record if one is at hand now, without waiting.
     pub fn try_recv(&mut self) -> Option<anyhow::Result<OwnedMessage>> {
-        match self.consumer.as_ref()?.recv().now_or_never()? {
-            Ok(message) => Some(Ok(self.received(message.detach()))),
-            Err(error) => Some(Err(error.into())),
+        loop {
+            let message = match self.consumer.as_ref()?.recv().now_or_never()? {
+                Ok(message) => message.detach(),
+                Err(error) => return Some(Err(error.into())),
+            };
+            // A member's partitions given since the last settle wait for it.
+            if self.group.is_none() || self.is_current(&message) {
+                return Some(Ok(self.received(message)));
+            }
         }
     }
 
@@ -281,7 +412,7 @@ impl LiveConsumer {
         tracing::trace!(consumer = %self.name, "woken");
         metrics().consumer_wakeups.with_label_values(&[&self.name]).inc();
         metrics().consumer_resting.with_label_values(&[&self.name]).set(0);
-        let consumer: StreamConsumer = self.settings.create()?;
+        let consumer: StreamConsumer<Rebalancing> = self.settings.create_with_context(Rebalancing::default())?;
         let mut assignment = TopicPartitionList::new();
         for ((topic, partition), offset) in &self.next {
             assignment.add_partition_offset(topic, *partition, *offset)?;
@@ -358,5 +489,40 @@ impl LiveConsumer {
             consumer.incremental_assign(&assignment)?;
         }
         Ok(())
+    }
+}
+
+/// Partitions rebalances gave this member (`true`) or took from it, in order, not yet taken in
+/// by the consumer.
+#[derive(Default)]
+struct Rebalances {
+    changes: Mutex<Vec<(bool, (String, i32))>>,
+    changed: tokio::sync::Notify,
+}
+
+/// The context of every live consumer; a group member's hears its rebalances.
+#[derive(Default)]
+pub struct Rebalancing(Option<Arc<Rebalances>>);
+
+impl ClientContext for Rebalancing {}
+
+impl ConsumerContext for Rebalancing {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Some(rebalances) = &self.0 else { return };
+        let changes = |given: bool, partitions: &TopicPartitionList| -> Vec<(bool, (String, i32))> {
+            partitions.elements().iter().map(|element| (given, (element.topic().to_owned(), element.partition()))).collect()
+        };
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                // Nothing is read from a partition given before it is moved to its stored offset.
+                if let Err(error) = consumer.pause(partitions) {
+                    tracing::warn!(%error, "pausing partitions given by the group failed; records below the stored offsets are skipped");
+                }
+                rebalances.changes.lock().expect("rebalances lock").extend(changes(true, partitions));
+            }
+            Rebalance::Revoke(partitions) => rebalances.changes.lock().expect("rebalances lock").extend(changes(false, partitions)),
+            Rebalance::Error(error) => tracing::warn!(%error, "consumer group rebalance failed"),
+        }
+        rebalances.changed.notify_one();
     }
 }

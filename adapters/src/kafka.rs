@@ -240,8 +240,28 @@ fn topic_settings(prefix: &str, topic: &str) -> &'static [(&'static str, &'stati
 /// it here with DescribeConfigs was tried: Tansu 0.6's SQLite engine stopped answering requests
 /// after a few hundred of them.)
 pub async fn ensure_topics(config: &Config, topics: &[String]) -> anyhow::Result<()> {
+    // Only what is missing is created: a broker without the admin API (librdkafka's mock
+    // cluster) serves topics made beforehand, and a restart makes no admin request.
+    let missing = {
+        let (client, topics) = (standalone_consumer(config)?, topics.to_vec());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+            let mut missing = Vec::new();
+            for topic in topics {
+                let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+                let known = metadata.topics().iter().any(|known| known.error().is_none() && !known.partitions().is_empty());
+                if !known {
+                    missing.push(topic);
+                }
+            }
+            Ok(missing)
+        })
+        .await??
+    };
+    if missing.is_empty() {
+        return Ok(());
+    }
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).create()?;
-    let new_topics: Vec<NewTopic<'_>> = topics
+    let new_topics: Vec<NewTopic<'_>> = missing
         .iter()
         .map(|name| {
             topic_settings(&config.kafka.topic_prefix, name)
