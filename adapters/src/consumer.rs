@@ -11,7 +11,7 @@
 //!   the broker's consumer groups can be trusted ([`crate::config::Ownership::Group`]), it joins
 //!   a group whose members share the partitions, each read from the offset stored in Postgres.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::kafka::partitions_of;
 use crate::metrics::metrics;
-use crate::postgres::Leadership;
+use crate::postgres::{Leadership, LeadershipLost};
 use crate::wakeup::{LogSignals, Signal};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -131,6 +131,8 @@ pub struct LiveConsumer {
     consumer: Option<StreamConsumer<Rebalancing>>,
     /// What the group gave and took, for a member of a consumer group.
     group: Option<Arc<Rebalances>>,
+    /// The partitions read now, for the fences of work on them.
+    held: Held,
     signals: broadcast::Receiver<Signal>,
     /// When an awake consumer looks at whether it may rest.
     rest_at: Instant,
@@ -156,6 +158,7 @@ impl LiveConsumer {
             topics: topics.to_vec(),
             consumer: Some(settings.create_with_context(Rebalancing::default())?),
             group: None,
+            held: Held::default(),
             settings,
             start,
             next: BTreeMap::new(),
@@ -198,6 +201,7 @@ impl LiveConsumer {
             topics: topics.to_vec(),
             consumer: Some(consumer),
             group: Some(rebalances),
+            held: Held::default(),
             settings,
             start: Start::Stored(pool),
             next: BTreeMap::new(),
@@ -216,6 +220,18 @@ impl LiveConsumer {
     /// The partitions assigned now.
     pub fn partitions(&self) -> Vec<(String, i32)> {
         self.next.keys().cloned().collect()
+    }
+
+    /// The partitions this consumer reads, kept current as rebalances move them: what a
+    /// [`Fence::Partition`] checks.
+    pub fn held(&self) -> Held {
+        self.held.clone()
+    }
+
+    /// Makes the partitions read now known to fences and to `/metrics`.
+    fn publish_partitions(&self) {
+        *self.held.0.lock().expect("held lock") = self.next.keys().cloned().collect();
+        metrics().consumer_partitions.with_label_values(&[&self.name]).set(self.next.len() as i64);
     }
 
     /// The next record of the topics, waiting (at rest when they stay quiet) until there is one.
@@ -289,52 +305,56 @@ impl LiveConsumer {
     }
 
     /// Takes in what rebalances gave and took: a partition given (paused by the rebalance) is
-    /// moved to the offset stored for it and resumed; a partition taken is forgotten.
+    /// assigned again at the offset stored for it, and resumed; a partition taken is forgotten.
+    /// (A partition just given cannot be sought yet: its fetcher has not started; assigning anew
+    /// with explicit offsets is what librdkafka allows at any time.) Cancel-safe: the changes are
+    /// taken only after the one wait, for the stored offsets.
     async fn settle(&mut self, group: &Rebalances) -> anyhow::Result<()> {
-        let mut assigned: Vec<(String, i32)> = Vec::new();
-        for (given, key) in std::mem::take(&mut *group.changes.lock().expect("rebalances lock")) {
-            assigned.retain(|known| *known != key);
-            self.next.remove(&key);
-            if given {
-                assigned.push(key);
-            }
-        }
-        if assigned.is_empty() {
+        let pending = group.changes.lock().expect("rebalances lock").len();
+        if pending == 0 {
             return Ok(());
         }
-        if let Err(error) = self.read_from_stored_offsets(&assigned).await {
-            // Given still: taken in at the next call.
-            let mut changes = group.changes.lock().expect("rebalances lock");
-            changes.splice(0..0, assigned.into_iter().map(|key| (true, key)));
-            return Err(error);
-        }
-        Ok(())
-    }
-
-    /// Assigns the member's partitions again, those just given at their stored offsets and the
-    /// others where it reads them. (A partition just given cannot be sought yet: its fetcher has
-    /// not started; assigning anew with explicit offsets is what librdkafka allows at any time.)
-    async fn read_from_stored_offsets(&mut self, given: &[(String, i32)]) -> anyhow::Result<()> {
         let Start::Stored(pool) = &self.start else { unreachable!("a group member reads from stored offsets") };
         let stored: Vec<(String, i32, i64)> =
             sqlx::query_as("SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = $1")
                 .bind(&self.name)
                 .fetch_all(pool)
                 .await?;
-        for (topic, partition) in given {
+        let changes: Vec<(bool, (String, i32))> = group.changes.lock().expect("rebalances lock").drain(..pending).collect();
+        let mut given: Vec<(String, i32)> = Vec::new();
+        for (is_given, key) in changes {
+            given.retain(|known| *known != key);
+            self.next.remove(&key);
+            if is_given {
+                given.push(key);
+            }
+        }
+        for (topic, partition) in &given {
             let offset = stored
                 .iter()
                 .find(|(stored_topic, stored_partition, _)| stored_topic == topic && stored_partition == partition)
                 .map_or(Offset::Beginning, |(_, _, next)| Offset::Offset(*next));
             self.next.insert((topic.clone(), *partition), offset);
         }
+        self.publish_partitions();
+        if given.is_empty() {
+            return Ok(());
+        }
         let mut positions = TopicPartitionList::new();
         for ((topic, partition), offset) in &self.next {
             positions.add_partition_offset(topic, *partition, *offset)?;
         }
         let consumer = self.consumer.as_ref().expect("a group member does not rest");
-        consumer.assign(&positions)?;
-        consumer.resume(&positions)?;
+        let assigned = consumer.assign(&positions).and_then(|()| consumer.resume(&positions));
+        if let Err(error) = assigned {
+            // Given still: taken in at the next call.
+            for key in &given {
+                self.next.remove(key);
+            }
+            self.publish_partitions();
+            group.changes.lock().expect("rebalances lock").splice(0..0, given.into_iter().map(|key| (true, key)));
+            return Err(error.into());
+        }
         tracing::info!(consumer = %self.name, given = given.len(), "partitions given by the group; reading them from the stored offsets");
         Ok(())
     }
@@ -488,6 +508,7 @@ impl LiveConsumer {
             tracing::info!(consumer = %self.name, added = assignment.count(), "following partitions added to the topics");
             consumer.incremental_assign(&assignment)?;
         }
+        self.publish_partitions();
         Ok(())
     }
 }
@@ -524,5 +545,35 @@ impl ConsumerContext for Rebalancing {
             Rebalance::Error(error) => tracing::warn!(%error, "consumer group rebalance failed"),
         }
         rebalances.changed.notify_one();
+    }
+}
+
+/// The partitions a consumer reads now (see [`LiveConsumer::held`]).
+#[derive(Clone, Default)]
+pub struct Held(Arc<Mutex<BTreeSet<(String, i32)>>>);
+
+impl Held {
+    pub fn contains(&self, topic: &str, partition: i32) -> bool {
+        self.0.lock().expect("held lock").iter().any(|(held_topic, held_partition)| held_topic == topic && *held_partition == partition)
+    }
+}
+
+/// What work checks right before each side effect, so that an instance that no longer owns the
+/// work stops before doing it twice beside the instance that owns it now.
+#[derive(Clone)]
+pub enum Fence {
+    /// The work's leader still holds its lock.
+    Leader(Arc<Leadership>),
+    /// A consumer-group member still reads the partition the work came from.
+    Partition { held: Held, topic: String, partition: i32 },
+}
+
+impl Fence {
+    pub async fn check(&self) -> Result<(), LeadershipLost> {
+        match self {
+            Fence::Leader(leadership) => leadership.fence().await,
+            Fence::Partition { held, topic, partition } if held.contains(topic, *partition) => Ok(()),
+            Fence::Partition { topic, partition, .. } => Err(LeadershipLost(format!("{topic}[{partition}]"))),
+        }
     }
 }

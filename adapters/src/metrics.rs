@@ -29,6 +29,8 @@ pub struct Metrics {
     pub consumer_wakeups: IntCounterVec,
     /// 1 while a consumer rests on quiet topics (no fetch open on the broker), per consumer.
     pub consumer_resting: IntGaugeVec,
+    /// Partitions a consumer reads now, per consumer.
+    pub consumer_partitions: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -57,6 +59,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     )
     .expect("valid metric");
     registry.register(Box::new(consumer_resting.clone())).expect("metric registered once");
+    let consumer_partitions =
+        IntGaugeVec::new(Opts::new("aurora_consumer_partitions", "Partitions a consumer reads now"), &["consumer"]).expect("valid metric");
+    registry.register(Box::new(consumer_partitions.clone())).expect("metric registered once");
     let gauge = |name: &str, help: &str| {
         let gauge = IntGauge::new(name, help).expect("valid metric");
         registry.register(Box::new(gauge.clone())).expect("metric registered once");
@@ -92,6 +97,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &["consumer"],
         ),
         consumer_resting,
+        consumer_partitions,
         registry,
     }
 });

@@ -346,6 +346,13 @@ pub fn spawn_aurora_logged(env: &TestEnv, args: &[&str], extra_env: &[(&str, &st
     (command.spawn().expect("start aurora"), log_path)
 }
 
+/// The value of the metric line starting with `name` on the `/metrics` of the gateway at
+/// `base_url`, 0 when absent.
+pub async fn metric(base_url: &str, name: &str) -> i64 {
+    let metrics = http().get(format!("{base_url}/metrics")).send().await.unwrap().text().await.unwrap();
+    metrics.lines().find_map(|line| line.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0)
+}
+
 /// A port nothing listens on right now, for a server the test starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

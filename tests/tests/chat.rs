@@ -7,7 +7,7 @@ use std::time::Duration;
 use aurora_adapters::kafka::header_str;
 use aurora_testkit::scripted_llm::{ScriptedLlm, Step};
 use aurora_tests::chat::ChatSocket;
-use aurora_tests::{eventually, http, App, Caller, Roles, TestEnv};
+use aurora_tests::{eventually, http, metric, App, Caller, Roles, TestEnv};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -558,12 +558,6 @@ async fn a_turn_past_its_wall_time_is_stopped_and_says_so() {
     app.stop().await;
 }
 
-/// The value of the metric line starting with `name` on `/metrics`, 0 when absent.
-async fn metric(app: &App, name: &str) -> i64 {
-    let metrics = http().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    metrics.lines().find_map(|line| line.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0)
-}
-
 /// At rest the consumers keep no fetch open on the broker; an announced question wakes the agent
 /// and the gateway's hub, and the answer streams as it does when they are awake.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -573,13 +567,13 @@ async fn a_question_after_a_quiet_spell_wakes_the_resting_consumers() {
     llm.script("is it quiet?", vec![Step::text("Quiet since noon.")]);
     let (agent, hub) = ("{consumer=\"processor:agent\"}", "{consumer=\"chat hub\"}");
     eventually("the agent and the hub at rest", WAIT, || async {
-        let resting = metric(&app, &format!("aurora_consumer_resting{agent}")).await == 1
-            && metric(&app, &format!("aurora_consumer_resting{hub}")).await == 1;
+        let resting = metric(&app.base_url, &format!("aurora_consumer_resting{agent}")).await == 1
+            && metric(&app.base_url, &format!("aurora_consumer_resting{hub}")).await == 1;
         resting.then_some(())
     })
     .await;
-    let agent_wakeups = metric(&app, &format!("aurora_consumer_wakeups_total{agent}")).await;
-    let hub_wakeups = metric(&app, &format!("aurora_consumer_wakeups_total{hub}")).await;
+    let agent_wakeups = metric(&app.base_url, &format!("aurora_consumer_wakeups_total{agent}")).await;
+    let hub_wakeups = metric(&app.base_url, &format!("aurora_consumer_wakeups_total{hub}")).await;
 
     let mut socket = ChatSocket::open(&app.base_url, &ana).await;
     let accepted = socket.request(json!({ "type": "query", "text": "is it quiet?", "mode": "ask" })).await;
@@ -590,8 +584,11 @@ async fn a_question_after_a_quiet_spell_wakes_the_resting_consumers() {
         socket.event("delta").await;
     }
     assert_eq!(socket.streamed_text(&turn_id), "Quiet since noon.");
-    assert!(metric(&app, &format!("aurora_consumer_wakeups_total{agent}")).await > agent_wakeups, "the agent woke for the question");
-    assert!(metric(&app, &format!("aurora_consumer_wakeups_total{hub}")).await > hub_wakeups, "the hub woke for the answer");
+    assert!(
+        metric(&app.base_url, &format!("aurora_consumer_wakeups_total{agent}")).await > agent_wakeups,
+        "the agent woke for the question"
+    );
+    assert!(metric(&app.base_url, &format!("aurora_consumer_wakeups_total{hub}")).await > hub_wakeups, "the hub woke for the answer");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

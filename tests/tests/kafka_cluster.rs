@@ -16,11 +16,14 @@ use aurora_commands::{CommandHandler, CommandMeta};
 use aurora_domain::chat::{ChatSession, ChatSessionCommand};
 use aurora_events::chat::ChatSessionEvent;
 use aurora_events::{Actor, EventPayload, OrgId};
+use aurora_testkit::scripted_llm::{ScriptedLlm, Step};
+use aurora_tests::chat::ChatSocket;
 use aurora_tests::kafka::{produce_raw, read_all};
-use aurora_tests::{eventually, App, Roles, TestEnv};
+use aurora_tests::{eventually, free_port, http, metric, spawn_aurora_role, App, Caller, Roles, TestEnv};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use serde_json::json;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -144,28 +147,12 @@ async fn projections_in_group_mode_build_the_read_model_across_instances() {
     let first = App::spawn(&env, Roles { gateway: false, processors: true, projections: true }).await;
     let second = App::spawn(&env, Roles { gateway: false, processors: false, projections: true }).await;
     let sessions = create_sessions(&env, 30).await;
-    eventually("every session in the read model", WAIT, || async {
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM chat_sessions WHERE session_id = ANY($1)")
-            .bind(&sessions)
-            .fetch_one(&env.pool)
-            .await
-            .unwrap();
-        (count == sessions.len() as i64).then_some(())
-    })
-    .await;
+    all_projected(&env, &sessions).await;
     // Stopping one instance hands its partitions to the other, which goes on from the stored offsets.
     first.stop().await;
     let relay = App::spawn(&env, Roles { gateway: false, processors: true, projections: false }).await;
     let more = create_sessions(&env, 10).await;
-    eventually("the later sessions in the read model", WAIT, || async {
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM chat_sessions WHERE session_id = ANY($1)")
-            .bind(&more)
-            .fetch_one(&env.pool)
-            .await
-            .unwrap();
-        (count == more.len() as i64).then_some(())
-    })
-    .await;
+    all_projected(&env, &more).await;
     let offsets: Vec<(i32, i64)> =
         sqlx::query_as("SELECT partition, next_offset FROM projection_offsets WHERE projection = 'chat_sessions' ORDER BY partition")
             .fetch_all(&env.pool)
@@ -194,6 +181,19 @@ fn cluster_for(env: &mut TestEnv) -> MockCluster<'static, rdkafka::producer::Def
         cluster.create_topic(&topic, env.config.kafka.topic_partitions, 3).unwrap();
     }
     cluster
+}
+
+/// Waits until every one of `sessions` is in the chat sessions read model.
+async fn all_projected(env: &TestEnv, sessions: &[Uuid]) {
+    eventually("every session in the read model", WAIT, || async {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM chat_sessions WHERE session_id = ANY($1)")
+            .bind(sessions)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        (count == sessions.len() as i64).then_some(())
+    })
+    .await;
 }
 
 async fn create_sessions(env: &TestEnv, count: usize) -> Vec<Uuid> {
@@ -259,14 +259,58 @@ async fn the_relay_loses_and_duplicates_nothing_through_request_errors_and_a_bro
     let distinct: HashSet<&String> = ids.iter().collect();
     assert_eq!(ids.len(), distinct.len(), "no event published twice");
     assert!(created.iter().all(|id| distinct.contains(&id.to_string())), "every event published");
-    eventually("every session in the read model", WAIT, || async {
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM chat_sessions WHERE session_id = ANY($1)")
-            .bind(&sessions)
-            .fetch_one(&env.pool)
-            .await
-            .unwrap();
-        (count == 50).then_some(())
+    all_projected(&env, &sessions).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_of_two_processes_share_the_chat_partitions_and_answer_each_question_once() {
+    let llm = ScriptedLlm::start().await;
+    let mut env = TestEnv::new().await;
+    let _cluster = cluster_for(&mut env);
+    env.config.kafka.ownership = Ownership::Group;
+    env.config.llm.base_url = llm.base_url.clone();
+    let here = App::spawn(&env, Roles::ALL).await;
+    let there_url = format!("http://127.0.0.1:{}", free_port());
+    let _there = spawn_aurora_role(
+        &env,
+        &["up"],
+        &[
+            ("AURORA_HTTP_ADDR", there_url.trim_start_matches("http://")),
+            ("AURORA_KAFKA_OWNERSHIP", "group"),
+            ("AURORA_LLM_BASE_URL", &llm.base_url),
+        ],
+    );
+    let agent_partitions = r#"aurora_consumer_partitions{consumer="processor:agent"}"#;
+    eventually("both agents reading chat partitions", WAIT, || async {
+        let there = match http().get(format!("{there_url}/healthz")).send().await {
+            Ok(_) => metric(&there_url, agent_partitions).await,
+            Err(_) => 0,
+        };
+        let here = metric(&here.base_url, agent_partitions).await;
+        (here > 0 && there > 0 && here + there == i64::from(env.config.kafka.topic_partitions)).then_some(())
     })
     .await;
-    app.stop().await;
+
+    let ana = Caller::register(&here.base_url, "ana").await;
+    let mut socket = ChatSocket::open(&here.base_url, &ana).await;
+    let questions: Vec<String> = (0..8).map(|index| format!("is service {index} healthy?")).collect();
+    for question in &questions {
+        llm.script(question, vec![Step::text(&format!("yes: {question}"))]);
+        socket.request(json!({ "type": "query", "text": question, "mode": "ask" })).await;
+    }
+    let answered = |frames: &[serde_json::Value]| {
+        questions.iter().all(|question| {
+            let answer = format!("yes: {question}");
+            frames.iter().any(|frame| frame["type"] == "chat.assistant_message_completed" && frame["payload"]["text"] == answer.as_str())
+        })
+    };
+    while !answered(&socket.frames) {
+        socket.event("chat.assistant_message_completed").await;
+    }
+    for question in &questions {
+        assert_eq!(llm.requests_for(question).len(), 1, "{question} was put to the model once");
+    }
+    socket.close().await;
+    here.stop().await;
 }

@@ -12,8 +12,8 @@ pub mod tools;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aurora_adapters::consumer::Fence;
 use aurora_adapters::llm::{ChatMessage, Completion, Llm, ToolSpec};
-use aurora_adapters::postgres::Leadership;
 use aurora_adapters::telemetry::{SpanKind, Trace};
 use aurora_adapters::Config;
 use aurora_commands::{CommandHandler, CommandMeta, HandleError};
@@ -144,17 +144,12 @@ impl Agent {
     /// a streaming LLM call as soon as a cancel request is seen.
     ///
     /// Each step takes at most one side effect (a model call, a tool run), and each is fenced:
-    /// an instance that no longer leads stops before it, and the one that leads now takes over.
-    pub async fn advance(
-        &self,
-        stream: &StreamId,
-        org_id: OrgId,
-        cancel: &CancellationToken,
-        leadership: &Leadership,
-    ) -> anyhow::Result<Advanced> {
+    /// an instance that no longer owns the session's work (its lock, or its partition) stops
+    /// before it, and the one that owns it now takes over.
+    pub async fn advance(&self, stream: &StreamId, org_id: OrgId, cancel: &CancellationToken, fence: &Fence) -> anyhow::Result<Advanced> {
         let mut refusals = 0;
         loop {
-            leadership.fence().await?;
+            fence.check().await?;
             let (session, _) = self.commands.load::<ChatSession>(stream, org_id).await?;
             let Some(turn) = session.running_turn().cloned() else {
                 return Ok(if session.turn.is_some() { Advanced::Ended } else { Advanced::Idle });

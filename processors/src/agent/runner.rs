@@ -12,7 +12,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aurora_adapters::consumer::{lead, LiveConsumer, Start};
+use aurora_adapters::config::Ownership;
+use aurora_adapters::consumer::{lead, supervise, Fence, Held, LiveConsumer, Start};
 use aurora_adapters::kafka::{consumer_config, ensure_topics, envelope_of};
 use aurora_adapters::postgres::{Leadership, LeadershipLost};
 use aurora_adapters::wakeup::LogSignals;
@@ -87,45 +88,69 @@ impl AgentRunner {
         Self { config, pool, agent, signals }
     }
 
+    /// Runs until `shutdown`: as the one leader of the agent's lock, or, with
+    /// [`Ownership::Group`], as a member of a consumer group that shares the chat topic's
+    /// partitions (each session's questions come on one partition, so its turns run where its
+    /// partition is read).
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        lead("agent processor", &self.pool, &format!("aurora-{NAME}"), &shutdown, |leadership| self.run_as_leader(leadership, &shutdown))
-            .await;
+        let worker = "agent processor";
+        match self.config.kafka.ownership {
+            Ownership::Lock => {
+                lead(worker, &self.pool, &format!("aurora-{NAME}"), &shutdown, |leadership| self.run_owning(Some(leadership), &shutdown))
+                    .await
+            }
+            Ownership::Group => supervise(worker, &shutdown, || self.run_owning(None, &shutdown)).await,
+        }
         Ok(())
     }
 
-    async fn run_as_leader(&self, leadership: Arc<Leadership>, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    async fn run_owning(&self, leadership: Option<Arc<Leadership>>, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let chat_topic = ChatSessionEvent::topic(&self.config.kafka.topic_prefix);
         ensure_topics(&self.config, &[chat_topic.clone(), aurora_events::topics::deltas_topic(&self.config.kafka.topic_prefix)]).await?;
         let stop = shutdown.child_token();
+        // Every member fires due timers: each fires by an idempotent command, so twice is once.
         let timers = tokio::spawn(fire_timers(self.agent.clone(), self.pool.clone(), leadership.clone(), stop.clone()));
-        let outcome = self.consume(&chat_topic, &leadership, &stop).await;
+        let outcome = self.consume(&chat_topic, leadership.as_ref(), &stop).await;
         stop.cancel();
         let _ = timers.await;
         outcome
     }
 
-    async fn consume(&self, topic: &str, leadership: &Arc<Leadership>, stop: &CancellationToken) -> anyhow::Result<()> {
+    async fn consume(&self, topic: &str, leadership: Option<&Arc<Leadership>>, stop: &CancellationToken) -> anyhow::Result<()> {
         // A question waits on this fetch before its turn starts: ask the broker to answer soon
         // (`kafka_live_fetch_wait`, 2 ms by default).
         let mut settings = consumer_config(&self.config, &format!("{}aurora-agent", self.config.kafka.topic_prefix));
         settings.set("fetch.wait.max.ms", self.config.kafka.live_fetch_wait.as_millis().to_string());
-        let mut consumer = LiveConsumer::open(NAME, settings, &[topic.to_owned()], Start::Stored(self.pool.clone()), &self.signals).await?;
-        let lost = leadership.lost();
+        let topics = [topic.to_owned()];
+        let mut consumer = match leadership {
+            Some(_) => LiveConsumer::open(NAME, settings, &topics, Start::Stored(self.pool.clone()), &self.signals).await?,
+            None => LiveConsumer::join_group(NAME, settings, &topics, self.pool.clone(), &self.signals).await?,
+        };
+        let held = consumer.held();
+        let lost = leadership.map_or_else(CancellationToken::new, |leadership| leadership.lost());
         let mut lock_check = tokio::time::interval(Duration::from_secs(1));
 
         let progress = Arc::new(Mutex::new(Progress::default()));
         let workers: Arc<Mutex<HashMap<Uuid, mpsc::UnboundedSender<Job>>>> = Arc::default();
         let running: Arc<Mutex<HashMap<Uuid, CancellationToken>>> = Arc::default();
         let mut tasks = tokio::task::JoinSet::new();
-        let flusher = tokio::spawn(flush_offsets(self.pool.clone(), topic.to_owned(), progress.clone(), stop.clone()));
+        let flusher = tokio::spawn(flush_offsets(
+            self.pool.clone(),
+            topic.to_owned(),
+            progress.clone(),
+            leadership.is_none().then(|| held.clone()),
+            stop.clone(),
+        ));
         let outcome: anyhow::Result<()> = loop {
             let message = tokio::select! {
                 _ = stop.cancelled() => break Ok(()),
                 _ = lost.cancelled() => break Err(LeadershipLost(NAME.to_owned()).into()),
                 _ = lock_check.tick() => {
                     // Noticed between questions too, not only at the next side effect.
-                    if let Err(lost) = leadership.fence().await {
-                        break Err(lost.into());
+                    if let Some(leadership) = leadership {
+                        if let Err(lost) = leadership.fence().await {
+                            break Err(lost.into());
+                        }
                     }
                     continue;
                 }
@@ -165,7 +190,10 @@ impl AgentRunner {
                     session_id,
                     progress: progress.clone(),
                     running: running.clone(),
-                    leadership: leadership.clone(),
+                    fence: match leadership {
+                        Some(leadership) => Fence::Leader(leadership.clone()),
+                        None => Fence::Partition { held: held.clone(), topic: topic.to_owned(), partition },
+                    },
                 };
                 tasks.spawn(worker.run(receiver, stop.clone()));
                 sender
@@ -197,7 +225,7 @@ struct SessionWorker {
     session_id: Uuid,
     progress: Arc<Mutex<Progress>>,
     running: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
-    leadership: Arc<Leadership>,
+    fence: Fence,
 }
 
 impl SessionWorker {
@@ -233,7 +261,7 @@ impl SessionWorker {
             let passed = Pass::scope(pass, async {
             let mut attempt = 0u32;
             loop {
-                match self.agent.advance(&self.stream, org_id, &cancel, &self.leadership).await {
+                match self.agent.advance(&self.stream, org_id, &cancel, &self.fence).await {
                     Ok(advanced) => {
                         tracing::debug!(stream = %self.stream, ?advanced, "turn advanced");
                         break;
@@ -261,6 +289,9 @@ impl SessionWorker {
             })
             .await;
             if !passed {
+                // The session's work is another's now (or the process stops); if its partition
+                // comes back, a new worker takes it up.
+                self.workers.lock().expect("workers lock").remove(&self.session_id);
                 return;
             }
             self.running.lock().expect("running lock").remove(&self.session_id);
@@ -279,12 +310,21 @@ fn is_transient(error: &anyhow::Error) -> bool {
     )
 }
 
-/// Stores, every 100 ms, where a restart must resume each partition.
-async fn flush_offsets(pool: PgPool, topic: String, progress: Arc<Mutex<Progress>>, stop: CancellationToken) {
+/// Stores, every 100 ms, where a restart must resume each partition; a group member, only for
+/// the partitions it still reads (what it knew of the others is forgotten: their new reader
+/// stores them).
+async fn flush_offsets(pool: PgPool, topic: String, progress: Arc<Mutex<Progress>>, held: Option<Held>, stop: CancellationToken) {
     let mut stored: HashMap<i32, i64> = HashMap::new();
     loop {
         let stopping = stop.is_cancelled();
-        let points = progress.lock().expect("progress lock").resume_points();
+        let points = {
+            let mut progress = progress.lock().expect("progress lock");
+            if let Some(held) = &held {
+                progress.partitions.retain(|partition, _| held.contains(&topic, *partition));
+                stored.retain(|partition, _| held.contains(&topic, *partition));
+            }
+            progress.resume_points()
+        };
         for (partition, next) in points {
             if stored.get(&partition) == Some(&next) {
                 continue;
@@ -318,11 +358,13 @@ async fn flush_offsets(pool: PgPool, topic: String, progress: Arc<Mutex<Progress
 
 /// Fires due timers, each once: the command it issues is idempotent by timer id, and the timer is
 /// marked fired after. Sleeps until the next timer is due (or a new one is set), not polling.
-async fn fire_timers(agent: Agent, pool: PgPool, leadership: Arc<Leadership>, stop: CancellationToken) {
+async fn fire_timers(agent: Agent, pool: PgPool, leadership: Option<Arc<Leadership>>, stop: CancellationToken) {
     let changed = agent.timers_changed();
     loop {
-        if leadership.fence().await.is_err() {
-            return;
+        if let Some(leadership) = &leadership {
+            if leadership.fence().await.is_err() {
+                return;
+            }
         }
         let due: Result<Vec<(Uuid, Uuid, String, serde_json::Value)>, sqlx::Error> = sqlx::query_as(
             "SELECT timer_id, org_id, stream, payload FROM timers WHERE fired_at IS NULL AND due_at <= now() ORDER BY due_at LIMIT 100",
