@@ -1,6 +1,7 @@
 //! `/openapi.json`, generated from the route annotations and types in the code as the features
-//! register them ([`Routes`]), with each operation's access rule taken from the route table: `x-required-role` is `public`, `ticket`,
-//! `viewer`, `editor` or `admin`, and guarded operations name the security schemes they accept.
+//! register them ([`Routes`]), with each operation's access rule taken from the route table:
+//! `x-required-role` is `public`, `ticket`, `viewer`, `editor` or `admin`, and guarded
+//! operations name the security schemes they accept.
 
 use axum::http::Method;
 use axum::Json;

@@ -50,11 +50,6 @@ impl Processors {
         assert!(!self.starts.iter().any(|(known, _)| *known == name), "two processors are named `{name}`");
         self.starts.push((name, Box::new(move |context, shutdown| Box::pin(start(context, shutdown)))));
     }
-
-    /// The names of the registered processors.
-    pub fn names(&self) -> Vec<&'static str> {
-        self.starts.iter().map(|(name, _)| *name).collect()
-    }
 }
 
 /// Starts the relay and every registered processor on `tasks`; each runs until `shutdown`.

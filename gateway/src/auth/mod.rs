@@ -1,8 +1,9 @@
 //! Who is calling and what they may do, decided in one place.
 //!
-//! Every route is registered in [`crate::routes::Routes`] with an [`Access`] rule, and the router wraps each
-//! one in [`guard`]: a route cannot exist without a rule. The guard authenticates the request (a
-//! session cookie, or an API token as `Authorization: Bearer`), checks the CSRF token on
+//! Every route is registered in [`crate::routes::Routes`] with an [`Access`] rule, and the
+//! router wraps each one in [`guard`]: a route cannot exist without a rule. The guard
+//! authenticates the request (a session cookie, or an API token as `Authorization: Bearer`),
+//! checks the CSRF token on
 //! state-changing requests made with a cookie, checks the caller's current role against the
 //! route's, and hands the handler a [`Caller`]. Handlers reach the read models only through
 //! [`Caller::read_models`], a transaction in which Postgres row-level security shows the caller's
