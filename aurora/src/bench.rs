@@ -523,8 +523,20 @@ async fn measure_latency(config: &Config, pool: &PgPool, rate: u64, seconds: u64
         let shutdown = shutdown.clone();
         tokio::spawn(async move { runner.run(shutdown).await })
     };
-    // Let both settle on the end of the log before the clock starts.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Both first catch up with what the earlier phases left (the relay phase stops once it has
+    // published its count, the append phases' events still wait), so that the clock measures
+    // steady load, not a backlog drained.
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(pool).await?;
+    let pool_for_progress = pool.clone();
+    wait_for("catching up before the latency run", total as u64, move || {
+        let pool = pool_for_progress.clone();
+        Box::pin(async move {
+            let backlog = aurora_commands::relay::backlog(&pool).await?;
+            let projected: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log").fetch_one(&pool).await?;
+            Ok((total - backlog).min(projected).max(0) as u64)
+        })
+    })
+    .await?;
 
     let store = Arc::new(PostgresEventStore::new(pool.clone()));
     let org = OrgId(Uuid::now_v7());
