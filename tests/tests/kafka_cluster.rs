@@ -314,3 +314,44 @@ async fn the_agents_of_two_processes_share_the_chat_partitions_and_answer_each_q
     socket.close().await;
     here.stop().await;
 }
+
+/// The mock cluster keeps at most 5 MB of each partition's log and drops the oldest records
+/// beyond that, as retention would: the one way here to make a log that lost its first records
+/// (Tansu 0.6 panics on DeleteRecords).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_refuses_a_log_that_lost_its_first_records_unless_forced() {
+    let mut env = TestEnv::new().await;
+    let _cluster = cluster_for(&mut env);
+    let app = App::spawn(&env, Roles { gateway: false, processors: true, projections: true }).await;
+    let sessions = create_sessions(&env, 5).await;
+    all_projected(&env, &sessions).await;
+    app.stop().await;
+
+    let chat = env.topic("chat");
+    let filler = vec![b'x'; 100_000];
+    for _ in 0..60 {
+        produce_raw(&env.config, &chat, "filler", &[], &filler).await;
+    }
+    let consumer = aurora_adapters::kafka::standalone_consumer(&env.config).unwrap();
+    let topic = chat.clone();
+    let marks = tokio::task::spawn_blocking(move || {
+        aurora_adapters::kafka::partition_watermarks(&consumer, &topic, Duration::from_secs(10)).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(marks.iter().any(|(_, low, _)| *low > 0), "the broker dropped the oldest records: {marks:?}");
+
+    let refused = aurora_tests::spawn_aurora(&env, &["replay", "chat_sessions"], &[]).wait_with_output().await.unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("no longer starts at offset 0") && said.contains("--force"), "{said}");
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM chat_sessions WHERE session_id = ANY($1)")
+        .bind(&sessions)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(kept, 5, "the live read model is kept");
+
+    let forced = aurora_tests::spawn_aurora(&env, &["replay", "chat_sessions", "--force"], &[]).wait_with_output().await.unwrap();
+    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+}
