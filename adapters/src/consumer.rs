@@ -26,6 +26,7 @@ use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Ownership;
 use crate::kafka::partitions_of;
 use crate::metrics::metrics;
 use crate::postgres::{Leadership, LeadershipLost};
@@ -83,6 +84,29 @@ where
         outcome
     })
     .await
+}
+
+/// Runs `work` with the ownership the deployment chose: as the one leader of `lock` ([`lead`]),
+/// handing it the [`Leadership`] to fence with, or as one member of a consumer group
+/// ([`supervise`]), handing it none (the group decides who reads what; see [`LiveConsumer::for_owner`]).
+pub async fn own<F, Fut>(worker: &str, ownership: Ownership, pool: &PgPool, lock: &str, shutdown: &CancellationToken, work: F)
+where
+    F: Fn(Option<Arc<Leadership>>) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    match ownership {
+        Ownership::Lock => lead(worker, pool, lock, shutdown, |leadership| work(Some(leadership))).await,
+        Ownership::Group => supervise(worker, shutdown, || work(None)).await,
+    }
+}
+
+/// Checks, right before a side effect, that a leader still leads; a group member has no lock to
+/// check.
+pub async fn fence_leader(leadership: Option<&Arc<Leadership>>) -> Result<(), LeadershipLost> {
+    match leadership {
+        Some(leadership) => leadership.fence().await,
+        None => Ok(()),
+    }
 }
 
 /// How often an awake consumer looks for partitions added to its topics.
@@ -152,21 +176,8 @@ impl LiveConsumer {
     /// A consumer named `name` (the name its offsets are stored under) of `topics`, created with
     /// `settings` whenever it wakes, assigned every partition of the topics now.
     pub async fn open(name: &str, settings: ClientConfig, topics: &[String], start: Start, signals: &LogSignals) -> anyhow::Result<Self> {
-        let now = Instant::now();
-        let mut live = Self {
-            name: name.to_owned(),
-            topics: topics.to_vec(),
-            consumer: Some(settings.create_with_context(Rebalancing::default())?),
-            group: None,
-            held: Held::default(),
-            settings,
-            start,
-            next: BTreeMap::new(),
-            signals: signals.subscribe(),
-            rest_at: now + REST_AFTER,
-            resting_since: now,
-            partitions_checked: now,
-        };
+        let consumer = settings.create_with_context(Rebalancing::default())?;
+        let mut live = Self::with_client(name, settings, consumer, None, topics, start, signals);
         // A topic just created may not list its partitions for a moment.
         for _ in 0..50 {
             live.follow().await?;
@@ -195,21 +206,60 @@ impl LiveConsumer {
         let consumer: StreamConsumer<Rebalancing> = settings.create_with_context(Rebalancing(Some(rebalances.clone())))?;
         let subscribed: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&subscribed)?;
+        Ok(Self::with_client(name, settings, consumer, Some(rebalances), topics, Start::Stored(pool), signals))
+    }
+
+    /// The consumer of work that [`own`] runs: every partition, for the leader; the group's
+    /// share, for a member.
+    pub async fn for_owner(
+        leadership: Option<&Arc<Leadership>>,
+        name: &str,
+        settings: ClientConfig,
+        topics: &[String],
+        pool: PgPool,
+        signals: &LogSignals,
+    ) -> anyhow::Result<Self> {
+        match leadership {
+            Some(_) => Self::open(name, settings, topics, Start::Stored(pool), signals).await,
+            None => Self::join_group(name, settings, topics, pool, signals).await,
+        }
+    }
+
+    fn with_client(
+        name: &str,
+        settings: ClientConfig,
+        consumer: StreamConsumer<Rebalancing>,
+        group: Option<Arc<Rebalances>>,
+        topics: &[String],
+        start: Start,
+        signals: &LogSignals,
+    ) -> Self {
         let now = Instant::now();
-        Ok(Self {
+        Self {
             name: name.to_owned(),
             topics: topics.to_vec(),
             consumer: Some(consumer),
-            group: Some(rebalances),
+            group,
             held: Held::default(),
             settings,
-            start: Start::Stored(pool),
+            start,
             next: BTreeMap::new(),
             signals: signals.subscribe(),
             rest_at: now + REST_AFTER,
             resting_since: now,
             partitions_checked: now,
-        })
+        }
+    }
+
+    /// The offsets stored for this consumer, by topic and partition.
+    async fn stored_offsets(&self) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+        let Start::Stored(pool) = &self.start else { return Ok(BTreeMap::new()) };
+        let stored: Vec<(String, i32, i64)> =
+            sqlx::query_as("SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = $1")
+                .bind(&self.name)
+                .fetch_all(pool)
+                .await?;
+        Ok(stored.into_iter().map(|(topic, partition, next)| ((topic, partition), next)).collect())
     }
 
     /// The number of partitions assigned.
@@ -314,12 +364,7 @@ impl LiveConsumer {
         if pending == 0 {
             return Ok(());
         }
-        let Start::Stored(pool) = &self.start else { unreachable!("a group member reads from stored offsets") };
-        let stored: Vec<(String, i32, i64)> =
-            sqlx::query_as("SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = $1")
-                .bind(&self.name)
-                .fetch_all(pool)
-                .await?;
+        let stored = self.stored_offsets().await?;
         let changes: Vec<(bool, (String, i32))> = group.changes.lock().expect("rebalances lock").drain(..pending).collect();
         let mut given: Vec<(String, i32)> = Vec::new();
         for (is_given, key) in changes {
@@ -329,12 +374,8 @@ impl LiveConsumer {
                 given.push(key);
             }
         }
-        for (topic, partition) in &given {
-            let offset = stored
-                .iter()
-                .find(|(stored_topic, stored_partition, _)| stored_topic == topic && stored_partition == partition)
-                .map_or(Offset::Beginning, |(_, _, next)| Offset::Offset(*next));
-            self.next.insert((topic.clone(), *partition), offset);
+        for key in &given {
+            self.next.insert(key.clone(), stored.get(key).map_or(Offset::Beginning, |next| Offset::Offset(*next)));
         }
         self.publish_partitions();
         if given.is_empty() {
@@ -459,23 +500,12 @@ impl LiveConsumer {
             return Ok(());
         }
         let first = self.next.is_empty();
-        let stored: Vec<(String, i32, i64)> = match &self.start {
-            Start::Stored(pool) => {
-                sqlx::query_as("SELECT topic, partition, next_offset FROM projection_offsets WHERE projection = $1")
-                    .bind(&self.name)
-                    .fetch_all(pool)
-                    .await?
-            }
-            Start::End => Vec::new(),
-        };
+        let stored = self.stored_offsets().await?;
         let mut assignment = TopicPartitionList::new();
         for (topic, partition) in added {
             let offset = match self.start {
                 Start::Stored(_) => {
-                    let stored_next = stored
-                        .iter()
-                        .find(|(stored_topic, stored_partition, _)| *stored_topic == topic && *stored_partition == partition)
-                        .map(|(_, _, next)| *next);
+                    let stored_next = stored.get(&(topic.clone(), partition)).copied();
                     if let Some(next) = stored_next.filter(|next| *next > 0) {
                         // One watermark lookup per partition when it is first assigned, not per fetch.
                         let (_, high) =
@@ -554,7 +584,7 @@ pub struct Held(Arc<Mutex<BTreeSet<(String, i32)>>>);
 
 impl Held {
     pub fn contains(&self, topic: &str, partition: i32) -> bool {
-        self.0.lock().expect("held lock").iter().any(|(held_topic, held_partition)| held_topic == topic && *held_partition == partition)
+        self.0.lock().expect("held lock").contains(&(topic.to_owned(), partition))
     }
 }
 

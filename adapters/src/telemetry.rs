@@ -86,7 +86,8 @@ impl Trace {
             }
             None => Context::new(),
         };
-        let span: BoxedSpan = tracer().span_builder(name).with_kind(kind).start_with_context(&tracer(), &parent);
+        let tracer = tracer();
+        let span: BoxedSpan = tracer.span_builder(name).with_kind(kind).start_with_context(&tracer, &parent);
         Self { context: parent.with_span(span) }
     }
 

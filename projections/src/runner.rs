@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aurora_adapters::config::Ownership;
-use aurora_adapters::consumer::{lead, supervise, LiveConsumer, Start};
+use aurora_adapters::consumer::{fence_leader, own, LiveConsumer};
 use aurora_adapters::kafka::{consumer_config, dead_letter_record, ensure_topics, producer_config, Producer};
 use aurora_adapters::metrics::metrics;
 use aurora_adapters::postgres::Leadership;
@@ -40,22 +39,16 @@ impl ProjectionRunner {
     }
 
     /// Consumes until `shutdown`. Several instances of one projection may run. By default
-    /// ([`Ownership::Lock`]) one consumes every partition and the others wait to take over:
-    /// ownership is decided in Postgres, because Tansu 0.6's group coordinator keeps a member that
-    /// died without leaving as the group's leader, so a restarted consumer joins and is assigned
-    /// nothing. With [`Ownership::Group`] the instances share the partitions as a Kafka consumer
-    /// group. Either way the stored offsets, locked per batch, keep two instances that overlap
+    /// (`AURORA_KAFKA_OWNERSHIP=lock`) one consumes every partition and the others wait to take
+    /// over: ownership is decided in Postgres, because Tansu 0.6's group coordinator keeps a
+    /// member that died without leaving as the group's leader, so a restarted consumer joins and
+    /// is assigned nothing. With `AURORA_KAFKA_OWNERSHIP=group` the instances share the
+    /// partitions as a Kafka consumer group. Either way the stored offsets, locked per batch, keep two instances that overlap
     /// for a moment (a rebalance, a lost lock) from applying a record twice.
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let name = self.projection.name();
-        let worker = format!("projection {name}");
-        match self.config.kafka.ownership {
-            Ownership::Lock => {
-                let lock = format!("aurora-projection:{name}");
-                lead(&worker, &self.pool, &lock, &shutdown, |leadership| self.consume(Some(leadership), &shutdown)).await;
-            }
-            Ownership::Group => supervise(&worker, &shutdown, || self.consume(None, &shutdown)).await,
-        }
+        let (worker, lock) = (format!("projection {name}"), format!("aurora-projection:{name}"));
+        own(&worker, self.config.kafka.ownership, &self.pool, &lock, &shutdown, |leadership| self.consume(leadership, &shutdown)).await;
         Ok(())
     }
 
@@ -67,10 +60,7 @@ impl ProjectionRunner {
         all_topics.push(aurora_events::topics::dead_letter_topic(&self.config.kafka.topic_prefix));
         ensure_topics(&self.config, &all_topics).await?;
         let settings = consumer_config(&self.config, &group_id(&self.config, name));
-        let mut consumer = match leadership {
-            Some(_) => LiveConsumer::open(name, settings, &topics, Start::Stored(self.pool.clone()), &self.signals).await?,
-            None => LiveConsumer::join_group(name, settings, &topics, self.pool.clone(), &self.signals).await?,
-        };
+        let mut consumer = LiveConsumer::for_owner(leadership.as_ref(), name, settings, &topics, self.pool.clone(), &self.signals).await?;
         // Created at the first poison record: most projections never need it.
         let dead_letters: tokio::sync::OnceCell<Producer> = tokio::sync::OnceCell::new();
         tracing::info!(projection = name, ?topics, partitions = consumer.partition_count(), "projection consuming");
@@ -81,7 +71,7 @@ impl ProjectionRunner {
                 _ = shutdown.cancelled() => break,
                 _ = lock_check.tick() => {
                     // The lock lives as long as its session: if that is gone, so is ownership.
-                    fence(&leadership).await?;
+                    fence_leader(leadership.as_ref()).await?;
                     continue;
                 }
                 received = consumer.recv() => received,
@@ -107,7 +97,7 @@ impl ProjectionRunner {
             }
             // Finish the batch in hand even when shutdown is requested meanwhile, unless the
             // database stays away: then the batch is read again by whoever consumes next.
-            fence(&leadership).await?;
+            fence_leader(leadership.as_ref()).await?;
             let Some(next_offsets) = self.apply_with_retry(&batch, &dead_letters, shutdown).await else {
                 break;
             };
@@ -244,13 +234,5 @@ pub(crate) async fn store_offsets(
     .bind(&offsets)
     .execute(connection)
     .await?;
-    Ok(())
-}
-
-/// Checks that a leader still leads; a group member has nothing to check.
-async fn fence(leadership: &Option<Arc<Leadership>>) -> anyhow::Result<()> {
-    if let Some(leadership) = leadership {
-        leadership.fence().await?;
-    }
     Ok(())
 }

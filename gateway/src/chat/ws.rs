@@ -253,7 +253,8 @@ async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, fol
         ClientFrame::Ping { request_id } => Ok(json!({ "type": "pong", "request_id": request_id })),
         ClientFrame::Query { request_id, session_id, text, mode, traceparent } => {
             let trace = Trace::start("chat.question", SpanKind::Server, traceparent.as_deref());
-            let meta = || CommandMeta { traceparent: trace.traceparent(), ..CommandMeta::new(holder.org_id, actor.clone()) };
+            let traceparent = trace.traceparent();
+            let meta = || CommandMeta { traceparent: traceparent.clone(), ..CommandMeta::new(holder.org_id, actor.clone()) };
             if current_role(state, holder).await? < Role::Editor {
                 return Err(ApiError::Forbidden("asking the agent needs the editor role".into()));
             }
@@ -281,7 +282,6 @@ async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, fol
             let submit = ChatSessionCommand::Submit { turn_id, text, mode, submitted_by: actor.clone() };
             state.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), submit, &meta(), None).await?;
             wake_relay(state);
-            let traceparent = trace.traceparent();
             Ok(json!({ "type": "accepted", "request_id": request_id, "session_id": session_id, "turn_id": turn_id, "traceparent": traceparent }))
         }
         ClientFrame::Subscribe { request_id, session_id } => {

@@ -12,8 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aurora_adapters::config::Ownership;
-use aurora_adapters::consumer::{lead, supervise, Fence, Held, LiveConsumer, Start};
+use aurora_adapters::consumer::{fence_leader, own, Fence, Held, LiveConsumer};
 use aurora_adapters::kafka::{consumer_config, ensure_topics, envelope_of};
 use aurora_adapters::postgres::{Leadership, LeadershipLost};
 use aurora_adapters::wakeup::LogSignals;
@@ -89,18 +88,15 @@ impl AgentRunner {
     }
 
     /// Runs until `shutdown`: as the one leader of the agent's lock, or, with
-    /// [`Ownership::Group`], as a member of a consumer group that shares the chat topic's
-    /// partitions (each session's questions come on one partition, so its turns run where its
-    /// partition is read).
+    /// `AURORA_KAFKA_OWNERSHIP=group`, as a member of a consumer group that shares the chat
+    /// topic's partitions (each session's questions come on one partition, so its turns run where
+    /// its partition is read).
     pub async fn run(&self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let worker = "agent processor";
-        match self.config.kafka.ownership {
-            Ownership::Lock => {
-                lead(worker, &self.pool, &format!("aurora-{NAME}"), &shutdown, |leadership| self.run_owning(Some(leadership), &shutdown))
-                    .await
-            }
-            Ownership::Group => supervise(worker, &shutdown, || self.run_owning(None, &shutdown)).await,
-        }
+        let lock = format!("aurora-{NAME}");
+        own("agent processor", self.config.kafka.ownership, &self.pool, &lock, &shutdown, |leadership| {
+            self.run_owning(leadership, &shutdown)
+        })
+        .await;
         Ok(())
     }
 
@@ -122,10 +118,7 @@ impl AgentRunner {
         let mut settings = consumer_config(&self.config, &format!("{}aurora-agent", self.config.kafka.topic_prefix));
         settings.set("fetch.wait.max.ms", self.config.kafka.live_fetch_wait.as_millis().to_string());
         let topics = [topic.to_owned()];
-        let mut consumer = match leadership {
-            Some(_) => LiveConsumer::open(NAME, settings, &topics, Start::Stored(self.pool.clone()), &self.signals).await?,
-            None => LiveConsumer::join_group(NAME, settings, &topics, self.pool.clone(), &self.signals).await?,
-        };
+        let mut consumer = LiveConsumer::for_owner(leadership, NAME, settings, &topics, self.pool.clone(), &self.signals).await?;
         let held = consumer.held();
         let lost = leadership.map_or_else(CancellationToken::new, |leadership| leadership.lost());
         let mut lock_check = tokio::time::interval(Duration::from_secs(1));
@@ -147,10 +140,8 @@ impl AgentRunner {
                 _ = lost.cancelled() => break Err(LeadershipLost(NAME.to_owned()).into()),
                 _ = lock_check.tick() => {
                     // Noticed between questions too, not only at the next side effect.
-                    if let Some(leadership) = leadership {
-                        if let Err(lost) = leadership.fence().await {
-                            break Err(lost.into());
-                        }
+                    if let Err(lost) = fence_leader(leadership).await {
+                        break Err(lost.into());
                     }
                     continue;
                 }
@@ -361,10 +352,8 @@ async fn flush_offsets(pool: PgPool, topic: String, progress: Arc<Mutex<Progress
 async fn fire_timers(agent: Agent, pool: PgPool, leadership: Option<Arc<Leadership>>, stop: CancellationToken) {
     let changed = agent.timers_changed();
     loop {
-        if let Some(leadership) = &leadership {
-            if leadership.fence().await.is_err() {
-                return;
-            }
+        if fence_leader(leadership.as_ref()).await.is_err() {
+            return;
         }
         let due: Result<Vec<(Uuid, Uuid, String, serde_json::Value)>, sqlx::Error> = sqlx::query_as(
             "SELECT timer_id, org_id, stream, payload FROM timers WHERE fired_at IS NULL AND due_at <= now() ORDER BY due_at LIMIT 100",
