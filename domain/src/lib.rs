@@ -3,6 +3,7 @@
 //! in `aurora-commands` loads, decides, and appends.
 
 pub mod chat;
+pub mod connection;
 pub mod identity;
 pub mod testing;
 pub mod text;
@@ -15,6 +16,8 @@ use aurora_events::EventPayload;
 pub enum DomainError {
     #[error(transparent)]
     ChatSession(#[from] chat::ChatSessionError),
+    #[error(transparent)]
+    Connection(#[from] connection::ConnectionError),
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
     /// The command carries a value that breaks an invariant.
@@ -39,6 +42,7 @@ impl DomainError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             DomainError::ChatSession(error) => error.kind(),
+            DomainError::Connection(error) => error.kind(),
             DomainError::Identity(_) => ErrorKind::InvalidState,
             DomainError::InvalidInput { field, reason } => ErrorKind::InvalidInput { field, reason: reason.clone() },
         }

@@ -19,6 +19,12 @@ impl<A: Aggregate> Given<A> {
     pub fn when(self, command: A::Command) -> When<A> {
         When { outcome: self.state.decide(command) }
     }
+
+    /// The events `command` produces, for assertions on their contents.
+    #[track_caller]
+    pub fn state_after(self, command: A::Command) -> Vec<A::Event> {
+        self.state.decide(command).unwrap_or_else(|error| panic!("the command was refused: {error}"))
+    }
 }
 
 impl<A: Aggregate> When<A> {

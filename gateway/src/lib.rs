@@ -4,12 +4,13 @@
 //! what is decided in one place, [`auth`].
 
 pub mod auth;
+pub mod commands;
 pub mod extract;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
 
-aurora_events::features!(routes::Routes: audit, chat, identity);
+aurora_events::features!(routes::Routes: audit, chat, connection, identity);
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub tickets: Tickets,
     pub redis: aurora_adapters::redis::Redis,
     pub chat_hub: Arc<chat::hub::ChatHub>,
+    /// Where connections' credentials are kept.
+    pub secrets: Arc<dyn aurora_adapters::secrets::SecretStore>,
 }
 
 impl AppState {
@@ -56,6 +59,7 @@ impl AppState {
             limiter: RateLimiter::new(redis.clone(), &config),
             tickets: Tickets::new(redis.clone(), &config.redis.prefix, config.auth.ws_ticket_ttl),
             redis,
+            secrets: Arc::new(aurora_adapters::secrets::vault::VaultStore::new(&config.vault)?),
             chat_hub: chat::hub::ChatHub::start(&config, signals, shutdown).await,
             config,
             pool,

@@ -1,15 +1,19 @@
 //! The processors role: everything that reacts to the log rather than to a request. The relay,
 //! which publishes appended events to Kafka, runs here always; each feature registers its own
-//! processors (`register` in `processors/src/<feature>`): today the chat agent, which runs chat
-//! turns with the LLM and the tools. The agent runtime itself (`agent`) is shared by the features
+//! processors (`register` in `processors/src/<feature>`): the chat agent, which runs chat turns
+//! with the LLM and the tools, and the connections processor (inventories, token refresh), on the
+//! [`reactor`] skeleton. The agent runtime itself (`agent`) is shared by the features
 //! that run the agent.
 
 pub mod agent;
+pub mod reactor;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use aurora_adapters::secrets::vault::VaultStore;
+use aurora_adapters::secrets::SecretStore;
 use aurora_adapters::wakeup::LogSignals;
 use aurora_adapters::Config;
 use aurora_commands::postgres::PostgresEventStore;
@@ -19,7 +23,7 @@ use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-aurora_events::features!(Processors: chat);
+aurora_events::features!(Processors: chat, connection);
 
 /// What every processor is started with.
 #[derive(Clone)]
@@ -29,6 +33,8 @@ pub struct Context {
     /// Wakes consumers that rest.
     pub signals: LogSignals,
     pub commands: CommandHandler,
+    /// Where every credential is kept; read at the moment of use.
+    pub secrets: Arc<dyn SecretStore>,
 }
 
 type Running = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
@@ -62,7 +68,8 @@ pub fn spawn(
 ) -> anyhow::Result<()> {
     let relay = Relay::new(config, pool.clone(), signals.clone())?;
     let commands = CommandHandler::new(Arc::new(PostgresEventStore::new(pool.clone())));
-    let context = Context { config: config.clone(), pool, signals, commands };
+    let secrets: Arc<dyn SecretStore> = Arc::new(VaultStore::new(&config.vault)?);
+    let context = Context { config: config.clone(), pool, signals, commands, secrets };
     let mut processors = Processors::default();
     register_features(&mut processors);
     let stop = shutdown.clone();

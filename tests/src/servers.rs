@@ -174,3 +174,131 @@ impl Drop for PrivateTansu {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A private OpenBao for one test, made by the stack script (`scratch-vault`): persistent raft
+/// storage in its own directory, initialised, unsealed, with KV v2 at `kv/`, the file audit device
+/// and a token for Aurora whose policy reaches only `kv/*/aurora/*`. The test may stop, restart
+/// and seal it.
+pub struct ScratchVault {
+    pub port: u16,
+    pub dir: PathBuf,
+    script: PathBuf,
+}
+
+impl ScratchVault {
+    pub fn start() -> Self {
+        let script = PathBuf::from(std::env::var("AURORA_TEST_STACK_SCRIPT").expect("AURORA_TEST_STACK_SCRIPT (run through scripts/test)"));
+        let port = free_port();
+        let vault = Self { port, dir: PathBuf::from(stack_dir()).join(format!("scratch-vault-{port}")), script };
+        vault.script(&["scratch-vault", &port.to_string()]);
+        vault
+    }
+
+    fn script(&self, args: &[&str]) {
+        let output = Command::new(&self.script).args(args).output().expect("run the stack script");
+        assert!(output.status.success(), "stack.sh {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    pub fn addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn token_file(&self) -> PathBuf {
+        self.dir.join("aurora-token")
+    }
+
+    /// The configuration that points Aurora at it.
+    pub fn config(&self) -> aurora_adapters::config::VaultConfig {
+        aurora_adapters::config::VaultConfig { addr: self.addr(), token_file: Some(self.token_file()), ..Default::default() }
+    }
+
+    pub fn aurora_env(&self) -> Vec<(String, String)> {
+        vec![("AURORA_VAULT_ADDR".into(), self.addr()), ("AURORA_VAULT_TOKEN_FILE".into(), self.token_file().display().to_string())]
+    }
+
+    pub fn stop(&self) {
+        self.script(&["vault-stop", &self.dir.display().to_string()]);
+    }
+
+    /// Starts it again on its data and unseals it.
+    pub fn restart(&self) {
+        self.script(&["vault-start", &self.dir.display().to_string(), &self.port.to_string()]);
+    }
+
+    /// Seals it with the root token, as an operator would.
+    pub fn seal(&self) {
+        let status = self.bao(&["operator", "seal"]).status().unwrap();
+        assert!(status.success(), "sealing failed");
+    }
+
+    pub fn unseal(&self) {
+        self.script(&["vault-unseal", &self.dir.display().to_string(), &self.port.to_string()]);
+    }
+
+    /// A `bao` command as the root of this server.
+    pub fn bao(&self, args: &[&str]) -> Command {
+        let init: serde_json::Value = serde_json::from_slice(&std::fs::read(self.dir.join("init.json")).unwrap()).unwrap();
+        let mut command = Command::new(std::env::var("AURORA_TEST_BAO_BIN").expect("AURORA_TEST_BAO_BIN"));
+        command
+            .args(args)
+            .env("BAO_ADDR", self.addr())
+            .env("BAO_TOKEN", init["root_token"].as_str().unwrap())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// The audit device's log: one JSON object per request and response.
+    pub fn audit_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+}
+
+impl Drop for ScratchVault {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.script).args(["vault-stop", &self.dir.display().to_string()]).output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn stack_dir() -> String {
+    std::env::var("AURORA_STACK_DIR").unwrap_or_else(|_| "/var/lib/aurora".into())
+}
+
+/// A private moto server (AWS APIs) for one test. With `no_auth_actions`, moto accepts that many
+/// requests unauthenticated (the test creates its IAM users with them) and from then on checks
+/// every request's Signature Version 4 against the IAM users' keys and policies, as AWS does.
+pub struct PrivateMoto {
+    pub port: u16,
+    child: Child,
+}
+
+impl PrivateMoto {
+    pub fn start(no_auth_actions: Option<u32>) -> Self {
+        let home = PathBuf::from(std::env::var("AURORA_TEST_MOTO_HOME").expect("AURORA_TEST_MOTO_HOME (run through scripts/test)"));
+        let port = free_port();
+        let mut command = Command::new(home.join("bin/moto_server"));
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]).env("PYTHONPATH", &home).stdout(Stdio::null()).stderr(Stdio::null());
+        if let Some(count) = no_auth_actions {
+            command.env("INITIAL_NO_AUTH_ACTION_COUNT", count.to_string());
+        }
+        let child = command.spawn().expect("start moto");
+        wait_for_port(port, "moto");
+        Self { port, child }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -12,8 +12,10 @@ pub mod tools;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aurora_adapters::config::ConnectionsConfig;
 use aurora_adapters::consumer::Fence;
 use aurora_adapters::llm::{ChatMessage, Completion, Llm, ToolSpec};
+use aurora_adapters::secrets::SecretStore;
 use aurora_adapters::telemetry::{SpanKind, Trace};
 use aurora_adapters::Config;
 use aurora_commands::{CommandHandler, CommandMeta, HandleError};
@@ -29,7 +31,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use deltas::DeltaPublisher;
-use tools::{AnyTool, Effect, Registry, ToolContext};
+use tools::{AnyTool, Connected, Effect, Registry, ToolContext};
+
+/// The kind of the durable timers that expire confirmations.
+pub const CONFIRMATION_EXPIRY: &str = "confirmation_expiry";
 
 /// Limits of one turn.
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +88,8 @@ impl Pass {
 pub struct Agent {
     commands: CommandHandler,
     pool: PgPool,
+    secrets: Arc<dyn SecretStore>,
+    providers: Arc<ConnectionsConfig>,
     llm: Llm,
     tools: Registry,
     deltas: DeltaPublisher,
@@ -107,10 +114,12 @@ fn agent_actor() -> Actor {
 }
 
 impl Agent {
-    pub fn new(config: &Config, pool: PgPool, commands: CommandHandler, deltas: DeltaPublisher) -> Self {
+    pub fn new(config: &Config, pool: PgPool, commands: CommandHandler, secrets: Arc<dyn SecretStore>, deltas: DeltaPublisher) -> Self {
         Self {
             commands,
             pool,
+            secrets,
+            providers: Arc::new(config.connections.clone()),
             llm: Llm::new(config),
             tools: Registry::standard(),
             deltas,
@@ -181,7 +190,13 @@ impl Agent {
         cancel: &CancellationToken,
     ) -> Result<Option<Advanced>, HandleError> {
         let turn_id = turn.turn_id;
-        let offered = self.tools.offered(org_id, turn.mode);
+        // What the organisation has connected decides which tools exist and what the prompt says.
+        let connected = Arc::new(
+            Connected::load(&self.pool, org_id)
+                .await
+                .map_err(|error| HandleError::Store(aurora_commands::StoreError::Unexpected(error.into())))?,
+        );
+        let offered = self.tools.offered(&connected, turn.mode);
         if turn.cancel_requested {
             self.record(stream, org_id, turn_id, ChatSessionCommand::Cancel { turn_id }).await?;
             return Ok(Some(Advanced::Ended));
@@ -205,7 +220,7 @@ impl Agent {
             return Ok(Some(Advanced::Waiting));
         }
         if let Some(pending) = turn.tool_calls.iter().find(|call| call.outcome.is_none()) {
-            self.resolve_tool_call(stream, org_id, turn, &pending.requested, pending.started, &offered).await?;
+            self.resolve_tool_call(stream, org_id, turn, &pending.requested, pending.started, &offered, &connected).await?;
             return Ok(None);
         }
         let elapsed = (Utc::now() - started_at).to_std().unwrap_or_default();
@@ -220,7 +235,7 @@ impl Agent {
             return Ok(Some(Advanced::Ended));
         }
         let call_index = turn.llm_calls.len() as u32 + 1;
-        let messages = self.conversation(session, turn, &offered);
+        let messages = self.conversation(session, turn, &offered, &connected);
         let specs: Vec<ToolSpec> = offered
             .iter()
             .map(|tool| ToolSpec {
@@ -322,16 +337,17 @@ impl Agent {
     /// Every pending confirmation of `turn` has its expiry timer (idempotent).
     async fn ensure_confirmation_timers(&self, stream: &StreamId, org_id: OrgId, turn: &Turn) -> Result<(), HandleError> {
         for confirmation in turn.confirmations.iter().filter(|confirmation| confirmation.answer.is_none()) {
-            sqlx::query(
-                "INSERT INTO timers (timer_id, kind, org_id, stream, payload, due_at) VALUES ($1, 'confirmation_expiry', $2, $3, $4, $5) \
-                 ON CONFLICT (timer_id) DO NOTHING",
+            let payload = serde_json::json!({ "confirmation_id": confirmation.confirmation_id });
+            let stream_name = stream.to_string();
+            aurora_adapters::timers::set(
+                &self.pool,
+                confirmation.confirmation_id,
+                CONFIRMATION_EXPIRY,
+                org_id.0,
+                &stream_name,
+                &payload,
+                confirmation.expires_at,
             )
-            .bind(confirmation.confirmation_id)
-            .bind(org_id.0)
-            .bind(stream.to_string())
-            .bind(serde_json::json!({ "confirmation_id": confirmation.confirmation_id }))
-            .bind(confirmation.expires_at)
-            .execute(&self.pool)
             .await
             .map_err(|error| HandleError::Store(aurora_commands::StoreError::Unexpected(error.into())))?;
         }
@@ -348,6 +364,7 @@ impl Agent {
         call: &ToolCallRequested,
         started_before: bool,
         offered: &[Arc<dyn AnyTool>],
+        connected: &Arc<Connected>,
     ) -> Result<(), HandleError> {
         let turn_id = turn.turn_id;
         let finish = |outcome: Result<ToolCallCompleted, String>| ChatSessionCommand::FinishTool {
@@ -386,7 +403,7 @@ impl Agent {
                 Err(error) => return Err(error),
             }
         }
-        let outcome = self.run_tool(stream, org_id, turn, call, tool.as_ref()).await;
+        let outcome = self.run_tool(stream, org_id, turn, call, tool.as_ref(), connected).await;
         self.record(stream, org_id, turn_id, finish(outcome)).await
     }
 
@@ -397,6 +414,7 @@ impl Agent {
         turn: &Turn,
         call: &ToolCallRequested,
         tool: &dyn AnyTool,
+        connected: &Arc<Connected>,
     ) -> Result<ToolCallCompleted, String> {
         let Some(user_id) = turn.submitted_by.user_id() else { return Err("the turn has no user to run tools for".into()) };
         let role: Option<String> =
@@ -416,6 +434,9 @@ impl Agent {
             tool_call_key: Uuid::new_v5(&turn.turn_id, call.tool_call_id.as_bytes()),
             pool: self.pool.clone(),
             commands: self.commands.clone(),
+            secrets: self.secrets.clone(),
+            providers: self.providers.clone(),
+            connected: connected.clone(),
         };
         let started = std::time::Instant::now();
         let result = tool.call(&context, &call.arguments).await.map_err(|error| error.to_string())?;
@@ -449,8 +470,8 @@ impl Agent {
 
     /// The messages of the next LLM call: the system prompt, as much history as the context
     /// budget holds (oldest dropped first), the question and this turn's calls and tool results.
-    fn conversation(&self, session: &ChatSession, turn: &Turn, offered: &[Arc<dyn AnyTool>]) -> Vec<ChatMessage> {
-        let system = ChatMessage::System(system_prompt(offered));
+    fn conversation(&self, session: &ChatSession, turn: &Turn, offered: &[Arc<dyn AnyTool>], connected: &Connected) -> Vec<ChatMessage> {
+        let system = ChatMessage::System(system_prompt(offered, connected));
         let mut current = vec![ChatMessage::User(turn.question.clone())];
         for llm_call in &turn.llm_calls {
             current.push(ChatMessage::Assistant { text: llm_call.text.clone(), tool_calls: llm_call.tool_calls.clone() });
@@ -495,11 +516,40 @@ fn cut(text: &str, cap: usize) -> &str {
     &text[..end]
 }
 
-fn system_prompt(offered: &[Arc<dyn AnyTool>]) -> String {
+/// Inventory items the prompt names per connection; the rest are counted.
+const PROMPT_ITEMS_PER_CONNECTION: usize = 20;
+
+/// The system prompt: who the agent is, what the organisation has connected (providers, accounts,
+/// projects, repositories), and which tools exist for them.
+fn system_prompt(offered: &[Arc<dyn AnyTool>], connected: &Connected) -> String {
     let mut prompt = String::from(
         "You are Aurora, a site-reliability assistant. Answer from evidence; say which tool results support \
-         what you say. Call tools when they would help.\n\nTools available to this user:\n",
+         what you say. Call tools when they would help.\n\n",
     );
+    if connected.connections.is_empty() {
+        prompt.push_str("The organisation has connected no cloud or tool yet; say so when a question needs one.\n\n");
+    } else {
+        prompt.push_str("Connected to this organisation (pass `connection` to a tool to pick one of several of a provider):\n");
+        for connection in &connected.connections {
+            prompt.push_str(&format!("- {} `{}`: {}\n", connection.provider.title(), connection.name, connection.account));
+            let shown: Vec<String> = connection
+                .inventory
+                .iter()
+                .take(PROMPT_ITEMS_PER_CONNECTION)
+                .map(|item| match &item.name {
+                    Some(name) if name != &item.id => format!("{} {} ({name})", item.kind, item.id),
+                    _ => format!("{} {}", item.kind, item.id),
+                })
+                .collect();
+            let more = connection.inventory.len().saturating_sub(PROMPT_ITEMS_PER_CONNECTION) as i64 + connection.inventory_omitted;
+            if !shown.is_empty() {
+                let tail = if more > 0 { format!(", and {more} more") } else { String::new() };
+                prompt.push_str(&format!("  reaches: {}{tail}\n", shown.join(", ")));
+            }
+        }
+        prompt.push('\n');
+    }
+    prompt.push_str("Tools available to this user:\n");
     if offered.is_empty() {
         prompt.push_str("(none)\n");
     }

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Agent, Pass};
+use super::{Agent, Pass, CONFIRMATION_EXPIRY};
 
 const NAME: &str = "processor:agent";
 /// The events that move a turn.
@@ -351,48 +351,24 @@ async fn flush_offsets(pool: PgPool, topic: String, progress: Arc<Mutex<Progress
 /// marked fired after. Sleeps until the next timer is due (or a new one is set), not polling.
 async fn fire_timers(agent: Agent, pool: PgPool, leadership: Option<Arc<Leadership>>, stop: CancellationToken) {
     let changed = agent.timers_changed();
-    loop {
-        if fence_leader(leadership.as_ref()).await.is_err() {
-            return;
+    // A lost lock stops the agent's consumer too, and the next owner fires the timers.
+    let _lost = aurora_adapters::timers::run(CONFIRMATION_EXPIRY, &pool, leadership, changed, stop, |timer| {
+        let agent = agent.clone();
+        let pool = pool.clone();
+        async move {
+            let confirmation_id = timer
+                .payload
+                .get("confirmation_id")
+                .and_then(|id| id.as_str())
+                .and_then(|id| Uuid::parse_str(id).ok())
+                .ok_or_else(|| anyhow::anyhow!("a confirmation timer without a confirmation id"))?;
+            let stream: StreamId = timer.stream.parse()?;
+            let meta = CommandMeta::idempotent(OrgId(timer.org_id), Actor::processor("timers"), timer.timer_id);
+            let command = ChatSessionCommand::ExpireConfirmation { confirmation_id };
+            agent.commands().handle::<ChatSession>(&stream, command, &meta, None).await?;
+            aurora_commands::relay::wake(&pool).await;
+            Ok(())
         }
-        let due: Result<Vec<(Uuid, Uuid, String, serde_json::Value)>, sqlx::Error> = sqlx::query_as(
-            "SELECT timer_id, org_id, stream, payload FROM timers WHERE fired_at IS NULL AND due_at <= now() ORDER BY due_at LIMIT 100",
-        )
-        .fetch_all(&pool)
-        .await;
-        match due {
-            Ok(due) => {
-                for (timer_id, org_id, stream, payload) in due {
-                    let Some(confirmation_id) =
-                        payload.get("confirmation_id").and_then(|id| id.as_str()).and_then(|id| Uuid::parse_str(id).ok())
-                    else {
-                        continue;
-                    };
-                    let Ok(stream) = stream.parse::<StreamId>() else { continue };
-                    let meta = CommandMeta::idempotent(OrgId(org_id), Actor::processor("timers"), timer_id);
-                    let command = ChatSessionCommand::ExpireConfirmation { confirmation_id };
-                    match agent.commands().handle::<ChatSession>(&stream, command, &meta, None).await {
-                        Ok(_) => {
-                            aurora_commands::relay::wake(&pool).await;
-                            let _ =
-                                sqlx::query("UPDATE timers SET fired_at = now() WHERE timer_id = $1").bind(timer_id).execute(&pool).await;
-                        }
-                        Err(error) => tracing::warn!(%timer_id, %error, "firing a timer failed; it stays due"),
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(%error, "reading due timers failed"),
-        }
-        let next_due: Option<chrono::DateTime<chrono::Utc>> =
-            sqlx::query_scalar("SELECT min(due_at) FROM timers WHERE fired_at IS NULL").fetch_one(&pool).await.unwrap_or(None);
-        let wait = next_due
-            .map(|due| (due - chrono::Utc::now()).to_std().unwrap_or_default())
-            .unwrap_or(Duration::from_secs(60))
-            .clamp(Duration::from_millis(20), Duration::from_secs(60));
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = changed.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
-        }
-    }
+    })
+    .await;
 }

@@ -12,7 +12,7 @@ use crate::Processors;
 pub fn register(processors: &mut Processors) {
     processors.add("agent", |context, shutdown| async move {
         let deltas = DeltaPublisher::new(&context.config, Announcer::new(context.pool.clone()))?;
-        let agent = Agent::new(&context.config, context.pool.clone(), context.commands, deltas);
+        let agent = Agent::new(&context.config, context.pool.clone(), context.commands, context.secrets.clone(), deltas);
         AgentRunner::new(context.config, context.pool, agent, context.signals).run(shutdown).await
     });
 }

@@ -10,8 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aurora_adapters::clouds::ProviderError;
+use aurora_adapters::config::ConnectionsConfig;
+use aurora_adapters::secrets::{Secret, SecretError, SecretPath, SecretStore};
 use aurora_commands::CommandHandler;
 use aurora_events::chat::ChatMode;
+use aurora_events::connection::{InventoryItem, Provider};
 use aurora_events::identity::Role;
 use aurora_events::OrgId;
 use schemars::JsonSchema;
@@ -37,12 +41,101 @@ pub struct ToolContext {
     pub tool_call_key: Uuid,
     pub pool: PgPool,
     pub commands: CommandHandler,
+    pub secrets: Arc<dyn SecretStore>,
+    pub providers: Arc<ConnectionsConfig>,
+    /// The organisation's live connections, as the turn's step saw them.
+    pub connected: Arc<Connected>,
 }
 
 impl ToolContext {
     /// A read-only transaction that sees the user's organisation only.
     async fn read_models(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, ToolError> {
         Ok(aurora_adapters::postgres::tenant_transaction(&self.pool, self.org_id.0).await?)
+    }
+
+    /// The credentials of the organisation's `provider` connection (the one named `name`, or the
+    /// first), read from the secret store now; the caller drops them after its call.
+    pub async fn credentials(&self, provider: Provider, name: Option<&str>) -> Result<(&LiveConnection, Secret), ToolError> {
+        let connection = self.connected.find(provider, name)?;
+        let secret =
+            self.secrets.get(&SecretPath::connection(self.org_id.0, connection.connection_id)).await.map_err(|error| match error {
+                SecretError::NotFound(_) => ToolError::Refused(format!(
+                    "the {} connection `{}` has no stored credentials; an admin must reconnect it",
+                    provider.title(),
+                    connection.name
+                )),
+                other => ToolError::Unavailable(other.to_string()),
+            })?;
+        Ok((connection, secret))
+    }
+}
+
+/// One of the organisation's live connections, without its credentials.
+#[derive(Debug, Clone)]
+pub struct LiveConnection {
+    pub connection_id: Uuid,
+    pub provider: Provider,
+    pub name: String,
+    pub account: String,
+    pub inventory: Vec<InventoryItem>,
+    pub inventory_omitted: i64,
+}
+
+/// The organisation's live connections: which providers its tools may use, and what the prompt
+/// tells the model it can look at.
+#[derive(Debug, Clone, Default)]
+pub struct Connected {
+    pub connections: Vec<LiveConnection>,
+}
+
+impl Connected {
+    /// The organisation's connections that are not removed and need no reconnection, read
+    /// through row-level security.
+    pub async fn load(pool: &PgPool, org_id: OrgId) -> Result<Self, sqlx::Error> {
+        let mut read = aurora_adapters::postgres::tenant_transaction(pool, org_id.0).await?;
+        let rows: Vec<(Uuid, String, String, String, serde_json::Value, i64)> = sqlx::query_as(
+            "SELECT connection_id, provider, name, account, inventory, inventory_omitted FROM connections \
+             WHERE org_id = $1 AND status = 'connected' ORDER BY created_at",
+        )
+        .bind(org_id.0)
+        .fetch_all(&mut *read)
+        .await?;
+        let connections = rows
+            .into_iter()
+            .filter_map(|(connection_id, provider, name, account, inventory, inventory_omitted)| {
+                Some(LiveConnection {
+                    connection_id,
+                    provider: provider.parse().ok()?,
+                    name,
+                    account,
+                    inventory: serde_json::from_value(inventory).unwrap_or_default(),
+                    inventory_omitted,
+                })
+            })
+            .collect();
+        Ok(Self { connections })
+    }
+
+    pub fn has(&self, provider: Provider) -> bool {
+        self.connections.iter().any(|connection| connection.provider == provider)
+    }
+
+    /// The `provider` connection named `name` (or whose id it is), or the first one.
+    pub fn find(&self, provider: Provider, name: Option<&str>) -> Result<&LiveConnection, ToolError> {
+        let mut candidates = self.connections.iter().filter(|connection| connection.provider == provider);
+        let found = match name.map(str::trim).filter(|name| !name.is_empty()) {
+            Some(name) => {
+                candidates.find(|connection| connection.name.eq_ignore_ascii_case(name) || connection.connection_id.to_string() == name)
+            }
+            None => candidates.next(),
+        };
+        found.ok_or_else(|| {
+            ToolError::Refused(format!(
+                "the organisation has no {} connection{}",
+                provider.title(),
+                name.map(|name| format!(" named `{name}`")).unwrap_or_default()
+            ))
+        })
     }
 }
 
@@ -61,6 +154,19 @@ impl From<sqlx::Error> for ToolError {
     }
 }
 
+/// A provider's refusal is something the model (or the person) can act on: reconnect, grant a
+/// permission, wait, narrow the request. Its message says which.
+impl From<ProviderError> for ToolError {
+    fn from(error: ProviderError) -> Self {
+        match error {
+            ProviderError::Timeout { .. } | ProviderError::Unavailable { .. } | ProviderError::RateLimited { .. } => {
+                ToolError::Unavailable(error.to_string())
+            }
+            _ => ToolError::Refused(error.to_string()),
+        }
+    }
+}
+
 /// A tool the agent can call.
 #[async_trait]
 pub trait Tool: Send + Sync + 'static {
@@ -72,10 +178,8 @@ pub trait Tool: Send + Sync + 'static {
     /// Largest result kept in the `tool_call.completed` event and sent to the model, in bytes of JSON.
     const OUTPUT_CAP: usize = 16 * 1024;
 
-    /// Whether the organisation can use the tool (connectors add tools that need a connected provider).
-    fn available(&self, _org_id: OrgId) -> bool {
-        true
-    }
+    /// The provider whose connection the tool needs; it is offered only when one is connected.
+    const PROVIDER: Option<Provider> = None;
 
     async fn run(&self, context: &ToolContext, args: Self::Args) -> Result<Value, ToolError>;
 }
@@ -89,7 +193,8 @@ pub trait AnyTool: Send + Sync {
     fn effect(&self) -> Effect;
     fn timeout(&self) -> Duration;
     fn output_cap(&self) -> usize;
-    fn available(&self, org_id: OrgId) -> bool;
+    /// The provider the tool needs connected, if any.
+    fn provider(&self) -> Option<Provider>;
     /// Parses `arguments` (the model's JSON text) and runs the tool.
     async fn call(&self, context: &ToolContext, arguments: &Value) -> Result<Value, ToolError>;
 }
@@ -125,8 +230,8 @@ impl<T: Tool> AnyTool for T {
         T::OUTPUT_CAP
     }
 
-    fn available(&self, org_id: OrgId) -> bool {
-        Tool::available(self, org_id)
+    fn provider(&self) -> Option<Provider> {
+        T::PROVIDER
     }
 
     async fn call(&self, context: &ToolContext, arguments: &Value) -> Result<Value, ToolError> {
@@ -139,7 +244,7 @@ impl<T: Tool> AnyTool for T {
     }
 }
 
-aurora_events::features!(Registry: audit, chat);
+aurora_events::features!(Registry: audit, aws, azure, chat, gcp, github, observability);
 
 /// The tools this build has.
 #[derive(Clone)]
@@ -166,15 +271,83 @@ impl Registry {
         self.tools.iter().map(|tool| tool.name()).collect()
     }
 
-    /// The tools offered to a turn of `org_id` in `mode`: no destructive tool in `ask` mode.
-    pub fn offered(&self, org_id: OrgId, mode: ChatMode) -> Vec<Arc<dyn AnyTool>> {
+    /// The tools offered to a turn in `mode` of an organisation with `connected`: a provider's
+    /// tools only when it is connected, no destructive tool in `ask` mode.
+    pub fn offered(&self, connected: &Connected, mode: ChatMode) -> Vec<Arc<dyn AnyTool>> {
         self.tools
             .iter()
-            .filter(|tool| tool.available(org_id))
+            .filter(|tool| tool.provider().is_none_or(|provider| connected.has(provider)))
             .filter(|tool| mode == ChatMode::Agent || tool.effect() == Effect::ReadOnly)
             .cloned()
             .collect()
     }
+}
+
+/// A time window of a logs tool: the last `since_minutes`, or `start` to `end` (RFC 3339).
+#[derive(Debug, Default, serde::Deserialize, JsonSchema)]
+pub struct Window {
+    /// Minutes before now (default 60, at most 10080, a week). Ignored when `start` is given.
+    #[serde(default)]
+    pub since_minutes: Option<i64>,
+    /// Start of the window, RFC 3339 (e.g. 2026-12-01T10:00:00Z).
+    #[serde(default)]
+    pub start: Option<String>,
+    /// End of the window, RFC 3339 (default now).
+    #[serde(default)]
+    pub end: Option<String>,
+}
+
+impl Window {
+    /// The window's bounds, refused when malformed, reversed or longer than a week.
+    pub fn resolve(&self) -> Result<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>), ToolError> {
+        let parse = |field: &str, text: &str| {
+            chrono::DateTime::parse_from_rfc3339(text.trim())
+                .map(|time| time.with_timezone(&chrono::Utc))
+                .map_err(|error| ToolError::Refused(format!("`{field}` is not an RFC 3339 time: {error}")))
+        };
+        let end = match &self.end {
+            Some(end) => parse("end", end)?,
+            None => chrono::Utc::now(),
+        };
+        let start = match &self.start {
+            Some(start) => parse("start", start)?,
+            None => {
+                let minutes = self.since_minutes.unwrap_or(60);
+                if !(1..=10_080).contains(&minutes) {
+                    return Err(ToolError::Refused("`since_minutes` must be between 1 and 10080".into()));
+                }
+                end - chrono::Duration::minutes(minutes)
+            }
+        };
+        if start >= end {
+            return Err(ToolError::Refused("the window's `start` must be before its `end`".into()));
+        }
+        if end - start > chrono::Duration::days(7) {
+            return Err(ToolError::Refused("the window may span at most 7 days; narrow it".into()));
+        }
+        Ok((start, end))
+    }
+}
+
+/// A list as the model sees it: at most `limit` items, and when there were more, how many and
+/// how to narrow the request.
+pub fn listing(items: Vec<Value>, limit: usize, narrow_by: &str) -> Value {
+    let total = items.len();
+    let shown: Vec<Value> = items.into_iter().take(limit).collect();
+    let mut answer = serde_json::json!({ "items": shown, "total": total });
+    if total > limit {
+        answer["note"] = Value::String(format!("showing {limit} of {total}; narrow the request ({narrow_by}) to see the rest"));
+    }
+    answer
+}
+
+/// A string argument that must be short and free of control characters.
+pub fn argument<'a>(field: &str, value: &'a str, max: usize) -> Result<&'a str, ToolError> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
+        return Err(ToolError::Refused(format!("`{field}` must be 1 to {max} characters without control characters")));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]

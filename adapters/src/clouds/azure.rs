@@ -1,0 +1,137 @@
+//! Azure with a service principal: a client-credentials token from Microsoft Entra ID
+//! (`/{tenant}/oauth2/v2.0/token`, scope `https://management.azure.com/.default`) for each use,
+//! then Azure Resource Manager: subscriptions, virtual machines and AKS clusters.
+
+use aurora_events::connection::{InventoryItem, MAX_INVENTORY_ITEMS};
+use serde_json::{json, Value};
+
+use super::{http_client, json_detail, send_json, ProviderError, Verified};
+use crate::config::ConnectionsConfig;
+use crate::secrets::Secret;
+
+pub const NAME: &str = "Azure";
+
+pub struct Azure {
+    http: reqwest::Client,
+    management: String,
+    token: String,
+    timeout: std::time::Duration,
+}
+
+impl Azure {
+    /// Signs in as the connection's service principal.
+    pub async fn sign_in(config: &ConnectionsConfig, secret: &Secret) -> Result<Self, ProviderError> {
+        let tenant = secret.get("tenant_id").ok_or_else(|| ProviderError::invalid("the Azure connection has no tenant id"))?;
+        let client_id = secret.get("client_id").ok_or_else(|| ProviderError::invalid("the Azure connection has no client id"))?;
+        let client_secret =
+            secret.get("client_secret").ok_or_else(|| ProviderError::invalid("the Azure connection has no client secret"))?;
+        if !tenant.chars().all(|character| character.is_ascii_alphanumeric() || matches!(character, '-' | '.')) {
+            return Err(ProviderError::invalid("`tenant_id` must be a tenant id or domain"));
+        }
+        let http = http_client(config);
+        let scope = format!("{}/.default", "https://management.azure.com");
+        let form =
+            [("grant_type", "client_credentials"), ("client_id", client_id), ("client_secret", client_secret), ("scope", scope.as_str())];
+        let request = http.post(format!("{}/{tenant}/oauth2/v2.0/token", config.azure_login_url)).form(&form);
+        let answer = send_json(NAME, config.provider_timeout, request, json_detail).await.map_err(|error| match error {
+            // Entra ID answers a wrong secret or an unknown client with 400/401 `invalid_client`.
+            ProviderError::Invalid(detail) => ProviderError::Unauthorized { provider: NAME, detail },
+            other => other,
+        })?;
+        let token = answer["access_token"]
+            .as_str()
+            .ok_or_else(|| ProviderError::Unavailable { provider: NAME, detail: "a token answer without an access token".into() })?;
+        Ok(Self { http, management: config.azure_management_url.clone(), token: token.to_owned(), timeout: config.provider_timeout })
+    }
+
+    async fn list(&self, path: &str, api_version: &str) -> Result<Vec<Value>, ProviderError> {
+        let mut items = Vec::new();
+        let mut url = format!("{}{path}?api-version={api_version}", self.management);
+        loop {
+            let request = self.http.get(&url).bearer_auth(&self.token);
+            let page = send_json(NAME, self.timeout, request, json_detail).await?;
+            items.extend(page["value"].as_array().cloned().unwrap_or_default());
+            // The next page is on the same management host, or it is not followed.
+            match page["nextLink"].as_str() {
+                Some(next) if next.starts_with(&self.management) && items.len() < MAX_INVENTORY_ITEMS => url = next.to_owned(),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    pub async fn subscriptions(&self) -> Result<Vec<Value>, ProviderError> {
+        Ok(self
+            .list("/subscriptions", "2022-12-01")
+            .await?
+            .iter()
+            .map(|subscription| json!({ "subscription_id": subscription["subscriptionId"], "name": subscription["displayName"], "state": subscription["state"] }))
+            .collect())
+    }
+
+    pub async fn virtual_machines(&self, subscription: &str) -> Result<Vec<Value>, ProviderError> {
+        Ok(self
+            .list(&format!("/subscriptions/{subscription}/providers/Microsoft.Compute/virtualMachines"), "2024-07-01")
+            .await?
+            .iter()
+            .map(|vm| {
+                json!({
+                    "name": vm["name"], "id": vm["id"], "location": vm["location"], "size": vm["properties"]["hardwareProfile"]["vmSize"],
+                    "os": vm["properties"]["storageProfile"]["osDisk"]["osType"], "provisioning_state": vm["properties"]["provisioningState"], "tags": vm["tags"],
+                })
+            })
+            .collect())
+    }
+
+    pub async fn aks_clusters(&self, subscription: &str) -> Result<Vec<Value>, ProviderError> {
+        Ok(self
+            .list(&format!("/subscriptions/{subscription}/providers/Microsoft.ContainerService/managedClusters"), "2024-09-01")
+            .await?
+            .iter()
+            .map(|cluster| {
+                let properties = &cluster["properties"];
+                json!({
+                    "name": cluster["name"], "id": cluster["id"], "location": cluster["location"], "kubernetes_version": properties["kubernetesVersion"],
+                    "provisioning_state": properties["provisioningState"], "power_state": properties["powerState"]["code"], "fqdn": properties["fqdn"],
+                    "node_pools": properties["agentPoolProfiles"].as_array().map(|pools| pools.iter().map(|pool| json!({ "name": pool["name"], "count": pool["count"], "vm_size": pool["vmSize"] })).collect::<Vec<_>>()),
+                })
+            })
+            .collect())
+    }
+}
+
+/// Checks a service principal by a token request and a subscription listing.
+pub async fn verify(config: &ConnectionsConfig, input: &Value) -> Result<Verified, ProviderError> {
+    let field = |name: &str| {
+        input
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+            .ok_or_else(|| ProviderError::invalid(format!("`{name}` is required")))
+    };
+    let secret = Secret::new()
+        .with("tenant_id", field("tenant_id")?)
+        .with("client_id", field("client_id")?)
+        .with("client_secret", field("client_secret")?);
+    let azure = Azure::sign_in(config, &secret).await?;
+    let subscriptions = azure.subscriptions().await?;
+    let account = format!("tenant {} as {} ({} subscriptions)", field("tenant_id")?, field("client_id")?, subscriptions.len());
+    Ok(Verified { account, secret, expires_at: None, scopes: Vec::new() })
+}
+
+pub async fn inventory(config: &ConnectionsConfig, secret: &Secret) -> Result<Vec<InventoryItem>, ProviderError> {
+    let azure = Azure::sign_in(config, secret).await?;
+    Ok(azure
+        .subscriptions()
+        .await?
+        .into_iter()
+        .take(MAX_INVENTORY_ITEMS)
+        .filter_map(|subscription| {
+            Some(InventoryItem {
+                kind: "subscription".into(),
+                id: subscription["subscription_id"].as_str()?.to_owned(),
+                name: subscription["name"].as_str().map(str::to_owned),
+            })
+        })
+        .collect())
+}
