@@ -120,7 +120,7 @@ impl Providers {
 
     /// Refresh-token grants answered so far.
     pub fn refreshes(&self) -> usize {
-        self.requests().iter().filter(|(_, path)| path.ends_with("/token#refresh")).count()
+        self.requests().iter().filter(|(_, path)| path.ends_with("#refresh")).count()
     }
 
     /// The environment that points Aurora at these stand-ins.

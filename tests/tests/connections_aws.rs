@@ -30,20 +30,28 @@ fn xml_field(xml: &str, tag: &str) -> String {
 }
 
 async fn set_up_account(config: &ConnectionsConfig) -> Account {
-    let anonymous = Aws::new(config, Credentials { access_key_id: "AKIASETUP".into(), secret_access_key: "setup".into(), session_token: None });
+    let anonymous =
+        Aws::new(config, Credentials { access_key_id: "AKIASETUP".into(), secret_access_key: "setup".into(), session_token: None });
     let iam = |action: &'static str, params: Vec<(&'static str, String)>| {
         let anonymous = &anonymous;
-        async move { anonymous.query("iam", "us-east-1", action, "2010-05-08", &params).await.unwrap_or_else(|error| panic!("{action}: {error}")) }
+        async move {
+            anonymous.query("iam", "us-east-1", action, "2010-05-08", &params).await.unwrap_or_else(|error| panic!("{action}: {error}"))
+        }
     };
     let allow_all = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#.to_owned();
     iam("CreateUser", vec![("UserName", "aurora-test".into())]).await;
     let key = iam("CreateAccessKey", vec![("UserName", "aurora-test".into())]).await;
-    iam("PutUserPolicy", vec![("UserName", "aurora-test".into()), ("PolicyName", "all".into()), ("PolicyDocument", allow_all.clone())]).await;
+    iam("PutUserPolicy", vec![("UserName", "aurora-test".into()), ("PolicyName", "all".into()), ("PolicyDocument", allow_all.clone())])
+        .await;
     let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:user/aurora-test"},"Action":"sts:AssumeRole"}]}"#;
     let role = iam("CreateRole", vec![("RoleName", "aurora-reader".into()), ("AssumeRolePolicyDocument", trust.into())]).await;
     iam("PutRolePolicy", vec![("RoleName", "aurora-reader".into()), ("PolicyName", "all".into()), ("PolicyDocument", allow_all)]).await;
     Account {
-        user: Credentials { access_key_id: xml_field(&key, "AccessKeyId"), secret_access_key: xml_field(&key, "SecretAccessKey"), session_token: None },
+        user: Credentials {
+            access_key_id: xml_field(&key, "AccessKeyId"),
+            secret_access_key: xml_field(&key, "SecretAccessKey"),
+            session_token: None,
+        },
         role_arn: xml_field(&role, "Arn"),
     }
 }
@@ -71,7 +79,13 @@ async fn aws_keys_and_roles_are_checked_kept_in_openbao_used_by_the_agent_rotate
     let images = aws.query("ec2", "us-east-1", "DescribeImages", "2016-11-15", &[("Owner.1", "amazon".into())]).await.unwrap();
     let image = xml_field(&images, "imageId");
     let ran = aws
-        .query("ec2", "us-east-1", "RunInstances", "2016-11-15", &[("ImageId", image), ("MinCount", "1".into()), ("MaxCount", "1".into()), ("InstanceType", "t3.micro".into())])
+        .query(
+            "ec2",
+            "us-east-1",
+            "RunInstances",
+            "2016-11-15",
+            &[("ImageId", image), ("MinCount", "1".into()), ("MaxCount", "1".into()), ("InstanceType", "t3.micro".into())],
+        )
         .await
         .unwrap();
     let instance_id = xml_field(&ran, "instanceId");
@@ -85,7 +99,12 @@ async fn aws_keys_and_roles_are_checked_kept_in_openbao_used_by_the_agent_rotate
 
     // A wrong secret key: AWS (moto) refuses the signature, nothing is kept or recorded.
     let wrong = "wrongwrongwrongwrongwrongwrongwrongwrong";
-    let refused = connect(&ana, json!({ "provider": "aws", "credentials": { "access_key_id": account.user.access_key_id, "secret_access_key": wrong } })).await.unwrap();
+    let refused = connect(
+        &ana,
+        json!({ "provider": "aws", "credentials": { "access_key_id": account.user.access_key_id, "secret_access_key": wrong } }),
+    )
+    .await
+    .unwrap();
     let body = problem(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert!(body["detail"].as_str().unwrap().contains("refused the credentials"), "{body}");
     assert!(!body.to_string().contains(wrong));
@@ -114,7 +133,10 @@ async fn aws_keys_and_roles_are_checked_kept_in_openbao_used_by_the_agent_rotate
         .unwrap();
     assert_eq!(payload["secret_ref"], format!("vault:kv/data/aurora/orgs/{}/connections/{connection_id}", ana.org));
     assert!(!payload.to_string().contains(&account.user.secret_access_key));
-    let stored = vault.bao(&["kv", "get", "-mount=kv", "-field=secret_access_key", &format!("aurora/orgs/{}/connections/{connection_id}", ana.org)]).output().unwrap();
+    let stored = vault
+        .bao(&["kv", "get", "-mount=kv", "-field=secret_access_key", &format!("aurora/orgs/{}/connections/{connection_id}", ana.org)])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&stored.stdout).trim(), account.user.secret_access_key);
 
     // The processor lists the account and its regions; viewers see the status.
@@ -130,7 +152,10 @@ async fn aws_keys_and_roles_are_checked_kept_in_openbao_used_by_the_agent_rotate
 
     // The agent: its prompt names the account, its tools include AWS's and no other provider's,
     // and the tool answers with the organisation's instance.
-    llm.script("what runs in us-east-1?", vec![Step::tool("call_ec2", "aws_ec2_instances", json!({ "region": "us-east-1" })), Step::text("One instance runs.")]);
+    llm.script(
+        "what runs in us-east-1?",
+        vec![Step::tool("call_ec2", "aws_ec2_instances", json!({ "region": "us-east-1" })), Step::text("One instance runs.")],
+    );
     let mut socket = ChatSocket::open(&app.base_url, &ed).await;
     socket.request(json!({ "type": "query", "text": "what runs in us-east-1?", "mode": "ask" })).await;
     let completed = socket.event("tool_call.completed").await;
@@ -139,9 +164,18 @@ async fn aws_keys_and_roles_are_checked_kept_in_openbao_used_by_the_agent_rotate
     let first = &llm.requests_for("what runs in us-east-1?")[0];
     let offered: Vec<&str> = first["tools"].as_array().unwrap().iter().map(|tool| tool["function"]["name"].as_str().unwrap()).collect();
     assert!(offered.contains(&"aws_ec2_instances") && offered.contains(&"aws_cloudwatch_logs"), "{offered:?}");
-    assert!(!offered.iter().any(|name| name.starts_with("github_") || name.starts_with("datadog_")), "tools of unconnected providers: {offered:?}");
+    assert!(
+        !offered.iter().any(|name| name.starts_with("github_") || name.starts_with("datadog_")),
+        "tools of unconnected providers: {offered:?}"
+    );
     let prompt = first["messages"][0]["content"].as_str().unwrap();
-    assert!(prompt.contains("AWS") && prompt.contains("123456789012") && prompt.contains("reaches: account 123456789012") && prompt.contains(" more"), "{prompt}");
+    assert!(
+        prompt.contains("AWS")
+            && prompt.contains("123456789012")
+            && prompt.contains("reaches: account 123456789012")
+            && prompt.contains(" more"),
+        "{prompt}"
+    );
 
     // A bad argument and an unknown log group come back as messages the model can act on.
     llm.script(
@@ -153,9 +187,13 @@ async fn aws_keys_and_roles_are_checked_kept_in_openbao_used_by_the_agent_rotate
         ],
     );
     socket.request(json!({ "type": "query", "text": "any errors?", "mode": "ask" })).await;
-    let missing = socket.until("the logs tool's failure", |frame| frame["type"] == "tool_call.failed" && frame["payload"]["tool_call_id"] == "call_logs").await;
+    let missing = socket
+        .until("the logs tool's failure", |frame| frame["type"] == "tool_call.failed" && frame["payload"]["tool_call_id"] == "call_logs")
+        .await;
     assert!(missing["payload"]["error"].as_str().unwrap().contains("ResourceNotFoundException"), "{missing}");
-    let bad = socket.until("the refused region", |frame| frame["type"] == "tool_call.failed" && frame["payload"]["tool_call_id"] == "call_bad").await;
+    let bad = socket
+        .until("the refused region", |frame| frame["type"] == "tool_call.failed" && frame["payload"]["tool_call_id"] == "call_bad")
+        .await;
     assert!(bad["payload"]["error"].as_str().unwrap().contains("region"), "{bad}");
     socket.event("chat.assistant_message_completed").await;
 
@@ -164,7 +202,12 @@ async fn aws_keys_and_roles_are_checked_kept_in_openbao_used_by_the_agent_rotate
         let response = eve.apply(http().request(method.parse().unwrap(), app.url(&path))).send().await.unwrap();
         problem(response, StatusCode::NOT_FOUND).await;
     }
-    let rotate_elsewhere = eve.apply(http().put(app.url(&format!("/v1/connections/{connection_id}/credentials")))).json(&json!({ "credentials": keys["credentials"] })).send().await.unwrap();
+    let rotate_elsewhere = eve
+        .apply(http().put(app.url(&format!("/v1/connections/{connection_id}/credentials"))))
+        .json(&json!({ "credentials": keys["credentials"] }))
+        .send()
+        .await
+        .unwrap();
     problem(rotate_elsewhere, StatusCode::NOT_FOUND).await;
     assert!(connections(&app, &eve).await.is_empty());
 
@@ -173,11 +216,16 @@ async fn aws_keys_and_roles_are_checked_kept_in_openbao_used_by_the_agent_rotate
     let eve_external: Value = eve.apply(http().get(app.url("/v1/connections/aws/external-id"))).send().await.unwrap().json().await.unwrap();
     assert!(external["external_id"].as_str().unwrap().starts_with("aurora-"));
     assert_ne!(external["external_id"], eve_external["external_id"]);
-    let role = connect(&ana, json!({ "provider": "aws", "name": "prod role", "credentials": { "role_arn": account.role_arn } })).await.unwrap();
+    let role =
+        connect(&ana, json!({ "provider": "aws", "name": "prod role", "credentials": { "role_arn": account.role_arn } })).await.unwrap();
     assert_eq!(role.status(), StatusCode::CREATED, "{}", role.text().await.unwrap());
 
     // Rotation: a bad new key changes nothing; a good one is a new version, used next.
-    let rotate = |credentials: Value| ana.apply(http().put(app.url(&format!("/v1/connections/{connection_id}/credentials")))).json(&json!({ "credentials": credentials })).send();
+    let rotate = |credentials: Value| {
+        ana.apply(http().put(app.url(&format!("/v1/connections/{connection_id}/credentials"))))
+            .json(&json!({ "credentials": credentials }))
+            .send()
+    };
     let refused = rotate(json!({ "access_key_id": account.user.access_key_id, "secret_access_key": wrong })).await.unwrap();
     problem(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
     let second_key = aws.query("iam", "us-east-1", "CreateAccessKey", "2010-05-08", &[("UserName", "aurora-test".into())]).await.unwrap();
@@ -185,26 +233,41 @@ async fn aws_keys_and_roles_are_checked_kept_in_openbao_used_by_the_agent_rotate
     let rotated = rotate(json!({ "access_key_id": second_id, "secret_access_key": second_secret })).await.unwrap();
     assert_eq!(rotated.status(), StatusCode::OK);
     assert_eq!(rotated.json::<Value>().await.unwrap()["secret_version"], 2);
-    let stored = vault.bao(&["kv", "get", "-mount=kv", "-field=access_key_id", &format!("aurora/orgs/{}/connections/{connection_id}", ana.org)]).output().unwrap();
+    let stored = vault
+        .bao(&["kv", "get", "-mount=kv", "-field=access_key_id", &format!("aurora/orgs/{}/connections/{connection_id}", ana.org)])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&stored.stdout).trim(), second_id);
 
     // OpenBao's audit log shows the reads of this connection's secret (inventory, tool calls).
     let secret_path = format!("kv/data/aurora/orgs/{}/connections/{connection_id}", ana.org);
-    let reads = vault.audit_log().into_iter().filter(|entry| entry["type"] == "request" && entry["request"]["operation"] == "read" && entry["request"]["path"] == secret_path.as_str()).count();
+    let reads = vault
+        .audit_log()
+        .into_iter()
+        .filter(|entry| {
+            entry["type"] == "request" && entry["request"]["operation"] == "read" && entry["request"]["path"] == secret_path.as_str()
+        })
+        .count();
     assert!(reads >= 3, "{reads} audited reads of {secret_path}");
 
     // Removal deletes every version, records it, and the tools are gone.
-    problem(vic.apply(http().delete(app.url(&format!("/v1/connections/{connection_id}")))).send().await.unwrap(), StatusCode::FORBIDDEN).await;
+    problem(vic.apply(http().delete(app.url(&format!("/v1/connections/{connection_id}")))).send().await.unwrap(), StatusCode::FORBIDDEN)
+        .await;
     let removed = ana.apply(http().delete(app.url(&format!("/v1/connections/{connection_id}")))).send().await.unwrap();
     assert_eq!(removed.status(), StatusCode::NO_CONTENT);
-    let metadata = vault.bao(&["kv", "metadata", "get", "-mount=kv", &format!("aurora/orgs/{}/connections/{connection_id}", ana.org)]).output().unwrap();
+    let metadata = vault
+        .bao(&["kv", "metadata", "get", "-mount=kv", &format!("aurora/orgs/{}/connections/{connection_id}", ana.org)])
+        .output()
+        .unwrap();
     assert!(!metadata.status.success(), "the secret survived its connection");
     eventually("the removal in the read model", WAIT, || async {
-        let one: Value = ana.apply(http().get(app.url(&format!("/v1/connections/{connection_id}")))).send().await.unwrap().json().await.unwrap();
+        let one: Value =
+            ana.apply(http().get(app.url(&format!("/v1/connections/{connection_id}")))).send().await.unwrap().json().await.unwrap();
         (one["status"] == "removed").then_some(())
     })
     .await;
-    problem(ana.apply(http().delete(app.url(&format!("/v1/connections/{connection_id}")))).send().await.unwrap(), StatusCode::NOT_FOUND).await;
+    problem(ana.apply(http().delete(app.url(&format!("/v1/connections/{connection_id}")))).send().await.unwrap(), StatusCode::NOT_FOUND)
+        .await;
     socket.close().await;
     app.stop().await;
 }
