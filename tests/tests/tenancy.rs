@@ -49,6 +49,19 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
     .execute(&env.pool)
     .await
     .unwrap();
+    // A connection of ana's organisation, as its read model holds it (the commands that change
+    // one load its stream, which eve's organisation does not have).
+    let connection_id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO connections (connection_id, org_id, provider, method, name, account, secret_ref, secret_version, status, \
+         established_by, created_at, updated_at, version) \
+         VALUES ($1, $2, 'datadog', 'key', 'ours', 'Datadog datadoghq.eu', 'vault:kv/data/x', 1, 'connected', 'user:x', now(), now(), 1)",
+    )
+    .bind(connection_id)
+    .bind(ana.org)
+    .execute(&env.pool)
+    .await
+    .unwrap();
     let ours_result = ana.apply(http().get(app.url(&format!("/v1/chat/sessions/{session_id}/tool-calls/call_ours")))).send().await.unwrap();
     assert_eq!(ours_result.status(), StatusCode::OK, "the owner organisation reads it");
 
@@ -60,18 +73,21 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
             ("PATCH", "/v1/chat/sessions/{session_id}") => Some(json!({ "title": "mine now" })),
             ("POST", "/v1/chat/sessions/{session_id}/archive") => Some(json!({})),
             ("PATCH", "/v1/org/members/{user_id}") => Some(json!({ "role": "viewer" })),
+            ("PUT", "/v1/connections/{connection_id}/credentials") => Some(json!({ "credentials": { "api_token": "whatever" } })),
             _ => None,
         }
     };
     let mut covered = 0;
-    for spec in specs().into_iter().filter(|spec| spec.path.contains('{')) {
+    // Starting an OAuth connection names a provider, not a resource of anyone's.
+    for spec in specs().into_iter().filter(|spec| spec.path.contains('{') && spec.path != "/v1/connections/oauth/{provider}") {
         let path = spec
             .path
             .replace("{session_id}", &session_id)
             .replace("{user_id}", &bob.user_id.to_string())
             .replace("{invitation_id}", &invitation_id)
             .replace("{token_id}", &token_id)
-            .replace("{tool_call_id}", "call_ours");
+            .replace("{tool_call_id}", "call_ours")
+            .replace("{connection_id}", &connection_id.to_string());
         assert!(!path.contains('{'), "no resource of ana's for {} {}: add one to this test", spec.method, spec.path);
         let method = reqwest::Method::from_bytes(spec.method.as_str().as_bytes()).unwrap();
         let mut request = eve.apply(http().request(method.clone(), app.url(&path)));
@@ -82,7 +98,7 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{} {} let another organisation see a resource", spec.method, spec.path);
         covered += 1;
     }
-    assert_eq!(covered, 10);
+    assert_eq!(covered, 13);
 
     // Collections hold nothing of ana's organisation.
     let ours: Vec<String> = vec![
@@ -92,6 +108,7 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         bob.user_id.to_string(),
         ana.user_id.to_string(),
         ana.org.to_string(),
+        connection_id.to_string(),
     ];
     for path in [
         "/v1/chat/sessions?include_archived=true",
@@ -100,6 +117,7 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         "/v1/tokens",
         "/v1/audit?limit=1000",
         "/v1/auth/me",
+        "/v1/connections",
     ] {
         let response = eve.apply(http().get(app.url(path))).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
@@ -127,7 +145,17 @@ async fn the_database_shows_the_gateways_reads_one_organisation_only() {
     let app = App::spawn(&env, GATEWAY_ONLY).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let eve = Caller::register(&app.base_url, "eve").await;
-    let tables = ["organisations", "accounts", "invitations", "api_tokens", "audit_log", "chat_sessions", "chat_messages", "tool_results"];
+    let tables = [
+        "organisations",
+        "accounts",
+        "invitations",
+        "api_tokens",
+        "audit_log",
+        "chat_sessions",
+        "chat_messages",
+        "tool_results",
+        "connections",
+    ];
     // The transaction every gateway read and every agent tool uses: each table, with no WHERE at all, as eve.
     let mut transaction = aurora_adapters::postgres::tenant_transaction(&env.pool, eve.org).await.unwrap();
     for table in tables {
@@ -183,5 +211,42 @@ async fn every_route_is_described_with_its_types_and_required_role() {
     }
     assert!(spec["components"]["securitySchemes"]["session"].is_object());
     assert!(spec["components"]["securitySchemes"]["api_token"].is_object());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_refuses_a_lower_role_by_cookie_and_by_token() {
+    let env = TestEnv::new().await;
+    let app = App::spawn(&env, GATEWAY_ONLY).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let vic = Caller::join(&app.base_url, &ana, "vic", "viewer").await;
+    let ed = Caller::join(&app.base_url, &ana, "ed", "editor").await;
+    // An admin's tokens with lower roles act with those roles.
+    let viewer_token = ana.create_token(&app, "viewer").await;
+    let editor_token = ana.create_token(&app, "editor").await;
+    let mut checked = 0;
+    for spec in specs() {
+        let Access::Member(required) = spec.access else { continue };
+        let path = spec
+            .path
+            .split('/')
+            .map(|segment| if segment.starts_with('{') { uuid::Uuid::now_v7().to_string() } else { segment.to_owned() })
+            .collect::<Vec<_>>()
+            .join("/");
+        let method = reqwest::Method::from_bytes(spec.method.as_str().as_bytes()).unwrap();
+        let lower: Vec<(&Caller, &str)> = match required {
+            aurora_events::identity::Role::Viewer => continue,
+            aurora_events::identity::Role::Editor => vec![(&vic, viewer_token.as_str())],
+            aurora_events::identity::Role::Admin => vec![(&vic, viewer_token.as_str()), (&ed, editor_token.as_str())],
+        };
+        for (caller, token) in lower {
+            let by_cookie = caller.apply(http().request(method.clone(), app.url(&path))).json(&json!({})).send().await.unwrap();
+            assert_eq!(by_cookie.status(), StatusCode::FORBIDDEN, "{} {} by {}'s cookie", spec.method, spec.path, caller.email);
+            let by_token = http().request(method.clone(), app.url(&path)).bearer_auth(token).json(&json!({})).send().await.unwrap();
+            assert_eq!(by_token.status(), StatusCode::FORBIDDEN, "{} {} by a lower token", spec.method, spec.path);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} route and role pairs checked");
     app.stop().await;
 }
