@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_chat;
+mod bench_tools;
 mod tools;
 
 use std::path::PathBuf;
@@ -101,6 +102,8 @@ enum BenchCommand {
     Backbone(bench::BackboneOptions),
     /// Chat: time to first token through gateway, Kafka and processor, and concurrent streaming sessions.
     Chat(bench_chat::ChatOptions),
+    /// The agent's tool runtime: an AWS tool call (secret read + call + summarise) beside the same moto call made directly.
+    Tools(bench_tools::ToolsOptions),
 }
 
 #[derive(Subcommand)]
@@ -162,6 +165,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench { command: BenchCommand::Backbone(options) } => bench::backbone(&config, options).await,
         Command::Bench { command: BenchCommand::Chat(options) } => bench_chat::chat(&config, options).await,
+        Command::Bench { command: BenchCommand::Tools(options) } => bench_tools::tools(&config, options).await,
         Command::Schemas { .. } => unreachable!("handled before configuration is read"),
     }
 }

@@ -106,7 +106,7 @@ impl Aggregate for Connection {
             }
             ConnectionCommand::Fail(mut failed) => {
                 // A failed OAuth exchange is recorded on the connection that was never made.
-                if !(failed.stage == FailureStage::Exchange && !self.exists()) {
+                if failed.stage != FailureStage::Exchange || self.exists() {
                     self.live()?;
                 }
                 failed.reason = bounded("reason", &failed.reason, MAX_REASON_CHARS, Lines::Many)?;

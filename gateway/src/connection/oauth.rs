@@ -76,7 +76,10 @@ struct Pending {
     verifier: String,
 }
 
-fn oauth_provider(state: &AppState, provider: Provider) -> Result<(&OAuthProviderConfig, &'static str, &'static [&'static str], &'static [(&'static str, &'static str)]), ApiError> {
+/// A provider's OAuth client, the name it is known by, its scopes and extra authorization parameters.
+type OAuthSpec<'a> = (&'a OAuthProviderConfig, &'static str, &'static [&'static str], &'static [(&'static str, &'static str)]);
+
+fn oauth_provider(state: &AppState, provider: Provider) -> Result<OAuthSpec<'_>, ApiError> {
     let config = &state.config.connections;
     let chosen = match provider {
         Provider::Github => (&config.github, clouds::github::NAME, clouds::github::SCOPES, &[][..]),

@@ -19,7 +19,7 @@ use aurora_adapters::secrets::SecretStore;
 use aurora_adapters::telemetry::{SpanKind, Trace};
 use aurora_adapters::Config;
 use aurora_commands::{CommandHandler, CommandMeta, HandleError};
-use aurora_domain::chat::{ChatSession, ChatSessionCommand, ChatSessionError, ConfirmationAnswer, ToolOutcome, Turn};
+use aurora_domain::chat::{ChatSession, ChatSessionCommand, ChatSessionError, ConfirmationAnswer, ToolCallState, ToolOutcome, Turn};
 use aurora_domain::{DomainError, ErrorKind};
 use aurora_events::chat::{AssistantMessageCompleted, LlmCallCompleted, ToolCallCompleted, ToolCallRequested, TurnFailure};
 use aurora_events::identity::Role;
@@ -220,7 +220,7 @@ impl Agent {
             return Ok(Some(Advanced::Waiting));
         }
         if let Some(pending) = turn.tool_calls.iter().find(|call| call.outcome.is_none()) {
-            self.resolve_tool_call(stream, org_id, turn, &pending.requested, pending.started, &offered, &connected).await?;
+            self.resolve_tool_call(stream, org_id, turn, pending, &offered, &connected).await?;
             return Ok(None);
         }
         let elapsed = (Utc::now() - started_at).to_std().unwrap_or_default();
@@ -361,11 +361,11 @@ impl Agent {
         stream: &StreamId,
         org_id: OrgId,
         turn: &Turn,
-        call: &ToolCallRequested,
-        started_before: bool,
+        pending: &ToolCallState,
         offered: &[Arc<dyn AnyTool>],
         connected: &Arc<Connected>,
     ) -> Result<(), HandleError> {
+        let (call, started_before) = (&pending.requested, pending.started);
         let turn_id = turn.turn_id;
         let finish = |outcome: Result<ToolCallCompleted, String>| ChatSessionCommand::FinishTool {
             turn_id,
