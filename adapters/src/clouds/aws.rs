@@ -404,7 +404,7 @@ pub fn external_id(org_id: uuid::Uuid) -> String {
 
 /// Checks keys (or a role) against STS before they are kept.
 pub async fn verify(config: &ConnectionsConfig, org_id: uuid::Uuid, input: &Value) -> Result<Verified, ProviderError> {
-    let field = |name: &str| input.get(name).and_then(Value::as_str).map(str::trim).filter(|value| !value.is_empty());
+    let field = |name: &str| super::optional_field(input, name);
     let secret = match (field("role_arn"), field("access_key_id"), field("secret_access_key")) {
         (Some(role_arn), None, None) => {
             if !role_arn.starts_with("arn:aws:iam::") || !role_arn.contains(":role/") {

@@ -101,14 +101,7 @@ impl Azure {
 
 /// Checks a service principal by a token request and a subscription listing.
 pub async fn verify(config: &ConnectionsConfig, input: &Value) -> Result<Verified, ProviderError> {
-    let field = |name: &str| {
-        input
-            .get(name)
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|value| !value.is_empty())
-            .ok_or_else(|| ProviderError::invalid(format!("`{name}` is required")))
-    };
+    let field = |name: &str| super::required_field(input, name);
     let secret = Secret::new()
         .with("tenant_id", field("tenant_id")?)
         .with("client_id", field("client_id")?)

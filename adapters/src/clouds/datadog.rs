@@ -70,14 +70,13 @@ impl Datadog {
 }
 
 pub async fn verify(config: &ConnectionsConfig, input: &Value) -> Result<Verified, ProviderError> {
-    let field = |name: &str| input.get(name).and_then(Value::as_str).map(str::trim).filter(|value| !value.is_empty());
-    let site = field("site").unwrap_or("datadoghq.com");
+    let site = super::optional_field(input, "site").unwrap_or("datadoghq.com");
     if !SITES.contains(&site) {
         return Err(ProviderError::invalid(format!("`site` must be one of {}", SITES.join(", "))));
     }
     let secret = Secret::new()
-        .with("api_key", field("api_key").ok_or_else(|| ProviderError::invalid("`api_key` is required"))?)
-        .with("application_key", field("application_key").ok_or_else(|| ProviderError::invalid("`application_key` is required"))?)
+        .with("api_key", super::required_field(input, "api_key")?)
+        .with("application_key", super::required_field(input, "application_key")?)
         .with("site", site);
     Datadog::new(config, &secret)?.validate().await?;
     Ok(Verified { account: format!("Datadog {site}"), secret, expires_at: None, scopes: Vec::new() })

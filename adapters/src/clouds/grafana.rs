@@ -4,38 +4,24 @@
 
 use serde_json::{json, Value};
 
-use super::{check_user_url, http_client, json_detail, send_json, ProviderError, Verified};
+use super::{check_user_url, json_detail, send_json, ProviderError, TokenService, Verified};
 use crate::config::ConnectionsConfig;
 use crate::secrets::Secret;
 
 pub const NAME: &str = "Grafana";
 
 pub struct Grafana {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-    timeout: std::time::Duration,
+    service: TokenService,
 }
 
 impl Grafana {
     pub async fn new(config: &ConnectionsConfig, secret: &Secret) -> Result<Self, ProviderError> {
-        let url = check_user_url(
-            secret.require("url").map_err(|_| ProviderError::invalid("the Grafana connection has no URL"))?,
-            config.allow_private_urls,
-        )
-        .await?;
-        let token = secret.get("token").ok_or_else(|| ProviderError::invalid("the Grafana connection has no token"))?;
-        Ok(Self {
-            http: http_client(config),
-            url: url.as_str().trim_end_matches('/').to_owned(),
-            token: token.to_owned(),
-            timeout: config.provider_timeout,
-        })
+        Ok(Self { service: TokenService::from_secret(config, secret, NAME).await? })
     }
 
     async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, ProviderError> {
-        let request = self.http.get(format!("{}{path}", self.url)).query(query).bearer_auth(&self.token);
-        send_json(NAME, self.timeout, request, json_detail).await
+        let request = self.service.http.get(format!("{}{path}", self.service.url)).query(query).bearer_auth(&self.service.token);
+        send_json(NAME, self.service.timeout, request, json_detail).await
     }
 
     pub async fn organisation(&self) -> Result<String, ProviderError> {
@@ -110,14 +96,7 @@ impl Grafana {
 }
 
 pub async fn verify(config: &ConnectionsConfig, input: &Value) -> Result<Verified, ProviderError> {
-    let field = |name: &str| {
-        input
-            .get(name)
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|value| !value.is_empty())
-            .ok_or_else(|| ProviderError::invalid(format!("`{name}` is required")))
-    };
+    let field = |name: &str| super::required_field(input, name);
     let url = check_user_url(field("url")?, config.allow_private_urls).await?;
     let secret = Secret::new().with("url", url.as_str()).with("token", field("token")?);
     let organisation = Grafana::new(config, &secret).await?.organisation().await?;

@@ -155,6 +155,40 @@ pub fn json_detail(body: &str) -> Option<String> {
     None
 }
 
+/// A service at a URL the team gave, called with a bearer token (Grafana, Splunk).
+pub struct TokenService {
+    pub http: reqwest::Client,
+    /// The checked URL, without a trailing slash.
+    pub url: String,
+    pub token: String,
+    pub timeout: Duration,
+}
+
+impl TokenService {
+    /// The service of a stored connection's `url` and `token`, the URL checked again at each use.
+    pub async fn from_secret(config: &ConnectionsConfig, secret: &Secret, provider: &str) -> Result<Self, ProviderError> {
+        let url = secret.get("url").ok_or_else(|| ProviderError::invalid(format!("the {provider} connection has no URL")))?;
+        let url = check_user_url(url, config.allow_private_urls).await?;
+        let token = secret.get("token").ok_or_else(|| ProviderError::invalid(format!("the {provider} connection has no token")))?;
+        Ok(Self {
+            http: http_client(config),
+            url: url.as_str().trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            timeout: config.provider_timeout,
+        })
+    }
+}
+
+/// A credential field a person gave, trimmed; `None` when absent or empty.
+pub fn optional_field<'a>(input: &'a Value, name: &str) -> Option<&'a str> {
+    input.get(name).and_then(Value::as_str).map(str::trim).filter(|value| !value.is_empty())
+}
+
+/// A credential field the provider cannot do without.
+pub fn required_field<'a>(input: &'a Value, name: &str) -> Result<&'a str, ProviderError> {
+    optional_field(input, name).ok_or_else(|| ProviderError::invalid(format!("`{name}` is required")))
+}
+
 /// At most `cap` bytes of `text`, cut on a character boundary.
 pub fn cut(text: &str, cap: usize) -> &str {
     let mut end = cap.min(text.len());

@@ -10,12 +10,7 @@ use crate::secrets::Secret;
 pub const NAME: &str = "PagerDuty";
 
 pub async fn verify(config: &ConnectionsConfig, input: &Value) -> Result<Verified, ProviderError> {
-    let token = input
-        .get("api_token")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|value| !value.is_empty())
-        .ok_or_else(|| ProviderError::invalid("`api_token` is required"))?;
+    let token = super::required_field(input, "api_token")?;
     let request = http_client(config)
         .get(format!("{}/abilities", config.pagerduty_api_url))
         .header("authorization", format!("Token token={token}"))

@@ -4,17 +4,14 @@
 
 use serde_json::{json, Value};
 
-use super::{check_user_url, cut, http_client, json_detail, send, send_json, ProviderError, Verified};
+use super::{check_user_url, cut, json_detail, send, send_json, ProviderError, TokenService, Verified};
 use crate::config::ConnectionsConfig;
 use crate::secrets::Secret;
 
 pub const NAME: &str = "Splunk";
 
 pub struct Splunk {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-    timeout: std::time::Duration,
+    service: TokenService,
 }
 
 /// Splunk's error bodies: `{"messages":[{"type":"ERROR","text":"..."}]}`.
@@ -25,27 +22,17 @@ fn splunk_detail(body: &str) -> Option<String> {
 
 impl Splunk {
     pub async fn new(config: &ConnectionsConfig, secret: &Secret) -> Result<Self, ProviderError> {
-        let url = check_user_url(
-            secret.require("url").map_err(|_| ProviderError::invalid("the Splunk connection has no URL"))?,
-            config.allow_private_urls,
-        )
-        .await?;
-        let token = secret.get("token").ok_or_else(|| ProviderError::invalid("the Splunk connection has no token"))?;
-        Ok(Self {
-            http: http_client(config),
-            url: url.as_str().trim_end_matches('/').to_owned(),
-            token: token.to_owned(),
-            timeout: config.provider_timeout,
-        })
+        Ok(Self { service: TokenService::from_secret(config, secret, NAME).await? })
     }
 
     pub async fn username(&self) -> Result<String, ProviderError> {
         let request = self
+            .service
             .http
-            .get(format!("{}/services/authentication/current-context", self.url))
+            .get(format!("{}/services/authentication/current-context", self.service.url))
             .query(&[("output_mode", "json")])
-            .bearer_auth(&self.token);
-        let answer = send_json(NAME, self.timeout, request, splunk_detail).await?;
+            .bearer_auth(&self.service.token);
+        let answer = send_json(NAME, self.service.timeout, request, splunk_detail).await?;
         Ok(answer["entry"][0]["content"]["username"].as_str().unwrap_or_default().to_owned())
     }
 
@@ -56,8 +43,13 @@ impl Splunk {
             if trimmed.starts_with("search ") || trimmed.starts_with('|') { trimmed.to_owned() } else { format!("search {trimmed}") };
         let search = format!("{search} | head {}", limit.clamp(1, 1000));
         let form = [("search", search.as_str()), ("earliest_time", earliest), ("latest_time", latest), ("output_mode", "json")];
-        let request = self.http.post(format!("{}/services/search/jobs/export", self.url)).bearer_auth(&self.token).form(&form);
-        let body = send(NAME, self.timeout, request, splunk_detail).await?;
+        let request = self
+            .service
+            .http
+            .post(format!("{}/services/search/jobs/export", self.service.url))
+            .bearer_auth(&self.service.token)
+            .form(&form);
+        let body = send(NAME, self.service.timeout, request, splunk_detail).await?;
         // One JSON object per line, each `{"result": {...}}` (or a message).
         let mut results = Vec::new();
         for line in body.lines().filter(|line| !line.trim().is_empty()) {
@@ -74,14 +66,7 @@ impl Splunk {
 }
 
 pub async fn verify(config: &ConnectionsConfig, input: &Value) -> Result<Verified, ProviderError> {
-    let field = |name: &str| {
-        input
-            .get(name)
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .filter(|value| !value.is_empty())
-            .ok_or_else(|| ProviderError::invalid(format!("`{name}` is required")))
-    };
+    let field = |name: &str| super::required_field(input, name);
     let url = check_user_url(field("url")?, config.allow_private_urls).await?;
     let secret = Secret::new().with("url", url.as_str()).with("token", field("token")?);
     let username = Splunk::new(config, &secret).await?.username().await?;
