@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{argument, listing, Registry, Tool, ToolContext, ToolError, Window};
+use super::{argument, listing, listing_in_window, Registry, Tool, ToolContext, ToolError, Window};
 
 /// Registers the AWS tools.
 pub fn register(tools: &mut Registry) {
@@ -193,8 +193,6 @@ impl Tool for QueryCloudWatchLogs {
         let (aws, region) = client(context, args.connection.as_deref(), args.region.as_deref()).await?;
         let limit = limit(args.limit);
         let events = aws.log_events(&region, log_group, pattern, start.timestamp_millis(), end.timestamp_millis(), limit + 1).await?;
-        let mut answer = listing(events, limit, "filter_pattern, a shorter window");
-        answer["window"] = serde_json::json!({ "start": start, "end": end });
-        Ok(answer)
+        Ok(listing_in_window(events, limit, "filter_pattern, a shorter window", (start, end)))
     }
 }

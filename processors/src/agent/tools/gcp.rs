@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{argument, listing, Registry, Tool, ToolContext, ToolError, Window};
+use super::{argument, listing, listing_in_window, Registry, Tool, ToolContext, ToolError, Window};
 
 /// Registers the Google Cloud tools.
 pub fn register(tools: &mut Registry) {
@@ -121,8 +121,6 @@ impl Tool for QueryCloudLogging {
         let (start, end) = args.window.resolve()?;
         let limit = args.limit.unwrap_or(50).clamp(1, 200);
         let entries = client(context, args.connection.as_deref()).await?.log_entries(project, filter, &start.to_rfc3339(), &end.to_rfc3339(), limit + 1).await?;
-        let mut answer = listing(entries, limit, "filter, a shorter window");
-        answer["window"] = serde_json::json!({ "start": start, "end": end });
-        Ok(answer)
+        Ok(listing_in_window(entries, limit, "filter, a shorter window", (start, end)))
     }
 }

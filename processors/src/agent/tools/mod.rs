@@ -341,6 +341,18 @@ pub fn listing(items: Vec<Value>, limit: usize, narrow_by: &str) -> Value {
     answer
 }
 
+/// [`listing`] of what a window held, with the window it covered.
+pub fn listing_in_window(
+    items: Vec<Value>,
+    limit: usize,
+    narrow_by: &str,
+    (start, end): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+) -> Value {
+    let mut answer = listing(items, limit, narrow_by);
+    answer["window"] = serde_json::json!({ "start": start, "end": end });
+    answer
+}
+
 /// A string argument that must be short and free of control characters.
 pub fn argument<'a>(field: &str, value: &'a str, max: usize) -> Result<&'a str, ToolError> {
     let value = value.trim();

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{argument, listing, Registry, Tool, ToolContext, ToolError, Window};
+use super::{argument, listing, listing_in_window, Registry, Tool, ToolContext, ToolError, Window};
 
 /// Registers the observability tools.
 pub fn register(tools: &mut Registry) {
@@ -47,9 +47,7 @@ impl Tool for DatadogLogs {
         let limit = args.limit.unwrap_or(50).clamp(1, 200);
         let (_, secret) = context.credentials(Provider::Datadog, args.connection.as_deref()).await?;
         let logs = Datadog::new(&context.providers, &secret)?.search_logs(query, &start.to_rfc3339(), &end.to_rfc3339(), limit + 1).await?;
-        let mut answer = listing(logs, limit, "query, a shorter window");
-        answer["window"] = json!({ "start": start, "end": end });
-        Ok(answer)
+        Ok(listing_in_window(logs, limit, "query, a shorter window", (start, end)))
     }
 }
 
@@ -69,9 +67,7 @@ impl Tool for SplunkSearch {
         let (_, secret) = context.credentials(Provider::Splunk, args.connection.as_deref()).await?;
         let splunk = Splunk::new(&context.providers, &secret).await?;
         let results = splunk.search(query, &start.to_rfc3339(), &end.to_rfc3339(), limit + 1).await?;
-        let mut answer = listing(results, limit, "query, a shorter window");
-        answer["window"] = json!({ "start": start, "end": end });
-        Ok(answer)
+        Ok(listing_in_window(results, limit, "query, a shorter window", (start, end)))
     }
 }
 
