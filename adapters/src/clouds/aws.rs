@@ -187,20 +187,10 @@ impl Aws {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<String, ProviderError> {
-        let response = request.send().await.map_err(|error| {
-            if error.is_timeout() {
-                ProviderError::Timeout { provider: PROVIDER, secs: self.timeout.as_secs().max(1) }
-            } else {
-                let mut cause: &dyn std::error::Error = &error;
-                while let Some(source) = cause.source() {
-                    cause = source;
-                }
-                ProviderError::Unavailable { provider: PROVIDER, detail: cause.to_string() }
-            }
-        })?;
+        let response = request.send().await.map_err(|error| super::transport_error(PROVIDER, self.timeout, &error))?;
         let status = response.status().as_u16();
         let error_type = response.headers().get("x-amzn-errortype").and_then(|value| value.to_str().ok()).map(str::to_owned);
-        let body = response.text().await.map_err(|error| ProviderError::Unavailable { provider: PROVIDER, detail: error.to_string() })?;
+        let body = response.text().await.map_err(|error| super::transport_error(PROVIDER, self.timeout, &error))?;
         if (200..300).contains(&status) {
             return Ok(body);
         }

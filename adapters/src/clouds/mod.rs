@@ -120,7 +120,8 @@ pub async fn send_json(
         .map_err(|error| ProviderError::Unavailable { provider, detail: format!("an answer that is not JSON: {error}") })
 }
 
-fn transport_error(provider: &'static str, timeout: Duration, error: &reqwest::Error) -> ProviderError {
+/// A request that got no answer: timed out, or refused on the way (without the URL, which could carry a query).
+pub(crate) fn transport_error(provider: &'static str, timeout: Duration, error: &reqwest::Error) -> ProviderError {
     if error.is_timeout() {
         return ProviderError::Timeout { provider, secs: timeout.as_secs().max(1) };
     }
