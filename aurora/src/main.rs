@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_chat;
+mod bench_knowledge;
 mod bench_tools;
 mod tools;
 
@@ -104,6 +105,8 @@ enum BenchCommand {
     Chat(bench_chat::ChatOptions),
     /// The agent's tool runtime: an AWS tool call (secret read + call + summarise) beside the same moto call made directly.
     Tools(bench_tools::ToolsOptions),
+    /// The knowledge base: indexing throughput beside the model alone, upload MB/s beside the object store, search p50/p99 beside raw pgvector.
+    Knowledge(bench_knowledge::KnowledgeOptions),
 }
 
 #[derive(Subcommand)]
@@ -166,6 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench { command: BenchCommand::Backbone(options) } => bench::backbone(&config, options).await,
         Command::Bench { command: BenchCommand::Chat(options) } => bench_chat::chat(&config, options).await,
         Command::Bench { command: BenchCommand::Tools(options) } => bench_tools::tools(&config, options).await,
+        Command::Bench { command: BenchCommand::Knowledge(options) } => bench_knowledge::knowledge(&config, options).await,
         Command::Schemas { .. } => unreachable!("handled before configuration is read"),
     }
 }

@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod connection;
 pub mod identity;
+pub mod knowledge;
 pub mod testing;
 pub mod text;
 
@@ -20,6 +21,8 @@ pub enum DomainError {
     Connection(#[from] connection::ConnectionError),
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
+    Knowledge(#[from] knowledge::KnowledgeError),
     /// The command carries a value that breaks an invariant.
     #[error("invalid {field}: {reason}")]
     InvalidInput { field: &'static str, reason: String },
@@ -36,6 +39,8 @@ pub enum ErrorKind {
     InvalidState,
     /// The command carries a value that breaks an invariant.
     InvalidInput { field: &'static str, reason: String },
+    /// The organisation has used up what it may keep.
+    QuotaExceeded,
 }
 
 impl DomainError {
@@ -44,6 +49,7 @@ impl DomainError {
             DomainError::ChatSession(error) => error.kind(),
             DomainError::Connection(error) => error.kind(),
             DomainError::Identity(_) => ErrorKind::InvalidState,
+            DomainError::Knowledge(error) => error.kind(),
             DomainError::InvalidInput { field, reason } => ErrorKind::InvalidInput { field, reason: reason.clone() },
         }
     }

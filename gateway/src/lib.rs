@@ -10,7 +10,7 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 
-aurora_events::features!(routes::Routes: audit, chat, connection, identity);
+aurora_events::features!(routes::Routes: audit, chat, connection, identity, knowledge);
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +43,14 @@ pub struct AppState {
     pub chat_hub: Arc<chat::hub::ChatHub>,
     /// Where connections' credentials are kept.
     pub secrets: Arc<dyn aurora_adapters::secrets::SecretStore>,
+    /// Where uploaded files are kept.
+    pub objects: aurora_adapters::objects::Objects,
+    /// The organisations' searchable knowledge.
+    pub knowledge: aurora_adapters::vectors::search::KnowledgeIndex,
+    /// What this process hears on the log channel (status streams wait on it).
+    pub signals: LogSignals,
+    /// Cancelled when the gateway stops: streams that never end on their own end then.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -60,6 +68,14 @@ impl AppState {
             tickets: Tickets::new(redis.clone(), &config.redis.prefix, config.auth.ws_ticket_ttl),
             redis,
             secrets: Arc::new(aurora_adapters::secrets::vault::VaultStore::new(&config.vault)?),
+            objects: aurora_adapters::objects::Objects::from_config(&config.objects)?,
+            knowledge: aurora_adapters::vectors::search::KnowledgeIndex::from_config(
+                &config.knowledge,
+                aurora_adapters::embeddings::Embedder::shared(&config.embedding),
+                pool.clone(),
+            ),
+            signals: signals.clone(),
+            shutdown: shutdown.clone(),
             chat_hub: chat::hub::ChatHub::start(&config, signals, shutdown).await,
             config,
             pool,

@@ -48,6 +48,10 @@ pub enum ApiError {
     /// What the request would record is larger than an event may be.
     #[error("{0}")]
     EventTooLarge(String),
+    #[error("the file is larger than the {max} bytes a document may be (AURORA_KB_MAX_UPLOAD_BYTES); nothing was kept")]
+    FileTooLarge { max: u64 },
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error("{detail}")]
     Conflict { detail: String, current_version: Option<u64> },
     #[error("{0}")]
@@ -70,6 +74,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported content type"),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large"),
             ApiError::EventTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "event-too-large", "Change too large to record"),
+            ApiError::FileTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "file-too-large", "File too large"),
+            ApiError::QuotaExceeded(_) => (StatusCode::UNPROCESSABLE_ENTITY, "quota-exceeded", "Quota exceeded"),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict", "Conflicting change"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", "Command refused"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Dependency unavailable"),
@@ -129,6 +135,7 @@ impl From<DomainError> for ApiError {
                 ApiError::BadRequest { detail: format!("{field} {reason}"), field: Some(field.to_owned()) }
             }
             ErrorKind::InvalidState => ApiError::Unprocessable(error.to_string()),
+            ErrorKind::QuotaExceeded => ApiError::QuotaExceeded(error.to_string()),
         }
     }
 }

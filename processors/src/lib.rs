@@ -23,7 +23,7 @@ use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-aurora_events::features!(Processors: chat, connection);
+aurora_events::features!(Processors: chat, connection, knowledge);
 
 /// What every processor is started with.
 #[derive(Clone)]

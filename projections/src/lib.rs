@@ -9,7 +9,7 @@ pub mod apply;
 pub mod replay;
 pub mod runner;
 
-aurora_events::features!(Projections: audit, chat, connection);
+aurora_events::features!(Projections: audit, chat, connection, knowledge);
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 
 pub mod chat;
 pub mod kafka;
+pub mod knowledge;
 pub mod otlp;
 pub mod servers;
 
@@ -76,6 +77,11 @@ impl TestEnv {
         config.redis.url = redis_url().into();
         // Rate-limit counters and tickets of one test never meet another's.
         config.redis.prefix = format!("aurora-test:{}:", Uuid::now_v7().simple());
+        // Each test keeps its files in a folder of its own; the model is the stack's.
+        config.objects.url = format!("file://{}/aurora-test-objects/{database}", std::env::temp_dir().display());
+        if let Ok(dir) = std::env::var("AURORA_EMBEDDING_MODEL_DIR") {
+            config.embedding.model_dir = dir.into();
+        }
         let pool = aurora_adapters::postgres::connect(&config).await.expect("connect to test database");
         aurora_commands::migrate(&pool).await.expect("migrations");
         Self { config, pool, database }
@@ -92,6 +98,8 @@ impl TestEnv {
             ("AURORA_REDIS_URL".into(), self.config.redis.url.expose_secret().to_owned()),
             ("AURORA_REDIS_PREFIX".into(), self.config.redis.prefix.clone()),
             ("AURORA_METRICS_INTERVAL_SECS".into(), self.config.http.metrics_interval.as_secs().to_string()),
+            ("AURORA_OBJECTS_URL".into(), self.config.objects.url.clone()),
+            ("AURORA_EMBEDDING_MODEL_DIR".into(), self.config.embedding.model_dir.display().to_string()),
         ]
     }
 

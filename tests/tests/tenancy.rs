@@ -35,8 +35,10 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
     let token: Value =
         ana.apply(http().post(app.url("/v1/tokens"))).json(&json!({ "name": "ours" })).send().await.unwrap().json().await.unwrap();
     let token_id = token["token_id"].as_str().unwrap().to_owned();
-    aurora_tests::eventually("the session in the read model", std::time::Duration::from_secs(30), || async {
-        (env.count("SELECT count(*) FROM chat_sessions").await == 1).then_some(())
+    let document = aurora_tests::knowledge::uploaded(&app, &ana, "ours.md", b"# Ours\n\nA runbook of ana's.\n".to_vec()).await;
+    let document_id = document["document_id"].as_str().unwrap().to_owned();
+    aurora_tests::eventually("the session and the document in the read models", std::time::Duration::from_secs(30), || async {
+        (env.count("SELECT count(*) FROM chat_sessions").await == 1 && env.count("SELECT count(*) FROM documents").await == 1).then_some(())
     })
     .await;
     // A whole tool result of ana's organisation, as the agent keeps them.
@@ -87,7 +89,8 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
             .replace("{invitation_id}", &invitation_id)
             .replace("{token_id}", &token_id)
             .replace("{tool_call_id}", "call_ours")
-            .replace("{connection_id}", &connection_id.to_string());
+            .replace("{connection_id}", &connection_id.to_string())
+            .replace("{document_id}", &document_id);
         assert!(!path.contains('{'), "no resource of ana's for {} {}: add one to this test", spec.method, spec.path);
         let method = reqwest::Method::from_bytes(spec.method.as_str().as_bytes()).unwrap();
         let mut request = eve.apply(http().request(method.clone(), app.url(&path)));
@@ -98,7 +101,7 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{} {} let another organisation see a resource", spec.method, spec.path);
         covered += 1;
     }
-    assert_eq!(covered, 13);
+    assert_eq!(covered, 15);
 
     // Collections hold nothing of ana's organisation.
     let ours: Vec<String> = vec![
@@ -109,6 +112,7 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         ana.user_id.to_string(),
         ana.org.to_string(),
         connection_id.to_string(),
+        document_id.clone(),
     ];
     for path in [
         "/v1/chat/sessions?include_archived=true",
@@ -118,6 +122,8 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         "/v1/audit?limit=1000",
         "/v1/auth/me",
         "/v1/connections",
+        "/v1/knowledge/documents",
+        "/v1/knowledge/memory",
     ] {
         let response = eve.apply(http().get(app.url(path))).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");

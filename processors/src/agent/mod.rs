@@ -14,9 +14,11 @@ use std::time::Duration;
 
 use aurora_adapters::config::ConnectionsConfig;
 use aurora_adapters::consumer::Fence;
+use aurora_adapters::embeddings::Embedder;
 use aurora_adapters::llm::{ChatMessage, Completion, Llm, ToolSpec};
 use aurora_adapters::secrets::SecretStore;
 use aurora_adapters::telemetry::{SpanKind, Trace};
+use aurora_adapters::vectors::search::KnowledgeIndex;
 use aurora_adapters::Config;
 use aurora_commands::{CommandHandler, CommandMeta, HandleError};
 use aurora_domain::chat::{ChatSession, ChatSessionCommand, ChatSessionError, ConfirmationAnswer, ToolCallState, ToolOutcome, Turn};
@@ -90,6 +92,8 @@ pub struct Agent {
     pool: PgPool,
     secrets: Arc<dyn SecretStore>,
     providers: Arc<ConnectionsConfig>,
+    /// The organisation's runbooks and past conversations, for the search tools.
+    knowledge: KnowledgeIndex,
     llm: Llm,
     tools: Registry,
     deltas: DeltaPublisher,
@@ -116,6 +120,7 @@ fn agent_actor() -> Actor {
 impl Agent {
     pub fn new(config: &Config, pool: PgPool, commands: CommandHandler, secrets: Arc<dyn SecretStore>, deltas: DeltaPublisher) -> Self {
         Self {
+            knowledge: KnowledgeIndex::from_config(&config.knowledge, Embedder::shared(&config.embedding), pool.clone()),
             commands,
             pool,
             secrets,
@@ -436,6 +441,7 @@ impl Agent {
             commands: self.commands.clone(),
             secrets: self.secrets.clone(),
             providers: self.providers.clone(),
+            knowledge: self.knowledge.clone(),
             connected: connected.clone(),
         };
         let started = std::time::Instant::now();
@@ -526,6 +532,19 @@ fn system_prompt(offered: &[Arc<dyn AnyTool>], connected: &Connected) -> String 
         "You are Aurora, a site-reliability assistant. Answer from evidence; say which tool results support \
          what you say. Call tools when they would help.\n\n",
     );
+    if offered.iter().any(|tool| tool.name() == tools::knowledge::KNOWLEDGE_BASE_SEARCH) {
+        prompt.push_str(&format!(
+            "Before anything else, search the organisation's runbooks and postmortems with `{}`, and cite the \
+             document and page of what you use. `{}` finds how earlier conversations handled similar questions.\n\n",
+            tools::knowledge::KNOWLEDGE_BASE_SEARCH,
+            tools::knowledge::PAST_CONVERSATIONS_SEARCH,
+        ));
+    }
+    if let Some(memory) = connected.memory.as_deref().filter(|memory| !memory.trim().is_empty()) {
+        prompt.push_str("What the organisation wants you to know (its memory, kept by its admins):\n");
+        prompt.push_str(memory);
+        prompt.push_str("\n\n");
+    }
     if connected.connections.is_empty() {
         prompt.push_str("The organisation has connected no cloud or tool yet; say so when a question needs one.\n\n");
     } else {

@@ -43,6 +43,8 @@ pub struct ToolContext {
     pub commands: CommandHandler,
     pub secrets: Arc<dyn SecretStore>,
     pub providers: Arc<ConnectionsConfig>,
+    /// The organisation's searchable runbooks and past conversations.
+    pub knowledge: aurora_adapters::vectors::search::KnowledgeIndex,
     /// The organisation's live connections, as the turn's step saw them.
     pub connected: Arc<Connected>,
 }
@@ -82,10 +84,11 @@ pub struct LiveConnection {
 }
 
 /// The organisation's live connections: which providers its tools may use, and what the prompt
-/// tells the model it can look at.
+/// tells the model it can look at; and the memory its admins keep for the agent.
 #[derive(Debug, Clone, Default)]
 pub struct Connected {
     pub connections: Vec<LiveConnection>,
+    pub memory: Option<String>,
 }
 
 impl Connected {
@@ -113,7 +116,9 @@ impl Connected {
                 })
             })
             .collect();
-        Ok(Self { connections })
+        let memory =
+            sqlx::query_scalar("SELECT text FROM knowledge_memory WHERE org_id = $1").bind(org_id.0).fetch_optional(&mut *read).await?;
+        Ok(Self { connections, memory })
     }
 
     pub fn has(&self, provider: Provider) -> bool {
@@ -244,7 +249,7 @@ impl<T: Tool> AnyTool for T {
     }
 }
 
-aurora_events::features!(Registry: audit, aws, azure, chat, gcp, github, observability);
+aurora_events::features!(Registry: audit, aws, azure, chat, gcp, github, knowledge, observability);
 
 /// The tools this build has.
 #[derive(Clone)]
