@@ -122,7 +122,9 @@ pub async fn upload_document(
         }
     };
     aurora_adapters::wakeup::announce_appended(&state.pool).await;
-    let version = library.documents.get(&document_id).map_or(1, |document| document.version + 1);
+    // The version as the library holds it now, not as it was before the file streamed in.
+    let (library, _) = state.commands.load::<Library>(&stream, caller.org_id()).await?;
+    let version = library.documents.get(&document_id).map_or(1, |document| document.version);
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(DocumentAccepted {
