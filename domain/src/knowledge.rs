@@ -102,6 +102,11 @@ pub struct Library {
     events: u64,
 }
 
+/// `text` without control characters other than line breaks and tabs, at most `max` characters.
+fn clip(text: &str, max: usize) -> String {
+    text.trim().chars().filter(|character| !character.is_control() || matches!(character, '\n' | '\t')).take(max).collect()
+}
+
 /// Names compare without regard to case.
 fn name_key(name: &str) -> String {
     name.to_lowercase()
@@ -173,7 +178,9 @@ impl Aggregate for Library {
             },
             KnowledgeCommand::MarkFailed(mut failed) => match self.current(failed.document_id, failed.version) {
                 Some(document) if document.status == Status::Processing => {
-                    failed.reason = bounded("reason", &failed.reason, MAX_REASON_CHARS, Lines::Many)?;
+                    // A reader's own words end up here: cut to size, never refused, or the
+                    // processor that records them would retry for ever.
+                    failed.reason = clip(&failed.reason, MAX_REASON_CHARS);
                     Ok(vec![KnowledgeEvent::DocumentFailed(failed)])
                 }
                 _ => Ok(Vec::new()),
@@ -313,9 +320,14 @@ mod tests {
         given::<Library>([uploaded(id, "a.md", 1, 10), started.clone()])
             .when(KnowledgeCommand::MarkFailed(failed.clone()))
             .then([KnowledgeEvent::DocumentFailed(failed.clone())]);
-        given::<Library>([uploaded(id, "a.md", 1, 10), started, KnowledgeEvent::DocumentFailed(failed.clone())])
+        given::<Library>([uploaded(id, "a.md", 1, 10), started.clone(), KnowledgeEvent::DocumentFailed(failed.clone())])
             .when(KnowledgeCommand::MarkIndexed(indexed))
             .then([]);
+        // A reader's long or odd message is cut, not refused (a refusal would be retried for ever).
+        let noisy = DocumentFailed { reason: format!("bad \u{0}byte {}", "x".repeat(2 * MAX_REASON_CHARS)), ..failed };
+        let events = given::<Library>([uploaded(id, "a.md", 1, 10), started]).state_after(KnowledgeCommand::MarkFailed(noisy));
+        let [KnowledgeEvent::DocumentFailed(recorded)] = events.as_slice() else { panic!("{events:?}") };
+        assert!(recorded.reason.starts_with("bad byte") && recorded.reason.chars().count() == MAX_REASON_CHARS);
     }
 
     #[test]
