@@ -25,6 +25,42 @@ pub struct Config {
     pub objects: ObjectsConfig,
     pub embedding: EmbeddingConfig,
     pub knowledge: KnowledgeConfig,
+    pub incident: IncidentConfig,
+}
+
+/// Incidents: webhook intake, grouping, investigations.
+#[derive(Debug, Clone)]
+pub struct IncidentConfig {
+    /// Largest webhook body accepted (an event holds the payload, so below the event limit).
+    pub webhook_max_bytes: usize,
+    /// Alerts arriving this close to an incident's latest alert may join it.
+    pub group_window: Duration,
+    /// Share of labels in common that groups alerts of different services.
+    pub group_min_score: f64,
+    /// Investigations running at once per organisation; the rest queue.
+    pub max_concurrent_investigations: u32,
+    pub investigation_wall_time: Duration,
+    pub investigation_tool_calls: u32,
+    pub investigation_llm_calls: u32,
+    pub investigation_tokens: u32,
+    /// Whether an incident's opening starts an investigation.
+    pub auto_investigate: bool,
+}
+
+impl Default for IncidentConfig {
+    fn default() -> Self {
+        Self {
+            webhook_max_bytes: 200 * 1024,
+            group_window: Duration::from_secs(300),
+            group_min_score: 0.5,
+            max_concurrent_investigations: 2,
+            investigation_wall_time: Duration::from_secs(1800),
+            investigation_tool_calls: 40,
+            investigation_llm_calls: 30,
+            investigation_tokens: 400_000,
+            auto_investigate: true,
+        }
+    }
 }
 
 /// Where files are kept: a folder (`file:///…`, the default) or an S3-compatible bucket (`s3://bucket[/prefix]`).
@@ -672,6 +708,27 @@ impl Config {
                 "AURORA_WEAVIATE_URL" => config.knowledge.weaviate_url = value.trim_end_matches('/').to_owned(),
                 "AURORA_WEAVIATE_API_KEY" => config.knowledge.weaviate_api_key = non_empty(value).map(SecretString::from),
                 "AURORA_WEAVIATE_COLLECTION" => config.knowledge.weaviate_collection = value,
+                "AURORA_INCIDENT_WEBHOOK_MAX_BYTES" => {
+                    config.incident.webhook_max_bytes = parse("AURORA_INCIDENT_WEBHOOK_MAX_BYTES", &value)?
+                }
+                "AURORA_INCIDENT_GROUP_WINDOW_SECS" => config.incident.group_window = seconds("AURORA_INCIDENT_GROUP_WINDOW_SECS", &value)?,
+                "AURORA_INCIDENT_GROUP_MIN_SCORE" => config.incident.group_min_score = parse("AURORA_INCIDENT_GROUP_MIN_SCORE", &value)?,
+                "AURORA_INCIDENT_MAX_CONCURRENT_INVESTIGATIONS" => {
+                    config.incident.max_concurrent_investigations = parse("AURORA_INCIDENT_MAX_CONCURRENT_INVESTIGATIONS", &value)?
+                }
+                "AURORA_INCIDENT_INVESTIGATION_SECS" => {
+                    config.incident.investigation_wall_time = seconds("AURORA_INCIDENT_INVESTIGATION_SECS", &value)?
+                }
+                "AURORA_INCIDENT_INVESTIGATION_TOOL_CALLS" => {
+                    config.incident.investigation_tool_calls = parse("AURORA_INCIDENT_INVESTIGATION_TOOL_CALLS", &value)?
+                }
+                "AURORA_INCIDENT_INVESTIGATION_LLM_CALLS" => {
+                    config.incident.investigation_llm_calls = parse("AURORA_INCIDENT_INVESTIGATION_LLM_CALLS", &value)?
+                }
+                "AURORA_INCIDENT_INVESTIGATION_TOKENS" => {
+                    config.incident.investigation_tokens = parse("AURORA_INCIDENT_INVESTIGATION_TOKENS", &value)?
+                }
+                "AURORA_INCIDENT_AUTO_INVESTIGATE" => config.incident.auto_investigate = parse("AURORA_INCIDENT_AUTO_INVESTIGATE", &value)?,
                 known if READ_BEFORE_CONFIGURATION.contains(&known) => {}
                 _ => return Err(ConfigError::Unknown(name)),
             }
@@ -680,6 +737,21 @@ impl Config {
             return Err(ConfigError::Invalid {
                 name: "AURORA_KB_CHUNK_TOKENS",
                 reason: "chunks must be at least 32 word pieces, and the overlap at most half a chunk".into(),
+            });
+        }
+        if config.incident.webhook_max_bytes > 240 * 1024 || config.incident.webhook_max_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                name: "AURORA_INCIDENT_WEBHOOK_MAX_BYTES",
+                reason: "must be between 1024 and 245760 bytes: the payload travels in one event".into(),
+            });
+        }
+        if !(0.0..=1.0).contains(&config.incident.group_min_score) {
+            return Err(ConfigError::Invalid { name: "AURORA_INCIDENT_GROUP_MIN_SCORE", reason: "must be between 0 and 1".into() });
+        }
+        if config.incident.max_concurrent_investigations < 1 {
+            return Err(ConfigError::Invalid {
+                name: "AURORA_INCIDENT_MAX_CONCURRENT_INVESTIGATIONS",
+                reason: "must be at least 1".into(),
             });
         }
         if config.kafka.topic_partitions < 1 {

@@ -221,6 +221,7 @@ async fn measure_commands(pool: &PgPool, seconds: u64, length: u64) -> anyhow::R
             session_id,
             title: "bench".into(),
             owner: Actor::system("bench"),
+            context: None,
         }))];
         events.extend(
             (1..length).map(|n| NewEvent::from_payload(&ChatSessionEvent::Renamed(SessionRenamed { title: format!("bench {n}") }))),

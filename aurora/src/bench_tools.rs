@@ -103,7 +103,7 @@ pub async fn tools(config: &Config, options: ToolsOptions) -> anyhow::Result<()>
         sqlx::postgres::PgPoolOptions::new().connect_lazy(aurora_adapters::config::ExposeSecret::expose_secret(&config.database.url))?;
     let context = ToolContext {
         org_id: OrgId(org_id),
-        user_id: Uuid::now_v7(),
+        actor: aurora_events::Actor::user(Uuid::now_v7()),
         role: Role::Editor,
         tool_call_key: Uuid::now_v7(),
         commands: CommandHandler::new(Arc::new(PostgresEventStore::new(pool.clone()))),

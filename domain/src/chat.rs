@@ -7,7 +7,7 @@ use aurora_events::chat::{
     AssistantMessageCompleted, ChatMode, ChatSessionEvent, ConfirmationDenied, ConfirmationExpired, ConfirmationGranted,
     ConfirmationRequested, LlmCallCompleted, MessageSubmitted, SessionArchived, SessionCreated, SessionDeleted, SessionRenamed,
     ToolCallCompleted, ToolCallFailed, ToolCallRequested, ToolCallStarted, TurnCancelRequested, TurnCancelled, TurnFailed, TurnFailure,
-    TurnStarted,
+    TurnLimits, TurnStarted,
 };
 use aurora_events::Actor;
 use chrono::{DateTime, Utc};
@@ -19,6 +19,7 @@ use crate::{Aggregate, DomainError, ErrorKind};
 pub const MAX_TITLE_CHARS: usize = 200;
 pub const MAX_MESSAGE_CHARS: usize = 16_000;
 pub const MAX_REASON_CHARS: usize = 1_000;
+pub const MAX_CONTEXT_CHARS: usize = 32_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChatSessionCommand {
@@ -26,6 +27,8 @@ pub enum ChatSessionCommand {
         session_id: Uuid,
         title: String,
         owner: Actor,
+        /// What the conversation is about, for the agent (at most [`MAX_CONTEXT_CHARS`]).
+        context: Option<String>,
     },
     Rename {
         title: String,
@@ -40,6 +43,8 @@ pub enum ChatSessionCommand {
         text: String,
         mode: ChatMode,
         submitted_by: Actor,
+        /// Limits in place of the agent's defaults.
+        limits: Option<TurnLimits>,
     },
     /// The agent processor takes the turn.
     StartTurn {
@@ -129,6 +134,8 @@ pub struct Turn {
     pub mode: ChatMode,
     pub question: String,
     pub submitted_by: Actor,
+    /// Limits in place of the agent's defaults.
+    pub limits: Option<TurnLimits>,
     pub status: TurnStatus,
     /// Set once the agent processor took the turn.
     pub started_at: Option<DateTime<Utc>>,
@@ -222,6 +229,8 @@ pub struct ChatSession {
     pub title: String,
     /// Who opened the session; `None` before it exists.
     pub owner: Option<Actor>,
+    /// What the conversation is about, for the agent.
+    pub context: Option<String>,
     pub archived: bool,
     pub deleted: bool,
     pub history: Vec<Exchange>,
@@ -254,12 +263,16 @@ impl Aggregate for ChatSession {
         use ChatSessionCommand as C;
         use ChatSessionEvent as E;
         match command {
-            C::Create { session_id, title, owner } => {
+            C::Create { session_id, title, owner, context } => {
                 if self.exists() {
                     return Err(ChatSessionError::AlreadyExists(session_id).into());
                 }
                 let title = valid_title(title)?;
-                Ok(vec![E::Created(SessionCreated { session_id, title, owner })])
+                let context = context
+                    .map(|context| crate::text::bounded("context", &context, MAX_CONTEXT_CHARS, Lines::Many))
+                    .transpose()?
+                    .filter(|context| !context.is_empty());
+                Ok(vec![E::Created(SessionCreated { session_id, title, owner, context })])
             }
             C::Rename { title } => {
                 self.require_open()?;
@@ -289,13 +302,13 @@ impl Aggregate for ChatSession {
                 }
                 Ok(vec![E::Deleted(SessionDeleted {})])
             }
-            C::Submit { turn_id, text, mode, submitted_by } => {
+            C::Submit { turn_id, text, mode, submitted_by, limits } => {
                 self.require_open()?;
                 if self.running_turn().is_some() {
                     return Err(ChatSessionError::TurnRunning.into());
                 }
                 let text = bounded_text("text", text, MAX_MESSAGE_CHARS, Lines::Many)?;
-                Ok(vec![E::MessageSubmitted(MessageSubmitted { turn_id, text, mode, submitted_by })])
+                Ok(vec![E::MessageSubmitted(MessageSubmitted { turn_id, text, mode, submitted_by, limits })])
             }
             C::StartTurn { turn_id, started_at, model, tools } => {
                 let turn = self.running(turn_id)?;
@@ -420,6 +433,7 @@ impl Aggregate for ChatSession {
                 self.session_id = Some(created.session_id);
                 self.title = created.title.clone();
                 self.owner = Some(created.owner.clone());
+                self.context = created.context.clone();
             }
             E::Renamed(renamed) => self.title = renamed.title.clone(),
             E::Archived(_) => self.archived = true,
@@ -430,6 +444,7 @@ impl Aggregate for ChatSession {
                     mode: submitted.mode,
                     question: submitted.text.clone(),
                     submitted_by: submitted.submitted_by.clone(),
+                    limits: submitted.limits,
                     status: TurnStatus::Running,
                     started_at: None,
                     cancel_requested: false,
@@ -541,20 +556,20 @@ mod tests {
     }
 
     fn created() -> ChatSessionEvent {
-        ChatSessionEvent::Created(SessionCreated { session_id: Uuid::nil(), title: "checkout latency".into(), owner: ana() })
+        ChatSessionEvent::Created(SessionCreated { session_id: Uuid::nil(), title: "checkout latency".into(), owner: ana(), context: None })
     }
 
     #[test]
     fn a_new_session_is_created_with_a_trimmed_title() {
         given::<ChatSession>([])
-            .when(ChatSessionCommand::Create { session_id: Uuid::nil(), title: "  checkout latency ".into(), owner: ana() })
+            .when(ChatSessionCommand::Create { session_id: Uuid::nil(), title: "  checkout latency ".into(), owner: ana(), context: None })
             .then([created()]);
     }
 
     #[test]
     fn a_session_cannot_be_created_twice() {
         given::<ChatSession>([created()])
-            .when(ChatSessionCommand::Create { session_id: Uuid::nil(), title: "again".into(), owner: ana() })
+            .when(ChatSessionCommand::Create { session_id: Uuid::nil(), title: "again".into(), owner: ana(), context: None })
             .then_error(ChatSessionError::AlreadyExists(Uuid::nil()).into());
     }
 
@@ -597,6 +612,7 @@ mod tests {
             text: "why is checkout slow?".into(),
             mode: ChatMode::Agent,
             submitted_by: ana(),
+            limits: None,
         })
     }
 
@@ -633,17 +649,30 @@ mod tests {
     fn one_turn_runs_at_a_time() {
         let turn_id = Uuid::now_v7();
         given::<ChatSession>([created(), submitted(turn_id)])
-            .when(ChatSessionCommand::Submit { turn_id: Uuid::now_v7(), text: "and now?".into(), mode: ChatMode::Ask, submitted_by: ana() })
+            .when(ChatSessionCommand::Submit {
+                turn_id: Uuid::now_v7(),
+                text: "and now?".into(),
+                mode: ChatMode::Ask,
+                submitted_by: ana(),
+                limits: None,
+            })
             .then_error(ChatSessionError::TurnRunning.into());
         let finished = ChatSessionEvent::TurnCancelled(TurnCancelled { turn_id });
         let next = Uuid::now_v7();
         given::<ChatSession>([created(), submitted(turn_id), finished])
-            .when(ChatSessionCommand::Submit { turn_id: next, text: " and now? ".into(), mode: ChatMode::Ask, submitted_by: bo() })
+            .when(ChatSessionCommand::Submit {
+                turn_id: next,
+                text: " and now? ".into(),
+                mode: ChatMode::Ask,
+                submitted_by: bo(),
+                limits: None,
+            })
             .then([ChatSessionEvent::MessageSubmitted(MessageSubmitted {
                 turn_id: next,
                 text: "and now?".into(),
                 mode: ChatMode::Ask,
                 submitted_by: bo(),
+                limits: None,
             })]);
     }
 
@@ -692,7 +721,7 @@ mod tests {
 
     #[test]
     fn free_text_is_bounded_and_holds_no_control_characters() {
-        let title_with_nul = ChatSessionCommand::Create { session_id: Uuid::nil(), title: "a\u{0}b".into(), owner: ana() };
+        let title_with_nul = ChatSessionCommand::Create { session_id: Uuid::nil(), title: "a\u{0}b".into(), owner: ana(), context: None };
         given::<ChatSession>([])
             .when(title_with_nul)
             .then_error(DomainError::InvalidInput { field: "title", reason: "must not contain control characters".into() });
@@ -705,12 +734,14 @@ mod tests {
             text: "line one\nline two\tindented".into(),
             mode: ChatMode::Ask,
             submitted_by: ana(),
+            limits: None,
         };
         given::<ChatSession>([created()]).when(question).then([ChatSessionEvent::MessageSubmitted(MessageSubmitted {
             turn_id: Uuid::nil(),
             text: "line one\nline two\tindented".into(),
             mode: ChatMode::Ask,
             submitted_by: ana(),
+            limits: None,
         })]);
     }
 

@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod connection;
 pub mod identity;
+pub mod incident;
 pub mod knowledge;
 pub mod testing;
 pub mod text;
@@ -21,6 +22,8 @@ pub enum DomainError {
     Connection(#[from] connection::ConnectionError),
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
+    Incident(#[from] incident::IncidentError),
     #[error(transparent)]
     Knowledge(#[from] knowledge::KnowledgeError),
     /// The command carries a value that breaks an invariant.
@@ -49,6 +52,7 @@ impl DomainError {
             DomainError::ChatSession(error) => error.kind(),
             DomainError::Connection(error) => error.kind(),
             DomainError::Identity(_) => ErrorKind::InvalidState,
+            DomainError::Incident(error) => error.kind(),
             DomainError::Knowledge(error) => error.kind(),
             DomainError::InvalidInput { field, reason } => ErrorKind::InvalidInput { field, reason: reason.clone() },
         }

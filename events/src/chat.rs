@@ -19,6 +19,10 @@ pub struct SessionCreated {
     pub title: String,
     /// The user the session belongs to (`user:<id>`).
     pub owner: Actor,
+    /// What the agent is told the conversation is about (an incident and its RCA, for a
+    /// follow-up chat), in every turn's prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
 }
 
 /// `chat.session_renamed`: the session's title changed.
@@ -54,8 +58,22 @@ pub struct MessageSubmitted {
     pub turn_id: Uuid,
     pub text: String,
     pub mode: ChatMode,
-    /// The user who asked (`user:<id>`); the agent runs tools with this user's identity.
+    /// The user who asked (`user:<id>`); the agent runs tools with this user's identity. A
+    /// background investigation is asked by `processor:investigator`, with a viewer's reach.
     pub submitted_by: Actor,
+    /// Limits of this turn in place of the agent's defaults (a background investigation's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<TurnLimits>,
+}
+
+/// What one turn may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TurnLimits {
+    pub llm_calls: u32,
+    pub tool_calls: u32,
+    pub wall_time_secs: u64,
+    /// Prompt and completion tokens of every model call of the turn, together.
+    pub tokens: u32,
 }
 
 /// `chat.turn_started`: the agent processor took the turn.
@@ -205,6 +223,8 @@ pub enum TurnFailure {
     ToolCallLimit,
     /// The turn ran longer than its wall-time limit.
     WallTimeLimit,
+    /// The turn's model calls used more tokens than its limit.
+    TokenLimit,
 }
 
 /// `chat.turn_failed`: the turn ended without an answer; `message` says why, for the user.

@@ -28,6 +28,8 @@ pub enum Step {
     Text { chunks: Vec<String>, pause: Duration },
     /// Calls to tools: (call id, tool name, arguments).
     ToolCalls(Vec<(String, String, Value)>),
+    /// Reasoning text, then calls to tools, in one answer; `pause` before each chunk.
+    Reasoned { text: String, calls: Vec<(String, String, Value)>, pause: Duration },
     /// An HTTP error with an OpenAI-style error body.
     Error(u16),
     /// Accept the request and never answer.
@@ -48,11 +50,23 @@ impl Step {
     pub fn tool(id: &str, name: &str, arguments: Value) -> Self {
         Step::ToolCalls(vec![(id.to_owned(), name.to_owned(), arguments)])
     }
+
+    /// Says `text`, then calls one tool.
+    pub fn reasoned(text: &str, id: &str, name: &str, arguments: Value) -> Self {
+        Step::Reasoned { text: text.to_owned(), calls: vec![(id.to_owned(), name.to_owned(), arguments)], pause: Duration::ZERO }
+    }
+
+    /// Says `text` slowly (`pause` before each chunk), then calls one tool.
+    pub fn slow_reasoned(text: &str, pause: Duration, id: &str, name: &str, arguments: Value) -> Self {
+        Step::Reasoned { text: text.to_owned(), calls: vec![(id.to_owned(), name.to_owned(), arguments)], pause }
+    }
 }
 
 #[derive(Default)]
 struct Scripts {
     conversations: HashMap<String, Vec<Step>>,
+    /// Conversations whose question contains a fragment, for questions Aurora writes itself.
+    containing: Vec<(String, Vec<Step>)>,
     requests: Vec<Value>,
     /// The `Authorization` header of each request.
     authorizations: Vec<Option<String>>,
@@ -83,6 +97,12 @@ impl ScriptedLlm {
     /// Plays `steps` to the conversation whose latest question is `question`.
     pub fn script(&self, question: &str, steps: Vec<Step>) {
         self.scripts.lock().expect("scripts").conversations.insert(question.to_owned(), steps);
+    }
+
+    /// Plays `steps` to every conversation whose latest question contains `fragment` (an
+    /// investigation's question, which Aurora writes from the incident).
+    pub fn script_containing(&self, fragment: &str, steps: Vec<Step>) {
+        self.scripts.lock().expect("scripts").containing.push((fragment.to_owned(), steps));
     }
 
     /// Every request received, oldest first.
@@ -132,7 +152,11 @@ async fn complete(State(scripts): State<Arc<Mutex<Scripts>>>, headers: axum::htt
         scripts.requests.push(request.clone());
         let authorization = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).map(str::to_owned);
         scripts.authorizations.push(authorization);
-        scripts.conversations.get(&question).and_then(|steps| steps.get(step_index).cloned())
+        let steps = scripts
+            .conversations
+            .get(&question)
+            .or_else(|| scripts.containing.iter().find(|(fragment, _)| question.contains(fragment.as_str())).map(|(_, steps)| steps));
+        steps.and_then(|steps| steps.get(step_index).cloned())
     }
     .unwrap_or_else(|| Step::text("I have nothing scripted for that."));
     let prompt_tokens = serde_json::to_string(&request["messages"]).map(|text| text.len() / 4).unwrap_or(0) as u64;
@@ -153,25 +177,8 @@ async fn complete(State(scripts): State<Arc<Mutex<Scripts>>>, headers: axum::htt
             chunks.push(usage(&model, prompt_tokens, completion_tokens));
             (chunks, pause)
         }
-        Step::ToolCalls(calls) => {
-            let mut chunks = vec![chunk(&model, json!({ "role": "assistant", "content": null }), Value::Null)];
-            for (index, (id, name, arguments)) in calls.iter().enumerate() {
-                let text = arguments.to_string();
-                let (first, rest) = text.split_at(text.len() / 2);
-                let opening = json!({ "tool_calls": [{ "index": index, "id": id, "type": "function", "function": { "name": name, "arguments": "" } }] });
-                chunks.push(chunk(&model, opening, Value::Null));
-                for piece in [first, rest] {
-                    chunks.push(chunk(
-                        &model,
-                        json!({ "tool_calls": [{ "index": index, "function": { "arguments": piece } }] }),
-                        Value::Null,
-                    ));
-                }
-            }
-            chunks.push(chunk(&model, json!({}), json!("tool_calls")));
-            chunks.push(usage(&model, prompt_tokens, 10 * calls.len() as u64));
-            (chunks, Duration::ZERO)
-        }
+        Step::ToolCalls(calls) => (tool_call_chunks(&model, "", &calls, prompt_tokens), Duration::ZERO),
+        Step::Reasoned { text, calls, pause } => (tool_call_chunks(&model, &text, &calls, prompt_tokens), pause),
     };
     let stream = futures::stream::unfold((chunks.into_iter(), true), move |(mut chunks, first)| {
         let scripts = scripts.clone();
@@ -192,6 +199,25 @@ async fn complete(State(scripts): State<Arc<Mutex<Scripts>>>, headers: axum::htt
         .header(header::CACHE_CONTROL, "no-cache")
         .body(Body::from_stream(futures::StreamExt::chain(stream, done)))
         .expect("a streaming response")
+}
+
+/// An answer that says `text` (when any), then calls `calls`.
+fn tool_call_chunks(model: &str, text: &str, calls: &[(String, String, Value)], prompt_tokens: u64) -> Vec<Bytes> {
+    let mut chunks = vec![chunk(model, json!({ "role": "assistant", "content": null }), Value::Null)];
+    chunks.extend(text.split_inclusive(' ').map(|piece| chunk(model, json!({ "content": piece }), Value::Null)));
+    for (index, (id, name, arguments)) in calls.iter().enumerate() {
+        let text = arguments.to_string();
+        let (first, rest) = text.split_at(text.len() / 2);
+        let opening =
+            json!({ "tool_calls": [{ "index": index, "id": id, "type": "function", "function": { "name": name, "arguments": "" } }] });
+        chunks.push(chunk(model, opening, Value::Null));
+        for piece in [first, rest] {
+            chunks.push(chunk(model, json!({ "tool_calls": [{ "index": index, "function": { "arguments": piece } }] }), Value::Null));
+        }
+    }
+    chunks.push(chunk(model, json!({}), json!("tool_calls")));
+    chunks.push(usage(model, prompt_tokens, 10 * calls.len() as u64 + text.split_whitespace().count() as u64));
+    chunks
 }
 
 fn usage(model: &str, prompt_tokens: u64, completion_tokens: u64) -> Bytes {

@@ -71,7 +71,7 @@ pub async fn search_for(app: &App, caller: &Caller, query: &str) -> Vec<Value> {
 pub struct EventStream {
     body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     buffer: String,
-    /// Every `document` event's data so far.
+    /// Every event's data so far.
     pub events: Vec<Value>,
 }
 
@@ -94,7 +94,7 @@ impl EventStream {
             while let Some(end) = self.buffer.find("\n\n") {
                 let message: String = self.buffer.drain(..end + 2).collect();
                 let data: String = message.lines().filter_map(|line| line.strip_prefix("data:")).map(str::trim).collect();
-                if message.lines().any(|line| line == "event: document") && !data.is_empty() {
+                if message.lines().any(|line| line.starts_with("event:")) && !data.is_empty() {
                     let event: Value = serde_json::from_str(&data).unwrap();
                     self.events.push(event.clone());
                     if matches(&event) {
@@ -118,7 +118,7 @@ impl EventStream {
             while let Some(end) = self.buffer.find("\n\n") {
                 let message: String = self.buffer.drain(..end + 2).collect();
                 let data: String = message.lines().filter_map(|line| line.strip_prefix("data:")).map(str::trim).collect();
-                if message.lines().any(|line| line == "event: document") && !data.is_empty() {
+                if message.lines().any(|line| line.starts_with("event:")) && !data.is_empty() {
                     self.events.push(serde_json::from_str(&data).unwrap());
                 }
             }

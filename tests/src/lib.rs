@@ -3,6 +3,7 @@
 //! the tests that restart them.
 
 pub mod chat;
+pub mod incidents;
 pub mod kafka;
 pub mod knowledge;
 pub mod otlp;
@@ -396,6 +397,7 @@ pub async fn write_burst(pool: &PgPool, org: Uuid, streams: usize, events_per_st
                             session_id: *session_id,
                             title: "burst".into(),
                             owner: aurora_events::Actor::user(org),
+                            context: None,
                         })
                     } else {
                         ChatSessionEvent::Renamed(SessionRenamed { title: format!("burst {version}") })

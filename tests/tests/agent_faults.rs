@@ -111,7 +111,8 @@ async fn a_processor_killed_while_a_confirmation_waits_runs_the_tool_once_after_
 async fn session_left_by_a_crash(env: &TestEnv, org: Uuid, user: Uuid, events: Vec<ChatSessionEvent>) -> String {
     let store = PostgresEventStore::new(env.pool.clone());
     let session_id = Uuid::now_v7();
-    let mut all = vec![ChatSessionEvent::Created(SessionCreated { session_id, title: "crashed".into(), owner: Actor::user(user) })];
+    let mut all =
+        vec![ChatSessionEvent::Created(SessionCreated { session_id, title: "crashed".into(), owner: Actor::user(user), context: None })];
     all.extend(events);
     store
         .append(AppendRequest {
@@ -133,7 +134,13 @@ async fn session_left_by_a_crash(env: &TestEnv, org: Uuid, user: Uuid, events: V
 
 fn turn_with_a_tool_call(turn_id: Uuid, user: Uuid, question: &str, call: &ToolCallRequested, mode: ChatMode) -> Vec<ChatSessionEvent> {
     vec![
-        ChatSessionEvent::MessageSubmitted(MessageSubmitted { turn_id, text: question.into(), mode, submitted_by: Actor::user(user) }),
+        ChatSessionEvent::MessageSubmitted(MessageSubmitted {
+            turn_id,
+            text: question.into(),
+            mode,
+            submitted_by: Actor::user(user),
+            limits: None,
+        }),
         ChatSessionEvent::TurnStarted(TurnStarted {
             turn_id,
             started_at: chrono::Utc::now(),

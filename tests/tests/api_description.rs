@@ -48,6 +48,8 @@ async fn generated_requests_meet_no_server_error_and_only_declared_answers() {
             // A status stream never ends; its own tests read it (tests/tests/knowledge.rs).
             "--exclude-path",
             "/v1/knowledge/events",
+            "--exclude-path",
+            "/v1/incidents/events",
             "--report-dir",
         ])
         .arg(&reports)

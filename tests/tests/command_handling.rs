@@ -16,7 +16,7 @@ async fn handler() -> (aurora_tests::TestEnv, CommandHandler) {
 }
 
 fn create(session_id: Uuid) -> ChatSessionCommand {
-    ChatSessionCommand::Create { session_id, title: "checkout latency".into(), owner: ana() }
+    ChatSessionCommand::Create { session_id, title: "checkout latency".into(), owner: ana(), context: None }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -202,7 +202,7 @@ async fn create_sessions(env: &TestEnv, count: usize) -> Vec<Uuid> {
     let mut sessions = Vec::new();
     for index in 0..count {
         let session_id = Uuid::now_v7();
-        let command = ChatSessionCommand::Create { session_id, title: format!("session {index}"), owner: Actor::user(user) };
+        let command = ChatSessionCommand::Create { session_id, title: format!("session {index}"), owner: Actor::user(user), context: None };
         commands
             .handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), command, &CommandMeta::new(org, Actor::user(user)), None)
             .await

@@ -14,7 +14,8 @@ const GATEWAY_ONLY: Roles = Roles { gateway: true, processors: false, projection
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_organisations_resources_are_not_found_on_every_route() {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
+    env.config.incident.auto_investigate = false;
     let app = App::spawn(&env, Roles::ALL).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let bob = Caller::join(&app.base_url, &ana, "bob", "editor").await;
@@ -37,6 +38,11 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
     let token_id = token["token_id"].as_str().unwrap().to_owned();
     let document = aurora_tests::knowledge::uploaded(&app, &ana, "ours.md", b"# Ours\n\nA runbook of ana's.\n".to_vec()).await;
     let document_id = document["document_id"].as_str().unwrap().to_owned();
+    let webhook = aurora_tests::incidents::webhook_token(&app, &ana).await;
+    let alert = aurora_tests::incidents::alertmanager("Ours", &[aurora_tests::incidents::Fired::firing("Ours", "ours", "a:1", "fp-ours")]);
+    aurora_tests::incidents::accepted(&app, ana.org, "alertmanager", &webhook, &alert, &[]).await;
+    let incident = aurora_tests::incidents::incidents_until(&app, &ana, "", "ana's incident", |list| list.len() == 1).await;
+    let incident_id = incident[0]["incident_id"].as_str().unwrap().to_owned();
     aurora_tests::eventually("the session and the document in the read models", std::time::Duration::from_secs(30), || async {
         (env.count("SELECT count(*) FROM chat_sessions").await == 1 && env.count("SELECT count(*) FROM documents").await == 1).then_some(())
     })
@@ -76,12 +82,20 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
             ("POST", "/v1/chat/sessions/{session_id}/archive") => Some(json!({})),
             ("PATCH", "/v1/org/members/{user_id}") => Some(json!({ "role": "viewer" })),
             ("PUT", "/v1/connections/{connection_id}/credentials") => Some(json!({ "credentials": { "api_token": "whatever" } })),
+            ("POST", "/v1/incidents/{incident_id}/severity") => Some(json!({ "severity": "high" })),
+            ("POST", "/v1/incidents/{incident_id}/merge") => Some(json!({ "into": incident_id })),
+            ("POST", "/v1/incidents/{incident_id}/split") => {
+                Some(json!({ "alerts": [{ "source": "alertmanager", "fingerprint": "fp-ours" }] }))
+            }
+            ("PUT", "/v1/incidents/{incident_id}/postmortem") => Some(json!({ "markdown": "# mine" })),
+            ("POST", "/v1/incidents/{incident_id}/postmortem/restore") => Some(json!({ "version": 1 })),
             _ => None,
         }
     };
     let mut covered = 0;
-    // Starting an OAuth connection names a provider, not a resource of anyone's.
-    for spec in specs().into_iter().filter(|spec| spec.path.contains('{') && spec.path != "/v1/connections/oauth/{provider}") {
+    // Starting an OAuth connection names a provider, and a webhook secret a source, not a resource of anyone's.
+    let not_resources = ["/v1/connections/oauth/{provider}", "/v1/incidents/webhook/secrets/{source}"];
+    for spec in specs().into_iter().filter(|spec| spec.path.contains('{') && !not_resources.contains(&spec.path.as_str())) {
         let path = spec
             .path
             .replace("{session_id}", &session_id)
@@ -90,7 +104,13 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
             .replace("{token_id}", &token_id)
             .replace("{tool_call_id}", "call_ours")
             .replace("{connection_id}", &connection_id.to_string())
-            .replace("{document_id}", &document_id);
+            .replace("{document_id}", &document_id)
+            .replace("{incident_id}", &incident_id)
+            .replace("{version}", "1")
+            // ana's webhook endpoint, with eve's token.
+            .replace("{org_id}", &ana.org.to_string())
+            .replace("{source}", "alertmanager")
+            .replace("{token}", "awh_not_yours");
         assert!(!path.contains('{'), "no resource of ana's for {} {}: add one to this test", spec.method, spec.path);
         let method = reqwest::Method::from_bytes(spec.method.as_str().as_bytes()).unwrap();
         let mut request = eve.apply(http().request(method.clone(), app.url(&path)));
@@ -101,7 +121,7 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{} {} let another organisation see a resource", spec.method, spec.path);
         covered += 1;
     }
-    assert_eq!(covered, 15);
+    assert_eq!(covered, 31);
 
     // Collections hold nothing of ana's organisation.
     let ours: Vec<String> = vec![
@@ -113,6 +133,7 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         ana.org.to_string(),
         connection_id.to_string(),
         document_id.clone(),
+        incident_id.clone(),
     ];
     for path in [
         "/v1/chat/sessions?include_archived=true",
@@ -124,6 +145,9 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         "/v1/connections",
         "/v1/knowledge/documents",
         "/v1/knowledge/memory",
+        "/v1/incidents",
+        "/v1/incidents/metrics",
+        "/v1/incidents/webhook",
     ] {
         let response = eve.apply(http().get(app.url(path))).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
@@ -161,6 +185,10 @@ async fn the_database_shows_the_gateways_reads_one_organisation_only() {
         "chat_messages",
         "tool_results",
         "connections",
+        "incidents",
+        "incident_alerts",
+        "incident_timeline",
+        "webhook_deliveries",
     ];
     // The transaction every gateway read and every agent tool uses: each table, with no WHERE at all, as eve.
     let mut transaction = aurora_adapters::postgres::tenant_transaction(&env.pool, eve.org).await.unwrap();

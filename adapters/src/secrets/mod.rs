@@ -24,6 +24,11 @@ impl SecretPath {
         Self(format!("aurora/orgs/{org_id}/connections/{connection_id}"))
     }
 
+    /// The shared secret of an organisation's webhooks from `source`.
+    pub fn webhook(org_id: Uuid, source: &str) -> Self {
+        Self(format!("aurora/orgs/{org_id}/webhooks/{source}"))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

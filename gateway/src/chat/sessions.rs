@@ -113,7 +113,7 @@ pub async fn create_session(
     let meta = command_meta(&state, &caller, &headers, "create_session", &request).await?;
     // The command id names the session, so a retried create addresses the same stream.
     let session_id = meta.command_id;
-    let command = ChatSessionCommand::Create { session_id, title: request.title, owner: caller.actor() };
+    let command = ChatSessionCommand::Create { session_id, title: request.title, owner: caller.actor(), context: None };
     let handled = state.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), command, &meta, None).await?;
     Ok((StatusCode::CREATED, axum::Json(accepted(session_id, handled))))
 }
@@ -178,7 +178,8 @@ pub async fn list_sessions(
     }
     let sessions = sqlx::query_as::<_, SessionView>(
         "SELECT session_id, title, owner, archived, version, created_at, updated_at FROM chat_sessions \
-         WHERE org_id = $1 AND NOT deleted AND ($2 OR NOT archived) ORDER BY updated_at DESC, session_id LIMIT $3",
+         WHERE org_id = $1 AND NOT deleted AND ($2 OR NOT archived) AND owner NOT LIKE 'processor:%' \
+         ORDER BY updated_at DESC, session_id LIMIT $3",
     )
     .bind(caller.org_id().0)
     .bind(params.include_archived)

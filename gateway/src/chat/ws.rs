@@ -268,7 +268,7 @@ async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, fol
                     let session_id = Uuid::now_v7();
                     let title: String = text.trim().chars().take(60).collect();
                     let title = if title.is_empty() { "New chat".to_owned() } else { title };
-                    let create = ChatSessionCommand::Create { session_id, title, owner: actor.clone() };
+                    let create = ChatSessionCommand::Create { session_id, title, owner: actor.clone(), context: None };
                     state
                         .commands
                         .handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), create, &meta(), None)
@@ -279,7 +279,7 @@ async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, fol
             // Followed before the question is recorded, so that no frame of the turn is missed.
             following.follow(state, session_id)?;
             let turn_id = Uuid::now_v7();
-            let submit = ChatSessionCommand::Submit { turn_id, text, mode, submitted_by: actor.clone() };
+            let submit = ChatSessionCommand::Submit { turn_id, text, mode, submitted_by: actor.clone(), limits: None };
             state.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), submit, &meta(), None).await?;
             wake_relay(state);
             Ok(json!({ "type": "accepted", "request_id": request_id, "session_id": session_id, "turn_id": turn_id, "traceparent": traceparent }))

@@ -23,7 +23,7 @@ use aurora_adapters::Config;
 use aurora_commands::{CommandHandler, CommandMeta, HandleError};
 use aurora_domain::chat::{ChatSession, ChatSessionCommand, ChatSessionError, ConfirmationAnswer, ToolCallState, ToolOutcome, Turn};
 use aurora_domain::{DomainError, ErrorKind};
-use aurora_events::chat::{AssistantMessageCompleted, LlmCallCompleted, ToolCallCompleted, ToolCallRequested, TurnFailure};
+use aurora_events::chat::{AssistantMessageCompleted, ChatMode, LlmCallCompleted, ToolCallCompleted, ToolCallRequested, TurnFailure};
 use aurora_events::identity::Role;
 use aurora_events::{Actor, OrgId, StreamId};
 use chrono::Utc;
@@ -44,6 +44,8 @@ pub struct Limits {
     pub llm_calls: u32,
     pub tool_calls: u32,
     pub wall_time: Duration,
+    /// Prompt and completion tokens of the whole turn; no limit when `None`.
+    pub tokens: Option<u32>,
     pub context_tokens: usize,
     pub confirmation_ttl: Duration,
 }
@@ -54,8 +56,23 @@ impl Limits {
             llm_calls: config.agent.max_llm_calls,
             tool_calls: config.agent.max_tool_calls,
             wall_time: config.agent.max_turn,
+            tokens: None,
             context_tokens: config.llm.context_tokens,
             confirmation_ttl: config.agent.confirmation_ttl,
+        }
+    }
+
+    /// The limits of `turn`: its own when it was given some (a background investigation).
+    pub fn of(&self, turn: &Turn) -> Self {
+        match turn.limits {
+            Some(own) => Self {
+                llm_calls: own.llm_calls,
+                tool_calls: own.tool_calls,
+                wall_time: Duration::from_secs(own.wall_time_secs),
+                tokens: Some(own.tokens),
+                ..*self
+            },
+            None => *self,
         }
     }
 }
@@ -228,15 +245,22 @@ impl Agent {
             self.resolve_tool_call(stream, org_id, turn, pending, &offered, &connected).await?;
             return Ok(None);
         }
+        let limits = self.limits.of(turn);
         let elapsed = (Utc::now() - started_at).to_std().unwrap_or_default();
-        if elapsed > self.limits.wall_time {
-            let message = format!("The turn ran longer than its limit of {} s and was stopped.", self.limits.wall_time.as_secs());
+        if elapsed > limits.wall_time {
+            let message = format!("The turn ran longer than its limit of {} s and was stopped.", limits.wall_time.as_secs());
             self.fail(stream, org_id, turn_id, TurnFailure::WallTimeLimit, message).await?;
             return Ok(Some(Advanced::Ended));
         }
-        if turn.llm_calls.len() as u32 >= self.limits.llm_calls {
-            let message = format!("The turn reached its limit of {} model calls and was stopped.", self.limits.llm_calls);
+        if turn.llm_calls.len() as u32 >= limits.llm_calls {
+            let message = format!("The turn reached its limit of {} model calls and was stopped.", limits.llm_calls);
             self.fail(stream, org_id, turn_id, TurnFailure::LlmCallLimit, message).await?;
+            return Ok(Some(Advanced::Ended));
+        }
+        let tokens_used: u64 = turn.llm_calls.iter().map(|call| u64::from(call.prompt_tokens) + u64::from(call.completion_tokens)).sum();
+        if let Some(max_tokens) = limits.tokens.filter(|max_tokens| tokens_used >= u64::from(*max_tokens)) {
+            let message = format!("The turn used {tokens_used} tokens, over its limit of {max_tokens}, and was stopped.");
+            self.fail(stream, org_id, turn_id, TurnFailure::TokenLimit, message).await?;
             return Ok(Some(Advanced::Ended));
         }
         let call_index = turn.llm_calls.len() as u32 + 1;
@@ -297,8 +321,8 @@ impl Agent {
         let mut requested = turn.tool_calls.len() as u32;
         for call in completion.tool_calls {
             requested += 1;
-            if requested > self.limits.tool_calls {
-                let message = format!("The turn reached its limit of {} tool calls and was stopped.", self.limits.tool_calls);
+            if requested > limits.tool_calls {
+                let message = format!("The turn reached its limit of {} tool calls and was stopped.", limits.tool_calls);
                 self.fail(stream, org_id, turn_id, TurnFailure::ToolCallLimit, message).await?;
                 return Ok(Some(Advanced::Ended));
             }
@@ -421,20 +445,25 @@ impl Agent {
         tool: &dyn AnyTool,
         connected: &Arc<Connected>,
     ) -> Result<ToolCallCompleted, String> {
-        let Some(user_id) = turn.submitted_by.user_id() else { return Err("the turn has no user to run tools for".into()) };
-        let role: Option<String> =
-            sqlx::query_scalar("SELECT role FROM accounts WHERE user_id = $1 AND org_id = $2 AND removed_at IS NULL")
-                .bind(user_id)
-                .bind(org_id.0)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|error| format!("could not look up the user: {error}"))?;
-        let Some(role) = role.and_then(|role| role.parse::<Role>().ok()) else {
-            return Err("the user who asked is no longer a member of the organisation".into());
+        let role = match &turn.submitted_by {
+            Actor::User(user_id) => {
+                let role: Option<String> =
+                    sqlx::query_scalar("SELECT role FROM accounts WHERE user_id = $1 AND org_id = $2 AND removed_at IS NULL")
+                        .bind(user_id)
+                        .bind(org_id.0)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(|error| format!("could not look up the user: {error}"))?;
+                role.and_then(|role| role.parse::<Role>().ok())
+                    .ok_or_else(|| "the user who asked is no longer a member of the organisation".to_owned())?
+            }
+            // A background investigation reads what a viewer may read, and only in ask mode.
+            Actor::Processor(_) if turn.mode == ChatMode::Ask => Role::Viewer,
+            _ => return Err("the turn has no user to run tools for".into()),
         };
         let context = ToolContext {
             org_id,
-            user_id,
+            actor: turn.submitted_by.clone(),
             role,
             tool_call_key: Uuid::new_v5(&turn.turn_id, call.tool_call_id.as_bytes()),
             pool: self.pool.clone(),
@@ -477,7 +506,13 @@ impl Agent {
     /// The messages of the next LLM call: the system prompt, as much history as the context
     /// budget holds (oldest dropped first), the question and this turn's calls and tool results.
     fn conversation(&self, session: &ChatSession, turn: &Turn, offered: &[Arc<dyn AnyTool>], connected: &Connected) -> Vec<ChatMessage> {
-        let system = ChatMessage::System(system_prompt(offered, connected));
+        let mut prompt = system_prompt(offered, connected);
+        if let Some(context) = &session.context {
+            prompt.push_str("\nWhat this conversation is about:\n");
+            prompt.push_str(context);
+            prompt.push('\n');
+        }
+        let system = ChatMessage::System(prompt);
         let mut current = vec![ChatMessage::User(turn.question.clone())];
         for llm_call in &turn.llm_calls {
             current.push(ChatMessage::Assistant { text: llm_call.text.clone(), tool_calls: llm_call.tool_calls.clone() });
@@ -535,9 +570,11 @@ fn system_prompt(offered: &[Arc<dyn AnyTool>], connected: &Connected) -> String 
     if offered.iter().any(|tool| tool.name() == tools::knowledge::KNOWLEDGE_BASE_SEARCH) {
         prompt.push_str(&format!(
             "Before anything else, search the organisation's runbooks and postmortems with `{}`, and cite the \
-             document and page of what you use. `{}` finds how earlier conversations handled similar questions.\n\n",
+             document and page of what you use. `{}` finds how earlier conversations handled similar questions, \
+             `{}` what earlier incidents' investigations found.\n\n",
             tools::knowledge::KNOWLEDGE_BASE_SEARCH,
             tools::knowledge::PAST_CONVERSATIONS_SEARCH,
+            tools::knowledge::PAST_INVESTIGATIONS_SEARCH,
         ));
     }
     if let Some(memory) = connected.memory.as_deref().filter(|memory| !memory.trim().is_empty()) {

@@ -240,7 +240,8 @@ impl Reactor for ConversationIndexer {
         match event {
             ChatSessionEvent::AssistantMessageCompleted(completed) => {
                 let (session, _) = self.context.commands.load::<ChatSession>(&envelope.stream, envelope.org_id).await?;
-                if session.deleted {
+                // An investigation's session is no conversation: its RCA is indexed by the incident processor.
+                if session.deleted || !matches!(session.owner, Some(Actor::User(_))) {
                     return Ok(());
                 }
                 let Some(question) = session.turn.as_ref().filter(|turn| turn.turn_id == completed.turn_id).map(|turn| turn.question.clone())

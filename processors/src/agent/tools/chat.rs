@@ -6,7 +6,7 @@ use aurora_commands::CommandMeta;
 use aurora_domain::chat::{ChatSession, ChatSessionCommand};
 use aurora_events::identity::Role;
 use aurora_events::chat::ChatSessionEvent;
-use aurora_events::{Actor, EventPayload};
+use aurora_events::EventPayload;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -134,7 +134,7 @@ impl Tool for ArchiveChatSession {
             return Err(ToolError::Refused("archiving a session needs the editor role".into()));
         }
         // Idempotent per tool call: a second delivery of the same call appends nothing.
-        let meta = CommandMeta::idempotent(context.org_id, Actor::user(context.user_id), context.tool_call_key);
+        let meta = CommandMeta::idempotent(context.org_id, context.actor.clone(), context.tool_call_key);
         let command = ChatSessionCommand::Archive { reason: args.reason };
         match context.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(args.session_id), command, &meta, None).await {
             Ok(handled) => Ok(json!({ "session_id": args.session_id, "archived": true, "stream_version": handled.stream_version })),

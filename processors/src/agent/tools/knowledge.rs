@@ -1,5 +1,6 @@
-//! Tools over the organisation's knowledge: its runbooks and postmortems, and its past
-//! conversations, both searched by meaning and by words (hybrid search).
+//! Tools over the organisation's knowledge: its runbooks and postmortems, its past
+//! conversations and its past investigations' root-cause analyses, all searched by meaning and by
+//! words (hybrid search).
 
 use async_trait::async_trait;
 use aurora_adapters::vectors::search::{SearchError, SearchHit, SearchMode};
@@ -12,11 +13,13 @@ use super::{Registry, Tool, ToolContext, ToolError};
 
 pub const KNOWLEDGE_BASE_SEARCH: &str = "knowledge_base_search";
 pub const PAST_CONVERSATIONS_SEARCH: &str = "past_conversations_search";
+pub const PAST_INVESTIGATIONS_SEARCH: &str = "past_investigations_search";
 
 /// Registers the knowledge tools.
 pub fn register(tools: &mut Registry) {
     tools.add(KnowledgeBaseSearch);
     tools.add(PastConversationsSearch);
+    tools.add(PastInvestigationsSearch);
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -90,6 +93,26 @@ impl Tool for PastConversationsSearch {
         let results: Vec<Value> = hits
             .into_iter()
             .map(|hit| json!({ "session": hit.title, "session_id": hit.source_id, "score": hit.score, "text": hit.content }))
+            .collect();
+        Ok(json!({ "results": results }))
+    }
+}
+
+/// Searches the root-cause analyses of the organisation's earlier incidents.
+pub struct PastInvestigationsSearch;
+
+#[async_trait]
+impl Tool for PastInvestigationsSearch {
+    type Args = SearchArgs;
+    const NAME: &'static str = PAST_INVESTIGATIONS_SEARCH;
+    const DESCRIPTION: &'static str = "Search the root-cause analyses of the organisation's earlier incidents for similar alerts: \
+         what was found then, how sure it was, and what was done. Returns the best matches with their incident.";
+
+    async fn run(&self, context: &ToolContext, args: SearchArgs) -> Result<Value, ToolError> {
+        let hits = search(context, args, SourceKind::Investigation).await?;
+        let results: Vec<Value> = hits
+            .into_iter()
+            .map(|hit| json!({ "incident": hit.title, "incident_id": hit.source_id, "score": hit.score, "text": hit.content }))
             .collect();
         Ok(json!({ "results": results }))
     }

@@ -17,7 +17,7 @@ use aurora_commands::CommandHandler;
 use aurora_events::chat::ChatMode;
 use aurora_events::connection::{InventoryItem, Provider};
 use aurora_events::identity::Role;
-use aurora_events::OrgId;
+use aurora_events::{Actor, OrgId};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -35,7 +35,8 @@ pub enum Effect {
 #[derive(Clone)]
 pub struct ToolContext {
     pub org_id: OrgId,
-    pub user_id: Uuid,
+    /// Who the tool runs for: the user who asked, or the investigator (with a viewer's reach).
+    pub actor: Actor,
     pub role: Role,
     /// The tool call, so that a command a tool issues is idempotent per call.
     pub tool_call_key: Uuid,

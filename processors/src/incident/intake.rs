@@ -1,0 +1,405 @@
+//! The intake: alerts out of webhook deliveries, onto incidents.
+//!
+//! Decisions about one organisation's alerts are taken one at a time, under a Postgres advisory
+//! lock of that organisation, on the intake's own tables (`incident_intake_alerts`: which incident
+//! each alert is on; `incident_intake_incidents`: which incidents may still take alerts), and
+//! written there before the incident commands they lead to. Every command is idempotent, keyed
+//! by the delivery and the alert, so a redelivered `webhook.received` records nothing twice, and
+//! a delivery whose commands were cut off by a crash is finished from the decision it wrote.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aurora_commands::HandleError;
+use aurora_domain::incident::{sources, Incident, IncidentCommand, IncidentError, MAX_ALERTS};
+use aurora_domain::DomainError;
+use aurora_events::incident::{Alert, AlertStatus, Grouping, GroupingRule, IncidentEvent, WebhookEvent, WebhookReceived};
+use aurora_events::{Actor, Envelope, EventPayload, OrgId};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::record;
+use crate::reactor::Reactor;
+use crate::Context;
+
+/// Labels that name one instance of a problem rather than the problem: not compared when grouping.
+const VOLATILE_LABELS: &[&str] = &[
+    "alertname", "instance", "pod", "pod_name", "container", "host", "hostname", "__alert_rule_uid__", "monitor_id", "event_type", "metric",
+    "grafana_folder", "urgency", "priority", "severity", "pagerduty_service_id",
+];
+
+pub struct Intake {
+    pub context: Context,
+}
+
+/// What the intake decided for a new alert.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Decision {
+    Open,
+    Attach { grouping: Grouping },
+}
+
+/// The share of (label, value) pairs two alerts have in common, volatile labels left out.
+pub fn label_score(one: &BTreeMap<String, String>, other: &BTreeMap<String, String>) -> f64 {
+    let pairs = |labels: &BTreeMap<String, String>| -> std::collections::BTreeSet<(String, String)> {
+        labels.iter().filter(|(key, _)| !VOLATILE_LABELS.contains(&key.as_str())).map(|(key, value)| (key.clone(), value.clone())).collect()
+    };
+    let (one, other) = (pairs(one), pairs(other));
+    let union = one.union(&other).count();
+    if union == 0 {
+        return 0.0;
+    }
+    one.intersection(&other).count() as f64 / union as f64
+}
+
+fn lock_key(org_id: OrgId) -> i64 {
+    let bytes = org_id.0.as_bytes();
+    i64::from_be_bytes(bytes[..8].try_into().expect("16 bytes")) ^ 0x1a7e_1a7e
+}
+
+/// The webhook actor of a source.
+fn actor(received: &WebhookReceived) -> Actor {
+    Actor::Webhook(received.source.as_str().to_owned())
+}
+
+#[derive(sqlx::FromRow)]
+struct Known {
+    incident_id: Uuid,
+    delivery_id: Uuid,
+    decision: sqlx::types::Json<Decision>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Candidate {
+    incident_id: Uuid,
+    service: Option<String>,
+    labels: sqlx::types::Json<BTreeMap<String, String>>,
+}
+
+impl Intake {
+    async fn receive(&self, envelope: &Envelope, received: WebhookReceived) -> anyhow::Result<()> {
+        let parsed = match sources::parse(received.source, &received.payload) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                // The gateway accepted only what parses; an older build's delivery may not.
+                tracing::warn!(delivery_id = %received.delivery_id, %error, "a recorded delivery holds no readable alerts");
+                return Ok(());
+            }
+        };
+        if parsed.alerts.is_empty() {
+            return Ok(());
+        }
+        let mut connection = self.context.pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock($1)").bind(lock_key(envelope.org_id)).execute(&mut *connection).await?;
+        let mut outcome = Ok(());
+        for alert in parsed.alerts {
+            outcome = self.alert(&mut connection, envelope, &received, alert).await;
+            if outcome.is_err() {
+                break;
+            }
+        }
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)").bind(lock_key(envelope.org_id)).execute(&mut *connection).await;
+        if unlocked.is_err() {
+            // A connection whose lock state is unknown must not go back to the pool.
+            connection.detach();
+        }
+        outcome
+    }
+
+    async fn alert(&self, connection: &mut PgConnection, envelope: &Envelope, received: &WebhookReceived, alert: Alert) -> anyhow::Result<()> {
+        let org_id = envelope.org_id;
+        let known: Option<Known> = sqlx::query_as(
+            "SELECT incident_id, delivery_id, decision FROM incident_intake_alerts WHERE org_id = $1 AND source = $2 AND fingerprint = $3",
+        )
+        .bind(org_id.0)
+        .bind(alert.source.as_str())
+        .bind(&alert.fingerprint)
+        .fetch_optional(&mut *connection)
+        .await?;
+        let key = |what: &str| Uuid::new_v5(&received.delivery_id, format!("{}\0{}\0{what}", alert.source, alert.fingerprint).as_bytes());
+        match (alert.status, known) {
+            (AlertStatus::Resolved, None) => {
+                tracing::debug!(fingerprint = %alert.fingerprint, "a resolved alert Aurora never saw firing");
+                Ok(())
+            }
+            (AlertStatus::Resolved, Some(known)) => {
+                let command = IncidentCommand::ResolveAlert {
+                    source: alert.source,
+                    fingerprint: alert.fingerprint.clone(),
+                    delivery_id: Some(received.delivery_id),
+                    at: alert.ends_at.unwrap_or(received.received_at),
+                };
+                match record(&self.context, org_id, known.incident_id, actor(received), key("resolve"), envelope, command).await {
+                    Ok(()) | Err(HandleError::Domain(_)) => {}
+                    Err(error) => return Err(error.into()),
+                }
+                sqlx::query("UPDATE incident_intake_alerts SET firing = false, updated_at = now() WHERE org_id = $1 AND source = $2 AND fingerprint = $3")
+                    .bind(org_id.0)
+                    .bind(alert.source.as_str())
+                    .bind(&alert.fingerprint)
+                    .execute(&mut *connection)
+                    .await?;
+                Ok(())
+            }
+            (AlertStatus::Firing, Some(known)) if known.delivery_id == received.delivery_id => {
+                // This delivery decided before and may not have finished: finish it.
+                self.carry_out(connection, envelope, received, &alert, known.incident_id, known.decision.0).await
+            }
+            (AlertStatus::Firing, Some(known)) => {
+                let command = IncidentCommand::Refire {
+                    source: alert.source,
+                    fingerprint: alert.fingerprint.clone(),
+                    delivery_id: received.delivery_id,
+                    at: received.received_at,
+                };
+                match record(&self.context, org_id, known.incident_id, actor(received), key("refire"), envelope, command).await {
+                    Ok(()) => {
+                        sqlx::query(
+                            "UPDATE incident_intake_alerts SET firing = true, updated_at = now() WHERE org_id = $1 AND source = $2 AND fingerprint = $3",
+                        )
+                        .bind(org_id.0)
+                        .bind(alert.source.as_str())
+                        .bind(&alert.fingerprint)
+                        .execute(&mut *connection)
+                        .await?;
+                        Ok(())
+                    }
+                    // Its incident is resolved or merged away: the alert firing again is news.
+                    Err(HandleError::Domain(_)) => self.place(connection, envelope, received, alert).await,
+                    Err(error) => Err(error.into()),
+                }
+            }
+            (AlertStatus::Firing, None) => self.place(connection, envelope, received, alert).await,
+        }
+    }
+
+    /// Decides the incident of a new firing alert, writes the decision, and carries it out.
+    async fn place(&self, connection: &mut PgConnection, envelope: &Envelope, received: &WebhookReceived, alert: Alert) -> anyhow::Result<()> {
+        let config = &self.context.config.incident;
+        let window_start = received.received_at - chrono::Duration::from_std(config.group_window).unwrap_or_default();
+        let candidates: Vec<Candidate> = sqlx::query_as(
+            "SELECT incident_id, service, labels FROM incident_intake_incidents \
+             WHERE org_id = $1 AND open AND last_alert_at >= $2 AND alerts < $3 ORDER BY last_alert_at DESC LIMIT 50",
+        )
+        .bind(envelope.org_id.0)
+        .bind(window_start)
+        .bind(MAX_ALERTS as i32)
+        .fetch_all(&mut *connection)
+        .await?;
+        let best = candidates
+            .iter()
+            .filter_map(|candidate| {
+                if alert.service.is_some() && candidate.service == alert.service {
+                    let service = alert.service.clone().unwrap_or_default();
+                    return Some((candidate, Grouping { rule: GroupingRule::SameService, score: 1.0, reason: format!("same service `{service}` within the grouping window") }));
+                }
+                let score = label_score(&candidate.labels.0, &alert.labels);
+                (score >= config.group_min_score).then(|| {
+                    let reason = format!("{:.0}% of labels in common within the grouping window", score * 100.0);
+                    (candidate, Grouping { rule: GroupingRule::MatchingLabels, score, reason })
+                })
+            })
+            .max_by(|(_, one), (_, other)| one.score.total_cmp(&other.score));
+        let (incident_id, decision) = match best {
+            Some((candidate, grouping)) => (candidate.incident_id, Decision::Attach { grouping }),
+            None => (Uuid::new_v5(&received.delivery_id, format!("{}\0{}\0incident", alert.source, alert.fingerprint).as_bytes()), Decision::Open),
+        };
+        sqlx::query(
+            "INSERT INTO incident_intake_alerts (org_id, source, fingerprint, incident_id, delivery_id, decision, firing) VALUES ($1, $2, $3, $4, $5, $6, true) \
+             ON CONFLICT (org_id, source, fingerprint) DO UPDATE SET incident_id = EXCLUDED.incident_id, delivery_id = EXCLUDED.delivery_id, \
+                 decision = EXCLUDED.decision, firing = true, updated_at = now()",
+        )
+        .bind(envelope.org_id.0)
+        .bind(alert.source.as_str())
+        .bind(&alert.fingerprint)
+        .bind(incident_id)
+        .bind(received.delivery_id)
+        .bind(sqlx::types::Json(&decision))
+        .execute(&mut *connection)
+        .await?;
+        self.carry_out(connection, envelope, received, &alert, incident_id, decision).await
+    }
+
+    async fn carry_out(
+        &self,
+        connection: &mut PgConnection,
+        envelope: &Envelope,
+        received: &WebhookReceived,
+        alert: &Alert,
+        incident_id: Uuid,
+        decision: Decision,
+    ) -> anyhow::Result<()> {
+        let org_id = envelope.org_id;
+        let key = |what: &str| Uuid::new_v5(&received.delivery_id, format!("{}\0{}\0{what}", alert.source, alert.fingerprint).as_bytes());
+        match decision {
+            Decision::Open => {
+                let investigation_id = self.context.config.incident.auto_investigate.then(|| Uuid::new_v5(&incident_id, b"investigation-1"));
+                let command = IncidentCommand::Open {
+                    incident_id,
+                    alert: alert.clone(),
+                    delivery_id: Some(received.delivery_id),
+                    at: received.received_at,
+                    split_from: None,
+                    investigation_id,
+                };
+                match record(&self.context, org_id, incident_id, actor(received), key("open"), envelope, command).await {
+                    Ok(()) | Err(HandleError::Domain(DomainError::Incident(IncidentError::AlreadyExists(_)))) => {}
+                    Err(error) => return Err(error.into()),
+                }
+                tracing::info!(%incident_id, source = %alert.source, fingerprint = %alert.fingerprint, "incident opened");
+                sqlx::query(
+                    "INSERT INTO incident_intake_incidents (incident_id, org_id, service, labels, alerts, last_alert_at, open) VALUES ($1, $2, $3, $4, 1, $5, true) \
+                     ON CONFLICT (incident_id) DO NOTHING",
+                )
+                .bind(incident_id)
+                .bind(org_id.0)
+                .bind(&alert.service)
+                .bind(sqlx::types::Json(&alert.labels))
+                .bind(received.received_at)
+                .execute(&mut *connection)
+                .await?;
+                Ok(())
+            }
+            Decision::Attach { grouping } => {
+                let command = IncidentCommand::Attach { alert: alert.clone(), grouping, delivery_id: Some(received.delivery_id), at: received.received_at };
+                match record(&self.context, org_id, incident_id, actor(received), key("attach"), envelope, command).await {
+                    Ok(()) => {
+                        sqlx::query(
+                            "UPDATE incident_intake_incidents SET alerts = alerts + 1, last_alert_at = GREATEST(last_alert_at, $2) WHERE incident_id = $1",
+                        )
+                        .bind(incident_id)
+                        .bind(received.received_at)
+                        .execute(&mut *connection)
+                        .await?;
+                        Ok(())
+                    }
+                    // The incident stopped taking alerts (resolved, merged or full) since the
+                    // intake last heard: it takes none now, and the alert is placed again.
+                    Err(HandleError::Domain(refusal)) => {
+                        tracing::debug!(%incident_id, %refusal, "the grouped incident takes no more alerts");
+                        sqlx::query("UPDATE incident_intake_incidents SET open = false WHERE incident_id = $1").bind(incident_id).execute(&mut *connection).await?;
+                        Box::pin(self.place(connection, envelope, received, alert.clone())).await
+                    }
+                    Err(error) => Err(error.into()),
+                }
+            }
+        }
+    }
+
+    /// Keeps the intake's tables in step with what people did to incidents.
+    async fn incident_changed(&self, envelope: &Envelope, event: IncidentEvent) -> anyhow::Result<()> {
+        let incident_id = Uuid::parse_str(envelope.stream.id())?;
+        let pool = &self.context.pool;
+        match event {
+            IncidentEvent::Resolved(_) => {
+                sqlx::query("UPDATE incident_intake_incidents SET open = false WHERE incident_id = $1").bind(incident_id).execute(pool).await?;
+            }
+            IncidentEvent::Reopened(_) => {
+                sqlx::query("UPDATE incident_intake_incidents SET open = true WHERE incident_id = $1").bind(incident_id).execute(pool).await?;
+            }
+            IncidentEvent::Opened(opened) if opened.split_from.is_some() => {
+                sqlx::query(
+                    "INSERT INTO incident_intake_incidents (incident_id, org_id, service, labels, alerts, last_alert_at, open) VALUES ($1, $2, $3, $4, 1, $5, true) \
+                     ON CONFLICT (incident_id) DO NOTHING",
+                )
+                .bind(incident_id)
+                .bind(envelope.org_id.0)
+                .bind(&opened.service)
+                .bind(sqlx::types::Json(&opened.labels))
+                .bind(opened.opened_at)
+                .execute(pool)
+                .await?;
+            }
+            IncidentEvent::AlertDetached(detached) => {
+                sqlx::query("UPDATE incident_intake_alerts SET incident_id = $4 WHERE org_id = $1 AND source = $2 AND fingerprint = $3 AND incident_id = $5")
+                    .bind(envelope.org_id.0)
+                    .bind(detached.source.as_str())
+                    .bind(&detached.fingerprint)
+                    .bind(detached.to_incident)
+                    .bind(incident_id)
+                    .execute(pool)
+                    .await?;
+                sqlx::query("UPDATE incident_intake_incidents SET alerts = GREATEST(alerts - 1, 0) WHERE incident_id = $1").bind(incident_id).execute(pool).await?;
+            }
+            IncidentEvent::Merged(merged) => {
+                sqlx::query("UPDATE incident_intake_incidents SET open = false WHERE incident_id = $1").bind(incident_id).execute(pool).await?;
+                let (incident, _) = self.context.commands.load::<Incident>(&envelope.stream, envelope.org_id).await?;
+                for attached in incident.alerts {
+                    let alert = attached.alert;
+                    let grouping = Grouping { rule: GroupingRule::Merged, score: 1.0, reason: format!("merged from incident {incident_id} by a person") };
+                    let key = Uuid::new_v5(&envelope.id, format!("{}\0{}", alert.source, alert.fingerprint).as_bytes());
+                    let (source, fingerprint, firing) = (alert.source, alert.fingerprint.clone(), attached.firing);
+                    let command = IncidentCommand::Attach { alert, grouping, delivery_id: None, at: merged.at };
+                    match record(&self.context, envelope.org_id, merged.into, envelope.actor.clone(), key, envelope, command).await {
+                        Ok(()) => {}
+                        Err(HandleError::Domain(refusal)) => {
+                            tracing::warn!(%incident_id, into = %merged.into, %refusal, "an alert of a merged incident could not move");
+                            continue;
+                        }
+                        Err(error) => return Err(error.into()),
+                    }
+                    if !firing {
+                        let resolve = IncidentCommand::ResolveAlert { source, fingerprint: fingerprint.clone(), delivery_id: None, at: merged.at };
+                        let key = Uuid::new_v5(&key, b"resolved");
+                        match record(&self.context, envelope.org_id, merged.into, envelope.actor.clone(), key, envelope, resolve).await {
+                            Ok(()) | Err(HandleError::Domain(_)) => {}
+                            Err(error) => return Err(error.into()),
+                        }
+                    }
+                    sqlx::query("UPDATE incident_intake_alerts SET incident_id = $4 WHERE org_id = $1 AND source = $2 AND fingerprint = $3 AND incident_id = $5")
+                        .bind(envelope.org_id.0)
+                        .bind(source.as_str())
+                        .bind(&fingerprint)
+                        .bind(merged.into)
+                        .bind(incident_id)
+                        .execute(pool)
+                        .await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Reactor for Intake {
+    fn name(&self) -> &'static str {
+        "incident_intake"
+    }
+
+    fn topics(&self, prefix: &str) -> Vec<String> {
+        vec![WebhookEvent::topic(prefix), IncidentEvent::topic(prefix)]
+    }
+
+    async fn react(&self, envelope: &Envelope) -> anyhow::Result<()> {
+        if envelope.stream.category() == WebhookEvent::CATEGORY {
+            return match WebhookEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone()) {
+                Ok(WebhookEvent::Received(received)) => self.receive(envelope, received).await,
+                _ => Ok(()),
+            };
+        }
+        match IncidentEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone()) {
+            Ok(event) => self.incident_changed(envelope, event).await,
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_in_common_score_without_the_volatile_ones() {
+        let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect::<BTreeMap<_, _>>();
+        let one = labels(&[("alertname", "A"), ("cluster", "eu-1"), ("namespace", "shop"), ("instance", "x")]);
+        let other = labels(&[("alertname", "B"), ("cluster", "eu-1"), ("namespace", "shop"), ("instance", "y")]);
+        assert_eq!(label_score(&one, &other), 1.0);
+        let third = labels(&[("cluster", "eu-1"), ("namespace", "billing")]);
+        assert!((label_score(&one, &third) - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(label_score(&labels(&[("alertname", "A")]), &labels(&[("alertname", "A")])), 0.0);
+    }
+}

@@ -1,0 +1,624 @@
+//! Incidents end to end against the real stack: the four sources' documented payloads posted
+//! over HTTP, the intake and the investigator as processors, the agent with the scripted
+//! OpenAI-compatible model and the real knowledge tools, the read models, the change stream.
+
+use std::time::Duration;
+
+use aurora_testkit::scripted_llm::{ScriptedLlm, Step};
+use aurora_tests::chat::ChatSocket;
+use aurora_tests::incidents::{
+    accepted, alertmanager, datadog_default, datadog_documented, deliver, detail, detail_until, grafana, incidents, incidents_until,
+    pagerduty, pagerduty_signature, rca_json, webhook_token, Fired,
+};
+use aurora_tests::knowledge::EventStream;
+use aurora_tests::servers::ScratchVault;
+use aurora_tests::{eventually, http, problem, App, Caller, Roles, TestEnv};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// A test world with the scripted model and a scratch OpenBao (the webhooks' shared secrets).
+async fn incident_app(configure: impl FnOnce(&mut TestEnv)) -> (TestEnv, App, ScriptedLlm, ScratchVault) {
+    let llm = ScriptedLlm::start().await;
+    let vault = ScratchVault::start();
+    let mut env = TestEnv::new().await;
+    env.config.vault = vault.config();
+    env.config.llm.base_url = llm.base_url.clone();
+    env.config.llm.model = "scripted-model".into();
+    env.config.llm.timeout = Duration::from_secs(5);
+    configure(&mut env);
+    let app = App::spawn(&env, Roles::ALL).await;
+    (env, app, llm, vault)
+}
+
+fn by_source<'a>(list: &'a [Value], source: &str) -> &'a Value {
+    list.iter().find(|incident| incident["source"] == source).unwrap_or_else(|| panic!("no {source} incident in {list:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_of_every_source_are_investigated_into_cited_honest_rcas() {
+    let (env, app, llm, _vault) = incident_app(|_| {}).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let ed = Caller::join(&app.base_url, &ana, "ed", "editor").await;
+    let vic = Caller::join(&app.base_url, &ana, "vic", "viewer").await;
+    let eve = Caller::register(&app.base_url, "eve").await;
+    let token = webhook_token(&app, &ana).await;
+    let set = ana
+        .apply(http().put(app.url("/v1/incidents/webhook/secrets/pagerduty")))
+        .json(&json!({ "secret": "pd-signing-secret-1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), StatusCode::NO_CONTENT);
+    let mut live = EventStream::open(vic.apply(http().get(app.url("/v1/incidents/events")))).await;
+    let mut elsewhere = EventStream::open(eve.apply(http().get(app.url("/v1/incidents/events")))).await;
+
+    llm.script_containing(
+        "Incident: CheckoutLatencyHigh",
+        vec![
+            Step::reasoned(
+                "The alert says checkout p99 latency is high. I will search the runbooks for it first.",
+                "call_kb",
+                "knowledge_base_search",
+                json!({ "query": "checkout latency" }),
+            ),
+            Step::text(&rca_json(
+                "Checkout latency rose after the 03:00 deploy [1].",
+                "confirmed",
+                Some("A slow query shipped in the latest deploy [1]."),
+                &[(1, "call_kb", "the runbook search answered for checkout latency")],
+            )),
+        ],
+    );
+    llm.script_containing(
+        "Incident: CheckoutErrorRate",
+        vec![Step::text(&rca_json("Errors rose; nothing shows why.", "inconclusive", None, &[]))],
+    );
+    llm.script_containing(
+        "Incident: CPU high on web-1",
+        vec![
+            Step::reasoned(
+                "Has this happened before? Earlier incidents may say.",
+                "call_past",
+                "past_investigations_search",
+                json!({ "query": "CPU high web-1" }),
+            ),
+            Step::text(&rca_json(
+                "CPU saturated on web-1 [1].",
+                "likely",
+                Some("A runaway batch job [1]."),
+                &[(1, "call_past", "earlier incidents searched")],
+            )),
+        ],
+    );
+    // PagerDuty's investigation first claims a cause with no evidence: refused, asked again.
+    llm.script_containing(
+        "Incident: Ledger API down",
+        vec![Step::text(&rca_json("The ledger went down.", "likely", Some("A bad deploy."), &[]))],
+    );
+    llm.script_containing(
+        "Your RCA was refused",
+        vec![Step::text(&rca_json("The ledger went down; the cause is not shown.", "inconclusive", None, &[]))],
+    );
+
+    let org = ana.org;
+    let am =
+        alertmanager("CheckoutLatencyHigh", &[Fired::firing("CheckoutLatencyHigh", "checkout", "checkout-1:9100", "a1b2c3d4e5f60718")]);
+    let answer = accepted(&app, org, "alertmanager", &token, &am, &[]).await;
+    assert_eq!((answer["alerts"].as_u64(), answer["duplicate"].as_bool()), (Some(1), Some(false)));
+    accepted(&app, org, "grafana", &token, &grafana(&Fired::firing("CheckoutErrorRate", "payments-web", "", "c6eadffa33fcdf37")), &[])
+        .await;
+    accepted(&app, org, "datadog", &token, &datadog_default("Triggered", "CPU high on web-1", "5001"), &[]).await;
+    let pd = pagerduty("01DEN0ZKJYXJSKG1CW1DH2ZWAM", "incident.triggered", "PGR0VU2", "Ledger API down");
+    let signature = pagerduty_signature("pd-signing-secret-1", &pd);
+    accepted(&app, org, "pagerduty", &token, &pd, &[("x-pagerduty-signature", signature.as_str())]).await;
+
+    let list = incidents_until(&app, &vic, "", "four incidents investigated", |list| {
+        list.len() == 4 && list.iter().all(|incident| matches!(incident["investigation_status"].as_str(), Some("completed" | "failed")))
+    })
+    .await;
+    assert_eq!(by_source(&list, "alertmanager")["confidence"], "confirmed", "{list:#?}");
+    assert_eq!(by_source(&list, "grafana")["confidence"], "inconclusive");
+    assert_eq!(by_source(&list, "datadog")["confidence"], "likely");
+    assert_eq!(by_source(&list, "pagerduty")["confidence"], "inconclusive", "the refused cause is not kept");
+    assert_eq!(by_source(&list, "pagerduty")["service"], "Ledger API");
+    assert_eq!(by_source(&list, "alertmanager")["severity"], "critical");
+    let refusal = llm.requests().iter().any(|request| request.to_string().contains("must cite the evidence"));
+    assert!(refusal, "the model was told why its RCA was refused");
+
+    // The confirmed RCA cites a tool call whose whole output is retrievable; the thoughts are sentences.
+    let checkout_id = by_source(&list, "alertmanager")["incident_id"].as_str().unwrap().to_owned();
+    let checkout = detail(&app, &vic, &checkout_id).await;
+    let rca = &checkout["investigations"][0]["rca"];
+    assert_eq!(
+        (rca["evidence"][0]["tool_call_id"].as_str(), rca["evidence"][0]["tool"].as_str()),
+        (Some("call_kb"), Some("knowledge_base_search")),
+        "{rca:#}"
+    );
+    assert_eq!(rca["root_cause"]["evidence"], json!([1]));
+    assert_eq!(rca["not_checked"][0]["reason"], "no AWS connection");
+    let thoughts: Vec<&str> =
+        checkout["thoughts"].as_array().unwrap().iter().map(|thought| thought["data"]["text"].as_str().unwrap()).collect();
+    assert_eq!(thoughts, vec!["The alert says checkout p99 latency is high.", "I will search the runbooks for it first."], "{checkout:#}");
+    let call = checkout["tool_calls"].as_array().unwrap().iter().find(|call| call["tool_call_id"] == "call_kb").unwrap();
+    assert_eq!(call["status"], "completed");
+    let output = vic.apply(http().get(app.url(call["output_url"].as_str().unwrap()))).send().await.unwrap();
+    assert_eq!(output.status(), StatusCode::OK);
+    let output: Value = output.json().await.unwrap();
+    assert!(output["result"]["results"].is_array(), "{output}");
+    let not_ours = eve.apply(http().get(app.url(call["output_url"].as_str().unwrap()))).send().await.unwrap();
+    assert_eq!(not_ours.status(), StatusCode::NOT_FOUND);
+    // The payload is kept as received: Go's `\u003e` and `\u0026` are the characters they escape.
+    let delivered = &checkout["deliveries"][0]["payload"];
+    assert_eq!(delivered["alerts"][0]["annotations"]["description"], "p99 latency > 2s for 5m & rising");
+    assert_eq!(checkout["alerts"][0]["links"]["runbook"], "https://runbooks.example.com/checkout");
+
+    // The background run was offered read-only tools only, and told what the incident is.
+    let investigation = llm.requests().into_iter().find(|request| request.to_string().contains("Incident: CheckoutLatencyHigh")).unwrap();
+    let offered: Vec<String> =
+        investigation["tools"].as_array().unwrap().iter().map(|tool| tool["function"]["name"].as_str().unwrap().to_owned()).collect();
+    assert!(
+        offered.contains(&"past_investigations_search".to_owned()) && offered.contains(&"knowledge_base_search".to_owned()),
+        "{offered:?}"
+    );
+    assert!(!offered.contains(&"archive_chat_session".to_owned()), "a destructive tool was offered to a background run: {offered:?}");
+    assert!(investigation.to_string().contains("checkout-1:9100"), "the alert's labels are in the brief");
+    // The investigations' sessions are nobody's chat.
+    let sessions: Value = vic.apply(http().get(app.url("/v1/chat/sessions"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(sessions, json!([]));
+
+    // The viewer watched it live; the other organisation saw nothing.
+    live.until("a thought, live", Duration::from_secs(30), |entry| {
+        entry["event_type"] == "investigation.thought_recorded" && entry["incident_id"] == checkout_id.as_str()
+    })
+    .await;
+    live.until("the RCA, live", Duration::from_secs(30), |entry| entry["event_type"] == "investigation.completed").await;
+    elsewhere.drain(Duration::from_millis(500)).await;
+    assert!(elsewhere.events.is_empty(), "another organisation's stream showed {:#?}", elsewhere.events);
+    // Resuming with Last-Event-ID replays what came after it, in order.
+    let first = live.events.first().unwrap()["position"].as_i64().unwrap();
+    let mut resumed =
+        EventStream::open(vic.apply(http().get(app.url("/v1/incidents/events")).header("last-event-id", first.to_string()))).await;
+    let next = resumed.until("the next change", Duration::from_secs(10), |_| true).await;
+    assert_eq!(next["position"].as_i64(), live.events.get(1).and_then(|entry| entry["position"].as_i64()));
+
+    // A follow-up chat knows the incident and its RCA.
+    let opened = ed.apply(http().post(app.url(&format!("/v1/incidents/{checkout_id}/chat")))).send().await.unwrap();
+    assert_eq!(opened.status(), StatusCode::CREATED);
+    let session_id = opened.json::<Value>().await.unwrap()["session_id"].as_str().unwrap().to_owned();
+    llm.script("what should we do first?", vec![Step::text("Roll back the deploy.")]);
+    let mut socket = ChatSocket::open(&app.base_url, &ed).await;
+    let asked =
+        socket.request(json!({ "type": "query", "text": "what should we do first?", "mode": "ask", "session_id": session_id })).await;
+    assert_eq!(asked["type"], "accepted", "{asked}");
+    socket.event("chat.assistant_message_completed").await;
+    let request = llm.requests_for("what should we do first?").pop().unwrap();
+    let system = request["messages"][0]["content"].as_str().unwrap();
+    assert!(system.contains("A slow query shipped in the latest deploy [1]."), "{system}");
+    let metrics: Value = vic.apply(http().get(app.url("/v1/incidents/metrics"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(metrics["incidents"], 4);
+    assert!(metrics["median_time_to_rca_secs"].as_f64().is_some(), "{metrics}");
+    let _ = env;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_repeats_resolutions_grouping_split_and_merge() {
+    let (_env, app, _llm, _vault) = incident_app(|env| env.config.incident.auto_investigate = false).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let ed = Caller::join(&app.base_url, &ana, "ed", "editor").await;
+    let vic = Caller::join(&app.base_url, &ana, "vic", "viewer").await;
+    let token = webhook_token(&app, &ana).await;
+    let org = ana.org;
+
+    // Two alerts of one service in one notification: one incident; the second grouped with a reason.
+    let both = alertmanager(
+        "HighLatency",
+        &[Fired::firing("HighLatency", "checkout", "a:9100", "fp-a"), Fired::firing("HighErrors", "checkout", "b:9100", "fp-b")],
+    );
+    let first = accepted(&app, org, "alertmanager", &token, &both, &[]).await;
+    let again = accepted(&app, org, "alertmanager", &token, &both, &[]).await;
+    assert_eq!(
+        (again["duplicate"].as_bool(), again["delivery_id"].clone()),
+        (Some(true), first["delivery_id"].clone()),
+        "a redelivery is recognised"
+    );
+    let list = incidents_until(&app, &vic, "", "one incident with two alerts", |list| list.len() == 1 && list[0]["alert_count"] == 2).await;
+    let incident_id = list[0]["incident_id"].as_str().unwrap().to_owned();
+    let found = detail(&app, &vic, &incident_id).await;
+    let rules: Vec<&str> = found["alerts"].as_array().unwrap().iter().map(|alert| alert["grouping_rule"].as_str().unwrap()).collect();
+    assert_eq!(rules, vec!["opened", "same_service"]);
+    assert_eq!(found["alerts"][1]["grouping_reason"], "same service `checkout` within the grouping window");
+
+    // A repeat firing of alert a is recorded on it; a mixed notification resolves b and fires a again.
+    let repeat = alertmanager("HighLatency-repeat", &[Fired::firing("HighLatency", "checkout", "a:9100", "fp-a")]);
+    accepted(&app, org, "alertmanager", &token, &repeat, &[]).await;
+    detail_until(&app, &vic, &incident_id, "alert a fired twice", |found| found["alerts"][0]["firings"] == 2).await;
+    let mixed = alertmanager(
+        "HighLatency-mixed",
+        &[Fired::firing("HighLatency", "checkout", "a:9100", "fp-a"), Fired::resolved("HighErrors", "checkout", "b:9100", "fp-b")],
+    );
+    accepted(&app, org, "alertmanager", &token, &mixed, &[]).await;
+    let partly = detail_until(&app, &vic, &incident_id, "b resolved, a firing", |found| found["incident"]["firing_count"] == 1).await;
+    assert_eq!(partly["incident"]["status"], "open", "one alert still fires");
+    assert_eq!(partly["alerts"][0]["firings"], 3);
+    assert_eq!(incidents(&app, &vic, "").await.len(), 1, "no repeat opened a new incident");
+
+    // An alert of another service with the same cluster and namespace groups by labels.
+    let mut related = Fired::firing("PodRestarts", "inventory", "c:9100", "fp-c");
+    related.extra_labels = r#","cluster":"eu-1","namespace":"shop""#;
+    let mut anchor = Fired::firing("DiskFull", "billing", "d:9100", "fp-d");
+    anchor.extra_labels = r#","cluster":"eu-1","namespace":"shop""#;
+    accepted(&app, org, "alertmanager", &token, &alertmanager("DiskFull", &[anchor]), &[]).await;
+    let list = incidents_until(&app, &vic, "", "the billing incident", |list| list.len() == 2).await;
+    let billing_id = list.iter().find(|incident| incident["service"] == "billing").unwrap()["incident_id"].as_str().unwrap().to_owned();
+    accepted(&app, org, "alertmanager", &token, &alertmanager("PodRestarts", &[related]), &[]).await;
+    let billing =
+        detail_until(&app, &vic, &billing_id, "the inventory alert grouped by labels", |found| found["incident"]["alert_count"] == 2).await;
+    let grouped = &billing["alerts"][1];
+    assert_eq!(grouped["grouping_rule"], "matching_labels");
+    assert!(grouped["grouping_score"].as_f64().unwrap() >= 0.5, "{grouped}");
+
+    // Split it off again, then merge it back.
+    let split = ed
+        .apply(http().post(app.url(&format!("/v1/incidents/{billing_id}/split"))))
+        .json(&json!({ "alerts": [{ "source": "alertmanager", "fingerprint": "fp-c" }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(split.status(), StatusCode::CREATED);
+    let split_id = split.json::<Value>().await.unwrap()["incident_id"].as_str().unwrap().to_owned();
+    let split_off = detail_until(&app, &vic, &split_id, "the split incident", |found| found["incident"]["alert_count"] == 1).await;
+    assert_eq!(split_off["incident"]["split_from"], billing_id.as_str());
+    detail_until(&app, &vic, &billing_id, "one alert left", |found| found["incident"]["alert_count"] == 1).await;
+    let last = ed
+        .apply(http().post(app.url(&format!("/v1/incidents/{billing_id}/split"))))
+        .json(&json!({ "alerts": [{ "source": "alertmanager", "fingerprint": "fp-d" }] }))
+        .send()
+        .await
+        .unwrap();
+    problem(last, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let merged = ed
+        .apply(http().post(app.url(&format!("/v1/incidents/{split_id}/merge"))))
+        .json(&json!({ "into": billing_id }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(merged.status(), StatusCode::OK);
+    detail_until(&app, &vic, &billing_id, "the alert merged back", |found| {
+        found["incident"]["alert_count"] == 2 && found["alerts"].as_array().unwrap().iter().any(|alert| alert["grouping_rule"] == "merged")
+    })
+    .await;
+    detail_until(&app, &vic, &split_id, "the merged incident closed", |found| found["incident"]["status"] == "merged").await;
+
+    // People's changes, each with its actor; a viewer may not make them.
+    let viewer_ack = vic.apply(http().post(app.url(&format!("/v1/incidents/{incident_id}/acknowledge")))).send().await.unwrap();
+    problem(viewer_ack, StatusCode::FORBIDDEN).await;
+    let ack = ed.apply(http().post(app.url(&format!("/v1/incidents/{incident_id}/acknowledge")))).send().await.unwrap();
+    assert_eq!(ack.status(), StatusCode::OK);
+    let severity = ed
+        .apply(http().post(app.url(&format!("/v1/incidents/{incident_id}/severity"))))
+        .json(&json!({ "severity": "high" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(severity.status(), StatusCode::OK);
+    let acked = detail_until(&app, &vic, &incident_id, "acknowledged, high", |found| found["incident"]["severity"] == "high").await;
+    assert_eq!(acked["incident"]["acknowledged_by"], format!("user:{}", ed.user_id));
+    assert!(acked["incident"]["time_to_acknowledge_secs"].as_f64().is_some());
+
+    // The last alert resolving resolves the incident with its duration; the postmortem is drafted.
+    let ended = alertmanager("HighLatency-end", &[Fired::resolved("HighLatency", "checkout", "a:9100", "fp-a")]);
+    accepted(&app, org, "alertmanager", &token, &ended, &[]).await;
+    let resolved = detail_until(&app, &vic, &incident_id, "resolved with a postmortem draft", |found| {
+        found["incident"]["status"] == "resolved" && found["postmortem_versions"].as_array().is_some_and(|versions| !versions.is_empty())
+    })
+    .await;
+    assert_eq!(resolved["incident"]["resolution"], "alerts_resolved");
+    assert!(resolved["incident"]["duration_secs"].as_i64().is_some());
+    let draft: Value =
+        vic.apply(http().get(app.url(&format!("/v1/incidents/{incident_id}/postmortem")))).send().await.unwrap().json().await.unwrap();
+    let markdown = draft["markdown"].as_str().unwrap();
+    for section in [
+        "## Summary",
+        "## Timeline",
+        "## Root cause",
+        "## Impact",
+        "## Contributing factors",
+        "## Resolution",
+        "## Action items",
+        "## Lessons",
+    ] {
+        assert!(markdown.contains(section), "{section} missing from {markdown}");
+    }
+    assert!(markdown.contains(&format!("Acknowledged by user:{}", ed.user_id)), "{markdown}");
+    let edited = ed
+        .apply(http().put(app.url(&format!("/v1/incidents/{incident_id}/postmortem"))))
+        .json(&json!({ "markdown": "# Postmortem\n\nWe rolled back." }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(edited.status(), StatusCode::OK);
+    let restored = ed
+        .apply(http().post(app.url(&format!("/v1/incidents/{incident_id}/postmortem/restore"))))
+        .json(&json!({ "version": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(restored.status(), StatusCode::OK);
+    let latest: Value = eventually("three versions", Duration::from_secs(30), || async {
+        let latest: Value =
+            vic.apply(http().get(app.url(&format!("/v1/incidents/{incident_id}/postmortem")))).send().await.unwrap().json().await.unwrap();
+        (latest["version"] == 3).then_some(latest)
+    })
+    .await;
+    assert_eq!((latest["origin"].as_str(), latest["restored_from"].as_i64()), (Some("restored"), Some(1)));
+    assert_eq!(latest["markdown"], draft["markdown"]);
+    let second: Value = vic
+        .apply(http().get(app.url(&format!("/v1/incidents/{incident_id}/postmortem/versions/2"))))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["markdown"], "# Postmortem\n\nWe rolled back.");
+    let export = vic.apply(http().get(app.url(&format!("/v1/incidents/{incident_id}/postmortem/export")))).send().await.unwrap();
+    assert!(export.headers()["content-type"].to_str().unwrap().starts_with("text/markdown"));
+    assert_eq!(export.text().await.unwrap(), markdown);
+
+    // Reopened by a person; filters and pages.
+    let reopen = ed.apply(http().post(app.url(&format!("/v1/incidents/{incident_id}/reopen")))).send().await.unwrap();
+    assert_eq!(reopen.status(), StatusCode::OK);
+    detail_until(&app, &vic, &incident_id, "reopened", |found| found["incident"]["status"] == "acknowledged").await;
+    let page: Value = vic.apply(http().get(app.url("/v1/incidents?limit=1"))).send().await.unwrap().json().await.unwrap();
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let next: Value = vic
+        .apply(http().get(app.url(&format!("/v1/incidents?limit=1&cursor={}", urlencode(cursor)))))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(page["incidents"][0]["incident_id"], next["incidents"][0]["incident_id"]);
+    assert_eq!(incidents(&app, &vic, "?service=billing").await.len(), 1);
+    assert_eq!(incidents(&app, &vic, "?status=merged").await.len(), 1);
+    assert_eq!(incidents(&app, &vic, "?source=grafana").await.len(), 0);
+    let bad = vic.apply(http().get(app.url("/v1/incidents?status=exploded"))).send().await.unwrap();
+    problem(bad, StatusCode::BAD_REQUEST).await;
+    app.stop().await;
+}
+
+fn urlencode(text: &str) -> String {
+    text.replace('+', "%2B").replace(':', "%3A")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_deliveries_are_refused_and_reach_no_processor() {
+    let (env, app, _llm, _vault) = incident_app(|env| env.config.incident.auto_investigate = false).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let eve = Caller::register(&app.base_url, "eve").await;
+    let token = webhook_token(&app, &ana).await;
+    let eve_token = webhook_token(&app, &eve).await;
+    let org = ana.org;
+    let good = alertmanager("Good", &[Fired::firing("Good", "checkout", "a:9100", "fp-good")]);
+
+    // Unknown organisation, token or source: 404, the same for each.
+    for (org_text, source, token_text) in [
+        (uuid::Uuid::now_v7().to_string(), "alertmanager", token.as_str()),
+        ("not-a-uuid".to_owned(), "alertmanager", token.as_str()),
+        (org.to_string(), "alertmanager", "awh_wrong"),
+        (org.to_string(), "alertmanager", eve_token.as_str()),
+        (org.to_string(), "nagios", token.as_str()),
+    ] {
+        let response = http()
+            .post(app.url(&format!("/v1/webhooks/{org_text}/{source}/{token_text}")))
+            .header("content-type", "application/json")
+            .body(good.clone())
+            .send()
+            .await
+            .unwrap();
+        problem(response, StatusCode::NOT_FOUND).await;
+    }
+    // Bad bodies: 400 with a problem document; oversized 413; not JSON 415.
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("malformed", b"{\"version\": \"4\", \"alerts\": [".to_vec()),
+        ("wrong type", br#"{"version":"4","alerts":[{"status":"firing","labels":"not a map"}]}"#.to_vec()),
+        ("missing field", br#"{"version":"4"}"#.to_vec()),
+        ("array for object", br#"[{"version":"4","alerts":[]}]"#.to_vec()),
+        ("nested deep", deep.into_bytes()),
+        ("invalid utf-8", vec![b'{', b'"', 0xff, 0xfe, b'"', b':', b'1', b'}']),
+        ("empty", Vec::new()),
+        ("old version", br#"{"version":"3","alerts":[]}"#.to_vec()),
+    ];
+    for (what, body) in cases {
+        let response = http()
+            .post(aurora_tests::incidents::webhook_url(&app, org, "alertmanager", &token))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let refused = problem(response, StatusCode::BAD_REQUEST).await;
+        assert!(refused["detail"].as_str().is_some_and(|detail| !detail.is_empty()), "{what}: {refused}");
+    }
+    let huge = format!(r#"{{"version":"4","alerts":[],"padding":"{}"}}"#, "x".repeat(300 * 1024));
+    problem(deliver(&app, org, "alertmanager", &token, &huge, &[]).await, StatusCode::PAYLOAD_TOO_LARGE).await;
+    let wrong_type = http()
+        .post(aurora_tests::incidents::webhook_url(&app, org, "alertmanager", &token))
+        .header("content-type", "text/plain")
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap();
+    problem(wrong_type, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+
+    // Signatures: PagerDuty's HMAC, including two signatures while its secret rotates.
+    let set = |secret: &'static str| {
+        let request = ana.apply(http().put(app.url("/v1/incidents/webhook/secrets/pagerduty"))).json(&json!({ "secret": secret }));
+        async move { assert_eq!(request.send().await.unwrap().status(), StatusCode::NO_CONTENT) }
+    };
+    set("old-signing-secret").await;
+    let pd = pagerduty("evt-1", "incident.triggered", "PDINC1", "Queue backlog");
+    problem(deliver(&app, org, "pagerduty", &token, &pd, &[]).await, StatusCode::UNAUTHORIZED).await;
+    let forged = pagerduty_signature("not-the-secret", &pd);
+    problem(deliver(&app, org, "pagerduty", &token, &pd, &[("x-pagerduty-signature", forged.as_str())]).await, StatusCode::UNAUTHORIZED)
+        .await;
+    set("new-signing-secret").await;
+    let old = pagerduty_signature("old-signing-secret", &pd);
+    problem(deliver(&app, org, "pagerduty", &token, &pd, &[("x-pagerduty-signature", old.as_str())]).await, StatusCode::UNAUTHORIZED).await;
+    let rotating = format!("{},{}", pagerduty_signature("old-signing-secret", &pd), pagerduty_signature("new-signing-secret", &pd));
+    accepted(&app, org, "pagerduty", &token, &pd, &[("x-pagerduty-signature", rotating.as_str())]).await;
+    // A shared secret for Alertmanager is its bearer token.
+    let set_am = ana
+        .apply(http().put(app.url("/v1/incidents/webhook/secrets/alertmanager")))
+        .json(&json!({ "secret": "am-bearer-secret" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set_am.status(), StatusCode::NO_CONTENT);
+    problem(deliver(&app, org, "alertmanager", &token, &good, &[("authorization", "Bearer wrong")]).await, StatusCode::UNAUTHORIZED).await;
+    accepted(&app, org, "alertmanager", &token, &good, &[("authorization", "Bearer am-bearer-secret")]).await;
+    // A rotated token stops the old one at once.
+    let new_token = webhook_token(&app, &ana).await;
+    problem(
+        deliver(&app, org, "alertmanager", &token, &good, &[("authorization", "Bearer am-bearer-secret")]).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let again = accepted(&app, org, "alertmanager", &new_token, &good, &[("authorization", "Bearer am-bearer-secret")]).await;
+    assert_eq!(again["duplicate"], true);
+    // A PagerDuty event that changes no alert is accepted and ignored.
+    let note = pagerduty("evt-2", "incident.annotated", "PDINC1", "Queue backlog");
+    let signature = pagerduty_signature("new-signing-secret", &note);
+    let ignored = accepted(&app, org, "pagerduty", &new_token, &note, &[("x-pagerduty-signature", signature.as_str())]).await;
+    assert!(ignored["ignored"].is_string());
+
+    // Only the accepted deliveries were recorded; the Datadog documented template works too.
+    accepted(&app, org, "datadog", &new_token, &datadog_documented("Triggered", "CPU high", "4242", "service:search,env:prod"), &[]).await;
+    let list = incidents_until(&app, &ana, "", "the three incidents", |list| list.len() == 3).await;
+    assert!(list.iter().any(|incident| incident["service"] == "search"), "{list:#?}");
+    assert_eq!(env.count("SELECT count(*) FROM events WHERE event_type = 'webhook.received'").await, 4);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_accepted_while_processors_are_down_are_handled_when_they_return() {
+    let llm = ScriptedLlm::start().await;
+    let mut env = TestEnv::new().await;
+    env.config.llm.base_url = llm.base_url.clone();
+    env.config.incident.auto_investigate = false;
+    let gateway = App::spawn(&env, Roles { gateway: true, processors: false, projections: true }).await;
+    let ana = Caller::register(&gateway.base_url, "ana").await;
+    let token = webhook_token(&gateway, &ana).await;
+    for index in 0..5 {
+        let fingerprint = format!("fp-down-{index}");
+        let service = format!("service-{index}");
+        let body = alertmanager(&format!("Down{index}"), &[Fired::firing("Down", &service, "x:1", &fingerprint)]);
+        accepted(&gateway, ana.org, "alertmanager", &token, &body, &[]).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(incidents(&gateway, &ana, "").await.is_empty(), "nothing acts while the processors are down");
+    let processors = App::spawn(&env, Roles { gateway: false, processors: true, projections: false }).await;
+    incidents_until(&gateway, &ana, "", "every accepted alert became an incident", |list| list.len() == 5).await;
+    processors.stop().await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_investigation_that_hits_a_limit_fails_with_its_reason_and_keeps_its_thoughts() {
+    let (_env, app, llm, _vault) = incident_app(|env| {
+        env.config.incident.investigation_tool_calls = 1;
+        env.config.incident.max_concurrent_investigations = 1;
+    })
+    .await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let token = webhook_token(&app, &ana).await;
+    llm.script_containing(
+        "Incident: ToolHungry",
+        vec![
+            Step::reasoned("First the runbooks.", "call_1", "knowledge_base_search", json!({ "query": "a" })),
+            Step::reasoned("Then the past incidents.", "call_2", "past_investigations_search", json!({ "query": "b" })),
+        ],
+    );
+    llm.script_containing("Incident: Queued", vec![Step::text(&rca_json("Nothing found.", "inconclusive", None, &[]))]);
+    accepted(&app, ana.org, "alertmanager", &token, &alertmanager("ToolHungry", &[Fired::firing("ToolHungry", "one", "x:1", "fp-1")]), &[])
+        .await;
+    accepted(&app, ana.org, "alertmanager", &token, &alertmanager("Queued", &[Fired::firing("Queued", "two", "x:1", "fp-2")]), &[]).await;
+    let list = incidents_until(&app, &ana, "", "both investigations ended", |list| {
+        list.len() == 2 && list.iter().all(|incident| matches!(incident["investigation_status"].as_str(), Some("completed" | "failed")))
+    })
+    .await;
+    let hungry = list.iter().find(|incident| incident["title"] == "ToolHungry").unwrap();
+    assert_eq!(hungry["investigation_status"], "failed");
+    let found = detail(&app, &ana, hungry["incident_id"].as_str().unwrap()).await;
+    let investigation = &found["investigations"][0];
+    assert_eq!(investigation["failure_reason"], "tool_call_limit", "{investigation:#}");
+    assert!(investigation["failure_message"].as_str().unwrap().contains("limit of 1 tool calls"));
+    let thoughts: Vec<&str> =
+        found["thoughts"].as_array().unwrap().iter().map(|thought| thought["data"]["text"].as_str().unwrap()).collect();
+    assert_eq!(thoughts, vec!["First the runbooks.", "Then the past incidents."]);
+    // With one slot, the second investigation started only after the first ended.
+    let queued =
+        detail(&app, &ana, list.iter().find(|incident| incident["title"] == "Queued").unwrap()["incident_id"].as_str().unwrap()).await;
+    let first_ended = investigation["ended_at"].as_str().unwrap();
+    let second_started = queued["investigations"][0]["started_at"].as_str().unwrap();
+    assert!(chrono::DateTime::parse_from_rfc3339(second_started).unwrap() >= chrono::DateTime::parse_from_rfc3339(first_ended).unwrap());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wall_time_and_token_limits_end_an_investigation() {
+    let (_env, app, llm, _vault) = incident_app(|env| env.config.incident.investigation_tokens = 50).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let token = webhook_token(&app, &ana).await;
+    llm.script_containing(
+        "Incident: TokenHungry",
+        vec![
+            Step::reasoned("Searching.", "call_1", "knowledge_base_search", json!({ "query": "a" })),
+            Step::text(&rca_json("x", "inconclusive", None, &[])),
+        ],
+    );
+    accepted(
+        &app,
+        ana.org,
+        "alertmanager",
+        &token,
+        &alertmanager("TokenHungry", &[Fired::firing("TokenHungry", "one", "x:1", "fp-1")]),
+        &[],
+    )
+    .await;
+    let list =
+        incidents_until(&app, &ana, "", "the investigation ended", |list| list.len() == 1 && list[0]["investigation_status"] == "failed")
+            .await;
+    let found = detail(&app, &ana, list[0]["incident_id"].as_str().unwrap()).await;
+    assert_eq!(found["investigations"][0]["failure_reason"], "token_limit", "{found:#}");
+    app.stop().await;
+
+    let (_env, app, llm, _vault) = incident_app(|env| env.config.incident.investigation_wall_time = Duration::from_secs(1)).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let token = webhook_token(&app, &ana).await;
+    llm.script_containing(
+        "Incident: Slow",
+        vec![
+            Step::slow_reasoned(
+                "Searching the runbooks slowly, one word at a time.",
+                Duration::from_millis(200),
+                "call_1",
+                "knowledge_base_search",
+                json!({ "query": "a" }),
+            ),
+            Step::text(&rca_json("x", "inconclusive", None, &[])),
+        ],
+    );
+    accepted(&app, ana.org, "alertmanager", &token, &alertmanager("Slow", &[Fired::firing("Slow", "one", "x:1", "fp-1")]), &[]).await;
+    let list = incidents_until(&app, &ana, "", "the slow investigation ended", |list| {
+        list.len() == 1 && list[0]["investigation_status"] == "failed"
+    })
+    .await;
+    let found = detail(&app, &ana, list[0]["incident_id"].as_str().unwrap()).await;
+    assert_eq!(found["investigations"][0]["failure_reason"], "wall_time_limit", "{found:#}");
+    assert_eq!(found["thoughts"][0]["data"]["text"], "Searching the runbooks slowly, one word at a time.", "the thoughts so far stay");
+    app.stop().await;
+}
