@@ -78,8 +78,10 @@ fn endpoint_stream(org_id: Uuid) -> aurora_events::StreamId {
 
 /// Shared secrets read from the secret store, by organisation, source and version: a rotation
 /// is a new version, so nothing stale is ever used.
-fn secret_cache() -> &'static Mutex<HashMap<(Uuid, AlertSource, u64), Arc<str>>> {
-    static CACHE: OnceLock<Mutex<HashMap<(Uuid, AlertSource, u64), Arc<str>>>> = OnceLock::new();
+type SecretCache = Mutex<HashMap<(Uuid, AlertSource, u64), Arc<str>>>;
+
+fn secret_cache() -> &'static SecretCache {
+    static CACHE: OnceLock<SecretCache> = OnceLock::new();
     CACHE.get_or_init(Default::default)
 }
 
