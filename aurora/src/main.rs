@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_chat;
+mod bench_incidents;
 mod bench_knowledge;
 mod bench_tools;
 mod tools;
@@ -107,6 +108,8 @@ enum BenchCommand {
     Tools(bench_tools::ToolsOptions),
     /// The knowledge base: indexing throughput beside the model alone, upload MB/s beside the object store, search p50/p99 beside raw pgvector.
     Knowledge(bench_knowledge::KnowledgeOptions),
+    /// Webhook deliveries accepted per second beside a bare handler, and webhook → investigation.started.
+    Incidents(bench_incidents::IncidentOptions),
 }
 
 #[derive(Subcommand)]
@@ -170,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench { command: BenchCommand::Chat(options) } => bench_chat::chat(&config, options).await,
         Command::Bench { command: BenchCommand::Tools(options) } => bench_tools::tools(&config, options).await,
         Command::Bench { command: BenchCommand::Knowledge(options) } => bench_knowledge::knowledge(&config, options).await,
+        Command::Bench { command: BenchCommand::Incidents(options) } => bench_incidents::incidents(&config, options).await,
         Command::Schemas { .. } => unreachable!("handled before configuration is read"),
     }
 }

@@ -198,9 +198,11 @@ pub async fn receive(
     let body_sha256 = format!("{:x}", Sha256::digest(&body));
     let delivery_id = Uuid::new_v5(&DELIVERY_NAMESPACE, format!("{org_id}\0{source}\0{body_sha256}").as_bytes());
     let received = WebhookReceived { delivery_id, source, received_at: Utc::now(), body_sha256, payload };
-    let meta = CommandMeta::idempotent(OrgId(org_id), Actor::Webhook(source.as_str().to_owned()), delivery_id);
+    // The delivery's stream is its idempotency: a second delivery finds it recorded and appends
+    // nothing (two at once: one append wins, the other is decided again on what it wrote).
+    let meta = CommandMeta::new(OrgId(org_id), Actor::Webhook(source.as_str().to_owned()));
     let handled = state.commands.handle::<Delivery>(&WebhookEvent::stream_of(delivery_id), received, &meta, None).await?;
-    let duplicate = handled.appended.as_ref().is_none_or(|appended| appended.duplicate);
+    let duplicate = handled.appended.is_none();
     if !duplicate {
         aurora_adapters::wakeup::announce_appended(&state.pool).await;
     }
