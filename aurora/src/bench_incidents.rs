@@ -127,7 +127,12 @@ pub async fn incidents(config: &Config, options: IncidentOptions) -> anyhow::Res
 async fn run(config: &Config, options: &IncidentOptions) -> anyhow::Result<()> {
     aurora_adapters::llm::install_tls_provider();
     let llm = ScriptedLlm::start().await;
-    llm.script_containing("Incident: BenchAlert", vec![Step::text("{\"summary\": \"bench\", \"root_cause\": {\"confidence\": \"inconclusive\"}, \"evidence\": [], \"impact\": \"none\"}")]);
+    llm.script_containing(
+        "Incident: BenchAlert",
+        vec![Step::text(
+            "{\"summary\": \"bench\", \"root_cause\": {\"confidence\": \"inconclusive\"}, \"evidence\": [], \"impact\": \"none\"}",
+        )],
+    );
     let mut config = config.clone();
     config.llm.base_url = llm.base_url.clone();
     config.llm.model = "scripted".into();
@@ -168,7 +173,10 @@ async fn measure(base_url: &str, bare_url: &str, pool: &sqlx::PgPool, options: &
     let measured_body: Arc<dyn Fn(usize) -> String + Send + Sync> = Arc::new(move |index| body(index + 1_000_000));
     let aurora = hammer(&hook.url("alertmanager"), options.senders, options.seconds, measured_body).await?;
     print_run("aurora webhook (token, parse, dedup, record)", &aurora);
-    println!("  ratio to the baseline: {:.2}", (aurora.accepted as f64 / aurora.elapsed.as_secs_f64()) / (bare.accepted as f64 / bare.elapsed.as_secs_f64()));
+    println!(
+        "  ratio to the baseline: {:.2}",
+        (aurora.accepted as f64 / aurora.elapsed.as_secs_f64()) / (bare.accepted as f64 / bare.elapsed.as_secs_f64())
+    );
 
     // The intake works through what was accepted; the latency below is measured once it is done.
     let drain_started = Instant::now();
@@ -266,7 +274,8 @@ async fn webhook(http: &reqwest::Client, base_url: &str) -> anyhow::Result<Hook>
     let registered: Value = response.json().await?;
     let csrf = registered["csrf_token"].as_str().unwrap_or_default().to_owned();
     let org_id = Uuid::parse_str(registered["org_id"].as_str().unwrap_or_default())?;
-    let rotated = http.post(format!("{base_url}/v1/incidents/webhook/token")).header("cookie", cookie).header("x-csrf-token", csrf).send().await?;
+    let rotated =
+        http.post(format!("{base_url}/v1/incidents/webhook/token")).header("cookie", cookie).header("x-csrf-token", csrf).send().await?;
     anyhow::ensure!(rotated.status() == reqwest::StatusCode::CREATED, "token refused: {}", rotated.status());
     let rotated: Value = rotated.json().await?;
     Ok(Hook { base_url: base_url.to_owned(), org_id, token: rotated["token"].as_str().unwrap_or_default().to_owned() })

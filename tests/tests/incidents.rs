@@ -625,3 +625,74 @@ async fn the_wall_time_and_token_limits_end_an_investigation() {
     assert_eq!(found["thoughts"][0]["data"]["text"], "Searching the runbooks slowly, one word at a time.", "the thoughts so far stay");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_killed_mid_investigation_resumes_it_and_records_each_thought_once() {
+    let llm = ScriptedLlm::start().await;
+    let env = TestEnv::new().await;
+    let app = App::spawn(&env, Roles { gateway: true, processors: false, projections: true }).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let token = webhook_token(&app, &ana).await;
+    llm.script_containing(
+        "Incident: KilledMidway",
+        vec![
+            Step::reasoned("First the runbooks.", "call_1", "knowledge_base_search", json!({ "query": "killed midway" })),
+            Step::slow_reasoned(
+                "Now the earlier incidents, read slowly so that the processor dies while this streams.",
+                Duration::from_millis(150),
+                "call_2",
+                "past_investigations_search",
+                json!({ "query": "killed midway" }),
+            ),
+            Step::text(&rca_json(
+                "It resumed [1].",
+                "likely",
+                Some("A crash mid-way [1]."),
+                &[(1, "call_1", "the runbook search answered")],
+            )),
+        ],
+    );
+    let processor_env = [("AURORA_LLM_BASE_URL", llm.base_url.as_str()), ("AURORA_LLM_MODEL", "scripted-model")];
+    let (processors, log) = aurora_tests::spawn_aurora_logged(&env, &["processors"], &processor_env);
+    accepted(
+        &app,
+        ana.org,
+        "alertmanager",
+        &token,
+        &alertmanager("KilledMidway", &[Fired::firing("KilledMidway", "one", "x:1", "fp-1")]),
+        &[],
+    )
+    .await;
+    let incident = incidents_until(&app, &ana, "", "the incident", |list| list.len() == 1).await;
+    let incident_id = incident[0]["incident_id"].as_str().unwrap().to_owned();
+    // The first call's thought is in; the second call is streaming: kill the processors now.
+    detail_until(&app, &ana, &incident_id, "the first thought", |found| {
+        found["thoughts"].as_array().is_some_and(|thoughts| thoughts.len() == 1)
+    })
+    .await;
+    eventually("the second model call under way", Duration::from_secs(30), || async {
+        (llm.requests().iter().filter(|request| request.to_string().contains("KilledMidway")).count() >= 2).then_some(())
+    })
+    .await;
+    let mut processors = processors;
+    processors.start_kill().unwrap();
+    processors.wait().await.unwrap();
+    eprintln!("killed; first log {}", log.display());
+    let (restarted, _) = aurora_tests::spawn_aurora_logged(&env, &["processors"], &processor_env);
+    let found = detail_until(&app, &ana, &incident_id, "the investigation completed after the restart", |found| {
+        found["investigations"][0]["status"] == "completed"
+    })
+    .await;
+    let thoughts: Vec<&str> =
+        found["thoughts"].as_array().unwrap().iter().map(|thought| thought["data"]["text"].as_str().unwrap()).collect();
+    assert_eq!(
+        thoughts,
+        vec!["First the runbooks.", "Now the earlier incidents, read slowly so that the processor dies while this streams."],
+        "each thought once, in order"
+    );
+    assert_eq!(found["investigations"][0]["confidence"], "likely");
+    let started = found["timeline"].as_array().unwrap().iter().filter(|entry| entry["event_type"] == "investigation.started").count();
+    assert_eq!(started, 1);
+    drop(restarted);
+    app.stop().await;
+}
