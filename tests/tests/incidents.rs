@@ -500,6 +500,16 @@ async fn bad_deliveries_are_refused_and_reach_no_processor() {
     let list = incidents_until(&app, &ana, "", "the three incidents", |list| list.len() == 3).await;
     assert!(list.iter().any(|incident| incident["service"] == "search"), "{list:#?}");
     assert_eq!(env.count("SELECT count(*) FROM events WHERE event_type = 'webhook.received'").await, 4);
+    // No token or shared secret is in any event or read model; the secrets are in the secret store.
+    for secret in [token.as_str(), new_token.as_str(), "old-signing-secret", "new-signing-secret", "am-bearer-secret"] {
+        let leaks = env.count(&format!("SELECT count(*) FROM events WHERE payload::text LIKE '%{secret}%'")).await
+            + env.count(&format!("SELECT count(*) FROM incident_timeline WHERE data::text LIKE '%{secret}%'")).await;
+        assert_eq!(leaks, 0, "a secret reached the record");
+    }
+    // A NUL inside a vendor's string is recorded, replaced, rather than refused.
+    let with_nul = alertmanager("Nul", &[Fired::firing(r"Nul\u0000Alert", "nul", "a:1", "fp-nul")]);
+    accepted(&app, org, "alertmanager", &new_token, &with_nul, &[("authorization", "Bearer am-bearer-secret")]).await;
+    incidents_until(&app, &ana, "", "the incident of the alert with a NUL", |list| list.len() == 4).await;
     app.stop().await;
 }
 

@@ -12,6 +12,8 @@ use super::sources::{clip_line, clip_text};
 pub const MAX_SUMMARY_CHARS: usize = 2_000;
 pub const MAX_TEXT_CHARS: usize = 4_000;
 pub const MAX_ITEMS: usize = 50;
+/// Largest RCA kept, as JSON: it travels in one event.
+pub const MAX_RCA_BYTES: usize = 128 * 1024;
 
 /// A tool call the investigation made whose whole output is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +144,10 @@ pub fn read(answer: &str, known: &[KnownToolCall]) -> Result<Rca, Vec<String>> {
     let dangling: BTreeSet<u32> = texts.flat_map(citations).filter(|id| !ids.contains(id)).collect();
     for id in dangling {
         problems.push(format!("[{id}] is cited but there is no evidence item {id}"));
+    }
+    let bytes = serde_json::to_vec(&rca).map(|json| json.len()).unwrap_or(usize::MAX);
+    if bytes > MAX_RCA_BYTES {
+        problems.push(format!("the RCA is {bytes} bytes of JSON; keep it under {MAX_RCA_BYTES}"));
     }
     if problems.is_empty() {
         Ok(rca)

@@ -28,7 +28,7 @@ pub const MAX_LABELS: usize = 64;
 pub const MAX_LABEL_KEY_CHARS: usize = 128;
 pub const MAX_LABEL_VALUE_CHARS: usize = 1_024;
 pub const MAX_ANNOTATIONS: usize = 32;
-pub const MAX_ANNOTATION_CHARS: usize = 4_000;
+pub const MAX_ANNOTATION_CHARS: usize = 2_000;
 pub const MAX_LINK_CHARS: usize = 2_048;
 
 /// Why a payload is not what its source sends.
@@ -533,6 +533,19 @@ fn clip_map(map: BTreeMap<String, String>, max_entries: usize, max_value_chars: 
         .filter(|(key, _)| !key.is_empty())
         .take(max_entries)
         .collect()
+}
+
+/// `payload` with every NUL character in its strings and keys replaced (Postgres keeps no NUL in
+/// JSON), so that a vendor's odd byte never makes a delivery unrecordable.
+pub fn without_nul(payload: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let clean = |text: String| if text.contains('\0') { text.replace('\0', "\u{fffd}") } else { text };
+    match payload {
+        Value::String(text) => Value::String(clean(text)),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nul).collect()),
+        Value::Object(fields) => Value::Object(fields.into_iter().map(|(key, value)| (clean(key), without_nul(value))).collect()),
+        other => other,
+    }
 }
 
 /// One line: control characters dropped, at most `max` characters.

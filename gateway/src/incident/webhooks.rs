@@ -194,6 +194,7 @@ pub async fn receive(
     }
     let payload: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|error| ApiError::BadRequest { detail: format!("the body is not valid JSON: {error}"), field: None })?;
+    let payload = sources::without_nul(payload);
     let parsed = sources::parse(source, &payload).map_err(|error| ApiError::BadRequest { detail: error.to_string(), field: None })?;
     let body_sha256 = format!("{:x}", Sha256::digest(&body));
     let delivery_id = Uuid::new_v5(&DELIVERY_NAMESPACE, format!("{org_id}\0{source}\0{body_sha256}").as_bytes());
