@@ -36,7 +36,7 @@ fn by_source<'a>(list: &'a [Value], source: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_of_every_source_are_investigated_into_cited_honest_rcas() {
-    let (env, app, llm, _vault) = incident_app(|_| {}).await;
+    let (_env, app, llm, _vault) = incident_app(|_| {}).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let ed = Caller::join(&app.base_url, &ana, "ed", "editor").await;
     let vic = Caller::join(&app.base_url, &ana, "vic", "viewer").await;
@@ -197,7 +197,6 @@ async fn alerts_of_every_source_are_investigated_into_cited_honest_rcas() {
     let metrics: Value = vic.apply(http().get(app.url("/v1/incidents/metrics"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(metrics["incidents"], 4);
     assert!(metrics["median_time_to_rca_secs"].as_f64().is_some(), "{metrics}");
-    let _ = env;
     app.stop().await;
 }
 
