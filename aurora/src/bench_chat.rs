@@ -53,15 +53,17 @@ pub struct ChatOptions {
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-struct Client {
-    http: reqwest::Client,
-    base_url: String,
-    cookie: String,
-    csrf: String,
+/// A registered admin of a new organisation, logged in with a session cookie.
+pub(crate) struct Client {
+    pub http: reqwest::Client,
+    pub base_url: String,
+    pub cookie: String,
+    pub csrf: String,
+    pub org_id: Uuid,
 }
 
 impl Client {
-    async fn register(base_url: &str) -> anyhow::Result<Self> {
+    pub async fn register(base_url: &str) -> anyhow::Result<Self> {
         aurora_adapters::llm::install_tls_provider();
         let http = reqwest::Client::builder().no_proxy().build()?;
         let email = format!("bench-{}@example.com", Uuid::now_v7().simple());
@@ -82,7 +84,8 @@ impl Client {
             .to_owned();
         let body: Value = response.json().await?;
         let csrf = body["csrf_token"].as_str().unwrap_or_default().to_owned();
-        Ok(Self { http, base_url: base_url.to_owned(), cookie, csrf })
+        let org_id = Uuid::parse_str(body["org_id"].as_str().unwrap_or_default())?;
+        Ok(Self { http, base_url: base_url.to_owned(), cookie, csrf, org_id })
     }
 
     async fn socket(&self) -> anyhow::Result<Socket> {
@@ -115,7 +118,7 @@ async fn next_frame(socket: &mut Socket) -> anyhow::Result<Value> {
     }
 }
 
-fn percentile(sorted: &[f64], quantile: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], quantile: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::bench::BenchWorld;
+use crate::bench_chat::{percentile, Client};
 
 #[derive(Debug, clap::Args)]
 pub struct IncidentOptions {
@@ -35,13 +36,6 @@ pub struct IncidentOptions {
     /// Keep the bench database afterwards.
     #[arg(long)]
     pub keep: bool,
-}
-
-fn percentile(sorted: &[f64], quantile: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * quantile).round() as usize]
 }
 
 fn notification(service: &str, fingerprint: &str) -> String {
@@ -160,7 +154,7 @@ async fn run(config: &Config, options: &IncidentOptions) -> anyhow::Result<()> {
 async fn measure(base_url: &str, bare_url: &str, pool: &sqlx::PgPool, options: &IncidentOptions) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().no_proxy().build()?;
     println!("aurora bench incidents — {} concurrent senders, {} s per run, gateway at {base_url}", options.senders, options.seconds);
-    let hook = webhook(&http, base_url).await?;
+    let hook = webhook(base_url).await?;
     let bare = hammer(bare_url, options.senders, options.seconds, Arc::new(|_| notification("bare", "bare"))).await?;
     print_run("bare axum handler answering 202 (baseline)", &bare);
     // One in ten a redelivery of the one ten before; the rest new alerts, fifty to a service.
@@ -197,7 +191,7 @@ async fn measure(base_url: &str, bare_url: &str, pool: &sqlx::PgPool, options: &
     );
 
     // Webhook → investigation.started, one incident at a time, in an organisation of its own.
-    let latency_hook = webhook(&http, base_url).await?;
+    let latency_hook = webhook(base_url).await?;
     let mut waits = Vec::with_capacity(options.investigations);
     for index in 0..options.investigations {
         let fingerprint = format!("latency-{index}");
@@ -254,29 +248,16 @@ impl Hook {
 }
 
 /// A new organisation with a webhook token.
-async fn webhook(http: &reqwest::Client, base_url: &str) -> anyhow::Result<Hook> {
-    let email = format!("bench-{}@example.com", Uuid::now_v7().simple());
-    let response = http
-        .post(format!("{base_url}/v1/auth/register"))
-        .json(&json!({ "email": email, "password": "bench password 12345", "display_name": "Bench", "organisation_name": "Bench" }))
+async fn webhook(base_url: &str) -> anyhow::Result<Hook> {
+    let admin = Client::register(base_url).await?;
+    let rotated = admin
+        .http
+        .post(format!("{base_url}/v1/incidents/webhook/token"))
+        .header("cookie", &admin.cookie)
+        .header("x-csrf-token", &admin.csrf)
         .send()
         .await?;
-    anyhow::ensure!(response.status().is_success(), "registration failed: {}", response.status());
-    let cookie = response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .find(|value| value.starts_with("aurora_session="))
-        .and_then(|value| value.split(';').next())
-        .ok_or_else(|| anyhow::anyhow!("no session cookie"))?
-        .to_owned();
-    let registered: Value = response.json().await?;
-    let csrf = registered["csrf_token"].as_str().unwrap_or_default().to_owned();
-    let org_id = Uuid::parse_str(registered["org_id"].as_str().unwrap_or_default())?;
-    let rotated =
-        http.post(format!("{base_url}/v1/incidents/webhook/token")).header("cookie", cookie).header("x-csrf-token", csrf).send().await?;
     anyhow::ensure!(rotated.status() == reqwest::StatusCode::CREATED, "token refused: {}", rotated.status());
     let rotated: Value = rotated.json().await?;
-    Ok(Hook { base_url: base_url.to_owned(), org_id, token: rotated["token"].as_str().unwrap_or_default().to_owned() })
+    Ok(Hook { base_url: base_url.to_owned(), org_id: admin.org_id, token: rotated["token"].as_str().unwrap_or_default().to_owned() })
 }

@@ -55,26 +55,8 @@ pub fn parse(source: AlertSource, payload: &Value) -> Result<Parsed, SourceError
         return Err(SourceError::Shape { vendor: source, reason: "the payload must be a JSON object".into() });
     }
     let parsed = match source {
-        AlertSource::Alertmanager => {
-            let notification: Notification = serde_json::from_value(payload.clone()).map_err(shape)?;
-            if notification.version != "4" {
-                return Err(SourceError::Shape {
-                    vendor: source,
-                    reason: format!("version is `{}`; Aurora reads version 4", clip_line(&notification.version, 20)),
-                });
-            }
-            notification.alerts(source)?
-        }
-        AlertSource::Grafana => {
-            let notification: Notification = serde_json::from_value(payload.clone()).map_err(shape)?;
-            if notification.version != "1" {
-                return Err(SourceError::Shape {
-                    vendor: source,
-                    reason: format!("version is `{}`; Aurora reads version 1", clip_line(&notification.version, 20)),
-                });
-            }
-            notification.alerts(source)?
-        }
+        AlertSource::Alertmanager => notification(source, payload, "4")?,
+        AlertSource::Grafana => notification(source, payload, "1")?,
         AlertSource::Datadog => datadog(serde_json::from_value(payload.clone()).map_err(shape)?),
         AlertSource::Pagerduty => pagerduty(serde_json::from_value(payload.clone()).map_err(shape)?),
     };
@@ -82,6 +64,19 @@ pub fn parse(source: AlertSource, payload: &Value) -> Result<Parsed, SourceError
         return Err(SourceError::TooManyAlerts { vendor: source, max: MAX_ALERTS_PER_DELIVERY, found: parsed.alerts.len() });
     }
     Ok(parsed)
+}
+
+/// The alerts of the notification Alertmanager (version 4) and Grafana (version 1) both send.
+fn notification(source: AlertSource, payload: &Value, version: &str) -> Result<Parsed, SourceError> {
+    let notification: Notification =
+        serde_json::from_value(payload.clone()).map_err(|error| SourceError::Shape { vendor: source, reason: error.to_string() })?;
+    if notification.version != version {
+        return Err(SourceError::Shape {
+            vendor: source,
+            reason: format!("version is `{}`; Aurora reads version {version}", clip_line(&notification.version, 20)),
+        });
+    }
+    notification.alerts(source)
 }
 
 /// The notification Alertmanager (version 4) and Grafana (version 1) both send.

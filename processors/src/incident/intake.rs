@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use aurora_commands::HandleError;
 use aurora_domain::incident::{sources, Incident, IncidentCommand, IncidentError, MAX_ALERTS};
 use aurora_domain::DomainError;
-use aurora_events::incident::{Alert, AlertStatus, Grouping, GroupingRule, IncidentEvent, WebhookEvent, WebhookReceived};
+use aurora_events::incident::{Alert, AlertSource, AlertStatus, Grouping, GroupingRule, IncidentEvent, WebhookEvent, WebhookReceived};
 use aurora_events::{Actor, Envelope, EventPayload, OrgId};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -62,6 +62,65 @@ fn lock_key(org_id: OrgId) -> i64 {
 /// The webhook actor of a source.
 fn actor(received: &WebhookReceived) -> Actor {
     Actor::Webhook(received.source.as_str().to_owned())
+}
+
+/// The key of what the intake records about `alert` from `delivery_id` (`what`: open, attach, ...).
+fn alert_key(delivery_id: Uuid, alert: &Alert, what: &str) -> Uuid {
+    Uuid::new_v5(&delivery_id, format!("{}\0{}\0{what}", alert.source, alert.fingerprint).as_bytes())
+}
+
+/// Records whether an alert the intake knows is firing.
+async fn set_firing(executor: impl sqlx::PgExecutor<'_>, org_id: OrgId, alert: &Alert, firing: bool) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE incident_intake_alerts SET firing = $4, updated_at = now() WHERE org_id = $1 AND source = $2 AND fingerprint = $3")
+        .bind(org_id.0)
+        .bind(alert.source.as_str())
+        .bind(&alert.fingerprint)
+        .bind(firing)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// Points an alert the intake knows on incident `from` at incident `to`.
+async fn move_alert(executor: impl sqlx::PgExecutor<'_>, org_id: OrgId, source: AlertSource, fingerprint: &str, from: Uuid, to: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE incident_intake_alerts SET incident_id = $4 WHERE org_id = $1 AND source = $2 AND fingerprint = $3 AND incident_id = $5")
+        .bind(org_id.0)
+        .bind(source.as_str())
+        .bind(fingerprint)
+        .bind(to)
+        .bind(from)
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// A new incident of one alert that may take more.
+async fn track_incident(
+    executor: impl sqlx::PgExecutor<'_>,
+    incident_id: Uuid,
+    org_id: OrgId,
+    service: &Option<String>,
+    labels: &BTreeMap<String, String>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO incident_intake_incidents (incident_id, org_id, service, labels, alerts, last_alert_at, open) VALUES ($1, $2, $3, $4, 1, $5, true) \
+         ON CONFLICT (incident_id) DO NOTHING",
+    )
+    .bind(incident_id)
+    .bind(org_id.0)
+    .bind(service)
+    .bind(sqlx::types::Json(labels))
+    .bind(at)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Whether an incident may still take alerts.
+async fn set_open(executor: impl sqlx::PgExecutor<'_>, incident_id: Uuid, open: bool) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE incident_intake_incidents SET open = $2 WHERE incident_id = $1").bind(incident_id).bind(open).execute(executor).await?;
+    Ok(())
 }
 
 #[derive(sqlx::FromRow)]
@@ -118,7 +177,7 @@ impl Intake {
         .bind(&alert.fingerprint)
         .fetch_optional(&mut *connection)
         .await?;
-        let key = |what: &str| Uuid::new_v5(&received.delivery_id, format!("{}\0{}\0{what}", alert.source, alert.fingerprint).as_bytes());
+        let key = |what: &str| alert_key(received.delivery_id, &alert, what);
         match (alert.status, known) {
             (AlertStatus::Resolved, None) => {
                 tracing::debug!(fingerprint = %alert.fingerprint, "a resolved alert Aurora never saw firing");
@@ -135,12 +194,7 @@ impl Intake {
                     Ok(()) | Err(HandleError::Domain(_)) => {}
                     Err(error) => return Err(error.into()),
                 }
-                sqlx::query("UPDATE incident_intake_alerts SET firing = false, updated_at = now() WHERE org_id = $1 AND source = $2 AND fingerprint = $3")
-                    .bind(org_id.0)
-                    .bind(alert.source.as_str())
-                    .bind(&alert.fingerprint)
-                    .execute(&mut *connection)
-                    .await?;
+                set_firing(&mut *connection, org_id, &alert, false).await?;
                 Ok(())
             }
             (AlertStatus::Firing, Some(known)) if known.delivery_id == received.delivery_id => {
@@ -156,14 +210,7 @@ impl Intake {
                 };
                 match record(&self.context, org_id, known.incident_id, actor(received), key("refire"), envelope, command).await {
                     Ok(()) => {
-                        sqlx::query(
-                            "UPDATE incident_intake_alerts SET firing = true, updated_at = now() WHERE org_id = $1 AND source = $2 AND fingerprint = $3",
-                        )
-                        .bind(org_id.0)
-                        .bind(alert.source.as_str())
-                        .bind(&alert.fingerprint)
-                        .execute(&mut *connection)
-                        .await?;
+                        set_firing(&mut *connection, org_id, &alert, true).await?;
                         Ok(())
                     }
                     // Its incident is resolved or merged away: the alert firing again is news.
@@ -232,7 +279,7 @@ impl Intake {
         decision: Decision,
     ) -> anyhow::Result<()> {
         let org_id = envelope.org_id;
-        let key = |what: &str| Uuid::new_v5(&received.delivery_id, format!("{}\0{}\0{what}", alert.source, alert.fingerprint).as_bytes());
+        let key = |what: &str| alert_key(received.delivery_id, alert, what);
         match decision {
             Decision::Open => {
                 let investigation_id = self.context.config.incident.auto_investigate.then(|| Uuid::new_v5(&incident_id, b"investigation-1"));
@@ -249,17 +296,7 @@ impl Intake {
                     Err(error) => return Err(error.into()),
                 }
                 tracing::info!(%incident_id, source = %alert.source, fingerprint = %alert.fingerprint, "incident opened");
-                sqlx::query(
-                    "INSERT INTO incident_intake_incidents (incident_id, org_id, service, labels, alerts, last_alert_at, open) VALUES ($1, $2, $3, $4, 1, $5, true) \
-                     ON CONFLICT (incident_id) DO NOTHING",
-                )
-                .bind(incident_id)
-                .bind(org_id.0)
-                .bind(&alert.service)
-                .bind(sqlx::types::Json(&alert.labels))
-                .bind(received.received_at)
-                .execute(&mut *connection)
-                .await?;
+                track_incident(&mut *connection, incident_id, org_id, &alert.service, &alert.labels, received.received_at).await?;
                 Ok(())
             }
             Decision::Attach { grouping } => {
@@ -279,7 +316,7 @@ impl Intake {
                     // intake last heard: it takes none now, and the alert is placed again.
                     Err(HandleError::Domain(refusal)) => {
                         tracing::debug!(%incident_id, %refusal, "the grouped incident takes no more alerts");
-                        sqlx::query("UPDATE incident_intake_incidents SET open = false WHERE incident_id = $1").bind(incident_id).execute(&mut *connection).await?;
+                        set_open(&mut *connection, incident_id, false).await?;
                         Box::pin(self.place(connection, envelope, received, alert.clone())).await
                     }
                     Err(error) => Err(error.into()),
@@ -293,38 +330,17 @@ impl Intake {
         let incident_id = Uuid::parse_str(envelope.stream.id())?;
         let pool = &self.context.pool;
         match event {
-            IncidentEvent::Resolved(_) => {
-                sqlx::query("UPDATE incident_intake_incidents SET open = false WHERE incident_id = $1").bind(incident_id).execute(pool).await?;
-            }
-            IncidentEvent::Reopened(_) => {
-                sqlx::query("UPDATE incident_intake_incidents SET open = true WHERE incident_id = $1").bind(incident_id).execute(pool).await?;
-            }
+            IncidentEvent::Resolved(_) => set_open(pool, incident_id, false).await?,
+            IncidentEvent::Reopened(_) => set_open(pool, incident_id, true).await?,
             IncidentEvent::Opened(opened) if opened.split_from.is_some() => {
-                sqlx::query(
-                    "INSERT INTO incident_intake_incidents (incident_id, org_id, service, labels, alerts, last_alert_at, open) VALUES ($1, $2, $3, $4, 1, $5, true) \
-                     ON CONFLICT (incident_id) DO NOTHING",
-                )
-                .bind(incident_id)
-                .bind(envelope.org_id.0)
-                .bind(&opened.service)
-                .bind(sqlx::types::Json(&opened.labels))
-                .bind(opened.opened_at)
-                .execute(pool)
-                .await?;
+                track_incident(pool, incident_id, envelope.org_id, &opened.service, &opened.labels, opened.opened_at).await?
             }
             IncidentEvent::AlertDetached(detached) => {
-                sqlx::query("UPDATE incident_intake_alerts SET incident_id = $4 WHERE org_id = $1 AND source = $2 AND fingerprint = $3 AND incident_id = $5")
-                    .bind(envelope.org_id.0)
-                    .bind(detached.source.as_str())
-                    .bind(&detached.fingerprint)
-                    .bind(detached.to_incident)
-                    .bind(incident_id)
-                    .execute(pool)
-                    .await?;
+                move_alert(pool, envelope.org_id, detached.source, &detached.fingerprint, incident_id, detached.to_incident).await?;
                 sqlx::query("UPDATE incident_intake_incidents SET alerts = GREATEST(alerts - 1, 0) WHERE incident_id = $1").bind(incident_id).execute(pool).await?;
             }
             IncidentEvent::Merged(merged) => {
-                sqlx::query("UPDATE incident_intake_incidents SET open = false WHERE incident_id = $1").bind(incident_id).execute(pool).await?;
+                set_open(pool, incident_id, false).await?;
                 let (incident, _) = self.context.commands.load::<Incident>(&envelope.stream, envelope.org_id).await?;
                 for attached in incident.alerts {
                     let alert = attached.alert;
@@ -348,14 +364,7 @@ impl Intake {
                             Err(error) => return Err(error.into()),
                         }
                     }
-                    sqlx::query("UPDATE incident_intake_alerts SET incident_id = $4 WHERE org_id = $1 AND source = $2 AND fingerprint = $3 AND incident_id = $5")
-                        .bind(envelope.org_id.0)
-                        .bind(source.as_str())
-                        .bind(&fingerprint)
-                        .bind(merged.into)
-                        .bind(incident_id)
-                        .execute(pool)
-                        .await?;
+                    move_alert(pool, envelope.org_id, source, &fingerprint, incident_id, merged.into).await?;
                 }
             }
             _ => {}

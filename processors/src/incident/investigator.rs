@@ -81,6 +81,12 @@ impl Investigator {
         }
     }
 
+    /// The investigation's limits as its chat turn carries them.
+    fn turn_limits(&self) -> TurnLimits {
+        let limits = self.limits();
+        TurnLimits { llm_calls: limits.llm_calls, tool_calls: limits.tool_calls, wall_time_secs: limits.wall_time_secs, tokens: limits.tokens }
+    }
+
     async fn chat(&self, org_id: OrgId, session_id: Uuid, key: Uuid, cause: &Envelope, command: ChatSessionCommand) -> Result<(), HandleError> {
         let mut meta = CommandMeta::idempotent(org_id, actor(), key);
         meta.causation_id = Some(cause.id);
@@ -148,7 +154,7 @@ impl Investigator {
             text: brief(&incident),
             mode: ChatMode::Ask,
             submitted_by: actor(),
-            limits: Some(TurnLimits { llm_calls: limits.llm_calls, tool_calls: limits.tool_calls, wall_time_secs: limits.wall_time_secs, tokens: limits.tokens }),
+            limits: Some(self.turn_limits()),
         };
         match self.chat(org_id, run.session_id, key(run.investigation_id, "submit-1"), cause, submit).await {
             Ok(()) | Err(HandleError::Domain(DomainError::ChatSession(ChatSessionError::TurnRunning))) => {}
@@ -204,7 +210,6 @@ impl Investigator {
                     }
                     Err(problems) if completed.turn_id == turn_of(investigation_id, 1) => {
                         tracing::info!(%investigation_id, problems = problems.len(), "the RCA was refused; asking once more");
-                        let limits = self.limits();
                         let text = format!(
                             "Your RCA was refused:\n- {}\nAnswer again with only the corrected JSON object. Every evidence item must cite the \
                              `tool_call_id` of a tool call you made that gave a result; a cause the evidence does not support is `inconclusive`.",
@@ -215,7 +220,7 @@ impl Investigator {
                             text: sources::clip_text(&text, MAX_BRIEF_CHARS),
                             mode: ChatMode::Ask,
                             submitted_by: actor(),
-                            limits: Some(TurnLimits { llm_calls: limits.llm_calls, tool_calls: limits.tool_calls, wall_time_secs: limits.wall_time_secs, tokens: limits.tokens }),
+                            limits: Some(self.turn_limits()),
                         };
                         match self.chat(org_id, run.session_id, key(investigation_id, "submit-2"), envelope, submit).await {
                             Ok(()) | Err(HandleError::Domain(DomainError::ChatSession(ChatSessionError::TurnRunning))) => Ok(()),
