@@ -411,6 +411,11 @@ pub struct LogConfig {
     pub relay_batch: i64,
     /// Largest number of records a projection applies in one transaction.
     pub projection_batch: usize,
+    /// Organisations whose events one processor handles at once (each organisation's in order).
+    pub processor_lanes: usize,
+    /// Bytes of records a processor reads ahead of what it has handled, so that one
+    /// organisation's backlog does not keep it from the others' records behind it.
+    pub processor_read_ahead_bytes: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -544,7 +549,13 @@ impl Default for KafkaConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { relay_idle_wait: Duration::from_millis(5), relay_batch: 2000, projection_batch: 2000 }
+        Self {
+            relay_idle_wait: Duration::from_millis(5),
+            relay_batch: 2000,
+            projection_batch: 2000,
+            processor_lanes: 4,
+            processor_read_ahead_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -629,6 +640,10 @@ impl Config {
                 }
                 "AURORA_RELAY_BATCH" => config.log.relay_batch = parse("AURORA_RELAY_BATCH", &value)?,
                 "AURORA_PROJECTION_BATCH" => config.log.projection_batch = parse("AURORA_PROJECTION_BATCH", &value)?,
+                "AURORA_PROCESSOR_LANES" => config.log.processor_lanes = parse("AURORA_PROCESSOR_LANES", &value)?,
+                "AURORA_PROCESSOR_READ_AHEAD_BYTES" => {
+                    config.log.processor_read_ahead_bytes = parse("AURORA_PROCESSOR_READ_AHEAD_BYTES", &value)?
+                }
                 "AURORA_DATABASE_POOL_SIZE" => config.database.pool_size = parse("AURORA_DATABASE_POOL_SIZE", &value)?,
                 "AURORA_REDIS_URL" => config.redis.url = value.into(),
                 "AURORA_REDIS_PREFIX" => config.redis.prefix = value,
@@ -756,6 +771,15 @@ impl Config {
         }
         if config.kafka.topic_partitions < 1 {
             return Err(ConfigError::Invalid { name: "AURORA_TOPIC_PARTITIONS", reason: "must be at least 1".into() });
+        }
+        if !(1..=64).contains(&config.log.processor_lanes) {
+            return Err(ConfigError::Invalid { name: "AURORA_PROCESSOR_LANES", reason: "must be between 1 and 64".into() });
+        }
+        if config.log.processor_read_ahead_bytes < 1024 * 1024 {
+            return Err(ConfigError::Invalid {
+                name: "AURORA_PROCESSOR_READ_AHEAD_BYTES",
+                reason: "must be at least 1 MiB (1048576)".into(),
+            });
         }
         Ok(config)
     }

@@ -117,9 +117,66 @@ pub fn projected_payload(read_model: &str, org_id: uuid::Uuid) -> String {
     format!("{PROJECTED}{read_model}:{org_id}")
 }
 
-/// Announces events appended to the store, for the relay to publish now rather than at its next poll.
+/// Appends are announced at most this often to one database: the first at once, those that
+/// follow within the spacing by one announcement at its end. A NOTIFY serialises committing
+/// transactions and wakes every listener, so a burst of webhook deliveries must not send one each.
+pub const APPENDED_SPACING: Duration = Duration::from_millis(5);
+
+/// When appends were last announced to each database, and whether an announcement is due.
+#[derive(Default)]
+struct AppendedThrottle {
+    last: Option<Instant>,
+    due: bool,
+}
+
+fn appended_throttle(pool: &PgPool) -> Arc<Mutex<AppendedThrottle>> {
+    static THROTTLES: std::sync::OnceLock<Mutex<HashMap<String, Arc<Mutex<AppendedThrottle>>>>> = std::sync::OnceLock::new();
+    let options = pool.connect_options();
+    let database = format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or_default());
+    THROTTLES.get_or_init(Default::default).lock().expect("throttles lock").entry(database).or_default().clone()
+}
+
+/// Announces events appended to the store, for the relay to publish now rather than at its next
+/// poll: at once, or when an announcement went out less than [`APPENDED_SPACING`] ago, by the one
+/// due at the end of the spacing (sent after this call's events were committed, so none waits
+/// for a poll).
 pub async fn announce_appended(pool: &PgPool) {
-    notify(pool, "").await;
+    let throttle = appended_throttle(pool);
+    let wait = {
+        let mut state = throttle.lock().expect("throttle lock");
+        let now = Instant::now();
+        match state.last {
+            _ if state.due => return,
+            Some(last) if now.duration_since(last) < APPENDED_SPACING => {
+                state.due = true;
+                APPENDED_SPACING - now.duration_since(last)
+            }
+            _ => {
+                state.last = Some(now);
+                Duration::ZERO
+            }
+        }
+    };
+    if wait.is_zero() {
+        notify(pool, "").await;
+        return;
+    }
+    let pool = pool.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        {
+            let mut state = throttle.lock().expect("throttle lock");
+            state.due = false;
+            state.last = Some(Instant::now());
+        }
+        notify(&pool, "").await;
+    });
+}
+
+/// Announces that `org_id`'s `read_model` changed, outside a projection's transaction (a
+/// gateway's cache of what it wrote itself, say).
+pub async fn announce_changed(pool: &PgPool, read_model: &str, org_id: uuid::Uuid) {
+    notify(pool, &projected_payload(read_model, org_id)).await;
 }
 
 async fn notify(pool: &PgPool, payload: &str) {

@@ -177,6 +177,40 @@ impl CommandHandler {
         Err(HandleError::TooMuchContention { stream: stream.clone(), attempts: self.max_attempts })
     }
 
+    /// Handles `command` against a stream that is almost always new (its id derived from what
+    /// the command carries: a webhook delivery's digest): decided on the empty state and appended
+    /// expecting no stream, one round trip instead of a read and a write. When the stream exists
+    /// after all (a redelivery), the command is handled as [`Self::handle`] handles it.
+    pub async fn handle_new<A: Aggregate>(&self, stream: &StreamId, command: A::Command, meta: &CommandMeta) -> Result<Handled, HandleError>
+    where
+        A::Command: Clone,
+    {
+        if meta.idempotent || self.kept::<A>(stream, meta.org_id).is_some() {
+            return self.handle::<A>(stream, command, meta, None).await;
+        }
+        let events = A::default().decide(command.clone())?;
+        if events.is_empty() {
+            return self.handle::<A>(stream, command, meta, None).await;
+        }
+        let request = AppendRequest {
+            stream: stream.clone(),
+            expected: ExpectedVersion::NoStream,
+            command_id: None,
+            org_id: meta.org_id,
+            actor: meta.actor.clone(),
+            correlation_id: meta.correlation_id,
+            causation_id: meta.causation_id,
+            traceparent: meta.traceparent.clone(),
+            occurred_at: Utc::now(),
+            events: events.iter().map(NewEvent::from_payload).collect(),
+        };
+        match self.store.append(request).await {
+            Ok(appended) => Ok(Handled { stream_version: appended.last_version, appended: Some(appended) }),
+            Err(StoreError::Conflict { .. }) => self.handle::<A>(stream, command, meta, None).await,
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// The aggregate's state and version. A stream owned by another organisation reads as empty,
     /// so that its existence does not leak. Only the events after the state kept are read.
     pub async fn load<A: Aggregate>(&self, stream: &StreamId, org_id: OrgId) -> Result<(A, u64), HandleError> {

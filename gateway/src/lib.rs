@@ -49,6 +49,8 @@ pub struct AppState {
     pub knowledge: aurora_adapters::vectors::search::KnowledgeIndex,
     /// What this process hears on the log channel (status streams wait on it).
     pub signals: LogSignals,
+    /// What webhook deliveries are checked against (`incident::webhooks`).
+    pub webhooks: Arc<incident::webhooks::WebhookCache>,
     /// Cancelled when the gateway stops: streams that never end on their own end then.
     pub shutdown: CancellationToken,
 }
@@ -75,6 +77,7 @@ impl AppState {
                 pool.clone(),
             ),
             signals: signals.clone(),
+            webhooks: incident::webhooks::WebhookCache::start(signals, shutdown.clone()),
             shutdown: shutdown.clone(),
             chat_hub: chat::hub::ChatHub::start(&config, signals, shutdown).await,
             config,

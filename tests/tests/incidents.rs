@@ -536,6 +536,38 @@ async fn alerts_accepted_while_processors_are_down_are_handled_when_they_return(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organisation_whose_intake_is_held_up_holds_up_no_other() {
+    let llm = ScriptedLlm::start().await;
+    let mut env = TestEnv::new().await;
+    env.config.llm.base_url = llm.base_url.clone();
+    env.config.incident.auto_investigate = false;
+    let app = App::spawn(&env, Roles::ALL).await;
+    let (ana, eve) = (Caller::register(&app.base_url, "ana").await, Caller::register(&app.base_url, "eve").await);
+    let (ana_token, eve_token) = (webhook_token(&app, &ana).await, webhook_token(&app, &eve).await);
+    // Ana's decisions wait on her organisation's intake lock, held here as a slow or stuck
+    // decision of hers would hold it.
+    let mut holder = env.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(aurora_processors::incident::intake::lock_key(aurora_events::OrgId(ana.org)))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    for index in 0..3 {
+        let body =
+            alertmanager(&format!("Held{index}"), &[Fired::firing("Held", &format!("held-{index}"), "x:1", &format!("fp-held-{index}"))]);
+        accepted(&app, ana.org, "alertmanager", &ana_token, &body, &[]).await;
+    }
+    let body = alertmanager("Free", &[Fired::firing("Free", "free", "x:1", "fp-free")]);
+    accepted(&app, eve.org, "alertmanager", &eve_token, &body, &[]).await;
+    incidents_until(&app, &eve, "", "eve's incident, delivered after ana's", |list| list.len() == 1).await;
+    assert!(incidents(&app, &ana, "").await.is_empty(), "ana's alerts wait for her intake");
+    sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut *holder).await.unwrap();
+    drop(holder);
+    incidents_until(&app, &ana, "", "ana's incidents once her intake goes on", |list| list.len() == 3).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_investigation_that_hits_a_limit_fails_with_its_reason_and_keeps_its_thoughts() {
     let (_env, app, llm, _vault) = incident_app(|env| {
         env.config.incident.investigation_tool_calls = 1;

@@ -9,9 +9,11 @@
 //! a redelivery is recognised and records nothing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aurora_adapters::secrets::{Secret, SecretPath};
+use aurora_adapters::wakeup::{self, LogSignals, Signal};
 use aurora_commands::CommandMeta;
 use aurora_domain::incident::sources;
 use aurora_domain::incident::webhook::{Delivery, WebhookCommand, WebhookEndpoint};
@@ -26,6 +28,8 @@ use chrono::Utc;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -76,27 +80,111 @@ fn endpoint_stream(org_id: Uuid) -> aurora_events::StreamId {
     WebhookEvent::stream_of(org_id)
 }
 
-/// Shared secrets read from the secret store, by organisation, source and version: a rotation
-/// is a new version, so nothing stale is ever used.
-type SecretCache = Mutex<HashMap<(Uuid, AlertSource, u64), Arc<str>>>;
+/// How long an endpoint read from its stream is trusted without reading it again, when no
+/// announcement of its change was heard: the bound on a missed announcement.
+const ENDPOINT_KEPT_FOR: Duration = Duration::from_secs(5);
+/// What a gateway announces on the log channel when it changed an organisation's endpoint.
+const ENDPOINT_CHANGED: &str = "webhook-endpoint";
+/// Entries kept of each kind before they are all dropped.
+const MAX_KEPT: usize = 10_000;
 
-fn secret_cache() -> &'static SecretCache {
-    static CACHE: OnceLock<SecretCache> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
+/// What a delivery is checked against, kept in the process so that a delivery reads nothing but
+/// its own body: each organisation's endpoint (dropped when any gateway announces a change of it,
+/// when the announcements may have been missed, and after [`ENDPOINT_KEPT_FOR`] in any case) and
+/// the shared secrets read from the secret store, by version (a rotation is a new version, so
+/// nothing stale is used).
+#[derive(Default)]
+pub struct WebhookCache {
+    endpoints: Mutex<KeptEndpoints>,
+    secrets: Mutex<HashMap<(Uuid, AlertSource, u64), Arc<str>>>,
 }
 
-async fn shared_secret(state: &AppState, org_id: Uuid, source: AlertSource, version: u64) -> Result<Arc<str>, ApiError> {
-    if let Some(found) = secret_cache().lock().expect("cache lock").get(&(org_id, source, version)).cloned() {
-        return Ok(found);
+#[derive(Default)]
+struct KeptEndpoints {
+    /// Counts the forgettings, so that an endpoint read before one is not kept after it.
+    generation: u64,
+    entries: HashMap<Uuid, (WebhookEndpoint, Instant)>,
+}
+
+impl WebhookCache {
+    /// A cache that forgets what `signals` announce as changed, until `shutdown`.
+    pub fn start(signals: &LogSignals, shutdown: CancellationToken) -> Arc<Self> {
+        let cache = Arc::new(Self::default());
+        let (kept, mut heard) = (Arc::downgrade(&cache), signals.subscribe());
+        tokio::spawn(async move {
+            loop {
+                let signal = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    signal = heard.recv() => signal,
+                };
+                let Some(cache) = kept.upgrade() else { return };
+                match signal {
+                    Ok(Signal::Projected { read_model, org_id }) if read_model == ENDPOINT_CHANGED => cache.forget(Some(org_id)),
+                    Ok(Signal::All) | Err(broadcast::error::RecvError::Lagged(_)) => cache.forget(None),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        cache
     }
-    let stored = state.secrets.get(&SecretPath::webhook(org_id, source.as_str())).await.map_err(secret_store_error)?;
-    let value: Arc<str> = Arc::from(stored.require("secret").map_err(secret_store_error)?);
-    let mut cache = secret_cache().lock().expect("cache lock");
-    if cache.len() > 10_000 {
-        cache.clear();
+
+    /// Forgets `org_id`'s endpoint, or every endpoint.
+    fn forget(&self, org_id: Option<Uuid>) {
+        let mut endpoints = self.endpoints.lock().expect("endpoints lock");
+        endpoints.generation += 1;
+        match org_id {
+            Some(org_id) => endpoints.entries.remove(&org_id),
+            None => {
+                endpoints.entries.clear();
+                None
+            }
+        };
     }
-    cache.insert((org_id, source, version), value.clone());
-    Ok(value)
+
+    /// `org_id`'s endpoint, read from its stream when not kept.
+    async fn endpoint(&self, state: &AppState, org_id: Uuid) -> Result<WebhookEndpoint, ApiError> {
+        let generation = {
+            let endpoints = self.endpoints.lock().expect("endpoints lock");
+            if let Some((endpoint, _)) = endpoints.entries.get(&org_id).filter(|(_, read_at)| read_at.elapsed() < ENDPOINT_KEPT_FOR) {
+                return Ok(endpoint.clone());
+            }
+            endpoints.generation
+        };
+        let (endpoint, _) = state.commands.load::<WebhookEndpoint>(&endpoint_stream(org_id), OrgId(org_id)).await?;
+        let mut endpoints = self.endpoints.lock().expect("endpoints lock");
+        if endpoints.generation == generation {
+            if endpoints.entries.len() >= MAX_KEPT {
+                endpoints.entries.clear();
+            }
+            endpoints.entries.insert(org_id, (endpoint.clone(), Instant::now()));
+        }
+        Ok(endpoint)
+    }
+
+    /// The shared secret of `source`, at `version`.
+    async fn secret(&self, state: &AppState, org_id: Uuid, source: AlertSource, version: u64) -> Result<Arc<str>, ApiError> {
+        if let Some(found) = self.secrets.lock().expect("secrets lock").get(&(org_id, source, version)).cloned() {
+            return Ok(found);
+        }
+        let stored = state.secrets.get(&SecretPath::webhook(org_id, source.as_str())).await.map_err(secret_store_error)?;
+        let value: Arc<str> = Arc::from(stored.require("secret").map_err(secret_store_error)?);
+        let mut secrets = self.secrets.lock().expect("secrets lock");
+        if secrets.len() >= MAX_KEPT {
+            secrets.clear();
+        }
+        secrets.insert((org_id, source, version), value.clone());
+        Ok(value)
+    }
+}
+
+/// Changes the endpoint of the caller's organisation, and tells every gateway so.
+async fn change_endpoint(state: &AppState, caller: &Caller, command: WebhookCommand, meta: &CommandMeta) -> Result<(), ApiError> {
+    let org_id = caller.org_id().0;
+    state.commands.handle::<WebhookEndpoint>(&endpoint_stream(org_id), command, meta, None).await?;
+    state.webhooks.forget(Some(org_id));
+    wakeup::announce_changed(&state.pool, ENDPOINT_CHANGED, org_id).await;
+    Ok(())
 }
 
 fn constant_time_equal(one: &[u8], other: &[u8]) -> bool {
@@ -169,7 +257,7 @@ pub async fn receive(
     if token.len() > MAX_TOKEN_CHARS {
         return Err(not_found());
     }
-    let (endpoint, _) = state.commands.load::<WebhookEndpoint>(&endpoint_stream(org_id), OrgId(org_id)).await?;
+    let endpoint = state.webhooks.endpoint(&state, org_id).await?;
     let expected = endpoint.token_sha256.as_deref().ok_or_else(not_found)?;
     if !constant_time_equal(secret::hex_digest(&token).as_bytes(), expected.as_bytes()) {
         return Err(not_found());
@@ -181,7 +269,7 @@ pub async fn receive(
         return Err(ApiError::UnsupportedMediaType("a webhook body must be `application/json`".into()));
     }
     if let Some(at) = endpoint.secrets.get(&source) {
-        let shared = shared_secret(&state, org_id, source, at.version).await?;
+        let shared = state.webhooks.secret(&state, org_id, source, at.version).await?;
         if !signed(source, &headers, &body, &shared) {
             return Err(ApiError::Unauthenticated(match source {
                 AlertSource::Pagerduty => "X-PagerDuty-Signature does not match the body with the shared secret".into(),
@@ -202,10 +290,10 @@ pub async fn receive(
     // The delivery's stream is its idempotency: a second delivery finds it recorded and appends
     // nothing (two at once: one append wins, the other is decided again on what it wrote).
     let meta = CommandMeta::new(OrgId(org_id), Actor::Webhook(source.as_str().to_owned()));
-    let handled = state.commands.handle::<Delivery>(&WebhookEvent::stream_of(delivery_id), received, &meta, None).await?;
+    let handled = state.commands.handle_new::<Delivery>(&WebhookEvent::stream_of(delivery_id), received, &meta).await?;
     let duplicate = handled.appended.is_none();
     if !duplicate {
-        aurora_adapters::wakeup::announce_appended(&state.pool).await;
+        wakeup::announce_appended(&state.pool).await;
     }
     tracing::debug!(%org_id, %source, %delivery_id, duplicate, alerts = parsed.alerts.len(), "webhook accepted");
     Ok((StatusCode::ACCEPTED, axum::Json(WebhookAccepted { delivery_id, alerts: parsed.alerts.len(), duplicate, ignored: parsed.ignored })))
@@ -258,7 +346,7 @@ pub async fn rotate_token(State(state): State<AppState>, caller: Caller, headers
     let token = secret::Secret::generate("awh_");
     let meta = command_meta(&state, &caller, &headers, "incidents.webhook.token", &()).await?;
     let command = WebhookCommand::RotateToken { token_sha256: secret::hex_digest(token.expose()) };
-    state.commands.handle::<WebhookEndpoint>(&endpoint_stream(caller.org_id().0), command, &meta, None).await?;
+    change_endpoint(&state, &caller, command, &meta).await?;
     let urls = urls(&state, caller.org_id().0, token.expose());
     Ok((StatusCode::CREATED, axum::Json(RotatedToken { token: token.into_exposed(), urls })))
 }
@@ -300,7 +388,7 @@ pub async fn set_secret(
     let path = SecretPath::webhook(caller.org_id().0, source.as_str());
     let version = state.secrets.put(&path, &Secret::new().with("secret", request.secret)).await.map_err(secret_store_error)?;
     let command = WebhookCommand::SetSecret { source, secret_ref: state.secrets.reference(&path).0, secret_version: version };
-    state.commands.handle::<WebhookEndpoint>(&endpoint_stream(caller.org_id().0), command, &meta, None).await?;
+    change_endpoint(&state, &caller, command, &meta).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -313,7 +401,7 @@ pub async fn set_secret(
 pub async fn clear_secret(State(state): State<AppState>, caller: Caller, headers: HeaderMap, Path(source): Path<String>) -> Result<StatusCode, ApiError> {
     let source = source_of(&source)?;
     let meta = command_meta(&state, &caller, &headers, "incidents.webhook.secret.clear", &source).await?;
-    state.commands.handle::<WebhookEndpoint>(&endpoint_stream(caller.org_id().0), WebhookCommand::ClearSecret { source }, &meta, None).await?;
+    change_endpoint(&state, &caller, WebhookCommand::ClearSecret { source }, &meta).await?;
     state.secrets.destroy(&SecretPath::webhook(caller.org_id().0, source.as_str())).await.map_err(secret_store_error)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -54,7 +54,8 @@ pub fn label_score(one: &BTreeMap<String, String>, other: &BTreeMap<String, Stri
     one.intersection(&other).count() as f64 / union as f64
 }
 
-fn lock_key(org_id: OrgId) -> i64 {
+/// The Postgres advisory lock under which an organisation's alerts are decided.
+pub fn lock_key(org_id: OrgId) -> i64 {
     let bytes = org_id.0.as_bytes();
     i64::from_be_bytes(bytes[..8].try_into().expect("16 bytes")) ^ 0x1a7e_1a7e
 }
