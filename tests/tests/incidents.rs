@@ -479,13 +479,22 @@ async fn bad_deliveries_are_refused_and_reach_no_processor() {
     assert_eq!(set_am.status(), StatusCode::NO_CONTENT);
     problem(deliver(&app, org, "alertmanager", &token, &good, &[("authorization", "Bearer wrong")]).await, StatusCode::UNAUTHORIZED).await;
     accepted(&app, org, "alertmanager", &token, &good, &[("authorization", "Bearer am-bearer-secret")]).await;
-    // A rotated token stops the old one at once.
+    // A rotated token stops the old one at once, also on another gateway that checked it before
+    // (it keeps endpoints for 5 s unless told of a change: it must have been told).
+    let other_gateway = App::spawn(&env, Roles { gateway: true, processors: false, projections: false }).await;
+    accepted(&other_gateway, org, "alertmanager", &token, &good, &[("authorization", "Bearer am-bearer-secret")]).await;
     let new_token = webhook_token(&app, &ana).await;
     problem(
         deliver(&app, org, "alertmanager", &token, &good, &[("authorization", "Bearer am-bearer-secret")]).await,
         StatusCode::NOT_FOUND,
     )
     .await;
+    eventually("the other gateway to refuse the old token", Duration::from_secs(4), || async {
+        let response = deliver(&other_gateway, org, "alertmanager", &token, &good, &[("authorization", "Bearer am-bearer-secret")]).await;
+        (response.status() == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    other_gateway.stop().await;
     let again = accepted(&app, org, "alertmanager", &new_token, &good, &[("authorization", "Bearer am-bearer-secret")]).await;
     assert_eq!(again["duplicate"], true);
     // A PagerDuty event that changes no alert is accepted and ignored.
