@@ -20,10 +20,11 @@ use aurora_adapters::kafka::{consumer_config, dead_letter_record, ensure_topics,
 use aurora_adapters::metrics::metrics;
 use aurora_adapters::postgres::Leadership;
 use aurora_events::Envelope;
-use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::Context;
@@ -52,7 +53,7 @@ pub async fn run(reactor: Arc<dyn Reactor>, context: Context, shutdown: Cancella
     let name = reactor.name();
     let (worker, lock) = (format!("processor {name}"), format!("aurora-processor:{name}"));
     own(&worker, context.config.kafka.ownership, &context.pool, &lock, &shutdown, |leadership| {
-        consume(reactor.as_ref(), &context, leadership, &shutdown)
+        consume(&reactor, &context, leadership, &shutdown)
     })
     .await;
     Ok(())
@@ -64,7 +65,7 @@ fn offsets_name(reactor: &dyn Reactor) -> String {
 }
 
 async fn consume(
-    reactor: &dyn Reactor,
+    reactor: &Arc<dyn Reactor>,
     context: &Context,
     leadership: Option<Arc<Leadership>>,
     shutdown: &CancellationToken,
@@ -74,14 +75,17 @@ async fn consume(
     let mut all_topics = topics.clone();
     all_topics.push(aurora_events::topics::dead_letter_topic(&config.kafka.topic_prefix));
     ensure_topics(config, &all_topics).await?;
-    let name = offsets_name(reactor);
+    let name = offsets_name(reactor.as_ref());
     let settings = consumer_config(config, &format!("{}aurora-{name}", config.kafka.topic_prefix));
     let mut consumer =
         LiveConsumer::for_owner(leadership.as_ref(), &name, settings, &topics, context.pool.clone(), &context.signals).await?;
     let dead_letters: tokio::sync::OnceCell<Producer> = tokio::sync::OnceCell::new();
     tracing::info!(processor = reactor.name(), ?topics, "processor consuming");
     let mut lanes = Lanes::new(config.log.processor_lanes, config.log.processor_read_ahead_bytes);
-    let mut running = FuturesUnordered::new();
+    // Each reaction is a task of its own: it goes on while this loop waits for something else
+    // (storing offsets, checking the lock), and what it holds meanwhile (a connection of the
+    // pool, the leader's connection) is never held by a future nobody polls.
+    let mut running: JoinSet<(Pending, anyhow::Result<bool>)> = JoinSet::new();
     let mut lock_check = tokio::time::interval(Duration::from_secs(5));
     // When how far it got is to be stored next, while there is something to store.
     let mut store_at: Option<tokio::time::Instant> = None;
@@ -89,11 +93,14 @@ async fn consume(
         // Start what the free lanes may start: organisations in turn, each one's events in order.
         while running.len() < lanes.concurrency {
             let Some(pending) = lanes.start_next() else { break };
-            let leadership = leadership.as_ref();
-            running.push(async move {
-                let reacted = react_with_retry(reactor, &pending.envelope, leadership, shutdown).await;
-                (pending, reacted)
-            });
+            let (reactor, leadership, shutdown) = (reactor.clone(), leadership.clone(), shutdown.clone());
+            running.spawn(
+                async move {
+                    let reacted = react_with_retry(reactor.as_ref(), &pending.envelope, leadership.as_ref(), &shutdown).await;
+                    (pending, reacted)
+                }
+                .in_current_span(),
+            );
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -102,7 +109,8 @@ async fn consume(
                 lanes.store_offsets(context, &name, &consumer).await?;
                 store_at = None;
             }
-            Some((pending, reacted)) = running.next() => {
+            Some(joined) = running.join_next() => {
+                let (pending, reacted) = joined.map_err(|error| anyhow::anyhow!("a reaction of {} ended abnormally: {error}", reactor.name()))?;
                 if !reacted? {
                     return Ok(());
                 }
@@ -126,7 +134,7 @@ async fn consume(
                 match envelope_of(&message) {
                     Ok(envelope) => lanes.push(reactor.lane(&envelope), &message, envelope),
                     Err(error) => {
-                        dead_letter(reactor, context, &dead_letters, &message, &format!("record is not an Aurora CloudEvent: {error}")).await?;
+                        dead_letter(reactor.as_ref(), context, &dead_letters, &message, &format!("record is not an Aurora CloudEvent: {error}")).await?;
                         lanes.skipped(&message);
                         store_at.get_or_insert_with(|| tokio::time::Instant::now() + STORE_OFFSETS_EVERY);
                     }
