@@ -12,7 +12,12 @@ use aurora_tests::incidents::{
 };
 use aurora_tests::knowledge::EventStream;
 use aurora_tests::servers::ScratchVault;
+use aurora_commands::postgres::PostgresEventStore;
+use aurora_commands::{AppendRequest, EventStore, ExpectedVersion, NewEvent};
+use aurora_events::incident::{AlertSource, WebhookEvent, WebhookReceived};
+use aurora_events::{Actor, EventPayload, OrgId};
 use aurora_tests::{eventually, http, problem, App, Caller, Roles, TestEnv};
+use uuid::Uuid;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -573,6 +578,63 @@ async fn an_organisation_whose_intake_is_held_up_holds_up_no_other() {
     sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut *holder).await.unwrap();
     drop(holder);
     incidents_until(&app, &ana, "", "ana's incidents once her intake goes on", |list| list.len() == 3).await;
+    app.stop().await;
+}
+
+/// Records a delivery of `body` received at `received_at`, as the gateway records one: what the
+/// intake reads, in the order this test chooses.
+async fn record_delivery(env: &TestEnv, org: Uuid, body: &str, received_at: chrono::DateTime<chrono::Utc>) {
+    let payload: Value = serde_json::from_str(body).unwrap();
+    let body_sha256 = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(body.as_bytes()));
+    let delivery_id = Uuid::now_v7();
+    let received =
+        WebhookEvent::Received(WebhookReceived { delivery_id, source: AlertSource::Alertmanager, received_at, body_sha256, payload });
+    PostgresEventStore::new(env.pool.clone())
+        .append(AppendRequest {
+            stream: WebhookEvent::stream_of(delivery_id),
+            expected: ExpectedVersion::NoStream,
+            command_id: None,
+            org_id: OrgId(org),
+            actor: Actor::Webhook("alertmanager".into()),
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            traceparent: None,
+            occurred_at: chrono::Utc::now(),
+            events: vec![NewEvent::from_payload(&received)],
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_read_out_of_order_end_where_they_were_sent() {
+    // One organisation's deliveries are streams of their own, on several partitions: a
+    // resolution can be read before the firing sent before it. Here the intake reads them so.
+    let (env, app, _llm, _vault) = incident_app(|env| env.config.incident.auto_investigate = false).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let now = chrono::Utc::now();
+    let fired = alertmanager("Late", &[Fired::firing("Late", "queue", "q:1", "fp-late")]);
+    let resolved = alertmanager("Late", &[Fired::resolved("Late", "queue", "q:1", "fp-late")]);
+    record_delivery(&env, ana.org, &resolved, now).await;
+    let early = format!("SELECT count(*) FROM incident_intake_early_resolutions WHERE org_id = '{}'", ana.org);
+    eventually("the resolution read", Duration::from_secs(30), || async { (env.count(&early).await == 1).then_some(()) }).await;
+    record_delivery(&env, ana.org, &fired, now - chrono::Duration::seconds(60)).await;
+    let list = incidents_until(&app, &ana, "", "the alert opened and ended by the resolution sent after it", |list| {
+        list.len() == 1 && list[0]["status"] == "resolved"
+    })
+    .await;
+    let incident_id = list[0]["incident_id"].as_str().unwrap().to_owned();
+    let found = detail(&app, &ana, &incident_id).await;
+    assert_eq!(found["incident"]["firing_count"], 0, "{found:#}");
+
+    // A firing sent before that resolution and read after it opens nothing; the new alert sent
+    // with it (read after it, in the same notification) shows it was read.
+    let stale = alertmanager("Stale", &[Fired::firing("Late", "queue", "q:1", "fp-late"), Fired::firing("Fresh", "mail", "m:1", "fp-fresh")]);
+    record_delivery(&env, ana.org, &stale, now - chrono::Duration::seconds(30)).await;
+    let list = incidents_until(&app, &ana, "", "the fresh alert's incident", |list| list.len() == 2).await;
+    let late = list.iter().find(|incident| incident["incident_id"] == incident_id.as_str()).expect("the first incident");
+    assert_eq!(late["status"], "resolved", "an outdated firing reopens nothing: {list:#?}");
+    assert_eq!(detail(&app, &ana, &incident_id).await["alerts"][0]["firings"], 1, "nor counts as a firing");
     app.stop().await;
 }
 

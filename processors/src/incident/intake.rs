@@ -70,13 +70,23 @@ fn alert_key(delivery_id: Uuid, alert: &Alert, what: &str) -> Uuid {
     Uuid::new_v5(&delivery_id, format!("{}\0{}\0{what}", alert.source, alert.fingerprint).as_bytes())
 }
 
-/// Records whether an alert the intake knows is firing.
-async fn set_firing(executor: impl sqlx::PgExecutor<'_>, org_id: OrgId, alert: &Alert, firing: bool) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE incident_intake_alerts SET firing = $4, updated_at = now() WHERE org_id = $1 AND source = $2 AND fingerprint = $3")
+/// Records whether an alert the intake knows is firing, as a notification received at `at` says.
+async fn set_firing(
+    executor: impl sqlx::PgExecutor<'_>,
+    org_id: OrgId,
+    alert: &Alert,
+    firing: bool,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE incident_intake_alerts SET firing = $4, changed_at = GREATEST(changed_at, $5), updated_at = now() \
+         WHERE org_id = $1 AND source = $2 AND fingerprint = $3",
+    )
         .bind(org_id.0)
         .bind(alert.source.as_str())
         .bind(&alert.fingerprint)
         .bind(firing)
+        .bind(at)
         .execute(executor)
         .await?;
     Ok(())
@@ -124,11 +134,52 @@ async fn set_open(executor: impl sqlx::PgExecutor<'_>, incident_id: Uuid, open: 
     Ok(())
 }
 
-#[derive(sqlx::FromRow)]
+/// What the intake knows of an alert.
 struct Known {
     incident_id: Uuid,
     delivery_id: Uuid,
     decision: sqlx::types::Json<Decision>,
+    firing: bool,
+    /// When the notification last applied to it was received (unknown for rows older than that).
+    changed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A resolution read before the alert was seen firing.
+struct EarlyResolution {
+    delivery_id: Uuid,
+    received_at: chrono::DateTime<chrono::Utc>,
+    resolved_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What the intake has seen of an alert.
+struct Seen {
+    known: Option<Known>,
+    early: Option<EarlyResolution>,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for Seen {
+    fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row;
+        let known = match row.try_get::<Option<Uuid>, _>("incident_id")? {
+            Some(incident_id) => Some(Known {
+                incident_id,
+                delivery_id: row.try_get("delivery_id")?,
+                decision: row.try_get("decision")?,
+                firing: row.try_get("firing")?,
+                changed_at: row.try_get("changed_at")?,
+            }),
+            None => None,
+        };
+        let early = match row.try_get::<Option<Uuid>, _>("early_delivery_id")? {
+            Some(delivery_id) => Some(EarlyResolution {
+                delivery_id,
+                received_at: row.try_get("early_received_at")?,
+                resolved_at: row.try_get("early_resolved_at")?,
+            }),
+            None => None,
+        };
+        Ok(Self { known, early })
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -170,18 +221,45 @@ impl Intake {
 
     async fn alert(&self, connection: &mut PgConnection, envelope: &Envelope, received: &WebhookReceived, alert: Alert) -> anyhow::Result<()> {
         let org_id = envelope.org_id;
-        let known: Option<Known> = sqlx::query_as(
-            "SELECT incident_id, delivery_id, decision FROM incident_intake_alerts WHERE org_id = $1 AND source = $2 AND fingerprint = $3",
+        // One row, whether the alert is known or not: what the intake knows of it, and a
+        // resolution read before it fired.
+        let Seen { known, early } = sqlx::query_as(
+            "SELECT k.incident_id, k.delivery_id, k.decision, k.firing, k.changed_at, \
+                    e.delivery_id AS early_delivery_id, e.received_at AS early_received_at, e.resolved_at AS early_resolved_at \
+             FROM (SELECT $1::uuid AS org_id, $2::text AS source, $3::text AS fingerprint) alert \
+             LEFT JOIN incident_intake_alerts k USING (org_id, source, fingerprint) \
+             LEFT JOIN incident_intake_early_resolutions e USING (org_id, source, fingerprint)",
         )
         .bind(org_id.0)
         .bind(alert.source.as_str())
         .bind(&alert.fingerprint)
-        .fetch_optional(&mut *connection)
+        .fetch_one(&mut *connection)
         .await?;
+        // A notification received before the last one applied to this alert, read after it.
+        let outdated = known.as_ref().and_then(|known| known.changed_at).is_some_and(|changed_at| changed_at > received.received_at);
         let key = |what: &str| alert_key(received.delivery_id, &alert, what);
         match (alert.status, known) {
             (AlertStatus::Resolved, None) => {
-                tracing::debug!(fingerprint = %alert.fingerprint, "a resolved alert Aurora never saw firing");
+                // Its firing may sit on another partition, still to be read: kept for it.
+                sqlx::query(
+                    "INSERT INTO incident_intake_early_resolutions (org_id, source, fingerprint, delivery_id, received_at, resolved_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (org_id, source, fingerprint) DO UPDATE \
+                     SET delivery_id = EXCLUDED.delivery_id, received_at = EXCLUDED.received_at, resolved_at = EXCLUDED.resolved_at \
+                     WHERE incident_intake_early_resolutions.received_at < EXCLUDED.received_at",
+                )
+                .bind(org_id.0)
+                .bind(alert.source.as_str())
+                .bind(&alert.fingerprint)
+                .bind(received.delivery_id)
+                .bind(received.received_at)
+                .bind(alert.ends_at.unwrap_or(received.received_at))
+                .execute(&mut *connection)
+                .await?;
+                tracing::debug!(fingerprint = %alert.fingerprint, "a resolved alert not seen firing (yet): kept for its firing");
+                Ok(())
+            }
+            (AlertStatus::Resolved, Some(_)) if outdated => {
+                tracing::debug!(fingerprint = %alert.fingerprint, "a resolution older than what the alert did since: nothing to do");
                 Ok(())
             }
             (AlertStatus::Resolved, Some(known)) => {
@@ -195,12 +273,17 @@ impl Intake {
                     Ok(()) | Err(HandleError::Domain(_)) => {}
                     Err(error) => return Err(error.into()),
                 }
-                set_firing(&mut *connection, org_id, &alert, false).await?;
+                set_firing(&mut *connection, org_id, &alert, false, received.received_at).await?;
                 Ok(())
             }
             (AlertStatus::Firing, Some(known)) if known.delivery_id == received.delivery_id => {
                 // This delivery decided before and may not have finished: finish it.
-                self.carry_out(connection, envelope, received, &alert, known.incident_id, known.decision.0).await
+                self.carry_out(connection, envelope, received, &alert, known.incident_id, known.decision.0).await?;
+                self.resolve_early(connection, envelope, received, &alert, early).await
+            }
+            (AlertStatus::Firing, Some(known)) if outdated && !known.firing => {
+                tracing::debug!(fingerprint = %alert.fingerprint, "a firing older than the alert's resolution: nothing to do");
+                Ok(())
             }
             (AlertStatus::Firing, Some(known)) => {
                 let command = IncidentCommand::Refire {
@@ -211,7 +294,8 @@ impl Intake {
                 };
                 match record(&self.context, org_id, known.incident_id, actor(received), key("refire"), envelope, command).await {
                     Ok(()) => {
-                        set_firing(&mut *connection, org_id, &alert, true).await?;
+                        // (An outdated one, of an alert still firing, adds to the count only.)
+                        set_firing(&mut *connection, org_id, &alert, true, received.received_at).await?;
                         Ok(())
                     }
                     // Its incident is resolved or merged away: the alert firing again is news.
@@ -219,8 +303,55 @@ impl Intake {
                     Err(error) => Err(error.into()),
                 }
             }
-            (AlertStatus::Firing, None) => self.place(connection, envelope, received, alert).await,
+            (AlertStatus::Firing, None) => {
+                self.place(connection, envelope, received, alert.clone()).await?;
+                self.resolve_early(connection, envelope, received, &alert, early).await
+            }
         }
+    }
+
+    /// Ends a firing alert just placed with the resolution read before it, when that came later;
+    /// forgets the resolution either way.
+    async fn resolve_early(
+        &self,
+        connection: &mut PgConnection,
+        envelope: &Envelope,
+        received: &WebhookReceived,
+        alert: &Alert,
+        early: Option<EarlyResolution>,
+    ) -> anyhow::Result<()> {
+        let Some(early) = early else { return Ok(()) };
+        let org_id = envelope.org_id;
+        if early.received_at > received.received_at {
+            let incident_id: Uuid =
+                sqlx::query_scalar("SELECT incident_id FROM incident_intake_alerts WHERE org_id = $1 AND source = $2 AND fingerprint = $3")
+                    .bind(org_id.0)
+                    .bind(alert.source.as_str())
+                    .bind(&alert.fingerprint)
+                    .fetch_one(&mut *connection)
+                    .await?;
+            let command = IncidentCommand::ResolveAlert {
+                source: alert.source,
+                fingerprint: alert.fingerprint.clone(),
+                delivery_id: Some(early.delivery_id),
+                at: early.resolved_at,
+            };
+            // Keyed as the resolution would have been, had it been read in order.
+            match record(&self.context, org_id, incident_id, actor(received), alert_key(early.delivery_id, alert, "resolve"), envelope, command).await {
+                Ok(()) | Err(HandleError::Domain(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+            set_firing(&mut *connection, org_id, alert, false, early.received_at).await?;
+            tracing::debug!(%incident_id, fingerprint = %alert.fingerprint, "a resolution read before its firing ended it");
+        }
+        sqlx::query("DELETE FROM incident_intake_early_resolutions WHERE org_id = $1 AND source = $2 AND fingerprint = $3 AND delivery_id = $4")
+            .bind(org_id.0)
+            .bind(alert.source.as_str())
+            .bind(&alert.fingerprint)
+            .bind(early.delivery_id)
+            .execute(&mut *connection)
+            .await?;
+        Ok(())
     }
 
     /// Decides the incident of a new firing alert, writes the decision, and carries it out.
@@ -255,9 +386,10 @@ impl Intake {
             None => (Uuid::new_v5(&received.delivery_id, format!("{}\0{}\0incident", alert.source, alert.fingerprint).as_bytes()), Decision::Open),
         };
         sqlx::query(
-            "INSERT INTO incident_intake_alerts (org_id, source, fingerprint, incident_id, delivery_id, decision, firing) VALUES ($1, $2, $3, $4, $5, $6, true) \
+            "INSERT INTO incident_intake_alerts (org_id, source, fingerprint, incident_id, delivery_id, decision, firing, changed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, true, $7) \
              ON CONFLICT (org_id, source, fingerprint) DO UPDATE SET incident_id = EXCLUDED.incident_id, delivery_id = EXCLUDED.delivery_id, \
-                 decision = EXCLUDED.decision, firing = true, updated_at = now()",
+                 decision = EXCLUDED.decision, firing = true, changed_at = GREATEST(incident_intake_alerts.changed_at, EXCLUDED.changed_at), updated_at = now()",
         )
         .bind(envelope.org_id.0)
         .bind(alert.source.as_str())
@@ -265,6 +397,7 @@ impl Intake {
         .bind(incident_id)
         .bind(received.delivery_id)
         .bind(sqlx::types::Json(&decision))
+        .bind(received.received_at)
         .execute(&mut *connection)
         .await?;
         self.carry_out(connection, envelope, received, &alert, incident_id, decision).await
