@@ -4,6 +4,10 @@
 
 use std::time::Duration;
 
+use aurora_commands::postgres::PostgresEventStore;
+use aurora_commands::{AppendRequest, EventStore, ExpectedVersion, NewEvent};
+use aurora_events::incident::{AlertSource, WebhookEvent, WebhookReceived};
+use aurora_events::{Actor, EventPayload, OrgId};
 use aurora_testkit::scripted_llm::{ScriptedLlm, Step};
 use aurora_tests::chat::ChatSocket;
 use aurora_tests::incidents::{
@@ -12,14 +16,10 @@ use aurora_tests::incidents::{
 };
 use aurora_tests::knowledge::EventStream;
 use aurora_tests::servers::ScratchVault;
-use aurora_commands::postgres::PostgresEventStore;
-use aurora_commands::{AppendRequest, EventStore, ExpectedVersion, NewEvent};
-use aurora_events::incident::{AlertSource, WebhookEvent, WebhookReceived};
-use aurora_events::{Actor, EventPayload, OrgId};
 use aurora_tests::{eventually, http, problem, App, Caller, Roles, TestEnv};
-use uuid::Uuid;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 /// A test world with the scripted model and a scratch OpenBao (the webhooks' shared secrets).
 async fn incident_app(configure: impl FnOnce(&mut TestEnv)) -> (TestEnv, App, ScriptedLlm, ScratchVault) {
@@ -629,7 +629,8 @@ async fn notifications_read_out_of_order_end_where_they_were_sent() {
 
     // A firing sent before that resolution and read after it opens nothing; the new alert sent
     // with it (read after it, in the same notification) shows it was read.
-    let stale = alertmanager("Stale", &[Fired::firing("Late", "queue", "q:1", "fp-late"), Fired::firing("Fresh", "mail", "m:1", "fp-fresh")]);
+    let stale =
+        alertmanager("Stale", &[Fired::firing("Late", "queue", "q:1", "fp-late"), Fired::firing("Fresh", "mail", "m:1", "fp-fresh")]);
     record_delivery(&env, ana.org, &stale, now - chrono::Duration::seconds(30)).await;
     let list = incidents_until(&app, &ana, "", "the fresh alert's incident", |list| list.len() == 2).await;
     let late = list.iter().find(|incident| incident["incident_id"] == incident_id.as_str()).expect("the first incident");
