@@ -218,7 +218,9 @@ async fn a_destructive_tool_waits_for_its_owner_and_runs_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_and_expired_confirmations_never_run_the_tool() {
-    let (env, app, llm) = chat_app(|env| env.config.agent.confirmation_ttl = Duration::from_secs(1)).await;
+    // Long enough that the refusal below is always answered before it expires, even on a busy
+    // machine (with one second, a loaded run saw the first confirmation expire before the no).
+    let (env, app, llm) = chat_app(|env| env.config.agent.confirmation_ttl = Duration::from_secs(5)).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let target = ana.create_session_id(&app, "keep me").await;
     for question in ["archive it, please", "archive it, later"] {
@@ -238,7 +240,7 @@ async fn denied_and_expired_confirmations_never_run_the_tool() {
     assert!(failed["payload"]["error"].as_str().unwrap().contains("declined"));
     socket.event("chat.assistant_message_completed").await;
 
-    // Nobody answers: the durable timer expires it after one second.
+    // Nobody answers: the durable timer expires it after five seconds.
     socket.request(json!({ "type": "query", "session_id": session_id, "text": "archive it, later", "mode": "agent" })).await;
     socket.event("confirmation.requested").await;
     socket.event("confirmation.expired").await;
