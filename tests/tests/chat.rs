@@ -218,8 +218,9 @@ async fn a_destructive_tool_waits_for_its_owner_and_runs_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_and_expired_confirmations_never_run_the_tool() {
-    // Long enough that the refusal below is always answered before it expires, even on a busy
-    // machine (with one second, a loaded run saw the first confirmation expire before the no).
+    // Long enough that the refusal below is read well before the confirmation expires on a busy
+    // machine: with one second, a loaded full run failed on the refusal's error, most likely
+    // because the confirmation had expired first (the failure did not show the error's text).
     let (env, app, llm) = chat_app(|env| env.config.agent.confirmation_ttl = Duration::from_secs(5)).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let target = ana.create_session_id(&app, "keep me").await;
