@@ -3,10 +3,14 @@
 //! to it here, so a socket gets its answer whichever processor runs the turn and whichever gateway
 //! took the question. The text of each answer still streaming is kept, so that a client that
 //! (re)connects mid-turn sees what was said so far.
+//!
+//! Deltas and events ride different topics, so a loaded broker can hand this hub the last deltas
+//! of a call after the event that records it. Those come too late to be news: the hub drops them,
+//! so a client never sees text streaming into an answer it already has whole.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aurora_adapters::consumer::{supervise, LiveConsumer, Start};
 use aurora_adapters::kafka::{ensure_topics, envelope_of};
@@ -23,6 +27,9 @@ use uuid::Uuid;
 /// Frames a socket may fall behind by before it is dropped (the client reconnects and resumes).
 pub const SOCKET_BACKLOG: usize = 8192;
 
+/// How long the end of a call is remembered, to drop its deltas arriving after it.
+const LATE_DELTAS: Duration = Duration::from_secs(60);
+
 /// The answer streaming in a session now.
 #[derive(Debug, Clone, Default)]
 pub struct Partial {
@@ -31,10 +38,17 @@ pub struct Partial {
     pub text: String,
 }
 
+/// What the hub knows of a session's streaming: the answer coming in, or the call last recorded.
+enum Streaming {
+    Partial(Partial),
+    /// The turn's calls up to `call_index` are recorded (`u32::MAX`: the whole turn is over).
+    Ended { turn_id: Uuid, call_index: u32, at: Instant },
+}
+
 #[derive(Default)]
 pub struct ChatHub {
     subscribers: Mutex<HashMap<Uuid, Vec<mpsc::Sender<Value>>>>,
-    partials: Mutex<HashMap<Uuid, Partial>>,
+    streaming: Mutex<HashMap<Uuid, Streaming>>,
 }
 
 impl ChatHub {
@@ -90,7 +104,18 @@ impl ChatHub {
     }
 
     pub fn partial(&self, session_id: Uuid) -> Option<Partial> {
-        self.partials.lock().expect("hub lock").get(&session_id).cloned()
+        match self.streaming.lock().expect("hub lock").get(&session_id) {
+            Some(Streaming::Partial(partial)) => Some(partial.clone()),
+            _ => None,
+        }
+    }
+
+    /// Records that `turn_id`'s calls up to `call_index` are over in `session_id`, forgetting
+    /// ends older than [`LATE_DELTAS`].
+    fn end(&self, session_id: Uuid, turn_id: Uuid, call_index: u32) {
+        let mut streaming = self.streaming.lock().expect("hub lock");
+        streaming.retain(|_, known| !matches!(known, Streaming::Ended { at, .. } if at.elapsed() > LATE_DELTAS));
+        streaming.insert(session_id, Streaming::Ended { turn_id, call_index, at: Instant::now() });
     }
 
     fn forward(&self, session_id: Uuid, frame: Value) {
@@ -144,16 +169,8 @@ impl ChatHub {
             } else if let Ok(envelope) = envelope_of(&message) {
                 let Ok(session_id) = Uuid::parse_str(envelope.stream.id()) else { continue };
                 // The answer streaming so far is now recorded (or will not come).
-                if matches!(
-                    ChatEventType::from_name(&envelope.event_type),
-                    Some(
-                        ChatEventType::LlmCallCompleted
-                            | ChatEventType::AssistantMessageCompleted
-                            | ChatEventType::TurnFailed
-                            | ChatEventType::TurnCancelled
-                    )
-                ) {
-                    self.partials.lock().expect("hub lock").remove(&session_id);
+                if let Some((turn_id, call_index)) = ended_call(&envelope.event_type, &envelope.payload) {
+                    self.end(session_id, turn_id, call_index);
                 }
                 let frame = json!({
                     "type": envelope.event_type,
@@ -169,17 +186,35 @@ impl ChatHub {
 
     fn on_delta(&self, delta: TokenDelta) {
         {
-            let mut partials = self.partials.lock().expect("hub lock");
-            let partial = partials.entry(delta.session_id).or_default();
-            if delta.seq == 0 || partial.turn_id != delta.turn_id || partial.call_index != delta.call_index {
-                *partial = Partial { turn_id: delta.turn_id, call_index: delta.call_index, text: String::new() };
+            let mut streaming = self.streaming.lock().expect("hub lock");
+            let known = streaming.entry(delta.session_id).or_insert_with(|| Streaming::Partial(Partial::default()));
+            match known {
+                Streaming::Ended { turn_id, call_index, .. } if *turn_id == delta.turn_id && delta.call_index <= *call_index => return,
+                Streaming::Partial(partial)
+                    if delta.seq != 0 && partial.turn_id == delta.turn_id && partial.call_index == delta.call_index =>
+                {
+                    partial.text.push_str(&delta.text);
+                }
+                _ => {
+                    *known = Streaming::Partial(Partial { turn_id: delta.turn_id, call_index: delta.call_index, text: delta.text.clone() });
+                }
             }
-            partial.text.push_str(&delta.text);
         }
         let frame = json!({
             "type": "delta", "session_id": delta.session_id, "turn_id": delta.turn_id,
             "call_index": delta.call_index, "seq": delta.seq, "text": delta.text,
         });
         self.forward(delta.session_id, frame);
+    }
+}
+
+/// The turn and the last call that an event of type `event_type` ends, if it ends any: a call's
+/// completion ends that call, a turn's answer, failure or cancellation ends all of its calls.
+fn ended_call(event_type: &str, payload: &Value) -> Option<(Uuid, u32)> {
+    let turn_id = payload.get("turn_id").and_then(Value::as_str).and_then(|id| Uuid::parse_str(id).ok())?;
+    match ChatEventType::from_name(event_type)? {
+        ChatEventType::LlmCallCompleted => Some((turn_id, u32::try_from(payload.get("call_index")?.as_u64()?).ok()?)),
+        ChatEventType::AssistantMessageCompleted | ChatEventType::TurnFailed | ChatEventType::TurnCancelled => Some((turn_id, u32::MAX)),
+        _ => None,
     }
 }
