@@ -45,6 +45,11 @@ pub struct IncidentConfig {
     pub investigation_tokens: u32,
     /// Whether an incident's opening starts an investigation.
     pub auto_investigate: bool,
+    /// Webhook deliveries accepted per organisation per window, over every gateway: a flood
+    /// from one organisation's tools is refused (429) before it fills the intake all share.
+    pub webhook_rate_limit: u32,
+    /// The window of the limit above.
+    pub webhook_rate_window: Duration,
 }
 
 impl Default for IncidentConfig {
@@ -59,6 +64,8 @@ impl Default for IncidentConfig {
             investigation_llm_calls: 30,
             investigation_tokens: 400_000,
             auto_investigate: true,
+            webhook_rate_limit: 1000,
+            webhook_rate_window: Duration::from_secs(10),
         }
     }
 }
@@ -744,6 +751,12 @@ impl Config {
                     config.incident.investigation_tokens = parse("AURORA_INCIDENT_INVESTIGATION_TOKENS", &value)?
                 }
                 "AURORA_INCIDENT_AUTO_INVESTIGATE" => config.incident.auto_investigate = parse("AURORA_INCIDENT_AUTO_INVESTIGATE", &value)?,
+                "AURORA_INCIDENT_WEBHOOK_RATE_LIMIT" => {
+                    config.incident.webhook_rate_limit = parse("AURORA_INCIDENT_WEBHOOK_RATE_LIMIT", &value)?
+                }
+                "AURORA_INCIDENT_WEBHOOK_RATE_WINDOW_SECS" => {
+                    config.incident.webhook_rate_window = seconds("AURORA_INCIDENT_WEBHOOK_RATE_WINDOW_SECS", &value)?
+                }
                 known if READ_BEFORE_CONFIGURATION.contains(&known) => {}
                 _ => return Err(ConfigError::Unknown(name)),
             }
@@ -762,6 +775,12 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&config.incident.group_min_score) {
             return Err(ConfigError::Invalid { name: "AURORA_INCIDENT_GROUP_MIN_SCORE", reason: "must be between 0 and 1".into() });
+        }
+        if config.incident.webhook_rate_limit < 1 || config.incident.webhook_rate_window.is_zero() {
+            return Err(ConfigError::Invalid {
+                name: "AURORA_INCIDENT_WEBHOOK_RATE_LIMIT",
+                reason: "the limit and its window (AURORA_INCIDENT_WEBHOOK_RATE_WINDOW_SECS) must be at least 1".into(),
+            });
         }
         if config.incident.max_concurrent_investigations < 1 {
             return Err(ConfigError::Invalid {

@@ -131,6 +131,8 @@ async fn run(config: &Config, options: &IncidentOptions) -> anyhow::Result<()> {
     config.llm.base_url = llm.base_url.clone();
     config.llm.model = "scripted".into();
     config.database.pool_size = 32;
+    // The rate limit is counted on every delivery (its cost is in the figures) but not reached.
+    config.incident.webhook_rate_limit = u32::MAX;
     let pool = aurora_adapters::postgres::connect(&config).await?;
     aurora_commands::migrate(&pool).await?;
 

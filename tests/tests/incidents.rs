@@ -527,6 +527,45 @@ async fn bad_deliveries_are_refused_and_reach_no_processor() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_deliveries_is_limited_per_organisation_and_the_refused_are_not_recorded() {
+    let (env, app, _llm, _vault) = incident_app(|env| {
+        env.config.incident.auto_investigate = false;
+        env.config.incident.webhook_rate_limit = 5;
+        env.config.incident.webhook_rate_window = Duration::from_secs(60);
+    })
+    .await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let eve = Caller::register(&app.base_url, "eve").await;
+    let (ana_token, eve_token) = (webhook_token(&app, &ana).await, webhook_token(&app, &eve).await);
+    let alert =
+        |index: usize| alertmanager(&format!("Flood{index}"), &[Fired::firing("Flood", "flood", "a:1", &format!("fp-flood-{index}"))]);
+    for index in 0..5 {
+        accepted(&app, ana.org, "alertmanager", &ana_token, &alert(index), &[]).await;
+    }
+    let refused = deliver(&app, ana.org, "alertmanager", &ana_token, &alert(5), &[]).await;
+    let retry_after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "Retry-After says when the window ends: {retry_after}");
+    let body = problem(refused, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(body["status"], 429);
+    // Another organisation's deliveries go on; a wrong token is still not found, not limited.
+    accepted(&app, eve.org, "alertmanager", &eve_token, &alert(0), &[]).await;
+    problem(deliver(&app, ana.org, "alertmanager", "awh_wrong", &alert(6), &[]).await, StatusCode::NOT_FOUND).await;
+    incidents_until(&app, &eve, "", "eve's incident", |list| list.len() == 1).await;
+    // Ana's five alerts of one service group into one incident.
+    incidents_until(&app, &ana, "", "ana's five accepted alerts", |list| {
+        list.iter().map(|incident| incident["alert_count"].as_i64().unwrap()).sum::<i64>() == 5
+    })
+    .await;
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'webhook.received' AND org_id = $1")
+        .bind(ana.org)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(recorded, 5, "the refused delivery recorded nothing");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_accepted_while_processors_are_down_are_handled_when_they_return() {
     let llm = ScriptedLlm::start().await;
     let mut env = TestEnv::new().await;

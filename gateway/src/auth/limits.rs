@@ -1,11 +1,15 @@
-//! Rate limits on login and registration, counted in Redis so that every gateway instance shares
-//! them: a fixed window per client address and per email address. Over the limit the answer is
-//! `429` with `Retry-After`. If Redis cannot be asked, the attempt is refused with `503`: an
-//! unlimited password oracle is worse than a login that waits for Redis.
+//! Rate limits, counted in Redis so that every gateway instance shares them, each a fixed window.
+//! Over a limit the answer is `429` with `Retry-After`.
+//!
+//! - Login and registration, per client address and per email address. If Redis cannot be
+//!   asked, the attempt is refused with `503`: an unlimited password oracle is worse than a login
+//!   that waits for Redis.
+//! - Webhook deliveries, per organisation. If Redis cannot be asked, the delivery is let
+//!   through: an alert lost to a rate limiter's outage is worse than a flood for a moment.
 
 use std::net::{IpAddr, SocketAddr};
 
-use aurora_adapters::redis::Redis;
+use aurora_adapters::redis::{Redis, RedisUnavailable};
 use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
 
@@ -33,6 +37,8 @@ pub struct RateLimiter {
     per_ip: u32,
     per_account: u32,
     window_ms: u64,
+    webhooks_per_org: u32,
+    webhook_window_ms: u64,
     trust_forwarded_for: bool,
 }
 
@@ -45,6 +51,8 @@ impl RateLimiter {
             per_ip: config.auth.rate_limit_per_ip,
             per_account: config.auth.rate_limit_per_account,
             window_ms: config.auth.rate_window.as_millis() as u64,
+            webhooks_per_org: config.incident.webhook_rate_limit,
+            webhook_window_ms: config.incident.webhook_rate_window.as_millis() as u64,
             trust_forwarded_for: config.http.trust_forwarded_for,
         }
     }
@@ -58,10 +66,7 @@ impl RateLimiter {
         ];
         let mut retry_after_ms = 0u64;
         for (key, limit) in keys {
-            let mut invocation = self.script.key(&key);
-            invocation.arg(self.window_ms);
-            let run = self.redis.run(|mut connection| async move { invocation.invoke_async(&mut connection).await });
-            let (count, ttl_ms): (u64, u64) = run.await.map_err(|error| {
+            let (count, ttl_ms) = self.count(&key, self.window_ms).await.map_err(|error| {
                 tracing::warn!(%error, "rate limiter unavailable");
                 ApiError::Unavailable("the rate limiter is unavailable; try again shortly".into())
             })?;
@@ -71,9 +76,34 @@ impl RateLimiter {
         }
         if retry_after_ms > 0 {
             tracing::info!(action, %client, "attempt refused by rate limit");
-            return Err(ApiError::TooManyRequests { retry_after_secs: retry_after_ms.div_ceil(1000).max(1) });
+            return Err(too_many(retry_after_ms));
         }
         Ok(())
+    }
+
+    /// Counts a webhook delivery to `org_id`, and refuses it when the organisation has used up its
+    /// window (`AURORA_INCIDENT_WEBHOOK_RATE_LIMIT`).
+    pub async fn check_webhook(&self, org_id: uuid::Uuid) -> Result<(), ApiError> {
+        let key = format!("{}ratelimit:webhook:org:{org_id}", self.prefix);
+        match self.count(&key, self.webhook_window_ms).await {
+            Ok((count, ttl_ms)) if count > u64::from(self.webhooks_per_org) => {
+                tracing::info!(%org_id, "webhook delivery refused by rate limit");
+                Err(too_many(ttl_ms))
+            }
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, %org_id, "rate limiter unavailable; webhook delivery let through");
+                Ok(())
+            }
+        }
+    }
+
+    /// Counts one attempt under `key` in a window of `window_ms`: the count so far in the window,
+    /// and the window's remaining milliseconds.
+    async fn count(&self, key: &str, window_ms: u64) -> Result<(u64, u64), RedisUnavailable> {
+        let mut invocation = self.script.key(key);
+        invocation.arg(window_ms);
+        self.redis.run(|mut connection| async move { invocation.invoke_async(&mut connection).await }).await
     }
 
     /// The client's address: the socket's peer, or behind a trusted proxy the last address the
@@ -94,6 +124,10 @@ impl RateLimiter {
         }
         parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]))
     }
+}
+
+fn too_many(retry_after_ms: u64) -> ApiError {
+    ApiError::TooManyRequests { retry_after_secs: retry_after_ms.div_ceil(1000).max(1) }
 }
 
 /// The bucket an address counts in: an IPv4 address alone; an IPv6 address by its /64, the

@@ -5,7 +5,7 @@
 //! token must be the organisation's current one (404 otherwise, the same answer as for an unknown
 //! organisation), the source's shared secret must check when one is set (401), and the body must
 //! be the source's documented payload (400 with what is wrong; 413 when oversized; 415 when not
-//! JSON). A delivery's id is derived from the organisation, the source and the body's digest, so
+//! JSON), and the organisation must be within its delivery rate (429). A delivery's id is derived from the organisation, the source and the body's digest, so
 //! a redelivery is recognised and records nothing.
 
 use std::collections::{BTreeMap, HashMap};
@@ -243,7 +243,8 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: axum::body::Body
     request_body(content = Object, content_type = "application/json", description = "The source's documented webhook payload"),
     responses(
         (status = 202, body = WebhookAccepted), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 404, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem), (status = 503, body = Problem)
+        (status = 404, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem), (status = 429, body = Problem),
+        (status = 503, body = Problem)
     )
 )]
 pub async fn receive(
@@ -262,6 +263,7 @@ pub async fn receive(
     if !constant_time_equal(secret::hex_digest(&token).as_bytes(), expected.as_bytes()) {
         return Err(not_found());
     }
+    state.limiter.check_webhook(org_id).await?;
     let body = read_body(&state, &headers, request_body).await?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
     let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
