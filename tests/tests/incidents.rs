@@ -724,6 +724,82 @@ async fn an_investigation_that_hits_a_limit_fails_with_its_reason_and_keeps_its_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_cancels_a_queued_and_a_running_investigation_and_the_queue_goes_on() {
+    let (env, app, llm, _vault) = incident_app(|env| env.config.incident.max_concurrent_investigations = 1).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let token = webhook_token(&app, &ana).await;
+    llm.script_containing("Incident: Endless", vec![Step::slow_text(&"Still looking. ".repeat(600), Duration::from_millis(20))]);
+    llm.script_containing("Incident: Next", vec![Step::text(&rca_json("Nothing found.", "inconclusive", None, &[]))]);
+    let fire = |name: &'static str, service: &'static str| alertmanager(name, &[Fired::firing(name, service, "x:1", name)]);
+    accepted(&app, ana.org, "alertmanager", &token, &fire("Endless", "one"), &[]).await;
+    let endless = incidents_until(&app, &ana, "", "the endless investigation running", |list| {
+        list.len() == 1 && list[0]["investigation_status"] == "running"
+    })
+    .await[0]["incident_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    accepted(&app, ana.org, "alertmanager", &token, &fire("Waiting", "two"), &[]).await;
+    let waiting = incidents_until(&app, &ana, "", "the second investigation queued", |list| {
+        list.iter().any(|incident| incident["title"] == "Waiting" && incident["investigation_status"] == "queued")
+    })
+    .await
+    .into_iter()
+    .find(|incident| incident["title"] == "Waiting")
+    .unwrap()["incident_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (on_app, as_ana) = (&app, &ana);
+    let investigation_of = |incident_id: String| async move {
+        let found = detail(on_app, as_ana, &incident_id).await;
+        found["investigations"][0]["investigation_id"].as_str().unwrap().to_owned()
+    };
+    let cancel = |incident_id: String, investigation_id: String| {
+        let request =
+            as_ana.apply(http().post(on_app.url(&format!("/v1/incidents/{incident_id}/investigations/{investigation_id}/cancel"))));
+        async move { request.send().await.unwrap() }
+    };
+
+    // The queued one ends at once and never starts.
+    let queued = investigation_of(waiting.clone()).await;
+    assert_eq!(cancel(waiting.clone(), queued.clone()).await.status(), StatusCode::OK);
+    let found =
+        detail_until(&app, &ana, &waiting, "the queued investigation cancelled", |found| found["investigations"][0]["status"] == "failed")
+            .await;
+    assert_eq!(found["investigations"][0]["failure_reason"], "cancelled");
+    assert!(found["investigations"][0]["started_at"].is_null(), "it never started: {found:#}");
+
+    // The running one ends at once, keeps what it thought, and its agent turn stops.
+    let running = investigation_of(endless.clone()).await;
+    assert_eq!(cancel(endless.clone(), running.clone()).await.status(), StatusCode::OK);
+    let found =
+        detail_until(&app, &ana, &endless, "the running investigation cancelled", |found| found["investigations"][0]["status"] == "failed")
+            .await;
+    assert_eq!(found["investigations"][0]["failure_reason"], "cancelled");
+    let session_id = found["investigations"][0]["session_id"].as_str().unwrap().to_owned();
+    let stopped = format!("SELECT count(*) FROM events WHERE stream = 'chat-{session_id}' AND event_type = 'chat.turn_cancelled'");
+    eventually("the investigation's turn stopped", Duration::from_secs(30), || async { (env.count(&stopped).await == 1).then_some(()) })
+        .await;
+    let answered =
+        format!("SELECT count(*) FROM events WHERE stream = 'chat-{session_id}' AND event_type = 'chat.assistant_message_completed'");
+    assert_eq!(env.count(&answered).await, 0, "the agent did not finish the cancelled investigation");
+    // Ended is ended.
+    let again = cancel(endless.clone(), running).await;
+    assert_eq!(problem(again, StatusCode::CONFLICT).await["status"], 409);
+    let unknown = cancel(endless.clone(), Uuid::now_v7().to_string()).await;
+    problem(unknown, StatusCode::NOT_FOUND).await;
+
+    // The slot is free: the next investigation runs to its RCA.
+    accepted(&app, ana.org, "alertmanager", &token, &fire("Next", "three"), &[]).await;
+    incidents_until(&app, &ana, "", "the next investigation completed", |list| {
+        list.iter().any(|incident| incident["title"] == "Next" && incident["investigation_status"] == "completed")
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wall_time_and_token_limits_end_an_investigation() {
     let (_env, app, llm, _vault) = incident_app(|env| env.config.incident.investigation_tokens = 50).await;
     let ana = Caller::register(&app.base_url, "ana").await;

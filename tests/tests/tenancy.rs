@@ -43,6 +43,9 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
     aurora_tests::incidents::accepted(&app, ana.org, "alertmanager", &webhook, &alert, &[]).await;
     let incident = aurora_tests::incidents::incidents_until(&app, &ana, "", "ana's incident", |list| list.len() == 1).await;
     let incident_id = incident[0]["incident_id"].as_str().unwrap().to_owned();
+    let requested: Value =
+        ana.apply(http().post(app.url(&format!("/v1/incidents/{incident_id}/investigations")))).send().await.unwrap().json().await.unwrap();
+    let investigation_id = requested["investigation_id"].as_str().unwrap().to_owned();
     aurora_tests::eventually("the session and the document in the read models", std::time::Duration::from_secs(30), || async {
         (env.count("SELECT count(*) FROM chat_sessions").await == 1 && env.count("SELECT count(*) FROM documents").await == 1).then_some(())
     })
@@ -106,6 +109,7 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
             .replace("{connection_id}", &connection_id.to_string())
             .replace("{document_id}", &document_id)
             .replace("{incident_id}", &incident_id)
+            .replace("{investigation_id}", &investigation_id)
             .replace("{version}", "1")
             // ana's webhook endpoint, with eve's token.
             .replace("{org_id}", &ana.org.to_string())
@@ -121,7 +125,7 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{} {} let another organisation see a resource", spec.method, spec.path);
         covered += 1;
     }
-    assert_eq!(covered, 31);
+    assert_eq!(covered, 32);
 
     // Collections hold nothing of ana's organisation.
     let ours: Vec<String> = vec![
@@ -245,6 +249,7 @@ async fn every_route_is_described_with_its_types_and_required_role() {
             "/v1/incidents/{incident_id}/resolve",
             "/v1/incidents/{incident_id}/reopen",
             "/v1/incidents/{incident_id}/investigations",
+            "/v1/incidents/{incident_id}/investigations/{investigation_id}/cancel",
             "/v1/incidents/{incident_id}/chat",
         ];
         if matches!(route.method.as_str(), "POST" | "PATCH") && !bodiless.contains(&route.path.as_str()) {

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use aurora_commands::CommandMeta;
 use aurora_domain::chat::{ChatSession, ChatSessionCommand};
-use aurora_domain::incident::{Incident, IncidentCommand};
+use aurora_domain::incident::{Incident, IncidentCommand, InvestigationStatus};
 use aurora_domain::Aggregate;
 use aurora_events::chat::ChatSessionEvent;
 use aurora_events::identity::Role::{Editor, Viewer};
-use aurora_events::incident::{AlertSource, Grouping, GroupingRule, IncidentEvent, InvestigationTrigger, Severity};
+use aurora_events::incident::{AlertSource, Grouping, GroupingRule, IncidentEvent, InvestigationFailure, InvestigationTrigger, Severity};
 use aurora_events::{EventPayload, StreamId};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -52,6 +52,7 @@ pub fn register(routes: &mut Routes) {
     routes.add(Member(Editor), routes!(merge));
     routes.add(Member(Editor), routes!(split));
     routes.add(Member(Editor), routes!(investigate));
+    routes.add(Member(Editor), routes!(cancel_investigation));
     routes.add(Member(Editor), routes!(follow_up_chat));
     postmortem::register(routes);
 }
@@ -691,6 +692,44 @@ pub async fn investigate(
     state.commands.handle::<Incident>(&incident_stream(incident_id), command, &meta, None).await?;
     aurora_adapters::wakeup::announce_appended(&state.pool).await;
     Ok((StatusCode::ACCEPTED, axum::Json(InvestigationAccepted { incident_id, investigation_id })))
+}
+
+/// Cancels a queued or running investigation: it fails as `cancelled` at once, keeping its
+/// thoughts, its slot goes to the next in the queue, and a running agent turn stops at its next
+/// step. An investigation that has ended is a conflict.
+#[utoipa::path(
+    post, path = "/v1/incidents/{incident_id}/investigations/{investigation_id}/cancel", tag = "incidents",
+    params(("incident_id" = Uuid, Path), ("investigation_id" = Uuid, Path)),
+    responses((status = 200, body = IncidentAccepted), (status = 404, body = Problem), (status = 409, body = Problem))
+)]
+pub async fn cancel_investigation(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path((incident_id, investigation_id)): Path<(Uuid, Uuid)>,
+) -> Result<axum::Json<IncidentAccepted>, ApiError> {
+    let (incident, _) = state.commands.load::<Incident>(&incident_stream(incident_id), caller.org_id()).await?;
+    let investigation = incident.investigation(investigation_id).ok_or_else(|| ApiError::NotFound("investigation".into()))?;
+    if !matches!(investigation.status, InvestigationStatus::Queued | InvestigationStatus::Running) {
+        return Err(ApiError::Conflict { detail: "the investigation has already ended".into(), current_version: None });
+    }
+    let session_id = investigation.session_id;
+    let message = format!("Cancelled by {}.", caller.actor());
+    let command = IncidentCommand::FailInvestigation { investigation_id, reason: InvestigationFailure::Cancelled, message, at: Utc::now() };
+    let accepted = change(&state, &caller, &headers, "incidents.investigation.cancel", incident_id, &investigation_id, command).await?;
+    // The agent stops spending on it: its turn is asked to stop (it may just have ended).
+    if let Some(session_id) = session_id {
+        let (session, _) = state.commands.load::<ChatSession>(&ChatSessionEvent::stream_of(session_id), caller.org_id()).await?;
+        if let Some(turn) = session.running_turn() {
+            let cancel = ChatSessionCommand::RequestCancel { turn_id: turn.turn_id };
+            let meta = CommandMeta::new(caller.org_id(), caller.actor());
+            if let Err(error) = state.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), cancel, &meta, None).await {
+                tracing::info!(%investigation_id, %error, "the investigation's turn was not asked to stop");
+            }
+            aurora_commands::relay::wake(&state.pool).await;
+        }
+    }
+    Ok(accepted)
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
