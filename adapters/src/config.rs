@@ -26,6 +26,34 @@ pub struct Config {
     pub embedding: EmbeddingConfig,
     pub knowledge: KnowledgeConfig,
     pub incident: IncidentConfig,
+    pub deploy: DeployConfig,
+}
+
+/// Infrastructure changes from the chat: the Terraform-compatible CLI and its limits.
+#[derive(Debug, Clone)]
+pub struct DeployConfig {
+    /// The CLI: OpenTofu's `tofu` by default, or a Terraform binary.
+    pub cli: std::path::PathBuf,
+    /// Longest `init` (providers and modules are fetched then).
+    pub init_timeout: Duration,
+    /// Longest `plan`, `apply` or `destroy`.
+    pub run_timeout: Duration,
+    /// Largest `.tf` file a workspace may hold.
+    pub max_file_bytes: usize,
+    /// Most files one workspace may hold.
+    pub max_files: usize,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        Self {
+            cli: "tofu".into(),
+            init_timeout: Duration::from_secs(600),
+            run_timeout: Duration::from_secs(1200),
+            max_file_bytes: 64 * 1024,
+            max_files: 50,
+        }
+    }
 }
 
 /// Incidents: webhook intake, grouping, investigations.
@@ -757,6 +785,10 @@ impl Config {
                 "AURORA_INCIDENT_WEBHOOK_RATE_WINDOW_SECS" => {
                     config.incident.webhook_rate_window = seconds("AURORA_INCIDENT_WEBHOOK_RATE_WINDOW_SECS", &value)?
                 }
+                "AURORA_DEPLOY_TOFU_BIN" => config.deploy.cli = value.into(),
+                "AURORA_DEPLOY_INIT_TIMEOUT_SECS" => config.deploy.init_timeout = seconds("AURORA_DEPLOY_INIT_TIMEOUT_SECS", &value)?,
+                "AURORA_DEPLOY_RUN_TIMEOUT_SECS" => config.deploy.run_timeout = seconds("AURORA_DEPLOY_RUN_TIMEOUT_SECS", &value)?,
+                "AURORA_DEPLOY_MAX_FILE_BYTES" => config.deploy.max_file_bytes = parse("AURORA_DEPLOY_MAX_FILE_BYTES", &value)?,
                 known if READ_BEFORE_CONFIGURATION.contains(&known) => {}
                 _ => return Err(ConfigError::Unknown(name)),
             }

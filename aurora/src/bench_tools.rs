@@ -116,6 +116,9 @@ pub async fn tools(config: &Config, options: ToolsOptions) -> anyhow::Result<()>
         secrets: secrets.clone(),
         providers: providers.clone(),
         connected,
+        session_id: Uuid::now_v7(),
+        objects: aurora_adapters::objects::Objects::from_config(&config.objects)?,
+        deploy: Arc::new(config.deploy.clone()),
     };
     let arguments = json!({ "region": region, "limit": 50 });
 

@@ -354,7 +354,7 @@ async fn a_runaway_turn_is_stopped_by_its_limits_and_says_which() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_beyond_the_context_budget_is_trimmed_oldest_first() {
-    let (_env, app, llm) = chat_app(|env| env.config.llm.context_tokens = 700).await;
+    let (_env, app, llm) = chat_app(|env| env.config.llm.context_tokens = 800).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let mut socket = ChatSocket::open(&app.base_url, &ana).await;
     let mut session_id = Value::Null;

@@ -12,10 +12,11 @@ pub mod tools;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aurora_adapters::config::ConnectionsConfig;
+use aurora_adapters::config::{ConnectionsConfig, DeployConfig};
 use aurora_adapters::consumer::Fence;
 use aurora_adapters::embeddings::Embedder;
 use aurora_adapters::llm::{ChatMessage, Completion, Llm, ToolSpec};
+use aurora_adapters::objects::Objects;
 use aurora_adapters::secrets::SecretStore;
 use aurora_adapters::telemetry::{SpanKind, Trace};
 use aurora_adapters::vectors::search::KnowledgeIndex;
@@ -109,6 +110,8 @@ pub struct Agent {
     pool: PgPool,
     secrets: Arc<dyn SecretStore>,
     providers: Arc<ConnectionsConfig>,
+    objects: Objects,
+    deploy: Arc<DeployConfig>,
     /// The organisation's runbooks and past conversations, for the search tools.
     knowledge: KnowledgeIndex,
     llm: Llm,
@@ -135,8 +138,17 @@ fn agent_actor() -> Actor {
 }
 
 impl Agent {
-    pub fn new(config: &Config, pool: PgPool, commands: CommandHandler, secrets: Arc<dyn SecretStore>, deltas: DeltaPublisher) -> Self {
+    pub fn new(
+        config: &Config,
+        pool: PgPool,
+        commands: CommandHandler,
+        secrets: Arc<dyn SecretStore>,
+        objects: Objects,
+        deltas: DeltaPublisher,
+    ) -> Self {
         Self {
+            objects,
+            deploy: Arc::new(config.deploy.clone()),
             knowledge: KnowledgeIndex::from_config(&config.knowledge, Embedder::shared(&config.embedding), pool.clone()),
             commands,
             pool,
@@ -472,6 +484,9 @@ impl Agent {
             providers: self.providers.clone(),
             knowledge: self.knowledge.clone(),
             connected: connected.clone(),
+            session_id: Uuid::parse_str(stream.id()).unwrap_or_default(),
+            objects: self.objects.clone(),
+            deploy: self.deploy.clone(),
         };
         let started = std::time::Instant::now();
         let result = tool.call(&context, &call.arguments).await.map_err(|error| error.to_string())?;

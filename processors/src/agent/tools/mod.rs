@@ -27,6 +27,9 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
     ReadOnly,
+    /// Changes only the chat session's own drafts (its infrastructure workspace): offered only
+    /// in `agent` mode, run without a confirmation.
+    Drafts,
     /// Changes state: offered only in `agent` mode, run only after `confirmation.granted`.
     Destructive,
 }
@@ -48,6 +51,10 @@ pub struct ToolContext {
     pub knowledge: aurora_adapters::vectors::search::KnowledgeIndex,
     /// The organisation's live connections, as the turn's step saw them.
     pub connected: Arc<Connected>,
+    /// The chat session the tool runs in: its infrastructure workspace.
+    pub session_id: Uuid,
+    pub objects: aurora_adapters::objects::Objects,
+    pub deploy: Arc<aurora_adapters::config::DeployConfig>,
 }
 
 impl ToolContext {
@@ -250,7 +257,7 @@ impl<T: Tool> AnyTool for T {
     }
 }
 
-aurora_events::features!(Registry: audit, aws, azure, chat, gcp, github, knowledge, observability);
+aurora_events::features!(Registry: audit, aws, azure, chat, deploy, gcp, github, knowledge, observability);
 
 /// The tools this build has.
 #[derive(Clone)]
