@@ -473,6 +473,7 @@ impl Agent {
             Actor::Processor(_) if turn.mode == ChatMode::Ask => Role::Viewer,
             _ => return Err("the turn has no user to run tools for".into()),
         };
+        let session_id = Uuid::parse_str(stream.id()).unwrap_or_default();
         let context = ToolContext {
             org_id,
             actor: turn.submitted_by.clone(),
@@ -484,14 +485,13 @@ impl Agent {
             providers: self.providers.clone(),
             knowledge: self.knowledge.clone(),
             connected: connected.clone(),
-            session_id: Uuid::parse_str(stream.id()).unwrap_or_default(),
+            session_id,
             objects: self.objects.clone(),
             deploy: self.deploy.clone(),
         };
         let started = std::time::Instant::now();
         let result = tool.call(&context, &call.arguments).await.map_err(|error| error.to_string())?;
         let text = serde_json::to_string(&result).unwrap_or_default();
-        let session_id = Uuid::parse_str(stream.id()).unwrap_or_default();
         // The whole result first, so that the event that announces it never points at nothing.
         sqlx::query(
             "INSERT INTO tool_results (org_id, session_id, tool_call_id, turn_id, result) VALUES ($1, $2, $3, $4, $5) \

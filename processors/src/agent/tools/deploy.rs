@@ -63,14 +63,19 @@ fn sha256(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 
+/// The names of the workspace's files.
+async fn workspace_names(context: &ToolContext) -> Result<Vec<String>, ToolError> {
+    let prefix = ObjectKey::scoped(context.org_id.0, AREA, context.session_id, &["files"]);
+    let keys = context.objects.list(&prefix).await.map_err(store_error)?;
+    Ok(keys.iter().filter_map(|key| key.rsplit('/').next()).filter(|name| file_name(name).is_ok()).map(str::to_owned).collect())
+}
+
 /// The workspace's files, by name, with their contents.
 async fn workspace(context: &ToolContext) -> Result<Vec<(String, bytes::Bytes)>, ToolError> {
-    let prefix = ObjectKey::scoped(context.org_id.0, AREA, context.session_id, &["files"]);
     let mut files = Vec::new();
-    for key in context.objects.list(&prefix).await.map_err(store_error)? {
-        let Some(name) = key.rsplit('/').next().filter(|name| file_name(name).is_ok()) else { continue };
-        let bytes = context.objects.get(&workspace_file(context, name)).await.map_err(store_error)?;
-        files.push((name.to_owned(), bytes));
+    for name in workspace_names(context).await? {
+        let bytes = context.objects.get(&workspace_file(context, &name)).await.map_err(store_error)?;
+        files.push((name, bytes));
     }
     Ok(files)
 }
@@ -125,7 +130,7 @@ impl Tool for IacWrite {
             }
             names.push(name);
         }
-        let existing: Vec<String> = workspace(context).await?.into_iter().map(|(name, _)| name).collect();
+        let existing = workspace_names(context).await?;
         let total = existing.iter().filter(|name| !names.contains(&name.as_str())).count() + names.len();
         if total > limits.max_files {
             return Err(ToolError::Refused(format!("a workspace holds at most {} files; this would make {total}", limits.max_files)));
