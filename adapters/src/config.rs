@@ -44,6 +44,12 @@ pub struct DeployConfig {
     pub max_files: usize,
 }
 
+impl DeployConfig {
+    /// Most bytes of files one `iac_write` call may carry, and so the largest file: the files
+    /// travel in the call's `tool_call.requested` event, which must stay under the event limit.
+    pub const MAX_FILE_BYTES: usize = 128 * 1024;
+}
+
 impl Default for DeployConfig {
     fn default() -> Self {
         Self {
@@ -825,6 +831,12 @@ impl Config {
         }
         if !(1..=64).contains(&config.log.processor_lanes) {
             return Err(ConfigError::Invalid { name: "AURORA_PROCESSOR_LANES", reason: "must be between 1 and 64".into() });
+        }
+        if !(1..=DeployConfig::MAX_FILE_BYTES).contains(&config.deploy.max_file_bytes) {
+            return Err(ConfigError::Invalid {
+                name: "AURORA_DEPLOY_MAX_FILE_BYTES",
+                reason: format!("must be between 1 and {} (a file travels in the event of the tool call that writes it)", DeployConfig::MAX_FILE_BYTES),
+            });
         }
         if config.log.processor_read_ahead_bytes < 1024 * 1024 {
             return Err(ConfigError::Invalid {

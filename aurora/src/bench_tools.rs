@@ -105,6 +105,7 @@ pub async fn tools(config: &Config, options: ToolsOptions) -> anyhow::Result<()>
         org_id: OrgId(org_id),
         actor: aurora_events::Actor::user(Uuid::now_v7()),
         role: Role::Editor,
+        approved_by: None,
         tool_call_key: Uuid::now_v7(),
         commands: CommandHandler::new(Arc::new(PostgresEventStore::new(pool.clone()))),
         knowledge: aurora_adapters::vectors::search::KnowledgeIndex::from_config(
@@ -119,6 +120,7 @@ pub async fn tools(config: &Config, options: ToolsOptions) -> anyhow::Result<()>
         session_id: Uuid::now_v7(),
         objects: aurora_adapters::objects::Objects::from_config(&config.objects)?,
         deploy: Arc::new(config.deploy.clone()),
+        cancel: Default::default(),
     };
     let arguments = json!({ "region": region, "limit": 50 });
 

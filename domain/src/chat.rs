@@ -57,7 +57,8 @@ pub enum ChatSessionCommand {
     /// The agent will run a tool; a destructive one waits for the confirmation given here.
     RequestTool {
         call: ToolCallRequested,
-        confirmation: Option<(Uuid, DateTime<Utc>)>,
+        /// The confirmation's id, expiry and what the tool previewed for the person.
+        confirmation: Option<(Uuid, DateTime<Utc>, Option<serde_json::Value>)>,
     },
     /// A destructive tool is about to run. Refused if it was started before: its outcome is unknown.
     StartTool {
@@ -74,6 +75,7 @@ pub enum ChatSessionCommand {
         confirmation_id: Uuid,
         approve: bool,
         answered_at: DateTime<Utc>,
+        by: Actor,
     },
     ExpireConfirmation {
         confirmation_id: Uuid,
@@ -126,6 +128,8 @@ pub struct Confirmation {
     pub tool_call_id: String,
     pub expires_at: DateTime<Utc>,
     pub answer: Option<ConfirmationAnswer>,
+    /// Who said yes.
+    pub granted_by: Option<Actor>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -334,7 +338,7 @@ impl Aggregate for ChatSession {
                     return Ok(Vec::new());
                 }
                 let mut events = vec![E::ToolCallRequested(call.clone())];
-                if let Some((confirmation_id, expires_at)) = confirmation {
+                if let Some((confirmation_id, expires_at, preview)) = confirmation {
                     events.push(E::ConfirmationRequested(ConfirmationRequested {
                         turn_id: call.turn_id,
                         confirmation_id,
@@ -342,6 +346,7 @@ impl Aggregate for ChatSession {
                         tool: call.name,
                         arguments: call.arguments,
                         expires_at,
+                        preview,
                     }));
                 }
                 Ok(events)
@@ -373,7 +378,7 @@ impl Aggregate for ChatSession {
                     Err(error) => E::ToolCallFailed(ToolCallFailed { turn_id, tool_call_id, error }),
                 }])
             }
-            C::AnswerConfirmation { confirmation_id, approve, answered_at } => {
+            C::AnswerConfirmation { confirmation_id, approve, answered_at, by } => {
                 let confirmation = self
                     .turn
                     .as_ref()
@@ -389,7 +394,7 @@ impl Aggregate for ChatSession {
                     return Err(not_running());
                 }
                 Ok(vec![if approve {
-                    E::ConfirmationGranted(ConfirmationGranted { confirmation_id })
+                    E::ConfirmationGranted(ConfirmationGranted { confirmation_id, answered_by: Some(by) })
                 } else {
                     E::ConfirmationDenied(ConfirmationDenied { confirmation_id })
                 }])
@@ -479,9 +484,18 @@ impl Aggregate for ChatSession {
                     tool_call_id: requested.tool_call_id.clone(),
                     expires_at: requested.expires_at,
                     answer: None,
+                    granted_by: None,
                 })
             }),
-            E::ConfirmationGranted(answer) => self.answer(answer.confirmation_id, ConfirmationAnswer::Granted),
+            E::ConfirmationGranted(answer) => {
+                let granted_by = answer.answered_by.clone();
+                self.with_turn(|turn| {
+                    if let Some(confirmation) = turn.confirmations.iter_mut().find(|c| c.confirmation_id == answer.confirmation_id) {
+                        confirmation.granted_by = granted_by;
+                    }
+                });
+                self.answer(answer.confirmation_id, ConfirmationAnswer::Granted)
+            }
             E::ConfirmationDenied(answer) => self.answer(answer.confirmation_id, ConfirmationAnswer::Denied),
             E::ConfirmationExpired(answer) => self.answer(answer.confirmation_id, ConfirmationAnswer::Expired),
             E::AssistantMessageCompleted(completed) => {
@@ -641,6 +655,7 @@ mod tests {
                 tool: "archive_chat_session".into(),
                 arguments: serde_json::json!({}),
                 expires_at: in_an_hour(),
+                preview: None,
             }),
         ]
     }
@@ -682,22 +697,22 @@ mod tests {
         let mut history = vec![created(), submitted(turn_id)];
         history.extend(archive_requested(turn_id, confirmation_id));
         given::<ChatSession>(history.clone())
-            .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: true, answered_at: noon() })
-            .then([ChatSessionEvent::ConfirmationGranted(ConfirmationGranted { confirmation_id })]);
+            .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: true, answered_at: noon(), by: ana() })
+            .then([ChatSessionEvent::ConfirmationGranted(ConfirmationGranted { confirmation_id, answered_by: Some(ana()) })]);
         // A "yes" that arrives after the expiry, before the timer recorded it, is still too late.
         given::<ChatSession>(history.clone())
-            .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: true, answered_at: in_an_hour() })
+            .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: true, answered_at: in_an_hour(), by: ana() })
             .then_error(ChatSessionError::ConfirmationExpired.into());
         let mut granted = history.clone();
-        granted.push(ChatSessionEvent::ConfirmationGranted(ConfirmationGranted { confirmation_id }));
+        granted.push(ChatSessionEvent::ConfirmationGranted(ConfirmationGranted { confirmation_id, answered_by: Some(ana()) }));
         given::<ChatSession>(granted.clone())
-            .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: false, answered_at: noon() })
+            .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: false, answered_at: noon(), by: ana() })
             .then_error(ChatSessionError::ConfirmationAnswered.into());
         given::<ChatSession>(granted).when(ChatSessionCommand::ExpireConfirmation { confirmation_id }).then([]);
         let mut expired = history;
         expired.push(ChatSessionEvent::ConfirmationExpired(ConfirmationExpired { confirmation_id }));
         given::<ChatSession>(expired)
-            .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: true, answered_at: noon() })
+            .when(ChatSessionCommand::AnswerConfirmation { confirmation_id, approve: true, answered_at: noon(), by: ana() })
             .then_error(ChatSessionError::ConfirmationExpired.into());
     }
 

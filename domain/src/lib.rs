@@ -4,6 +4,7 @@
 
 pub mod chat;
 pub mod connection;
+pub mod deploy;
 pub mod identity;
 pub mod incident;
 pub mod knowledge;
@@ -20,6 +21,8 @@ pub enum DomainError {
     ChatSession(#[from] chat::ChatSessionError),
     #[error(transparent)]
     Connection(#[from] connection::ConnectionError),
+    #[error(transparent)]
+    Deploy(#[from] deploy::DeployError),
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
     #[error(transparent)]
@@ -51,6 +54,7 @@ impl DomainError {
         match self {
             DomainError::ChatSession(error) => error.kind(),
             DomainError::Connection(error) => error.kind(),
+            DomainError::Deploy(error) => error.kind(),
             DomainError::Identity(_) => ErrorKind::InvalidState,
             DomainError::Incident(error) => error.kind(),
             DomainError::Knowledge(error) => error.kind(),

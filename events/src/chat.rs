@@ -168,12 +168,19 @@ pub struct ConfirmationRequested {
     pub tool: String,
     pub arguments: serde_json::Value,
     pub expires_at: DateTime<Utc>,
+    /// What the tool would do, as the tool itself read it before asking (e.g. the plan a deploy
+    /// would apply): what the person approves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<serde_json::Value>,
 }
 
 /// `confirmation.granted`: a person said yes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ConfirmationGranted {
     pub confirmation_id: Uuid,
+    /// Who said yes (absent in events recorded before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<Actor>,
 }
 
 /// `confirmation.denied`: a person said no.

@@ -222,8 +222,9 @@ async fn a_destructive_tool_started_before_a_crash_is_never_run_again() {
         tool: "archive_chat_session".into(),
         arguments: call.arguments.clone(),
         expires_at: chrono::Utc::now() + chrono::Duration::minutes(5),
+        preview: None,
     }));
-    events.push(ChatSessionEvent::ConfirmationGranted(ConfirmationGranted { confirmation_id }));
+    events.push(ChatSessionEvent::ConfirmationGranted(ConfirmationGranted { confirmation_id, answered_by: None }));
     // The processor recorded that the tool started, then died before its outcome.
     events.push(ChatSessionEvent::ToolCallStarted(ToolCallStarted { turn_id, tool_call_id: "call_archive".into() }));
     llm.script(

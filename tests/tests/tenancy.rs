@@ -73,6 +73,19 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
     .execute(&env.pool)
     .await
     .unwrap();
+    // A deployment of ana's organisation, as its read model holds it.
+    let deployment_id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO deployments (deployment_id, org_id, session_id, status, destroy, requested_by, files, changes, resources, \
+         plan_prefix, state_version, planned_at, stream_version) \
+         VALUES ($1, $2, $3, 'applied', false, 'user:x', '[]', '{}', 0, 'x', 1, now(), 3)",
+    )
+    .bind(deployment_id)
+    .bind(ana.org)
+    .bind(uuid::Uuid::parse_str(&session_id).unwrap())
+    .execute(&env.pool)
+    .await
+    .unwrap();
     let ours_result = ana.apply(http().get(app.url(&format!("/v1/chat/sessions/{session_id}/tool-calls/call_ours")))).send().await.unwrap();
     assert_eq!(ours_result.status(), StatusCode::OK, "the owner organisation reads it");
 
@@ -110,6 +123,7 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
             .replace("{document_id}", &document_id)
             .replace("{incident_id}", &incident_id)
             .replace("{investigation_id}", &investigation_id)
+            .replace("{deployment_id}", &deployment_id.to_string())
             .replace("{version}", "1")
             // ana's webhook endpoint, with eve's token.
             .replace("{org_id}", &ana.org.to_string())
@@ -125,7 +139,7 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{} {} let another organisation see a resource", spec.method, spec.path);
         covered += 1;
     }
-    assert_eq!(covered, 32);
+    assert_eq!(covered, 36);
 
     // Collections hold nothing of ana's organisation.
     let ours: Vec<String> = vec![
@@ -138,6 +152,7 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         connection_id.to_string(),
         document_id.clone(),
         incident_id.clone(),
+        deployment_id.to_string(),
     ];
     for path in [
         "/v1/chat/sessions?include_archived=true",
@@ -152,6 +167,7 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         "/v1/incidents",
         "/v1/incidents/metrics",
         "/v1/incidents/webhook",
+        "/v1/deployments",
     ] {
         let response = eve.apply(http().get(app.url(path))).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");

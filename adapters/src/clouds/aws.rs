@@ -73,6 +73,28 @@ impl Aws {
         ))
     }
 
+    /// The environment that gives a child process (the Terraform CLI and its AWS provider) these
+    /// credentials, the default region and the configured endpoint; the second list holds the
+    /// values that must never be shown.
+    pub fn environment(&self) -> (Vec<(&'static str, String)>, Vec<String>) {
+        let credentials = &self.credentials;
+        let mut env = vec![
+            ("AWS_ACCESS_KEY_ID", credentials.access_key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", credentials.secret_access_key.clone()),
+            ("AWS_REGION", self.default_region.clone()),
+            ("AWS_DEFAULT_REGION", self.default_region.clone()),
+        ];
+        let mut secret = vec![credentials.secret_access_key.clone()];
+        if let Some(token) = &credentials.session_token {
+            env.push(("AWS_SESSION_TOKEN", token.clone()));
+            secret.push(token.clone());
+        }
+        if let Some(endpoint) = &self.endpoint {
+            env.push(("AWS_ENDPOINT_URL", endpoint.clone()));
+        }
+        (env, secret)
+    }
+
     fn base_url(&self, service: &str, region: &str) -> String {
         match &self.endpoint {
             Some(endpoint) => endpoint.clone(),

@@ -59,6 +59,17 @@ impl ObjectKey {
         (parts.next()?.as_ref() == org_id.to_string()).then_some(Self(path))
     }
 
+    /// Something of a chat session's infrastructure workspace, `{org_id}/iac/{session_id}/…`:
+    /// `files/{name}`, `plans/{plan id}/{plan.tfplan, output.txt, apply.txt}`, `state/…`.
+    pub fn workspace(org_id: Uuid, session_id: Uuid, parts: &[&str]) -> Self {
+        Self::scoped(org_id, "iac", session_id, parts)
+    }
+
+    /// Version `version` of a workspace's Terraform state.
+    pub fn workspace_state(org_id: Uuid, session_id: Uuid, version: u32) -> Self {
+        Self::workspace(org_id, session_id, &["state", &format!("{version:06}.tfstate")])
+    }
+
     /// Everything of one knowledge-base document, every version.
     pub fn document_prefix(org_id: Uuid, document_id: Uuid) -> Self {
         Self(Path::from(format!("{org_id}/kb/{document_id}")))

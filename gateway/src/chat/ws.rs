@@ -316,7 +316,8 @@ async fn handle(state: &AppState, holder: &TicketHolder, frame: ClientFrame, fol
         }
         ClientFrame::Confirm { request_id, session_id, confirmation_id, approve } => {
             owner_or_admin(state, holder, session_id, "answer this confirmation").await?;
-            let answer = ChatSessionCommand::AnswerConfirmation { confirmation_id, approve, answered_at: chrono::Utc::now() };
+            let answer =
+                ChatSessionCommand::AnswerConfirmation { confirmation_id, approve, answered_at: chrono::Utc::now(), by: actor.clone() };
             state.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), answer, &CommandMeta::new(holder.org_id, actor), None).await?;
             wake_relay(state);
             Ok(

@@ -254,7 +254,7 @@ impl Agent {
             return Ok(Some(Advanced::Waiting));
         }
         if let Some(pending) = turn.tool_calls.iter().find(|call| call.outcome.is_none()) {
-            self.resolve_tool_call(stream, org_id, turn, pending, &offered, &connected).await?;
+            self.resolve_tool_call(stream, org_id, turn, pending, &offered, &connected, cancel).await?;
             return Ok(None);
         }
         let limits = self.limits.of(turn);
@@ -352,14 +352,26 @@ impl Agent {
                 arguments: arguments.as_ref().cloned().unwrap_or(Value::String(call.arguments.clone())),
                 destructive,
             };
-            let problem = match (&tool, &arguments) {
+            let mut problem = match (&tool, &arguments) {
                 (None, _) => Some(format!("there is no tool named {} in this conversation", call.name)),
                 (_, Err(error)) => Some(format!("the arguments are not valid JSON: {error}")),
                 _ => None,
             };
+            // What the person will approve, read by the tool now; a call it refuses asks nobody.
+            let mut preview = None;
+            if let (Some(tool), Ok(arguments), true, None) = (tool, &arguments, destructive, &problem) {
+                let previewed = match self.tool_context(stream, org_id, turn, &request, &connected, cancel).await {
+                    Ok(context) => tool.preview(&context, arguments).await.map_err(|error| error.to_string()),
+                    Err(reason) => Err(reason),
+                };
+                match previewed {
+                    Ok(shown) => preview = shown,
+                    Err(reason) => problem = Some(reason),
+                }
+            }
             let confirmation = (destructive && problem.is_none()).then(|| {
                 let expires_at = Utc::now() + chrono::Duration::from_std(self.limits.confirmation_ttl).unwrap_or_default();
-                (Uuid::now_v7(), expires_at)
+                (Uuid::now_v7(), expires_at, preview)
             });
             self.record(stream, org_id, turn_id, ChatSessionCommand::RequestTool { call: request, confirmation }).await?;
             if let Some(error) = problem {
@@ -397,6 +409,7 @@ impl Agent {
     }
 
     /// Runs, refuses or writes off one requested tool call whose outcome is not recorded.
+    #[allow(clippy::too_many_arguments)]
     async fn resolve_tool_call(
         &self,
         stream: &StreamId,
@@ -405,6 +418,7 @@ impl Agent {
         pending: &ToolCallState,
         offered: &[Arc<dyn AnyTool>],
         connected: &Arc<Connected>,
+        cancel: &CancellationToken,
     ) -> Result<(), HandleError> {
         let (call, started_before) = (&pending.requested, pending.started);
         let turn_id = turn.turn_id;
@@ -431,7 +445,17 @@ impl Agent {
                 }
             }
             if started_before {
-                let error = "the agent stopped while this tool ran; whether it took effect is unknown, and it was not run again".to_owned();
+                let mut error = "the agent stopped while this tool ran; whether it took effect is unknown, and it was not run again".to_owned();
+                // The tool records what it can tell of the lost run (a deploy: its lock and state).
+                let told = match self.tool_context(stream, org_id, turn, call, connected, cancel).await {
+                    Ok(context) => tool.abandoned(&context, &call.arguments).await.map_err(|error| error.to_string()),
+                    Err(reason) => Err(reason),
+                };
+                match told {
+                    Ok(Some(note)) => error = format!("{error}. {note}"),
+                    Ok(None) => {}
+                    Err(reason) => tracing::warn!(%stream, tool = call.name, %reason, "could not record what an interrupted tool left"),
+                }
                 return self.record(stream, org_id, turn_id, finish(Err(error))).await;
             }
             let start = ChatSessionCommand::StartTool { turn_id, tool_call_id: call.tool_call_id.clone() };
@@ -444,19 +468,21 @@ impl Agent {
                 Err(error) => return Err(error),
             }
         }
-        let outcome = self.run_tool(stream, org_id, turn, call, tool.as_ref(), connected).await;
+        let outcome = self.run_tool(stream, org_id, turn, call, tool.as_ref(), connected, cancel).await;
         self.record(stream, org_id, turn_id, finish(outcome)).await
     }
 
-    async fn run_tool(
+    /// What a tool of `call` runs with: the organisation, the user who asked (and their role
+    /// now), the person who approved it, the session's workspace.
+    async fn tool_context(
         &self,
         stream: &StreamId,
         org_id: OrgId,
         turn: &Turn,
         call: &ToolCallRequested,
-        tool: &dyn AnyTool,
         connected: &Arc<Connected>,
-    ) -> Result<ToolCallCompleted, String> {
+        cancel: &CancellationToken,
+    ) -> Result<ToolContext, String> {
         let role = match &turn.submitted_by {
             Actor::User(user_id) => {
                 let role: Option<String> =
@@ -473,11 +499,11 @@ impl Agent {
             Actor::Processor(_) if turn.mode == ChatMode::Ask => Role::Viewer,
             _ => return Err("the turn has no user to run tools for".into()),
         };
-        let session_id = Uuid::parse_str(stream.id()).unwrap_or_default();
-        let context = ToolContext {
+        Ok(ToolContext {
             org_id,
             actor: turn.submitted_by.clone(),
             role,
+            approved_by: turn.confirmation_for(&call.tool_call_id).and_then(|confirmation| confirmation.granted_by.clone()),
             tool_call_key: Uuid::new_v5(&turn.turn_id, call.tool_call_id.as_bytes()),
             pool: self.pool.clone(),
             commands: self.commands.clone(),
@@ -485,10 +511,26 @@ impl Agent {
             providers: self.providers.clone(),
             knowledge: self.knowledge.clone(),
             connected: connected.clone(),
-            session_id,
+            session_id: Uuid::parse_str(stream.id()).unwrap_or_default(),
             objects: self.objects.clone(),
             deploy: self.deploy.clone(),
-        };
+            cancel: cancel.clone(),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_tool(
+        &self,
+        stream: &StreamId,
+        org_id: OrgId,
+        turn: &Turn,
+        call: &ToolCallRequested,
+        tool: &dyn AnyTool,
+        connected: &Arc<Connected>,
+        cancel: &CancellationToken,
+    ) -> Result<ToolCallCompleted, String> {
+        let context = self.tool_context(stream, org_id, turn, call, connected, cancel).await?;
+        let session_id = context.session_id;
         let started = std::time::Instant::now();
         let result = tool.call(&context, &call.arguments).await.map_err(|error| error.to_string())?;
         let text = serde_json::to_string(&result).unwrap_or_default();

@@ -41,6 +41,8 @@ pub struct ToolContext {
     /// Who the tool runs for: the user who asked, or the investigator (with a viewer's reach).
     pub actor: Actor,
     pub role: Role,
+    /// The person whose yes let a destructive tool run.
+    pub approved_by: Option<Actor>,
     /// The tool call, so that a command a tool issues is idempotent per call.
     pub tool_call_key: Uuid,
     pub pool: PgPool,
@@ -55,6 +57,8 @@ pub struct ToolContext {
     pub session_id: Uuid,
     pub objects: aurora_adapters::objects::Objects,
     pub deploy: Arc<aurora_adapters::config::DeployConfig>,
+    /// Cancelled when the turn is asked to stop: a long tool stops its work (and its children).
+    pub cancel: tokio_util::sync::CancellationToken,
 }
 
 impl ToolContext {
@@ -195,6 +199,18 @@ pub trait Tool: Send + Sync + 'static {
     const PROVIDER: Option<Provider> = None;
 
     async fn run(&self, context: &ToolContext, args: Self::Args) -> Result<Value, ToolError>;
+
+    /// What a destructive tool shows the person asked to confirm it, read when it is requested;
+    /// a refusal here fails the call without asking anyone.
+    async fn preview(&self, _context: &ToolContext, _args: &Self::Args) -> Result<Option<Value>, ToolError> {
+        Ok(None)
+    }
+
+    /// A destructive call started, and the processor stopped before its outcome was recorded:
+    /// the tool records what it can tell of the lost run, and what the person should do next.
+    async fn abandoned(&self, _context: &ToolContext, _args: Self::Args) -> Result<Option<String>, ToolError> {
+        Ok(None)
+    }
 }
 
 /// What the runtime needs of any tool, whatever its argument type.
@@ -210,6 +226,14 @@ pub trait AnyTool: Send + Sync {
     fn provider(&self) -> Option<Provider>;
     /// Parses `arguments` (the model's JSON text) and runs the tool.
     async fn call(&self, context: &ToolContext, arguments: &Value) -> Result<Value, ToolError>;
+    /// [`Tool::preview`] of `arguments`.
+    async fn preview(&self, context: &ToolContext, arguments: &Value) -> Result<Option<Value>, ToolError>;
+    /// [`Tool::abandoned`] of `arguments`.
+    async fn abandoned(&self, context: &ToolContext, arguments: &Value) -> Result<Option<String>, ToolError>;
+}
+
+fn parse<T: Tool>(arguments: &Value) -> Result<T::Args, ToolError> {
+    serde_json::from_value(arguments.clone()).map_err(|error| ToolError::Refused(format!("the arguments do not fit {}: {error}", T::NAME)))
 }
 
 #[async_trait]
@@ -248,12 +272,20 @@ impl<T: Tool> AnyTool for T {
     }
 
     async fn call(&self, context: &ToolContext, arguments: &Value) -> Result<Value, ToolError> {
-        let args: T::Args = serde_json::from_value(arguments.clone())
-            .map_err(|error| ToolError::Refused(format!("the arguments do not fit {}: {error}", T::NAME)))?;
+        let args = parse::<T>(arguments)?;
         match tokio::time::timeout(T::TIMEOUT, self.run(context, args)).await {
             Ok(result) => result,
             Err(_) => Err(ToolError::Unavailable(format!("{} did not finish within {:?}", T::NAME, T::TIMEOUT))),
         }
+    }
+
+    async fn preview(&self, context: &ToolContext, arguments: &Value) -> Result<Option<Value>, ToolError> {
+        let args = parse::<T>(arguments)?;
+        Tool::preview(self, context, &args).await
+    }
+
+    async fn abandoned(&self, context: &ToolContext, arguments: &Value) -> Result<Option<String>, ToolError> {
+        Tool::abandoned(self, context, parse::<T>(arguments)?).await
     }
 }
 
