@@ -835,7 +835,10 @@ impl Config {
         if !(1..=DeployConfig::MAX_FILE_BYTES).contains(&config.deploy.max_file_bytes) {
             return Err(ConfigError::Invalid {
                 name: "AURORA_DEPLOY_MAX_FILE_BYTES",
-                reason: format!("must be between 1 and {} (a file travels in the event of the tool call that writes it)", DeployConfig::MAX_FILE_BYTES),
+                reason: format!(
+                    "must be between 1 and {} (a file travels in the event of the tool call that writes it)",
+                    DeployConfig::MAX_FILE_BYTES
+                ),
             });
         }
         if config.log.processor_read_ahead_bytes < 1024 * 1024 {

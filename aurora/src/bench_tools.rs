@@ -121,6 +121,7 @@ pub async fn tools(config: &Config, options: ToolsOptions) -> anyhow::Result<()>
         objects: aurora_adapters::objects::Objects::from_config(&config.objects)?,
         deploy: Arc::new(config.deploy.clone()),
         cancel: Default::default(),
+        output: Default::default(),
     };
     let arguments = json!({ "region": region, "limit": 50 });
 

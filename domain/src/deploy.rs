@@ -161,9 +161,7 @@ mod tests {
     #[test]
     fn a_plan_is_started_once() {
         let id = Uuid::now_v7();
-        given::<Deployment>([planned(id)])
-            .when(DeployCommand::StartApply(started(id)))
-            .then([DeployEvent::ApplyStarted(started(id))]);
+        given::<Deployment>([planned(id)]).when(DeployCommand::StartApply(started(id))).then([DeployEvent::ApplyStarted(started(id))]);
         given::<Deployment>([planned(id), DeployEvent::ApplyStarted(started(id))])
             .when(DeployCommand::StartApply(started(id)))
             .then_error(DeployError::AlreadyStarted.into());

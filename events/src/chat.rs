@@ -314,6 +314,23 @@ mod tests {
     }
 }
 
+/// What a long tool prints as it runs (a deploy's CLI output, secrets redacted), on the deltas
+/// topic (not an event; records carry the header [`ToolOutputDelta::HEADER`]). `seq` counts
+/// from 0 within one tool call. The whole output is kept where the tool's result says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ToolOutputDelta {
+    pub session_id: Uuid,
+    pub turn_id: Uuid,
+    pub tool_call_id: String,
+    pub seq: u32,
+    pub text: String,
+}
+
+impl ToolOutputDelta {
+    /// The record header that marks a tool's output among the deltas (value `tool_output`).
+    pub const HEADER: &'static str = "aurora_delta";
+}
+
 /// A piece of an answer as it streams, on the deltas topic (not an event). `seq` counts from 0
 /// within one LLM call; a call that starts again after a processor restart starts again at 0.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -20,7 +20,8 @@ pub fn all_event_topics(prefix: &str) -> Vec<String> {
 }
 
 /// LLM token deltas on their way to the browser: short retention, not event-sourced (the
-/// completed message is an event). Key: the chat session id. Value: a [`crate::chat::TokenDelta`].
+/// completed message is an event). Key: the chat session id. Value: a [`crate::chat::TokenDelta`], or a
+/// [`crate::chat::ToolOutputDelta`] when the record's `aurora_delta` header says `tool_output`.
 pub fn deltas_topic(prefix: &str) -> String {
     format!("{prefix}aurora.chat.deltas")
 }

@@ -16,9 +16,7 @@ use uuid::Uuid;
 const WAIT: Duration = Duration::from_secs(60);
 
 fn tofu() -> PathBuf {
-    std::env::var("AURORA_DEPLOY_TOFU_BIN")
-        .expect("AURORA_DEPLOY_TOFU_BIN names the tofu binary (scripts/stack.sh env exports it)")
-        .into()
+    std::env::var("AURORA_DEPLOY_TOFU_BIN").expect("AURORA_DEPLOY_TOFU_BIN names the tofu binary (scripts/stack.sh env exports it)").into()
 }
 
 async fn deploy_app(configure: impl FnOnce(&mut TestEnv)) -> (TestEnv, App, ScriptedLlm) {
@@ -74,6 +72,26 @@ async fn outcome(socket: &mut ChatSocket, id: &str) -> Value {
             (frame["type"] == "tool_call.completed" || frame["type"] == "tool_call.failed") && frame["payload"]["tool_call_id"] == id
         })
         .await
+}
+
+/// What the tool call `id` printed, as streamed to the socket, once it holds `needle`.
+async fn streamed_output(socket: &mut ChatSocket, id: &str, needle: &str) -> String {
+    let text = |frames: &[Value]| -> String {
+        let mut pieces: Vec<(u64, String)> = frames
+            .iter()
+            .filter(|frame| frame["type"] == "tool_output" && frame["tool_call_id"] == id)
+            .map(|frame| (frame["seq"].as_u64().unwrap(), frame["text"].as_str().unwrap().to_owned()))
+            .collect();
+        pieces.sort();
+        pieces.into_iter().map(|(_, piece)| piece).collect()
+    };
+    loop {
+        let so_far = text(&socket.frames);
+        if so_far.contains(needle) {
+            return so_far;
+        }
+        socket.until(&format!("{id}'s output `{needle}`"), |frame| frame["type"] == "tool_output" && frame["tool_call_id"] == id).await;
+    }
 }
 
 async fn answered(socket: &mut ChatSocket, text: &str) {
@@ -182,6 +200,9 @@ async fn an_approved_plan_is_applied_once_and_its_deployment_is_kept() {
     assert_eq!(applied["payload"]["result"]["outputs"]["input"], "one");
     answered(&mut socket, "Applied.").await;
     assert_eq!(lines(&marks.join("applied")), vec!["applied"], "applied once");
+    // The person watched it run: the CLI's output streamed to the chat as it came.
+    let streamed = streamed_output(&mut socket, "apply_first", "Apply complete!").await;
+    assert!(streamed.contains("terraform_data.mark: Creating..."), "{streamed}");
 
     let view = deployment(&app, &ana, &first_plan, "applied").await;
     assert_eq!(view["approved_by"], format!("user:{}", ana.user_id));
@@ -290,8 +311,14 @@ async fn an_approved_plan_is_applied_once_and_its_deployment_is_kept() {
     assert_eq!(state["resources"], json!([]), "{state}");
 
     // The session's deployments, newest first, a page at a time.
-    let page: Value =
-        vic.apply(http().get(app.url(&format!("/v1/deployments?session_id={session}&limit=2")))).send().await.unwrap().json().await.unwrap();
+    let page: Value = vic
+        .apply(http().get(app.url(&format!("/v1/deployments?session_id={session}&limit=2"))))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let ids: Vec<&str> = page["deployments"].as_array().unwrap().iter().map(|d| d["deployment_id"].as_str().unwrap()).collect();
     assert_eq!(ids, vec![destroy_plan.as_str(), second_plan.as_str()]);
     let cursor = page["next_cursor"].as_str().unwrap();
@@ -546,8 +573,14 @@ async fn a_processor_killed_mid_apply_leaves_an_unknown_outcome_and_never_applie
     assert_eq!(lines(&marks.join("applied")), vec!["applied"], "the apply ran once and was not run again");
 
     // The workspace can be planned again: what the lost apply did is whatever the state holds.
-    ask(&mut socket, &llm, Some(&session), "plan after the loss", vec![Step::tool("replan", "iac_plan", json!({})), Step::text("Replanned.")])
-        .await;
+    ask(
+        &mut socket,
+        &llm,
+        Some(&session),
+        "plan after the loss",
+        vec![Step::tool("replan", "iac_plan", json!({})), Step::text("Replanned.")],
+    )
+    .await;
     let replanned = outcome(&mut socket, "replan").await;
     assert!(matches!(replanned["payload"]["result"]["result"].as_str(), Some("changes" | "no_changes")), "{replanned}");
     answered(&mut socket, "Replanned.").await;

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aurora_adapters::consumer::{supervise, LiveConsumer, Start};
-use aurora_adapters::kafka::{ensure_topics, envelope_of};
+use aurora_adapters::kafka::{ensure_topics, envelope_of, header_str};
 use aurora_adapters::wakeup::LogSignals;
 use aurora_adapters::Config;
-use aurora_events::chat::{ChatEventType, ChatSessionEvent, TokenDelta};
+use aurora_events::chat::{ChatEventType, ChatSessionEvent, TokenDelta, ToolOutputDelta};
 use aurora_events::EventPayload;
 use rdkafka::{ClientConfig, Message};
 use serde_json::{json, Value};
@@ -163,7 +163,14 @@ impl ChatHub {
                 _ = shutdown.cancelled() => return Ok(()),
                 message = consumer.recv() => message?,
             };
-            if message.topic() == deltas {
+            if message.topic() == deltas && header_str(&message, ToolOutputDelta::HEADER) == Some("tool_output") {
+                let Some(Ok(output)) = message.payload().map(serde_json::from_slice::<ToolOutputDelta>) else { continue };
+                let frame = json!({
+                    "type": "tool_output", "session_id": output.session_id, "turn_id": output.turn_id,
+                    "tool_call_id": output.tool_call_id, "seq": output.seq, "text": output.text,
+                });
+                self.forward(output.session_id, frame);
+            } else if message.topic() == deltas {
                 let Some(Ok(delta)) = message.payload().map(serde_json::from_slice::<TokenDelta>) else { continue };
                 self.on_delta(delta);
             } else if let Ok(envelope) = envelope_of(&message) {

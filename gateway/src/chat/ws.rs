@@ -3,7 +3,8 @@
 //! organisation. Frames are JSON objects with a `type`. The client sends `query`, `subscribe`,
 //! `confirm`, `cancel` and `ping`; the server answers each (`accepted`, `subscribed`,
 //! `confirmation_answered`, `cancel_requested`, `pong`, or `error` with a `code`) and pushes what
-//! happens in the sessions the socket follows: `delta` frames as the answer streams, and every
+//! happens in the sessions the socket follows: `delta` frames as the answer streams, `tool_output`
+//! frames as a long tool (a deploy) prints, and every
 //! chat event (`tool_call.requested`, `confirmation.requested`, `chat.assistant_message_completed`,
 //! ...) with its payload. A socket that falls too far behind gets `lagged` and subscribes again.
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use aurora_adapters::kafka::{OutgoingRecord, Producer};
 use aurora_adapters::wakeup::Announcer;
 use aurora_adapters::Config;
-use aurora_events::chat::TokenDelta;
+use aurora_events::chat::{TokenDelta, ToolOutputDelta};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::ClientConfig;
 use uuid::Uuid;
@@ -41,9 +41,18 @@ impl DeltaPublisher {
 
     pub fn publish(&self, session_id: Uuid, turn_id: Uuid, call_index: u32, seq: u32, text: &str) {
         let delta = TokenDelta { session_id, turn_id, call_index, seq, text: text.to_owned() };
-        let payload = serde_json::to_vec(&delta).expect("deltas serialize");
-        let record =
-            OutgoingRecord { topic: self.topic.clone(), key: session_id.to_string(), headers: OwnedHeaders::new(), value: payload };
+        self.send(session_id, OwnedHeaders::new(), serde_json::to_vec(&delta).expect("deltas serialize"));
+    }
+
+    /// A piece of what the tool call `tool_call_id` prints as it runs.
+    pub fn publish_tool_output(&self, session_id: Uuid, turn_id: Uuid, tool_call_id: &str, seq: u32, text: &str) {
+        let delta = ToolOutputDelta { session_id, turn_id, tool_call_id: tool_call_id.to_owned(), seq, text: text.to_owned() };
+        let headers = OwnedHeaders::new().insert(rdkafka::message::Header { key: ToolOutputDelta::HEADER, value: Some("tool_output") });
+        self.send(session_id, headers, serde_json::to_vec(&delta).expect("deltas serialize"));
+    }
+
+    fn send(&self, session_id: Uuid, headers: OwnedHeaders, payload: Vec<u8>) {
+        let record = OutgoingRecord { topic: self.topic.clone(), key: session_id.to_string(), headers, value: payload };
         // The delivery is not awaited: a lost delta costs a flicker.
         if let Err(error) = self.producer.send(&record) {
             tracing::debug!(%error, %session_id, "token delta dropped");

@@ -445,7 +445,8 @@ impl Agent {
                 }
             }
             if started_before {
-                let mut error = "the agent stopped while this tool ran; whether it took effect is unknown, and it was not run again".to_owned();
+                let mut error =
+                    "the agent stopped while this tool ran; whether it took effect is unknown, and it was not run again".to_owned();
                 // The tool records what it can tell of the lost run (a deploy: its lock and state).
                 let told = match self.tool_context(stream, org_id, turn, call, connected, cancel).await {
                     Ok(context) => tool.abandoned(&context, &call.arguments).await.map_err(|error| error.to_string()),
@@ -499,6 +500,13 @@ impl Agent {
             Actor::Processor(_) if turn.mode == ChatMode::Ask => Role::Viewer,
             _ => return Err("the turn has no user to run tools for".into()),
         };
+        let session_id = Uuid::parse_str(stream.id()).unwrap_or_default();
+        let (deltas, turn_id, tool_call_id, seq) =
+            (self.deltas.clone(), turn.turn_id, call.tool_call_id.clone(), Arc::new(std::sync::atomic::AtomicU32::new(0)));
+        let output = tools::OutputStream::new(move |text| {
+            let seq = seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            deltas.publish_tool_output(session_id, turn_id, &tool_call_id, seq, text);
+        });
         Ok(ToolContext {
             org_id,
             actor: turn.submitted_by.clone(),
@@ -511,10 +519,11 @@ impl Agent {
             providers: self.providers.clone(),
             knowledge: self.knowledge.clone(),
             connected: connected.clone(),
-            session_id: Uuid::parse_str(stream.id()).unwrap_or_default(),
+            session_id,
             objects: self.objects.clone(),
             deploy: self.deploy.clone(),
             cancel: cancel.clone(),
+            output,
         })
     }
 

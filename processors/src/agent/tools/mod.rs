@@ -59,6 +59,25 @@ pub struct ToolContext {
     pub deploy: Arc<aurora_adapters::config::DeployConfig>,
     /// Cancelled when the turn is asked to stop: a long tool stops its work (and its children).
     pub cancel: tokio_util::sync::CancellationToken,
+    /// Where a long tool streams what it prints, for the person watching.
+    pub output: OutputStream,
+}
+
+/// What a running tool prints, streamed to the chat as it comes (a lost piece costs a flicker;
+/// the whole is kept where the tool's result says). The default streams nowhere.
+#[derive(Clone, Default)]
+pub struct OutputStream(Option<Arc<dyn Fn(&str) + Send + Sync>>);
+
+impl OutputStream {
+    pub fn new(send: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(send)))
+    }
+
+    pub fn send(&self, text: &str) {
+        if let Some(send) = &self.0 {
+            send(text);
+        }
+    }
 }
 
 impl ToolContext {

@@ -33,7 +33,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use uuid::Uuid;
 
 use super::{Effect, Registry, Tool, ToolContext, ToolError};
@@ -54,6 +54,10 @@ const OUTPUT_SHOWN: usize = 6 * 1024;
 const BACKEND_OVERRIDE: (&str, &str) = ("aurora_backend_override.tf", "terraform {\n  backend \"http\" {}\n}\n");
 /// How long a run waits for the workspace's state lock before it gives up.
 const LOCK_WAIT: &str = "-lock-timeout=5s";
+/// The CLI commands whose output a person reads as it comes (the others answer JSON).
+const STREAMED: &[&str] = &["init", "plan", "apply"];
+/// How often what a run printed is sent to the chat.
+const STREAM_EVERY: Duration = Duration::from_millis(200);
 /// util-linux's `setpriv`, which gives the CLI a parent-death signal.
 const SETPRIV: &str = "/usr/bin/setpriv";
 /// Largest outputs kept in `deploy.applied`, in bytes of JSON.
@@ -766,31 +770,73 @@ impl<'a> Run<'a> {
             .spawn()
             .map_err(|error| ToolError::Unavailable(format!("could not start the Terraform CLI `{}`: {error}", deploy.cli.display())))?;
         let group = child.id();
-        let (mut stdout, mut stderr) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
-        let read = async {
-            let (mut out, mut err) = (Vec::new(), Vec::new());
-            let _ = tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
-            let status = child.wait().await;
-            (status, out, err)
-        };
-        let (status, out, err) = tokio::select! {
-            finished = read => finished,
-            _ = tokio::time::sleep(limit) => {
-                stop_group(group).await;
-                output.push_str(&format!("\n[aurora] `{}` ran past {} s and was stopped\n", args[0], limit.as_secs()));
-                return Ok(Ran { ended: Ended::TimedOut, stdout: String::new() });
+        let mut out_lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let mut err_lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+        let streamed = STREAMED.contains(&args[0]);
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut tick = tokio::time::interval(STREAM_EVERY);
+        let (mut out_open, mut err_open) = (true, true);
+        let (mut stdout, mut pending) = (String::new(), String::new());
+        let mut take = |line: String, is_stdout: bool, pending: &mut String| {
+            let line = self.redacted(line.as_bytes());
+            if is_stdout {
+                stdout.push_str(&line);
+                stdout.push('\n');
             }
-            _ = self.context.cancel.cancelled() => {
-                stop_group(group).await;
-                output.push_str(&format!("\n[aurora] `{}` was stopped: the turn was cancelled\n", args[0]));
-                return Ok(Ran { ended: Ended::Cancelled, stdout: String::new() });
+            output.push_str(&line);
+            output.push('\n');
+            if streamed {
+                pending.push_str(&line);
+                pending.push('\n');
             }
         };
-        let status = status.map_err(|error| unavailable("run the Terraform CLI", error))?;
-        let stdout = self.redacted(&out);
-        output.push_str(&stdout);
-        output.push_str(&self.redacted(&err));
-        Ok(Ran { ended: Ended::Exited(status.code()), stdout })
+        let stopped = loop {
+            if !out_open && !err_open {
+                break None;
+            }
+            tokio::select! {
+                line = out_lines.next_line(), if out_open => match line {
+                    Ok(Some(line)) => take(line, true, &mut pending),
+                    _ => out_open = false,
+                },
+                line = err_lines.next_line(), if err_open => match line {
+                    Ok(Some(line)) => take(line, false, &mut pending),
+                    _ => err_open = false,
+                },
+                _ = tick.tick() => {
+                    if !pending.is_empty() {
+                        self.context.output.send(&std::mem::take(&mut pending));
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => break Some(Ended::TimedOut),
+                _ = self.context.cancel.cancelled() => break Some(Ended::Cancelled),
+            }
+        };
+        let status = match stopped {
+            None => match tokio::time::timeout_at(deadline, child.wait()).await {
+                Ok(status) => Ok(status.map_err(|error| unavailable("run the Terraform CLI", error))?),
+                Err(_) => Err(Ended::TimedOut),
+            },
+            Some(stop) => Err(stop),
+        };
+        let ended = match status {
+            Ok(status) => Ended::Exited(status.code()),
+            Err(stop) => {
+                stop_group(group).await;
+                let why = match stop {
+                    Ended::Cancelled => "was stopped: the turn was cancelled".to_owned(),
+                    _ => format!("ran past {} s and was stopped", limit.as_secs()),
+                };
+                let note = format!("[aurora] `{}` {why}\n", args[0]);
+                output.push_str(&note);
+                pending.push_str(&note);
+                stop
+            }
+        };
+        if streamed && !pending.is_empty() {
+            self.context.output.send(&pending);
+        }
+        Ok(Ran { ended, stdout })
     }
 }
 
