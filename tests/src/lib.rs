@@ -2,6 +2,7 @@
 //! Aurora's roles in-process or as the real binary, and private Postgres and Tansu servers for
 //! the tests that restart them.
 
+pub mod aws;
 pub mod chat;
 pub mod incidents;
 pub mod kafka;

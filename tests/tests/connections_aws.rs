@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use aurora_adapters::clouds::aws::{Aws, Credentials};
-use aurora_adapters::config::ConnectionsConfig;
+use aurora_adapters::clouds::aws::Aws;
 use aurora_testkit::scripted_llm::{ScriptedLlm, Step};
+use aurora_tests::aws::{set_up_account, xml_field};
 use aurora_tests::chat::ChatSocket;
 use aurora_tests::servers::{PrivateMoto, ScratchVault};
 use aurora_tests::{eventually, http, problem, App, Caller, Roles, TestEnv};
@@ -15,46 +15,6 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// An IAM user with every permission and its key, and a role it may assume; made with the first
-/// five (unauthenticated) requests moto accepts, after which it checks every signature.
-struct Account {
-    user: Credentials,
-    role_arn: String,
-}
-
-fn xml_field(xml: &str, tag: &str) -> String {
-    let open = format!("<{tag}>");
-    let start = xml.find(&open).unwrap_or_else(|| panic!("no {tag} in {xml}")) + open.len();
-    xml[start..].split('<').next().unwrap().to_owned()
-}
-
-async fn set_up_account(config: &ConnectionsConfig) -> Account {
-    let anonymous =
-        Aws::new(config, Credentials { access_key_id: "AKIASETUP".into(), secret_access_key: "setup".into(), session_token: None });
-    let iam = |action: &'static str, params: Vec<(&'static str, String)>| {
-        let anonymous = &anonymous;
-        async move {
-            anonymous.query("iam", "us-east-1", action, "2010-05-08", &params).await.unwrap_or_else(|error| panic!("{action}: {error}"))
-        }
-    };
-    let allow_all = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#.to_owned();
-    iam("CreateUser", vec![("UserName", "aurora-test".into())]).await;
-    let key = iam("CreateAccessKey", vec![("UserName", "aurora-test".into())]).await;
-    iam("PutUserPolicy", vec![("UserName", "aurora-test".into()), ("PolicyName", "all".into()), ("PolicyDocument", allow_all.clone())])
-        .await;
-    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:user/aurora-test"},"Action":"sts:AssumeRole"}]}"#;
-    let role = iam("CreateRole", vec![("RoleName", "aurora-reader".into()), ("AssumeRolePolicyDocument", trust.into())]).await;
-    iam("PutRolePolicy", vec![("RoleName", "aurora-reader".into()), ("PolicyName", "all".into()), ("PolicyDocument", allow_all)]).await;
-    Account {
-        user: Credentials {
-            access_key_id: xml_field(&key, "AccessKeyId"),
-            secret_access_key: xml_field(&key, "SecretAccessKey"),
-            session_token: None,
-        },
-        role_arn: xml_field(&role, "Arn"),
-    }
-}
 
 async fn connections(app: &App, caller: &Caller) -> Vec<Value> {
     caller.apply(http().get(app.url("/v1/connections"))).send().await.unwrap().json().await.unwrap()

@@ -31,6 +31,33 @@ async fn deploy_app(configure: impl FnOnce(&mut TestEnv)) -> (TestEnv, App, Scri
     (env, app, llm)
 }
 
+/// Everything the test can read of what Aurora kept: every event, the read models, the kept
+/// tool results, and the objects of the store.
+async fn everything_kept(env: &TestEnv) -> String {
+    let mut kept = String::new();
+    for sql in [
+        "SELECT payload::text FROM events",
+        "SELECT row_to_json(deployments)::text FROM deployments",
+        "SELECT result::text FROM tool_results",
+        "SELECT row_to_json(chat_messages)::text FROM chat_messages",
+    ] {
+        let rows: Vec<String> = sqlx::query_scalar(sql).fetch_all(&env.pool).await.unwrap();
+        kept.push_str(&rows.join("\n"));
+    }
+    let root = env.config.objects.url.strip_prefix("file://").unwrap().to_owned();
+    let mut folders = vec![PathBuf::from(root)];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            if entry.path().is_dir() {
+                folders.push(entry.path());
+            } else {
+                kept.push_str(&String::from_utf8_lossy(&std::fs::read(entry.path()).unwrap()));
+            }
+        }
+    }
+    kept
+}
+
 /// A folder for the marks the provisioners leave.
 fn marks() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("aurora-deploy-marks-{}", Uuid::now_v7().simple()));
@@ -585,6 +612,68 @@ async fn a_processor_killed_mid_apply_leaves_an_unknown_outcome_and_never_applie
     assert!(matches!(replanned["payload"]["result"]["result"].as_str(), Some("changes" | "no_changes")), "{replanned}");
     answered(&mut socket, "Replanned.").await;
     assert_eq!(lines(&marks.join("applied")), vec!["applied"]);
+    socket.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_cloud_credentials_reach_its_environment_and_nothing_that_is_kept() {
+    let moto = aurora_tests::servers::PrivateMoto::start(Some(5));
+    let vault = aurora_tests::servers::ScratchVault::start();
+    let mut connections = aurora_adapters::config::ConnectionsConfig::default();
+    connections.aws_endpoint = Some(moto.endpoint());
+    let account = aurora_tests::aws::set_up_account(&connections).await;
+    let (env, app, llm) = deploy_app(|env| {
+        env.config.vault = vault.config();
+        env.config.connections.aws_endpoint = Some(moto.endpoint());
+    })
+    .await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let keys = json!({ "provider": "aws", "credentials": {
+        "access_key_id": account.user.access_key_id, "secret_access_key": account.user.secret_access_key,
+    }});
+    let connected = ana.apply(http().post(app.url("/v1/connections"))).json(&keys).send().await.unwrap();
+    assert_eq!(connected.status(), StatusCode::CREATED);
+    let secret = account.user.secret_access_key.clone();
+    let marks = marks();
+    // The provisioner prints the run's secrets (the cloud key, the state server's password) and
+    // leaves the key where only the test reads it.
+    let main_tf = format!(
+        "resource \"terraform_data\" \"leak\" {{\n  provisioner \"local-exec\" {{\n    command = \"echo key=$AWS_SECRET_ACCESS_KEY state=$TF_HTTP_PASSWORD region=$AWS_REGION; printf %s $AWS_SECRET_ACCESS_KEY > {}/key\"\n  }}\n}}\n",
+        marks.display()
+    );
+    let mut socket = ChatSocket::open(&app.base_url, &ana).await;
+    let (session, planned) = write_and_plan(&mut socket, &llm, None, &main_tf, "leak").await;
+    let plan_id = planned["plan_id"].as_str().unwrap().to_owned();
+    ask(
+        &mut socket,
+        &llm,
+        Some(&session),
+        "apply the leaky plan",
+        vec![Step::tool("apply_leak", "iac_apply", json!({ "plan_id": plan_id })), Step::text("Applied.")],
+    )
+    .await;
+    let requested = socket.event("confirmation.requested").await;
+    confirm(&mut socket, &session, &requested, true).await;
+    let applied = outcome(&mut socket, "apply_leak").await;
+    assert_eq!(applied["payload"]["result"]["result"], "applied", "{applied}");
+    answered(&mut socket, "Applied.").await;
+    deployment(&app, &ana, &plan_id, "applied").await;
+
+    // The run had the organisation's key, read from the secret store for it.
+    assert_eq!(std::fs::read_to_string(marks.join("key")).unwrap(), secret);
+    // What it printed was redacted wherever it went: the chat, the stored output, the events.
+    let shown = applied["payload"]["result"]["output"].as_str().unwrap();
+    assert!(shown.contains("key=[redacted] state=[redacted] region=us-east-1"), "{shown}");
+    let streamed = streamed_output(&mut socket, "apply_leak", "key=").await;
+    assert!(streamed.contains("key=[redacted]"), "{streamed}");
+    let output = ana.apply(http().get(app.url(&format!("/v1/deployments/{plan_id}/output")))).send().await.unwrap().text().await.unwrap();
+    assert!(output.contains("key=[redacted]"), "{output}");
+    let frames = serde_json::to_string(&socket.frames).unwrap();
+    let kept = everything_kept(&env).await;
+    for (name, haystack) in [("the socket's frames", &frames), ("what Aurora kept", &kept), ("the stored output", &output)] {
+        assert!(!haystack.contains(&secret), "the AWS secret key appears in {name}");
+    }
     socket.close().await;
     app.stop().await;
 }
