@@ -471,7 +471,7 @@ async fn a_changed_workspace_a_denied_yes_bad_code_and_bad_names_apply_nothing()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_held_lock_and_a_hanging_apply_are_refused_and_stopped() {
+async fn a_held_lock_a_hanging_apply_and_a_cancel_are_refused_and_stopped() {
     let (env, app, llm) = deploy_app(|env| env.config.deploy.run_timeout = Duration::from_secs(8)).await;
     let ana = Caller::register(&app.base_url, "ana").await;
     let marks = marks();
@@ -548,6 +548,40 @@ async fn a_held_lock_and_a_hanging_apply_are_refused_and_stopped() {
     .await;
     let view = deployment(&app, &ana, &hanging_plan, "failed").await;
     assert_eq!(view["failure_stage"], "timeout");
+    assert_eq!(env.count("SELECT count(*) FROM deploy_state_locks").await, 0, "the stopped run's lock was released");
+
+    // A person cancels the turn while the apply runs: the run is stopped at once, not at its limit.
+    ask(
+        &mut socket,
+        &llm,
+        Some(&session),
+        "plan the hanging one again",
+        vec![Step::tool("plan_cancel", "iac_plan", json!({})), Step::text("Planned again.")],
+    )
+    .await;
+    let replanned = outcome(&mut socket, "plan_cancel").await;
+    let cancelled_plan = replanned["payload"]["result"]["plan_id"].as_str().unwrap().to_owned();
+    answered(&mut socket, "Planned again.").await;
+    ask(
+        &mut socket,
+        &llm,
+        Some(&session),
+        "apply it, then I cancel",
+        vec![Step::tool("apply_cancel", "iac_apply", json!({ "plan_id": cancelled_plan })), Step::text("Never said.")],
+    )
+    .await;
+    let requested = socket.event("confirmation.requested").await;
+    confirm(&mut socket, &session, &requested, true).await;
+    eventually("the second apply's mark", WAIT, || async { (lines(&marks.join("applied")).len() == 2).then_some(()) }).await;
+    let cancel = socket.request(json!({ "type": "cancel", "session_id": session, "turn_id": requested["payload"]["turn_id"] })).await;
+    assert_eq!(cancel["type"], "cancel_requested", "{cancel}");
+    let stopped = outcome(&mut socket, "apply_cancel").await;
+    assert_eq!(stopped["payload"]["result"]["stage"], "cancelled", "{stopped}");
+    socket.event("chat.turn_cancelled").await;
+    let view = deployment(&app, &ana, &cancelled_plan, "failed").await;
+    assert_eq!(view["failure_stage"], "cancelled");
+    assert!(view["duration_ms"].as_i64().unwrap() < 8_000, "stopped before the run limit: {view}");
+    assert!(lines(&marks.join("late")).is_empty(), "nothing ran past a stop");
     socket.close().await;
     app.stop().await;
 }
@@ -620,8 +654,7 @@ async fn a_processor_killed_mid_apply_leaves_an_unknown_outcome_and_never_applie
 async fn a_runs_cloud_credentials_reach_its_environment_and_nothing_that_is_kept() {
     let moto = aurora_tests::servers::PrivateMoto::start(Some(5));
     let vault = aurora_tests::servers::ScratchVault::start();
-    let mut connections = aurora_adapters::config::ConnectionsConfig::default();
-    connections.aws_endpoint = Some(moto.endpoint());
+    let connections = aurora_adapters::config::ConnectionsConfig { aws_endpoint: Some(moto.endpoint()), ..Default::default() };
     let account = aurora_tests::aws::set_up_account(&connections).await;
     let (env, app, llm) = deploy_app(|env| {
         env.config.vault = vault.config();

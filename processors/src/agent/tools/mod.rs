@@ -66,7 +66,9 @@ pub struct ToolContext {
 /// What a running tool prints, streamed to the chat as it comes (a lost piece costs a flicker;
 /// the whole is kept where the tool's result says). The default streams nowhere.
 #[derive(Clone, Default)]
-pub struct OutputStream(Option<Arc<dyn Fn(&str) + Send + Sync>>);
+pub struct OutputStream(Option<Arc<Sink>>);
+
+type Sink = dyn Fn(&str) + Send + Sync;
 
 impl OutputStream {
     pub fn new(send: impl Fn(&str) + Send + Sync + 'static) -> Self {

@@ -653,8 +653,8 @@ struct Run<'a> {
     context: &'a ToolContext,
     scratch: Scratch,
     workspace: Workspace,
-    // Serves the state for as long as the run lives.
-    _state: StateServer,
+    /// Serves the state for as long as the run lives.
+    state: StateServer,
     env: Vec<(&'static str, String)>,
     /// Values never shown: they are replaced in everything the CLI prints.
     secrets: Vec<String>,
@@ -714,7 +714,7 @@ impl<'a> Run<'a> {
             secrets.extend(hidden);
         }
         secrets.retain(|secret| secret.len() >= 4);
-        Ok(Run { context, scratch, workspace, _state: state, env, secrets })
+        Ok(Run { context, scratch, workspace, state, env, secrets })
     }
 
     fn dir(&self) -> &Path {
@@ -823,6 +823,11 @@ impl<'a> Run<'a> {
             Ok(status) => Ended::Exited(status.code()),
             Err(stop) => {
                 stop_group(group).await;
+                match self.state.release_taken().await {
+                    Ok(0) => {}
+                    Ok(_) => output.push_str("[aurora] the stopped run's state lock was released\n"),
+                    Err(error) => tracing::warn!(%error, "could not release a stopped run's state lock"),
+                }
                 let why = match stop {
                     Ended::Cancelled => "was stopped: the turn was cancelled".to_owned(),
                     _ => format!("ran past {} s and was stopped", limit.as_secs()),

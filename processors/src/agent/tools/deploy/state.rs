@@ -126,10 +126,13 @@ pub struct StateServer {
     address: String,
     password: String,
     stop: CancellationToken,
+    served: Arc<Served>,
 }
 
 struct Served {
     workspace: Workspace,
+    /// The locks taken through this server and not dropped yet.
+    taken: std::sync::Mutex<Vec<String>>,
     /// SHA-256 of the one `Authorization` header accepted.
     authorization: [u8; 32],
 }
@@ -142,8 +145,8 @@ impl StateServer {
         let port = listener.local_addr().map_err(|error| ToolError::Unavailable(error.to_string()))?.port();
         let password = aurora_adapters::clouds::oauth::random_token();
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("aurora:{password}"));
-        let served = Arc::new(Served { workspace, authorization: Sha256::digest(format!("Basic {basic}")).into() });
-        let app = Router::new().fallback(serve).layer(DefaultBodyLimit::max(MAX_STATE_BYTES)).with_state(served);
+        let served = Arc::new(Served { workspace, taken: Default::default(), authorization: Sha256::digest(format!("Basic {basic}")).into() });
+        let app = Router::new().fallback(serve).layer(DefaultBodyLimit::max(MAX_STATE_BYTES)).with_state(served.clone());
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         tokio::spawn(async move {
@@ -152,7 +155,18 @@ impl StateServer {
                 tracing::warn!(%error, "the state server stopped");
             }
         });
-        Ok(Self { address: format!("http://127.0.0.1:{port}/state"), password, stop })
+        Ok(Self { address: format!("http://127.0.0.1:{port}/state"), password, stop, served })
+    }
+
+    /// Drops the locks a stopped CLI took through this server and could not drop itself:
+    /// the run is known to be over, so nobody writes the state under them any more.
+    pub async fn release_taken(&self) -> Result<usize, sqlx::Error> {
+        let taken = std::mem::take(&mut *self.served.taken.lock().expect("lock list"));
+        let mut released = 0;
+        for lock_id in taken {
+            released += usize::from(self.served.workspace.unlock(&lock_id).await?);
+        }
+        Ok(released)
     }
 
     /// The environment that points the CLI's `http` backend here.
@@ -222,7 +236,10 @@ async fn serve(
                 return (StatusCode::BAD_REQUEST, "a lock is JSON with an ID").into_response();
             };
             match workspace.lock(&lock_id, &info).await {
-                Ok(Ok(())) => StatusCode::OK.into_response(),
+                Ok(Ok(())) => {
+                    served.taken.lock().expect("lock list").push(lock_id);
+                    StatusCode::OK.into_response()
+                }
                 Ok(Err(holder)) => (StatusCode::LOCKED, axum::Json(holder)).into_response(),
                 Err(error) => failed(&error),
             }
@@ -232,7 +249,10 @@ async fn serve(
                 return (StatusCode::BAD_REQUEST, "a lock is JSON with an ID").into_response();
             };
             match workspace.unlock(&lock_id).await {
-                Ok(true) => StatusCode::OK.into_response(),
+                Ok(true) => {
+                    served.taken.lock().expect("lock list").retain(|taken| taken != &lock_id);
+                    StatusCode::OK.into_response()
+                }
                 Ok(false) => match workspace.held().await {
                     Ok(None) => StatusCode::OK.into_response(),
                     Ok(Some((_, holder))) => (StatusCode::CONFLICT, axum::Json(holder)).into_response(),
