@@ -106,6 +106,7 @@ pub async fn tools(config: &Config, options: ToolsOptions) -> anyhow::Result<()>
         actor: aurora_events::Actor::user(Uuid::now_v7()),
         role: Role::Editor,
         approved_by: None,
+        tool_call_id: "bench".into(),
         tool_call_key: Uuid::now_v7(),
         commands: CommandHandler::new(Arc::new(PostgresEventStore::new(pool.clone()))),
         knowledge: aurora_adapters::vectors::search::KnowledgeIndex::from_config(

@@ -2,13 +2,15 @@
 //! is approved and started once; a started apply ends applied, failed, or with an unknown
 //! outcome, and none of them can be started again: a new attempt is a new plan.
 
-use aurora_events::deploy::{DeployApplied, DeployApplyStarted, DeployEvent, DeployFailed, DeployOutcomeUnknown, DeployPlanned};
+use aurora_events::deploy::{Changes, DeployApplied, DeployApplyStarted, DeployEvent, DeployFailed, DeployOutcomeUnknown, DeployPlanned};
 
 use crate::text::{bounded, Lines};
 use crate::{Aggregate, DomainError, ErrorKind};
 
 pub const MAX_REASON_CHARS: usize = 2_000;
-pub const MAX_ADDRESS_CHARS: usize = 500;
+/// A resource's address as a plan lists it (longer ones are cut); with at most
+/// [`Changes::MAX_ADDRESSES`] of each kind, a plan's changes stay far below the event limit.
+pub const MAX_ADDRESS_CHARS: usize = 300;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeployCommand {
@@ -83,7 +85,7 @@ impl Aggregate for Deployment {
                 }
                 let changes = &planned.changes;
                 let lists = [&changes.create, &changes.change, &changes.replace, &changes.destroy];
-                if lists.iter().any(|list| list.len() > aurora_events::deploy::Changes::MAX_ADDRESSES) {
+                if lists.iter().any(|list| list.len() > Changes::MAX_ADDRESSES) {
                     return Err(DomainError::InvalidInput { field: "changes", reason: "lists too many addresses".into() });
                 }
                 for address in lists.into_iter().flatten() {
@@ -140,7 +142,7 @@ impl Aggregate for Deployment {
 mod tests {
     use super::*;
     use crate::testing::given;
-    use aurora_events::deploy::{Changes, DeployStage};
+    use aurora_events::deploy::DeployStage;
     use uuid::Uuid;
 
     fn planned(id: Uuid) -> DeployEvent {

@@ -31,7 +31,7 @@ pub struct Changes {
 }
 
 impl Changes {
-    pub const MAX_ADDRESSES: usize = 200;
+    pub const MAX_ADDRESSES: usize = 100;
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -512,6 +512,7 @@ impl Agent {
             actor: turn.submitted_by.clone(),
             role,
             approved_by: turn.confirmation_for(&call.tool_call_id).and_then(|confirmation| confirmation.granted_by.clone()),
+            tool_call_id: call.tool_call_id.clone(),
             tool_call_key: Uuid::new_v5(&turn.turn_id, call.tool_call_id.as_bytes()),
             pool: self.pool.clone(),
             commands: self.commands.clone(),

@@ -43,6 +43,8 @@ pub struct ToolContext {
     pub role: Role,
     /// The person whose yes let a destructive tool run.
     pub approved_by: Option<Actor>,
+    /// The model's id of the tool call.
+    pub tool_call_id: String,
     /// The tool call, so that a command a tool issues is idempotent per call.
     pub tool_call_key: Uuid,
     pub pool: PgPool,

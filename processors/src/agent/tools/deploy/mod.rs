@@ -484,23 +484,26 @@ async fn apply(context: &ToolContext, plan_id: Uuid, destroy: bool) -> Result<Va
         }
         Err(Refusal::Other(error)) => return Err(error),
     }
-    let start = DeployApplyStarted { deployment_id: plan_id, tool_call_id: context.tool_call_key.to_string(), approved_by: context.approved_by.clone() };
+    let start = DeployApplyStarted { deployment_id: plan_id, tool_call_id: context.tool_call_id.clone(), approved_by: context.approved_by.clone() };
     record(context, plan_id, DeployCommand::StartApply(start)).await?;
-    let files = workspace(context).await?;
-    let run = Run::prepare(context, &files).await?;
-    let plan_file = context.objects.get(&plan_key(context, plan_id, "plan.tfplan")).await.map_err(store_error)?;
-    tokio::fs::write(run.dir().join("aurora.tfplan"), &plan_file).await.map_err(|error| unavailable("write the plan", error))?;
-    let mut output = String::new();
-    let init = run.init(&mut output).await?;
-    let applied = if init.success() {
-        Some(run.cli(&["apply", "-input=false", "-no-color", LOCK_WAIT, "aurora.tfplan"], context.deploy.run_timeout, &mut output).await?)
-    } else {
-        None
+    // From here on the deployment ends recorded, whatever fails.
+    let (run, output, applied) = match execute(context, plan_id).await {
+        Ok(executed) => executed,
+        Err(error) => {
+            let reason = format!("the run could not start: {error}");
+            record(context, plan_id, DeployCommand::Fail(failed(DeployStage::Init, reason, None, None))).await?;
+            return Err(error);
+        }
     };
     let output_key = plan_key(context, plan_id, "apply.txt");
-    context.objects.put(&output_key, output.clone().into_bytes().into()).await.map_err(store_error)?;
+    if let Err(error) = context.objects.put(&output_key, output.clone().into_bytes().into()).await {
+        tracing::warn!(%error, %plan_id, "could not keep an apply's output");
+    }
     let output_key = output_key.to_string();
-    let state_version = run.workspace.latest_version().await.map_err(store_error)?;
+    let state_version = run.workspace.latest_version().await.unwrap_or_else(|error| {
+        tracing::warn!(%error, %plan_id, "could not read the state's latest version");
+        None
+    });
     let mut answer = json!({ "plan_id": plan_id, "destroy": destroy, "state_version": state_version, "output": tail(&output, OUTPUT_SHOWN) });
     let stage = match &applied {
         None => Some((DeployStage::Init, "init failed".to_owned())),
@@ -524,8 +527,8 @@ async fn apply(context: &ToolContext, plan_id: Uuid, destroy: bool) -> Result<Va
         answer["reason"] = json!(reason);
         return Ok(answer);
     }
-    let shown = run.cli(&["output", "-json", "-no-color"], context.deploy.run_timeout, &mut String::new()).await?;
-    let outputs = outputs(&serde_json::from_str(&shown.stdout).unwrap_or(Value::Null));
+    let shown = run.cli(&["output", "-json", "-no-color"], context.deploy.run_timeout, &mut String::new()).await;
+    let outputs = outputs(&shown.ok().and_then(|shown| serde_json::from_str(&shown.stdout).ok()).unwrap_or(Value::Null));
     let done = DeployApplied {
         deployment_id: plan_id,
         state_version,
@@ -537,6 +540,23 @@ async fn apply(context: &ToolContext, plan_id: Uuid, destroy: bool) -> Result<Va
     answer["result"] = json!("applied");
     answer["outputs"] = outputs;
     Ok(answer)
+}
+
+/// Runs `init` and `apply` of the saved plan `plan_id` on the workspace's files: the run, its
+/// output, and how `apply` ended (none when `init` failed).
+async fn execute(context: &ToolContext, plan_id: Uuid) -> Result<(Run<'_>, String, Option<Ran>), ToolError> {
+    let files = workspace(context).await?;
+    let run = Run::prepare(context, &files).await?;
+    let plan_file = context.objects.get(&plan_key(context, plan_id, "plan.tfplan")).await.map_err(store_error)?;
+    tokio::fs::write(run.dir().join("aurora.tfplan"), &plan_file).await.map_err(|error| unavailable("write the plan", error))?;
+    let mut output = String::new();
+    let init = run.init(&mut output).await?;
+    let applied = if init.success() {
+        Some(run.cli(&["apply", "-input=false", "-no-color", LOCK_WAIT, "aurora.tfplan"], context.deploy.run_timeout, &mut output).await?)
+    } else {
+        None
+    };
+    Ok((run, output, applied))
 }
 
 /// The apply of `plan_id` was lost with its processor: recorded as such, its lock released.
