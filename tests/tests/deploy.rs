@@ -651,14 +651,19 @@ async fn a_processor_killed_mid_apply_leaves_an_unknown_outcome_and_never_applie
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_runs_cloud_credentials_reach_its_environment_and_nothing_that_is_kept() {
+async fn a_runs_cloud_credentials_reach_its_environment_and_nothing_that_is_kept_or_shown() {
     let moto = aurora_tests::servers::PrivateMoto::start(Some(5));
     let vault = aurora_tests::servers::ScratchVault::start();
     let connections = aurora_adapters::config::ConnectionsConfig { aws_endpoint: Some(moto.endpoint()), ..Default::default() };
     let account = aurora_tests::aws::set_up_account(&connections).await;
+    // Azure, which cannot run here, answers in its documented formats from a local stand-in.
+    let azure = aurora_testkit::providers::Providers::start().await;
     let (env, app, llm) = deploy_app(|env| {
         env.config.vault = vault.config();
         env.config.connections.aws_endpoint = Some(moto.endpoint());
+        env.config.connections.azure_login_url = format!("{}/azure-login", azure.base_url);
+        env.config.connections.azure_management_url = format!("{}/azure", azure.base_url);
+        env.config.connections.allow_private_urls = true;
     })
     .await;
     let ana = Caller::register(&app.base_url, "ana").await;
@@ -667,13 +672,19 @@ async fn a_runs_cloud_credentials_reach_its_environment_and_nothing_that_is_kept
     }});
     let connected = ana.apply(http().post(app.url("/v1/connections"))).json(&keys).send().await.unwrap();
     assert_eq!(connected.status(), StatusCode::CREATED);
+    let principal = json!({ "provider": "azure", "credentials": {
+        "tenant_id": azure.azure_tenant, "client_id": azure.azure_client_id, "client_secret": azure.azure_client_secret,
+    }});
+    let connected = ana.apply(http().post(app.url("/v1/connections"))).json(&principal).send().await.unwrap();
+    assert_eq!(connected.status(), StatusCode::CREATED);
     let secret = account.user.secret_access_key.clone();
+    let azure_secret = azure.azure_client_secret.clone();
     let marks = marks();
     // The provisioner prints the run's secrets (the cloud key, the state server's password) and
     // leaves the key where only the test reads it.
     let main_tf = format!(
-        "resource \"terraform_data\" \"leak\" {{\n  provisioner \"local-exec\" {{\n    command = \"echo key=$AWS_SECRET_ACCESS_KEY state=$TF_HTTP_PASSWORD region=$AWS_REGION; printf %s $AWS_SECRET_ACCESS_KEY > {}/key\"\n  }}\n}}\n",
-        marks.display()
+        "resource \"terraform_data\" \"leak\" {{\n  provisioner \"local-exec\" {{\n    command = \"echo key=$AWS_SECRET_ACCESS_KEY state=$TF_HTTP_PASSWORD region=$AWS_REGION azure=$ARM_CLIENT_SECRET tenant=$ARM_TENANT_ID; printf %s $AWS_SECRET_ACCESS_KEY > {marks}/key; printf %s $ARM_CLIENT_SECRET > {marks}/azure\"\n  }}\n}}\n",
+        marks = marks.display()
     );
     let mut socket = ChatSocket::open(&app.base_url, &ana).await;
     let (session, planned) = write_and_plan(&mut socket, &llm, None, &main_tf, "leak").await;
@@ -695,9 +706,11 @@ async fn a_runs_cloud_credentials_reach_its_environment_and_nothing_that_is_kept
 
     // The run had the organisation's key, read from the secret store for it.
     assert_eq!(std::fs::read_to_string(marks.join("key")).unwrap(), secret);
+    assert_eq!(std::fs::read_to_string(marks.join("azure")).unwrap(), azure_secret);
     // What it printed was redacted wherever it went: the chat, the stored output, the events.
     let shown = applied["payload"]["result"]["output"].as_str().unwrap();
-    assert!(shown.contains("key=[redacted] state=[redacted] region=us-east-1"), "{shown}");
+    let tenant = format!("key=[redacted] state=[redacted] region=us-east-1 azure=[redacted] tenant={}", azure.azure_tenant);
+    assert!(shown.contains(&tenant), "{shown}");
     let streamed = streamed_output(&mut socket, "apply_leak", "key=").await;
     assert!(streamed.contains("key=[redacted]"), "{streamed}");
     let output = ana.apply(http().get(app.url(&format!("/v1/deployments/{plan_id}/output")))).send().await.unwrap().text().await.unwrap();
@@ -706,6 +719,7 @@ async fn a_runs_cloud_credentials_reach_its_environment_and_nothing_that_is_kept
     let kept = everything_kept(&env).await;
     for (name, haystack) in [("the socket's frames", &frames), ("what Aurora kept", &kept), ("the stored output", &output)] {
         assert!(!haystack.contains(&secret), "the AWS secret key appears in {name}");
+        assert!(!haystack.contains(&azure_secret), "the Azure client secret appears in {name}");
     }
     socket.close().await;
     app.stop().await;

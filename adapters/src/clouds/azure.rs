@@ -18,6 +18,20 @@ pub struct Azure {
     timeout: std::time::Duration,
 }
 
+/// The environment that gives a child process (the Terraform CLI and its `azurerm` provider)
+/// the connection's service principal, and `subscription` when one is known; the second list
+/// holds the values that must never be shown.
+pub fn environment(secret: &Secret, subscription: Option<&str>) -> Result<(Vec<(&'static str, String)>, Vec<String>), ProviderError> {
+    let field = |name: &str| {
+        secret.get(name).map(str::to_owned).ok_or_else(|| ProviderError::invalid(format!("the Azure connection has no {name}")))
+    };
+    let client_secret = field("client_secret")?;
+    let mut env =
+        vec![("ARM_TENANT_ID", field("tenant_id")?), ("ARM_CLIENT_ID", field("client_id")?), ("ARM_CLIENT_SECRET", client_secret.clone())];
+    env.extend(subscription.map(|subscription| ("ARM_SUBSCRIPTION_ID", subscription.to_owned())));
+    Ok((env, vec![client_secret]))
+}
+
 impl Azure {
     /// Signs in as the connection's service principal.
     pub async fn sign_in(config: &ConnectionsConfig, secret: &Secret) -> Result<Self, ProviderError> {

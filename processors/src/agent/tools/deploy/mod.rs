@@ -726,10 +726,19 @@ impl<'a> Run<'a> {
         let state = StateServer::start(workspace.clone()).await?;
         let mut env = state.env();
         let mut secrets = vec![state.password().to_owned()];
-        if context.connected.has(Provider::Aws) {
-            let (_, secret) = context.credentials(Provider::Aws, None).await?;
-            let aws = Aws::for_connection(&context.providers, &secret).await?;
-            let (cloud, hidden) = aws.environment();
+        // The organisation's clouds, read from the secret store for this run (the first
+        // connection of each provider; its first project or subscription when it has several).
+        for provider in [Provider::Aws, Provider::Gcp, Provider::Azure] {
+            if !context.connected.has(provider) {
+                continue;
+            }
+            let (connection, secret) = context.credentials(provider, None).await?;
+            let first = |kind: &str| connection.inventory.iter().find(|item| item.kind == kind).map(|item| item.id.clone());
+            let (cloud, hidden) = match provider {
+                Provider::Aws => Aws::for_connection(&context.providers, &secret).await?.environment(),
+                Provider::Gcp => aurora_adapters::clouds::gcp::environment(&secret, first("project").as_deref())?,
+                _ => aurora_adapters::clouds::azure::environment(&secret, first("subscription").as_deref())?,
+            };
             env.extend(cloud);
             secrets.extend(hidden);
         }
