@@ -74,9 +74,8 @@ impl Aws {
     }
 
     /// The environment that gives a child process (the Terraform CLI and its AWS provider) these
-    /// credentials, the default region and the configured endpoint; the second list holds the
-    /// values that must never be shown.
-    pub fn environment(&self) -> (Vec<(&'static str, String)>, Vec<String>) {
+    /// credentials, the default region and the configured endpoint.
+    pub fn environment(&self) -> super::RunEnvironment {
         let credentials = &self.credentials;
         let mut env = vec![
             ("AWS_ACCESS_KEY_ID", credentials.access_key_id.clone()),
@@ -92,7 +91,7 @@ impl Aws {
         if let Some(endpoint) = &self.endpoint {
             env.push(("AWS_ENDPOINT_URL", endpoint.clone()));
         }
-        (env, secret)
+        super::RunEnvironment { vars: env, secrets: secret }
     }
 
     fn base_url(&self, service: &str, region: &str) -> String {

@@ -5,7 +5,7 @@
 use aurora_events::connection::{InventoryItem, MAX_INVENTORY_ITEMS};
 use serde_json::{json, Value};
 
-use super::{http_client, json_detail, send_json, ProviderError, Verified};
+use super::{http_client, json_detail, send_json, ProviderError, RunEnvironment, Verified};
 use crate::config::ConnectionsConfig;
 use crate::secrets::Secret;
 
@@ -19,9 +19,8 @@ pub struct Azure {
 }
 
 /// The environment that gives a child process (the Terraform CLI and its `azurerm` provider)
-/// the connection's service principal, and `subscription` when one is known; the second list
-/// holds the values that must never be shown.
-pub fn environment(secret: &Secret, subscription: Option<&str>) -> Result<(Vec<(&'static str, String)>, Vec<String>), ProviderError> {
+/// the connection's service principal, and `subscription` when one is known.
+pub fn environment(secret: &Secret, subscription: Option<&str>) -> Result<RunEnvironment, ProviderError> {
     let field = |name: &str| {
         secret.get(name).map(str::to_owned).ok_or_else(|| ProviderError::invalid(format!("the Azure connection has no {name}")))
     };
@@ -29,7 +28,7 @@ pub fn environment(secret: &Secret, subscription: Option<&str>) -> Result<(Vec<(
     let mut env =
         vec![("ARM_TENANT_ID", field("tenant_id")?), ("ARM_CLIENT_ID", field("client_id")?), ("ARM_CLIENT_SECRET", client_secret.clone())];
     env.extend(subscription.map(|subscription| ("ARM_SUBSCRIPTION_ID", subscription.to_owned())));
-    Ok((env, vec![client_secret]))
+    Ok(RunEnvironment { vars: env, secrets: vec![client_secret] })
 }
 
 impl Azure {

@@ -5,7 +5,7 @@
 use aurora_events::connection::{InventoryItem, MAX_INVENTORY_ITEMS};
 use serde_json::{json, Value};
 
-use super::{http_client, json_detail, send_json, ProviderError};
+use super::{http_client, json_detail, send_json, ProviderError, RunEnvironment};
 use crate::config::ConnectionsConfig;
 use crate::secrets::Secret;
 
@@ -15,13 +15,12 @@ pub const SCOPES: &[&str] = &["https://www.googleapis.com/auth/cloud-platform", 
 pub const AUTHORIZE_EXTRA: &[(&str, &str)] = &[("access_type", "offline"), ("prompt", "consent")];
 
 /// The environment that gives a child process (the Terraform CLI and its `google` provider) the
-/// connection's OAuth access token, and `project` when one is known; the second list holds the
-/// values that must never be shown.
-pub fn environment(secret: &Secret, project: Option<&str>) -> Result<(Vec<(&'static str, String)>, Vec<String>), ProviderError> {
+/// connection's OAuth access token, and `project` when one is known.
+pub fn environment(secret: &Secret, project: Option<&str>) -> Result<RunEnvironment, ProviderError> {
     let token = secret.get("access_token").ok_or_else(|| ProviderError::invalid("the Google Cloud connection has no access token"))?;
     let mut env = vec![("GOOGLE_OAUTH_ACCESS_TOKEN", token.to_owned())];
     env.extend(project.map(|project| ("GOOGLE_PROJECT", project.to_owned())));
-    Ok((env, vec![token.to_owned()]))
+    Ok(RunEnvironment { vars: env, secrets: vec![token.to_owned()] })
 }
 
 pub struct Gcp {

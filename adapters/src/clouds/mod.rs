@@ -260,3 +260,11 @@ pub async fn inventory(config: &ConnectionsConfig, provider: Provider, secret: &
         Provider::Datadog | Provider::Grafana | Provider::Splunk | Provider::Pagerduty => Ok(Vec::new()),
     }
 }
+
+/// What a child process (the Terraform CLI and its providers) needs of a connection's
+/// credentials: environment variables, and the values among them that must never be shown.
+#[derive(Default)]
+pub struct RunEnvironment {
+    pub vars: Vec<(&'static str, String)>,
+    pub secrets: Vec<String>,
+}

@@ -734,13 +734,13 @@ impl<'a> Run<'a> {
             }
             let (connection, secret) = context.credentials(provider, None).await?;
             let first = |kind: &str| connection.inventory.iter().find(|item| item.kind == kind).map(|item| item.id.clone());
-            let (cloud, hidden) = match provider {
+            let cloud = match provider {
                 Provider::Aws => Aws::for_connection(&context.providers, &secret).await?.environment(),
                 Provider::Gcp => aurora_adapters::clouds::gcp::environment(&secret, first("project").as_deref())?,
                 _ => aurora_adapters::clouds::azure::environment(&secret, first("subscription").as_deref())?,
             };
-            env.extend(cloud);
-            secrets.extend(hidden);
+            env.extend(cloud.vars);
+            secrets.extend(cloud.secrets);
         }
         secrets.retain(|secret| secret.len() >= 4);
         Ok(Run { context, scratch, workspace, state, env, secrets })
