@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod connection;
 pub mod deploy;
+pub mod discovery;
 pub mod identity;
 pub mod incident;
 pub mod knowledge;
@@ -23,6 +24,8 @@ pub enum DomainError {
     Connection(#[from] connection::ConnectionError),
     #[error(transparent)]
     Deploy(#[from] deploy::DeployError),
+    #[error(transparent)]
+    Discovery(#[from] discovery::DiscoveryError),
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
     #[error(transparent)]
@@ -55,6 +58,7 @@ impl DomainError {
             DomainError::ChatSession(error) => error.kind(),
             DomainError::Connection(error) => error.kind(),
             DomainError::Deploy(error) => error.kind(),
+            DomainError::Discovery(error) => error.kind(),
             DomainError::Identity(_) => ErrorKind::InvalidState,
             DomainError::Incident(error) => error.kind(),
             DomainError::Knowledge(error) => error.kind(),

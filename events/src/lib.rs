@@ -31,4 +31,4 @@ macro_rules! features {
     };
 }
 
-features!(catalog::Families: chat, connection, deploy, identity, incident, knowledge);
+features!(catalog::Families: chat, connection, deploy, discovery, identity, incident, knowledge);

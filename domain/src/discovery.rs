@@ -1,0 +1,299 @@
+//! An organisation's discovered estate (stream `discovery-<org id>`): its scans, and every
+//! resource and dependency the scans found. A completed scan is decided here against what the
+//! earlier scans left, so what it records is exactly the difference: new, changed and gone
+//! resources and dependencies. A provider that failed keeps what it had.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aurora_events::discovery::{
+    Dependency, DependencyDiscovered, DependencyGone, DependencyKind, DiscoveryEvent, ProviderFailure, Resource, ResourceGone,
+    ResourceSeen, ScanCompleted, ScanFailed, ScanRequested, ScanStarted,
+};
+use uuid::Uuid;
+
+use crate::text::{bounded, Lines};
+use crate::{Aggregate, DomainError, ErrorKind};
+
+pub const MAX_EVIDENCE_CHARS: usize = 1_000;
+pub const MAX_REASON_CHARS: usize = 1_000;
+pub const MAX_NAME_CHARS: usize = 500;
+/// Most resources one organisation's estate may hold.
+pub const MAX_RESOURCES: usize = 50_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DiscoveryCommand {
+    Request {
+        scan_id: Uuid,
+    },
+    Start {
+        scan_id: Uuid,
+        providers: Vec<String>,
+    },
+    /// What the scan listed, from the providers it listed; `failures` could not be listed.
+    Complete {
+        scan_id: Uuid,
+        resources: Vec<Resource>,
+        dependencies: Vec<Dependency>,
+        failures: Vec<ProviderFailure>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("no such scan")]
+    ScanNotFound,
+    #[error("a scan of this organisation is running already ({0})")]
+    ScanRunning(Uuid),
+    #[error("the scan found {0} resources, more than an organisation may keep ({MAX_RESOURCES})")]
+    TooManyResources(usize),
+}
+
+impl DiscoveryError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DiscoveryError::ScanNotFound => ErrorKind::NotFound("scan".into()),
+            DiscoveryError::ScanRunning(_) => ErrorKind::InvalidState,
+            DiscoveryError::TooManyResources(_) => ErrorKind::QuotaExceeded,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanStatus {
+    Requested,
+    Running,
+    Ended,
+}
+
+type EdgeKey = (String, String, DependencyKind);
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Estate {
+    pub resources: BTreeMap<String, Resource>,
+    pub dependencies: BTreeMap<EdgeKey, Dependency>,
+    pub scans: BTreeMap<Uuid, ScanStatus>,
+}
+
+impl Estate {
+    fn running(&self) -> Option<Uuid> {
+        self.scans.iter().find(|(_, status)| **status != ScanStatus::Ended).map(|(scan_id, _)| *scan_id)
+    }
+}
+
+fn key(dependency: &Dependency) -> EdgeKey {
+    (dependency.from.clone(), dependency.to.clone(), dependency.kind)
+}
+
+impl Aggregate for Estate {
+    type Command = DiscoveryCommand;
+    type Event = DiscoveryEvent;
+
+    fn decide(&self, command: DiscoveryCommand) -> Result<Vec<DiscoveryEvent>, DomainError> {
+        match command {
+            DiscoveryCommand::Request { scan_id } => {
+                if self.scans.contains_key(&scan_id) {
+                    return Ok(Vec::new());
+                }
+                if let Some(running) = self.running() {
+                    return Err(DiscoveryError::ScanRunning(running).into());
+                }
+                Ok(vec![DiscoveryEvent::ScanRequested(ScanRequested { scan_id })])
+            }
+            DiscoveryCommand::Start { scan_id, providers } => match self.scans.get(&scan_id) {
+                None => Err(DiscoveryError::ScanNotFound.into()),
+                Some(ScanStatus::Requested) => Ok(vec![DiscoveryEvent::ScanStarted(ScanStarted { scan_id, providers })]),
+                Some(_) => Ok(Vec::new()),
+            },
+            DiscoveryCommand::Complete { scan_id, resources, dependencies, mut failures } => {
+                match self.scans.get(&scan_id) {
+                    None => return Err(DiscoveryError::ScanNotFound.into()),
+                    Some(ScanStatus::Ended) => return Ok(Vec::new()),
+                    Some(_) => {}
+                }
+                for failure in &mut failures {
+                    failure.reason = bounded("reason", &failure.reason, MAX_REASON_CHARS, Lines::Many)?;
+                }
+                let listed: BTreeSet<String> = resources.iter().map(|resource| resource.provider.clone()).collect();
+                if resources.is_empty() && !failures.is_empty() {
+                    return Ok(vec![DiscoveryEvent::ScanFailed(ScanFailed { scan_id, failures })]);
+                }
+                if resources.len() > MAX_RESOURCES {
+                    return Err(DiscoveryError::TooManyResources(resources.len()).into());
+                }
+                let failed: BTreeSet<String> = failures.iter().map(|failure| failure.provider.clone()).collect();
+                let mut events = Vec::new();
+                let (mut discovered, mut changed, mut gone) = (0, 0, 0);
+                let mut seen = BTreeSet::new();
+                for mut resource in resources {
+                    resource.name = bounded("name", &resource.name, MAX_NAME_CHARS, Lines::One)?;
+                    seen.insert(resource.resource_id.clone());
+                    match self.resources.get(&resource.resource_id) {
+                        None => {
+                            discovered += 1;
+                            events.push(DiscoveryEvent::ResourceDiscovered(ResourceSeen { scan_id, resource }));
+                        }
+                        Some(known) if *known != resource => {
+                            changed += 1;
+                            events.push(DiscoveryEvent::ResourceChanged(ResourceSeen { scan_id, resource }));
+                        }
+                        Some(_) => {}
+                    }
+                }
+                // What a listed provider no longer has is gone; a failed provider keeps its own,
+                // and the dependencies that touch them, which nothing could check again.
+                let unchecked = |resource_id: &str| {
+                    self.resources
+                        .get(resource_id)
+                        .is_some_and(|known| failed.contains(&known.provider) && !listed.contains(&known.provider))
+                };
+                for resource_id in self.resources.keys().filter(|resource_id| !seen.contains(*resource_id) && !unchecked(resource_id)) {
+                    gone += 1;
+                    events.push(DiscoveryEvent::ResourceGone(ResourceGone { scan_id, resource_id: resource_id.clone() }));
+                }
+                let mut inferred = BTreeSet::new();
+                let count = dependencies.len() as u32;
+                for mut dependency in dependencies {
+                    dependency.evidence = bounded("evidence", &dependency.evidence, MAX_EVIDENCE_CHARS, Lines::Many)?;
+                    dependency.confidence = dependency.confidence.clamp(0.0, 1.0);
+                    inferred.insert(key(&dependency));
+                    if self.dependencies.get(&key(&dependency)) != Some(&dependency) {
+                        events.push(DiscoveryEvent::DependencyDiscovered(DependencyDiscovered { scan_id, dependency }));
+                    }
+                }
+                for (from, to, kind) in self.dependencies.keys() {
+                    let stays = inferred.contains(&(from.clone(), to.clone(), *kind)) || unchecked(from) || unchecked(to);
+                    if !stays {
+                        events.push(DiscoveryEvent::DependencyGone(DependencyGone {
+                            scan_id,
+                            from: from.clone(),
+                            to: to.clone(),
+                            kind: *kind,
+                        }));
+                    }
+                }
+                events.push(DiscoveryEvent::ScanCompleted(ScanCompleted {
+                    scan_id,
+                    resources: seen.len() as u32,
+                    dependencies: count,
+                    discovered,
+                    changed,
+                    gone,
+                    failures,
+                }));
+                Ok(events)
+            }
+        }
+    }
+
+    fn evolve(mut self, event: &DiscoveryEvent) -> Self {
+        match event {
+            DiscoveryEvent::ScanRequested(requested) => {
+                self.scans.insert(requested.scan_id, ScanStatus::Requested);
+            }
+            DiscoveryEvent::ScanStarted(started) => {
+                self.scans.insert(started.scan_id, ScanStatus::Running);
+            }
+            DiscoveryEvent::ResourceDiscovered(seen) | DiscoveryEvent::ResourceChanged(seen) => {
+                self.resources.insert(seen.resource.resource_id.clone(), seen.resource.clone());
+            }
+            DiscoveryEvent::ResourceGone(gone) => {
+                self.resources.remove(&gone.resource_id);
+            }
+            DiscoveryEvent::DependencyDiscovered(discovered) => {
+                self.dependencies.insert(key(&discovered.dependency), discovered.dependency.clone());
+            }
+            DiscoveryEvent::DependencyGone(gone) => {
+                self.dependencies.remove(&(gone.from.clone(), gone.to.clone(), gone.kind));
+            }
+            DiscoveryEvent::ScanCompleted(ScanCompleted { scan_id, .. }) | DiscoveryEvent::ScanFailed(ScanFailed { scan_id, .. }) => {
+                self.scans.insert(*scan_id, ScanStatus::Ended);
+            }
+        }
+        self
+    }
+
+    fn exists(&self) -> bool {
+        !self.scans.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aurora_events::discovery::ResourceKind;
+
+    fn resource(id: &str, provider: &str, name: &str) -> Resource {
+        Resource {
+            resource_id: id.into(),
+            provider: provider.into(),
+            kind: ResourceKind::Vm,
+            provider_type: "AWS::EC2::Instance".into(),
+            name: name.into(),
+            region: Some("us-east-1".into()),
+            account: None,
+            tags: BTreeMap::new(),
+            endpoint: None,
+        }
+    }
+
+    fn edge(from: &str, to: &str) -> Dependency {
+        Dependency { from: from.into(), to: to.into(), kind: DependencyKind::Reaches, evidence: "a rule".into(), confidence: 0.8 }
+    }
+
+    fn scanned(
+        estate: Estate,
+        resources: Vec<Resource>,
+        dependencies: Vec<Dependency>,
+        failures: Vec<ProviderFailure>,
+    ) -> (Estate, Vec<DiscoveryEvent>) {
+        let scan_id = Uuid::now_v7();
+        let mut estate = estate;
+        for command in [DiscoveryCommand::Request { scan_id }, DiscoveryCommand::Start { scan_id, providers: vec!["aws".into()] }] {
+            for event in estate.decide(command).unwrap() {
+                estate = estate.evolve(&event);
+            }
+        }
+        let events = estate.decide(DiscoveryCommand::Complete { scan_id, resources, dependencies, failures }).unwrap();
+        let after = events.iter().fold(estate, |estate, event| estate.evolve(event));
+        (after, events)
+    }
+
+    fn names(events: &[DiscoveryEvent]) -> Vec<&'static str> {
+        events.iter().map(|event| aurora_events::EventPayload::event_type(event)).collect()
+    }
+
+    #[test]
+    fn a_second_scan_records_exactly_the_differences() {
+        let (estate, events) =
+            scanned(Estate::default(), vec![resource("a", "aws", "a"), resource("b", "aws", "b")], vec![edge("a", "b")], vec![]);
+        assert_eq!(names(&events), ["resource.discovered", "resource.discovered", "dependency.discovered", "discovery.scan_completed"]);
+        let (estate, events) = scanned(estate, vec![resource("a", "aws", "a"), resource("b", "aws", "b")], vec![edge("a", "b")], vec![]);
+        assert_eq!(names(&events), ["discovery.scan_completed"], "nothing changed");
+        let (_, events) = scanned(estate, vec![resource("a", "aws", "a renamed"), resource("c", "aws", "c")], vec![], vec![]);
+        assert_eq!(
+            names(&events),
+            ["resource.changed", "resource.discovered", "resource.gone", "dependency.gone", "discovery.scan_completed"]
+        );
+    }
+
+    #[test]
+    fn a_failed_provider_keeps_what_it_had() {
+        let failure = ProviderFailure { provider: "gcp".into(), connection: "prod".into(), reason: "token expired".into() };
+        let (estate, _) =
+            scanned(Estate::default(), vec![resource("a", "aws", "a"), resource("g", "gcp", "g")], vec![edge("a", "g")], vec![]);
+        let (estate, events) = scanned(estate, vec![resource("a", "aws", "a")], vec![], vec![failure.clone()]);
+        assert_eq!(names(&events), ["discovery.scan_completed"], "g and its dependency could not be checked again");
+        assert!(estate.resources.contains_key("g"));
+        assert_eq!(estate.dependencies.len(), 1);
+        let (_, events) = scanned(estate, vec![], vec![], vec![failure]);
+        assert_eq!(names(&events), ["discovery.scan_failed"]);
+    }
+
+    #[test]
+    fn one_scan_runs_at_a_time() {
+        let scan_id = Uuid::now_v7();
+        let estate = Estate::default().evolve(&DiscoveryEvent::ScanRequested(ScanRequested { scan_id }));
+        assert_eq!(estate.decide(DiscoveryCommand::Request { scan_id: Uuid::now_v7() }), Err(DiscoveryError::ScanRunning(scan_id).into()));
+        assert_eq!(estate.decide(DiscoveryCommand::Request { scan_id }), Ok(Vec::new()), "the same request again changes nothing");
+    }
+}
