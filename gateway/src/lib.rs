@@ -10,7 +10,7 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 
-aurora_events::features!(routes::Routes: audit, chat, connection, deploy, identity, incident, knowledge);
+aurora_events::features!(routes::Routes: audit, chat, connection, deploy, discovery, identity, incident, knowledge);
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -23,7 +23,7 @@ use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-aurora_events::features!(Processors: chat, connection, incident, knowledge);
+aurora_events::features!(Processors: chat, connection, discovery, incident, knowledge);
 
 /// What every processor is started with.
 #[derive(Clone)]

@@ -9,7 +9,7 @@ pub mod apply;
 pub mod replay;
 pub mod runner;
 
-aurora_events::features!(Projections: audit, chat, connection, deploy, incident, knowledge);
+aurora_events::features!(Projections: audit, chat, connection, deploy, discovery, incident, knowledge);
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -86,6 +86,26 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
     .execute(&env.pool)
     .await
     .unwrap();
+    // A scan and a discovered service of ana's organisation, as their read models hold them.
+    let (scan_id, node_id) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    sqlx::query(
+        "INSERT INTO discovery_scans (scan_id, org_id, status, requested_by, requested_at, stream_version) \
+         VALUES ($1, $2, 'completed', 'user:x', now(), 1)",
+    )
+    .bind(scan_id)
+    .bind(ana.org)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO graph_nodes (node_id, org_id, resource_id, provider, kind, provider_type, name, tags, first_seen, last_changed, stream_version) \
+         VALUES ($1, $2, 'aws:1:us-east-1:instance/i-ours', 'aws', 'vm', 'AWS::EC2::Instance', 'ours', '{}', now(), now(), 2)",
+    )
+    .bind(node_id)
+    .bind(ana.org)
+    .execute(&env.pool)
+    .await
+    .unwrap();
     let ours_result = ana.apply(http().get(app.url(&format!("/v1/chat/sessions/{session_id}/tool-calls/call_ours")))).send().await.unwrap();
     assert_eq!(ours_result.status(), StatusCode::OK, "the owner organisation reads it");
 
@@ -124,6 +144,8 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
             .replace("{incident_id}", &incident_id)
             .replace("{investigation_id}", &investigation_id)
             .replace("{deployment_id}", &deployment_id.to_string())
+            .replace("{scan_id}", &scan_id.to_string())
+            .replace("{node_id}", &node_id.to_string())
             .replace("{version}", "1")
             // ana's webhook endpoint, with eve's token.
             .replace("{org_id}", &ana.org.to_string())
@@ -139,7 +161,7 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{} {} let another organisation see a resource", spec.method, spec.path);
         covered += 1;
     }
-    assert_eq!(covered, 36);
+    assert_eq!(covered, 39);
 
     // Collections hold nothing of ana's organisation.
     let ours: Vec<String> = vec![
@@ -153,6 +175,8 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         document_id.clone(),
         incident_id.clone(),
         deployment_id.to_string(),
+        scan_id.to_string(),
+        node_id.to_string(),
     ];
     for path in [
         "/v1/chat/sessions?include_archived=true",
@@ -168,6 +192,8 @@ async fn another_organisations_resources_are_not_found_on_every_route() {
         "/v1/incidents/metrics",
         "/v1/incidents/webhook",
         "/v1/deployments",
+        "/v1/discovery/scans",
+        "/v1/discovery/services",
     ] {
         let response = eve.apply(http().get(app.url(path))).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
@@ -267,6 +293,7 @@ async fn every_route_is_described_with_its_types_and_required_role() {
             "/v1/incidents/{incident_id}/investigations",
             "/v1/incidents/{incident_id}/investigations/{investigation_id}/cancel",
             "/v1/incidents/{incident_id}/chat",
+            "/v1/discovery/scans",
         ];
         if matches!(route.method.as_str(), "POST" | "PATCH") && !bodiless.contains(&route.path.as_str()) {
             assert!(operation["requestBody"].is_object(), "{} {} has no request type", route.method, route.path);

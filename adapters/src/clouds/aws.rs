@@ -283,10 +283,17 @@ impl Aws {
                     .filter_map(|tag| Some((child_text(&tag, "key")?, Value::String(child_text(&tag, "value").unwrap_or_default()))))
                     .collect();
                 let state = instance.children().find(|node| node.has_tag_name("instanceState")).and_then(|node| child_text(&node, "name"));
+                let groups: Vec<String> = instance
+                    .children()
+                    .filter(|node| node.has_tag_name("groupSet"))
+                    .flat_map(|set| set.children().filter(|node| node.has_tag_name("item")))
+                    .filter_map(|group| child_text(&group, "groupId"))
+                    .collect();
                 json!({
                     "instance_id": child("instanceId"), "type": child("instanceType"), "state": state,
                     "private_ip": child("privateIpAddress"), "public_ip": child("ipAddress"), "vpc_id": child("vpcId"),
                     "subnet_id": child("subnetId"), "image_id": child("imageId"), "launch_time": child("launchTime"), "tags": tags,
+                    "security_groups": groups,
                 })
             })
             .collect();
@@ -304,13 +311,76 @@ impl Aws {
             .map(|instance| {
                 let child = |name: &str| child_text(&instance, name);
                 let endpoint = instance.children().find(|node| node.has_tag_name("Endpoint"));
+                let groups: Vec<String> = instance
+                    .descendants()
+                    .filter(|node| node.has_tag_name("VpcSecurityGroupMembership"))
+                    .filter_map(|membership| child_text(&membership, "VpcSecurityGroupId"))
+                    .collect();
+                let vpc =
+                    instance.descendants().find(|node| node.has_tag_name("DBSubnetGroup")).and_then(|group| child_text(&group, "VpcId"));
                 json!({
                     "identifier": child("DBInstanceIdentifier"), "engine": child("Engine"), "engine_version": child("EngineVersion"),
                     "class": child("DBInstanceClass"), "status": child("DBInstanceStatus"), "multi_az": child("MultiAZ"),
                     "storage_gb": child("AllocatedStorage"),
                     "endpoint": endpoint.and_then(|node| child_text(&node, "Address")),
                     "port": endpoint.and_then(|node| child_text(&node, "Port")),
-                    "arn": child("DBInstanceArn"),
+                    "arn": child("DBInstanceArn"), "security_groups": groups, "vpc_id": vpc,
+                })
+            })
+            .collect())
+    }
+
+    /// EC2 DescribeVpcs.
+    pub async fn vpcs(&self, region: &str) -> Result<Vec<Value>, ProviderError> {
+        let xml = self.query("ec2", region, "DescribeVpcs", "2016-11-15", &[]).await?;
+        let document = parse_xml(&xml)?;
+        Ok(items_of(&document, "vpcSet")
+            .map(|vpc| json!({ "vpc_id": child_text(&vpc, "vpcId"), "cidr": child_text(&vpc, "cidrBlock"), "tags": tags_of(&vpc) }))
+            .collect())
+    }
+
+    /// EC2 DescribeSubnets.
+    pub async fn subnets(&self, region: &str) -> Result<Vec<Value>, ProviderError> {
+        let xml = self.query("ec2", region, "DescribeSubnets", "2016-11-15", &[]).await?;
+        let document = parse_xml(&xml)?;
+        Ok(items_of(&document, "subnetSet")
+            .map(|subnet| {
+                json!({
+                    "subnet_id": child_text(&subnet, "subnetId"), "vpc_id": child_text(&subnet, "vpcId"),
+                    "cidr": child_text(&subnet, "cidrBlock"), "zone": child_text(&subnet, "availabilityZone"), "tags": tags_of(&subnet),
+                })
+            })
+            .collect())
+    }
+
+    /// EC2 DescribeSecurityGroups, with each group's ingress rules (protocol, ports, the groups
+    /// and address ranges they admit).
+    pub async fn security_groups(&self, region: &str) -> Result<Vec<Value>, ProviderError> {
+        let xml = self.query("ec2", region, "DescribeSecurityGroups", "2016-11-15", &[]).await?;
+        let document = parse_xml(&xml)?;
+        Ok(items_of(&document, "securityGroupInfo")
+            .map(|group| {
+                let ingress: Vec<Value> = group
+                    .children()
+                    .filter(|node| node.has_tag_name("ipPermissions"))
+                    .flat_map(|set| set.children().filter(|node| node.has_tag_name("item")))
+                    .map(|rule| {
+                        let nested = |set: &str, field: &str| -> Vec<String> {
+                            rule.children()
+                                .filter(|node| node.has_tag_name(set))
+                                .flat_map(|set| set.children().filter(|node| node.has_tag_name("item")))
+                                .filter_map(|item| child_text(&item, field))
+                                .collect()
+                        };
+                        json!({
+                            "protocol": child_text(&rule, "ipProtocol"), "from_port": child_text(&rule, "fromPort"),
+                            "to_port": child_text(&rule, "toPort"), "groups": nested("groups", "groupId"), "cidrs": nested("ipRanges", "cidrIp"),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "group_id": child_text(&group, "groupId"), "name": child_text(&group, "groupName"),
+                    "vpc_id": child_text(&group, "vpcId"), "ingress": ingress, "tags": tags_of(&group),
                 })
             })
             .collect())
@@ -477,6 +547,20 @@ fn parse_json(body: &str) -> Result<Value, ProviderError> {
 
 fn text_of(document: &roxmltree::Document<'_>, tag: &str) -> Option<String> {
     document.descendants().find(|node| node.has_tag_name(tag)).and_then(|node| node.text()).map(str::to_owned)
+}
+
+/// The `item`s directly under each `set` element of `document`.
+fn items_of<'a, 'input>(document: &'a roxmltree::Document<'input>, set: &'a str) -> impl Iterator<Item = roxmltree::Node<'a, 'input>> + 'a {
+    document.descendants().filter(move |node| node.has_tag_name("item") && node.parent().is_some_and(|parent| parent.has_tag_name(set)))
+}
+
+/// A resource's `tagSet`, as a map.
+fn tags_of(node: &roxmltree::Node<'_, '_>) -> serde_json::Map<String, Value> {
+    node.children()
+        .filter(|child| child.has_tag_name("tagSet"))
+        .flat_map(|set| set.children().filter(|child| child.has_tag_name("item")))
+        .filter_map(|tag| Some((child_text(&tag, "key")?, Value::String(child_text(&tag, "value").unwrap_or_default()))))
+        .collect()
 }
 
 fn child_text(node: &roxmltree::Node<'_, '_>, tag: &str) -> Option<String> {

@@ -1,0 +1,171 @@
+//! The discovery feature's read models: `graph_nodes` and `graph_edges` (the organisation's
+//! estate as a graph; a node's id is a UUIDv5 of its organisation and resource id) and
+//! `discovery_scans`. Each row remembers the stream version it reflects, so a redelivered event
+//! changes nothing; a gone resource or dependency keeps its row with `gone_at`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aurora_events::discovery::DiscoveryEvent;
+use aurora_events::{Envelope, EventPayload};
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::{Projection, Projections, TableNames};
+
+pub struct Graph;
+
+/// Registers the discovery read models.
+pub fn register(projections: &mut Projections) {
+    projections.add(Arc::new(Graph));
+}
+
+/// The node id of `resource_id` in `org_id`'s graph.
+pub fn node_id(org_id: Uuid, resource_id: &str) -> Uuid {
+    Uuid::new_v5(&org_id, resource_id.as_bytes())
+}
+
+#[async_trait]
+impl Projection for Graph {
+    fn name(&self) -> &'static str {
+        "graph"
+    }
+
+    fn categories(&self) -> Vec<&'static str> {
+        vec![DiscoveryEvent::CATEGORY]
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["graph_nodes", "graph_edges", "discovery_scans"]
+    }
+
+    async fn apply(&self, connection: &mut PgConnection, tables: &TableNames, events: &[Envelope]) -> Result<(), sqlx::Error> {
+        let (nodes, edges, scans) = (tables.get("graph_nodes"), tables.get("graph_edges"), tables.get("discovery_scans"));
+        for envelope in events {
+            let event = DiscoveryEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
+                .map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+            let (org, version, at) = (envelope.org_id.0, envelope.stream_version as i64, envelope.occurred_at);
+            let scan_update = |set: &str| format!("UPDATE {scans} SET {set}, stream_version = $2 WHERE scan_id = $1 AND stream_version < $2");
+            match event {
+                DiscoveryEvent::ScanRequested(requested) => {
+                    sqlx::query(&format!(
+                        "INSERT INTO {scans} (scan_id, org_id, status, requested_by, requested_at, stream_version) \
+                         VALUES ($1, $2, 'requested', $3, $4, $5) ON CONFLICT (scan_id) DO NOTHING"
+                    ))
+                    .bind(requested.scan_id)
+                    .bind(org)
+                    .bind(envelope.actor.to_string())
+                    .bind(at)
+                    .bind(version)
+                    .execute(&mut *connection)
+                    .await?;
+                }
+                DiscoveryEvent::ScanStarted(started) => {
+                    sqlx::query(&scan_update("status = 'running', providers = $3, started_at = $4"))
+                        .bind(started.scan_id)
+                        .bind(version)
+                        .bind(&started.providers)
+                        .bind(at)
+                        .execute(&mut *connection)
+                        .await?;
+                }
+                DiscoveryEvent::ScanCompleted(completed) => {
+                    let counts = json!({
+                        "resources": completed.resources, "dependencies": completed.dependencies, "discovered": completed.discovered,
+                        "changed": completed.changed, "gone": completed.gone,
+                    });
+                    sqlx::query(&scan_update("status = 'completed', counts = $3, failures = $4, finished_at = $5"))
+                        .bind(completed.scan_id)
+                        .bind(version)
+                        .bind(counts)
+                        .bind(json!(completed.failures))
+                        .bind(at)
+                        .execute(&mut *connection)
+                        .await?;
+                }
+                DiscoveryEvent::ScanFailed(failed) => {
+                    sqlx::query(&scan_update("status = 'failed', failures = $3, finished_at = $4"))
+                        .bind(failed.scan_id)
+                        .bind(version)
+                        .bind(json!(failed.failures))
+                        .bind(at)
+                        .execute(&mut *connection)
+                        .await?;
+                }
+                DiscoveryEvent::ResourceDiscovered(seen) | DiscoveryEvent::ResourceChanged(seen) => {
+                    let resource = seen.resource;
+                    sqlx::query(&format!(
+                        "INSERT INTO {nodes} (node_id, org_id, resource_id, provider, kind, provider_type, name, region, account, tags, endpoint, \
+                             first_seen, last_changed, stream_version) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13) \
+                         ON CONFLICT (node_id) DO UPDATE SET provider = EXCLUDED.provider, kind = EXCLUDED.kind, \
+                             provider_type = EXCLUDED.provider_type, name = EXCLUDED.name, region = EXCLUDED.region, account = EXCLUDED.account, \
+                             tags = EXCLUDED.tags, endpoint = EXCLUDED.endpoint, last_changed = EXCLUDED.last_changed, gone_at = NULL, \
+                             stream_version = EXCLUDED.stream_version \
+                         WHERE {nodes}.stream_version < EXCLUDED.stream_version"
+                    ))
+                    .bind(node_id(org, &resource.resource_id))
+                    .bind(org)
+                    .bind(&resource.resource_id)
+                    .bind(&resource.provider)
+                    .bind(resource.kind.as_str())
+                    .bind(&resource.provider_type)
+                    .bind(&resource.name)
+                    .bind(&resource.region)
+                    .bind(&resource.account)
+                    .bind(json!(resource.tags))
+                    .bind(&resource.endpoint)
+                    .bind(at)
+                    .bind(version)
+                    .execute(&mut *connection)
+                    .await?;
+                }
+                DiscoveryEvent::ResourceGone(gone) => {
+                    sqlx::query(&format!(
+                        "UPDATE {nodes} SET gone_at = $3, stream_version = $2 WHERE node_id = $1 AND stream_version < $2"
+                    ))
+                    .bind(node_id(org, &gone.resource_id))
+                    .bind(version)
+                    .bind(at)
+                    .execute(&mut *connection)
+                    .await?;
+                }
+                DiscoveryEvent::DependencyDiscovered(discovered) => {
+                    let dependency = discovered.dependency;
+                    sqlx::query(&format!(
+                        "INSERT INTO {edges} (org_id, from_node, to_node, kind, evidence, confidence, first_seen, last_changed, stream_version) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
+                         ON CONFLICT (from_node, to_node, kind) DO UPDATE SET evidence = EXCLUDED.evidence, confidence = EXCLUDED.confidence, \
+                             last_changed = EXCLUDED.last_changed, gone_at = NULL, stream_version = EXCLUDED.stream_version \
+                         WHERE {edges}.stream_version < EXCLUDED.stream_version"
+                    ))
+                    .bind(org)
+                    .bind(node_id(org, &dependency.from))
+                    .bind(node_id(org, &dependency.to))
+                    .bind(dependency.kind.as_str())
+                    .bind(&dependency.evidence)
+                    .bind(dependency.confidence)
+                    .bind(at)
+                    .bind(version)
+                    .execute(&mut *connection)
+                    .await?;
+                }
+                DiscoveryEvent::DependencyGone(gone) => {
+                    sqlx::query(&format!(
+                        "UPDATE {edges} SET gone_at = $4, stream_version = $5 \
+                         WHERE from_node = $1 AND to_node = $2 AND kind = $3 AND stream_version < $5"
+                    ))
+                    .bind(node_id(org, &gone.from))
+                    .bind(node_id(org, &gone.to))
+                    .bind(gone.kind.as_str())
+                    .bind(at)
+                    .bind(version)
+                    .execute(&mut *connection)
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

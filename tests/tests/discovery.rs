@@ -1,0 +1,213 @@
+//! Service discovery end to end: moto (signatures checked) holds an AWS estate — a VPC with a
+//! subnet, a web security group admitted by a database's group on 5432, an instance in the web
+//! group, an RDS instance in the database's — a scan asked for over HTTP lists it through the
+//! real AWS client, and the graph read models answer the services, the inferred dependencies
+//! with their evidence, and the blast radius; a second scan after a change records exactly the
+//! difference; another organisation sees nothing of it.
+
+use std::time::Duration;
+
+use aurora_adapters::clouds::aws::Aws;
+use aurora_tests::aws::{set_up_account, xml_field};
+use aurora_tests::servers::{PrivateMoto, ScratchVault};
+use aurora_tests::{eventually, http, App, Caller, Roles, TestEnv};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn scanned(app: &App, caller: &Caller) -> Value {
+    let response = caller.apply(http().post(app.url("/v1/discovery/scans"))).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let scan_id = response.json::<Value>().await.unwrap()["scan_id"].as_str().unwrap().to_owned();
+    eventually("the scan to end", WAIT, || async {
+        let scan: Value =
+            caller.apply(http().get(app.url(&format!("/v1/discovery/scans/{scan_id}")))).send().await.ok()?.json().await.ok()?;
+        matches!(scan["status"].as_str(), Some("completed" | "failed")).then_some(scan)
+    })
+    .await
+}
+
+async fn services(app: &App, caller: &Caller, query: &str) -> Vec<Value> {
+    let answer: Value =
+        caller.apply(http().get(app.url(&format!("/v1/discovery/services{query}")))).send().await.unwrap().json().await.unwrap();
+    answer.as_array().unwrap_or_else(|| panic!("{answer}")).clone()
+}
+
+fn named<'a>(services: &'a [Value], name: &str) -> &'a Value {
+    services.iter().find(|service| service["name"] == name).unwrap_or_else(|| panic!("no {name} in {services:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_change() {
+    let moto = PrivateMoto::start(Some(5));
+    let vault = ScratchVault::start();
+    let mut env = TestEnv::new().await;
+    env.config.vault = vault.config();
+    env.config.connections.aws_endpoint = Some(moto.endpoint());
+    let account = set_up_account(&env.config.connections).await;
+
+    // The estate, made with the account's own (signed) key.
+    let aws = Aws::new(&env.config.connections, account.user.clone());
+    let ec2 = |action: &'static str, params: Vec<(&'static str, String)>| {
+        let aws = &aws;
+        async move { aws.query("ec2", "us-east-1", action, "2016-11-15", &params).await.unwrap_or_else(|error| panic!("{action}: {error}")) }
+    };
+    let vpc = xml_field(&ec2("CreateVpc", vec![("CidrBlock", "10.20.0.0/16".into())]).await, "vpcId");
+    let subnet = xml_field(&ec2("CreateSubnet", vec![("VpcId", vpc.clone()), ("CidrBlock", "10.20.1.0/24".into())]).await, "subnetId");
+    let group = |name: &'static str| {
+        let vpc = vpc.clone();
+        let ec2 = &ec2;
+        async move {
+            xml_field(
+                &ec2("CreateSecurityGroup", vec![("GroupName", name.into()), ("GroupDescription", name.into()), ("VpcId", vpc)]).await,
+                "groupId",
+            )
+        }
+    };
+    let (web, db) = (group("web").await, group("orders-db").await);
+    ec2(
+        "AuthorizeSecurityGroupIngress",
+        vec![
+            ("GroupId", db.clone()),
+            ("IpPermissions.1.IpProtocol", "tcp".into()),
+            ("IpPermissions.1.FromPort", "5432".into()),
+            ("IpPermissions.1.ToPort", "5432".into()),
+            ("IpPermissions.1.Groups.1.GroupId", web.clone()),
+        ],
+    )
+    .await;
+    let images = ec2("DescribeImages", vec![("Owner.1", "amazon".into())]).await;
+    let ran = ec2(
+        "RunInstances",
+        vec![
+            ("ImageId", xml_field(&images, "imageId")),
+            ("MinCount", "1".into()),
+            ("MaxCount", "1".into()),
+            ("InstanceType", "t3.micro".into()),
+            ("SubnetId", subnet.clone()),
+            ("SecurityGroupId.1", web.clone()),
+            ("TagSpecification.1.ResourceType", "instance".into()),
+            ("TagSpecification.1.Tag.1.Key", "Name".into()),
+            ("TagSpecification.1.Tag.1.Value", "checkout-api".into()),
+        ],
+    )
+    .await;
+    let instance_id = xml_field(&ran, "instanceId");
+    aws.query(
+        "rds",
+        "us-east-1",
+        "CreateDBInstance",
+        "2014-10-31",
+        &[
+            ("DBInstanceIdentifier", "orders-db".into()),
+            ("Engine", "postgres".into()),
+            ("DBInstanceClass", "db.t3.micro".into()),
+            ("AllocatedStorage", "20".into()),
+            ("MasterUsername", "orders".into()),
+            ("MasterUserPassword", "a-long-password".into()),
+            ("VpcSecurityGroupIds.VpcSecurityGroupId.1", db.clone()),
+        ],
+    )
+    .await
+    .unwrap();
+
+    let app = App::spawn(&env, Roles::ALL).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let vic = Caller::join(&app.base_url, &ana, "vic", "viewer").await;
+    let eve = Caller::register(&app.base_url, "eve").await;
+    let keys = json!({ "provider": "aws", "credentials": {
+        "access_key_id": account.user.access_key_id, "secret_access_key": account.user.secret_access_key,
+    }});
+    let connected = ana.apply(http().post(app.url("/v1/connections"))).json(&keys).send().await.unwrap();
+    assert_eq!(connected.status(), StatusCode::CREATED);
+    eventually("the connection in the read model", WAIT, || async {
+        let listed: Value = ana.apply(http().get(app.url("/v1/connections"))).send().await.ok()?.json().await.ok()?;
+        (listed.as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    // A viewer reads the graph but does not start scans.
+    assert_eq!(vic.apply(http().post(app.url("/v1/discovery/scans"))).send().await.unwrap().status(), StatusCode::FORBIDDEN);
+
+    let first = scanned(&app, &ana).await;
+    assert_eq!(first["status"], "completed", "{first}");
+    assert_eq!(first["failures"], json!([]));
+    let all = eventually("the graph", WAIT, || async {
+        let all = services(&app, &vic, "").await;
+        all.iter().any(|service| service["name"] == "orders-db").then_some(all)
+    })
+    .await;
+    let checkout = named(&all, "checkout-api");
+    assert_eq!(checkout["kind"], "vm");
+    assert_eq!(checkout["provider_type"], "AWS::EC2::Instance");
+    assert!(checkout["resource_id"].as_str().unwrap().ends_with(&format!("instance/{instance_id}")));
+    assert_eq!(checkout["tags"]["Name"], "checkout-api");
+    let orders = named(&all, "orders-db");
+    assert_eq!(orders["kind"], "database");
+    assert!(orders["endpoint"].is_string(), "{orders}");
+    assert!(all.iter().any(|service| service["kind"] == "network" && service["resource_id"].as_str().unwrap().ends_with(&vpc)));
+    assert!(all.iter().any(|service| service["kind"] == "firewall" && service["name"] == "web"));
+    assert_eq!(services(&app, &vic, "?kind=database").await.len(), 1);
+    assert_eq!(services(&app, &vic, "?tag=Name=checkout-api").await.len(), 1);
+
+    // The inferred dependencies, with their evidence.
+    let checkout_id = checkout["node_id"].as_str().unwrap().to_owned();
+    let orders_id = orders["node_id"].as_str().unwrap().to_owned();
+    let detail: Value =
+        vic.apply(http().get(app.url(&format!("/v1/discovery/services/{checkout_id}")))).send().await.unwrap().json().await.unwrap();
+    let depends: Vec<&Value> = detail["depends_on"].as_array().unwrap().iter().collect();
+    let reaches = depends.iter().find(|edge| edge["dependency"] == "reaches").unwrap_or_else(|| panic!("{detail}"));
+    assert_eq!(reaches["node_id"], orders_id.as_str());
+    let evidence = reaches["evidence"].as_str().unwrap();
+    assert!(evidence.contains("tcp 5432") && evidence.contains(&db) && evidence.contains(&web), "{evidence}");
+    assert!(depends.iter().any(|edge| edge["dependency"] == "member_of" && edge["confidence"].as_f64().unwrap() < 0.5), "weak: {detail}");
+    assert!(depends.iter().any(|edge| edge["dependency"] == "protected_by" && edge["name"] == "web"));
+    // What breaks when the database does: the instance that reaches it.
+    let blast: Value = vic
+        .apply(http().get(app.url(&format!("/v1/discovery/services/{orders_id}/blast-radius"))))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(blast["affected"][0]["node_id"], checkout_id.as_str(), "{blast}");
+    assert_eq!(blast["affected"][0]["distance"], 1);
+
+    // Another organisation: nothing.
+    assert_eq!(services(&app, &eve, "").await, Vec::<Value>::new());
+    let theirs = eve.apply(http().get(app.url(&format!("/v1/discovery/services/{orders_id}")))).send().await.unwrap();
+    assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
+
+    // The instance goes; the next scan records exactly that: it, and the dependencies it had.
+    ec2("TerminateInstances", vec![("InstanceId.1", instance_id.clone())]).await;
+    let second = scanned(&app, &ana).await;
+    assert_eq!(second["status"], "completed", "{second}");
+    assert_eq!(second["counts"]["discovered"], 0, "{second}");
+    assert_eq!(second["counts"]["changed"], 0, "{second}");
+    assert_eq!(second["counts"]["gone"], 1, "{second}");
+    let types: Vec<String> =
+        sqlx::query_scalar("SELECT event_type FROM events WHERE stream = $1 AND payload->>'scan_id' = $2 ORDER BY stream_version")
+            .bind(format!("discovery-{}", ana.org))
+            .bind(second["scan_id"].as_str().unwrap())
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(types.iter().filter(|kind| *kind == "resource.gone").count(), 1, "{types:?}");
+    assert_eq!(types.iter().filter(|kind| *kind == "dependency.gone").count(), 3, "reaches, member_of, protected_by: {types:?}");
+    assert!(!types.iter().any(|kind| kind == "resource.discovered" || kind == "dependency.discovered"), "{types:?}");
+    let blast = eventually("the blast radius without the instance", WAIT, || async {
+        let blast: Value = vic
+            .apply(http().get(app.url(&format!("/v1/discovery/services/{orders_id}/blast-radius"))))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (blast["affected"] == json!([])).then_some(blast)
+    })
+    .await;
+    assert_eq!(blast["affected"], json!([]));
+    app.stop().await;
+}
