@@ -8,6 +8,7 @@ pub mod clouds;
 pub mod config;
 pub mod consumer;
 pub mod embeddings;
+pub mod graph;
 pub mod kafka;
 pub mod llm;
 pub mod metrics;

@@ -92,6 +92,7 @@ pub async fn tools(config: &Config, options: ToolsOptions) -> anyhow::Result<()>
             inventory_omitted: 0,
         }],
         memory: None,
+        has_graph: false,
     });
     let tool = Registry::standard()
         .offered(&connected, ChatMode::Ask)

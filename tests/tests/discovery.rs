@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use aurora_adapters::clouds::aws::Aws;
+use aurora_testkit::scripted_llm::{ScriptedLlm, Step};
 use aurora_tests::aws::{set_up_account, xml_field};
+use aurora_tests::chat::ChatSocket;
 use aurora_tests::servers::{PrivateMoto, ScratchVault};
 use aurora_tests::{eventually, http, App, Caller, Roles, TestEnv};
 use reqwest::StatusCode;
@@ -42,7 +44,10 @@ fn named<'a>(services: &'a [Value], name: &str) -> &'a Value {
 async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_change() {
     let moto = PrivateMoto::start(Some(5));
     let vault = ScratchVault::start();
+    let llm = ScriptedLlm::start().await;
     let mut env = TestEnv::new().await;
+    env.config.llm.base_url = llm.base_url.clone();
+    env.config.llm.model = "scripted-model".into();
     env.config.vault = vault.config();
     env.config.connections.aws_endpoint = Some(moto.endpoint());
     let account = set_up_account(&env.config.connections).await;
@@ -173,6 +178,26 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
         .unwrap();
     assert_eq!(blast["affected"][0]["node_id"], checkout_id.as_str(), "{blast}");
     assert_eq!(blast["affected"][0]["distance"], 1);
+
+    // The agent asks the same graph, by the service's name; an organisation without a graph
+    // is not offered the graph's tools at all.
+    llm.script(
+        "what breaks if orders-db goes down?",
+        vec![Step::tool("blast", "blast_radius", json!({ "service": "orders-db" })), Step::text("checkout-api.")],
+    );
+    let mut socket = ChatSocket::open(&app.base_url, &ana).await;
+    socket.request(json!({ "type": "query", "text": "what breaks if orders-db goes down?", "mode": "ask" })).await;
+    let started = socket.event("chat.turn_started").await;
+    assert!(started["payload"]["tools"].as_array().unwrap().iter().any(|tool| tool == "blast_radius"), "{started}");
+    let answered = socket.event("tool_call.completed").await;
+    assert_eq!(answered["payload"]["result"]["affected"][0]["name"], "checkout-api", "{answered}");
+    socket.close().await;
+    llm.script("anything discovered?", vec![Step::text("No.")]);
+    let mut theirs = ChatSocket::open(&app.base_url, &eve).await;
+    theirs.request(json!({ "type": "query", "text": "anything discovered?", "mode": "ask" })).await;
+    let started = theirs.event("chat.turn_started").await;
+    assert!(!started["payload"]["tools"].as_array().unwrap().iter().any(|tool| tool == "blast_radius"), "{started}");
+    theirs.close().await;
 
     // Another organisation: nothing.
     assert_eq!(services(&app, &eve, "").await, Vec::<Value>::new());

@@ -3,6 +3,7 @@
 //! its neighbours and the evidence of each dependency, and a service's blast radius (what
 //! depends on it, grouped by distance), from the `graph_nodes` and `graph_edges` read models.
 
+use aurora_adapters::graph::{self, BlastRadius, ServiceDetail, ServiceFilter, ServiceView};
 use aurora_domain::discovery::{DiscoveryCommand, Estate};
 use aurora_events::discovery::DiscoveryEvent;
 use aurora_events::identity::Role::{Editor, Viewer};
@@ -102,29 +103,6 @@ pub async fn get_scan(State(state): State<AppState>, caller: Caller, Path(scan_i
     Ok(axum::Json(scan))
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct ServiceView {
-    pub node_id: Uuid,
-    /// The provider's own id, qualified (`aws:<account>:<region>:instance/i-0abc`).
-    pub resource_id: String,
-    pub provider: String,
-    /// `vm`, `kubernetes_cluster`, `database`, `serverless_function`, `load_balancer`, `queue`,
-    /// `bucket`, `network`, `subnet`, `firewall`.
-    pub kind: String,
-    pub provider_type: String,
-    pub name: String,
-    pub region: Option<String>,
-    pub account: Option<String>,
-    #[schema(value_type = Object)]
-    pub tags: sqlx::types::Json<serde_json::Value>,
-    pub endpoint: Option<String>,
-    pub first_seen: DateTime<Utc>,
-    pub last_changed: DateTime<Utc>,
-}
-
-const SERVICE_COLUMNS: &str =
-    "node_id, resource_id, provider, kind, provider_type, name, region, account, tags, endpoint, first_seen, last_changed";
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ServicesQuery {
@@ -165,47 +143,13 @@ pub async fn list_services(
             return Err(ApiError::BadRequest { detail: format!("{field} must be at most 100 characters"), field: Some(field.into()) });
         }
     }
-    let services = sqlx::query_as(&format!(
-        "SELECT {SERVICE_COLUMNS} FROM graph_nodes WHERE org_id = $1 AND gone_at IS NULL \
-         AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR provider = $3) AND ($4::jsonb IS NULL OR tags @> $4) \
-         ORDER BY kind, name, node_id LIMIT $5"
-    ))
-    .bind(caller.org_id().0)
-    .bind(&query.kind)
-    .bind(&query.provider)
-    .bind(tag)
-    .bind(limit)
-    .fetch_all(&mut *caller.read_models(&state.pool).await?)
-    .await?;
+    let filter = ServiceFilter { kind: query.kind, provider: query.provider, tag, name: None, limit };
+    let services = graph::services(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, &filter).await?;
     Ok(axum::Json(services))
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct Neighbour {
-    pub node_id: Uuid,
-    pub name: String,
-    pub kind: String,
-    /// `reaches`, `member_of`, `protected_by`, `targets`, `triggers`, `uses`.
-    pub dependency: String,
-    pub evidence: String,
-    pub confidence: f64,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ServiceDetail {
-    #[serde(flatten)]
-    pub service: ServiceView,
-    /// What this service depends on (its edges out).
-    pub depends_on: Vec<Neighbour>,
-    /// What depends on it (edges in).
-    pub depended_on_by: Vec<Neighbour>,
-}
-
 async fn service(state: &AppState, caller: &Caller, node_id: Uuid) -> Result<ServiceView, ApiError> {
-    sqlx::query_as(&format!("SELECT {SERVICE_COLUMNS} FROM graph_nodes WHERE org_id = $1 AND node_id = $2 AND gone_at IS NULL"))
-        .bind(caller.org_id().0)
-        .bind(node_id)
-        .fetch_optional(&mut *caller.read_models(&state.pool).await?)
+    graph::service(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, node_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("service".into()))
 }
@@ -217,18 +161,7 @@ async fn service(state: &AppState, caller: &Caller, node_id: Uuid) -> Result<Ser
 )]
 pub async fn get_service(State(state): State<AppState>, caller: Caller, Path(node_id): Path<Uuid>) -> Result<axum::Json<ServiceDetail>, ApiError> {
     let service = service(&state, &caller, node_id).await?;
-    let neighbours = |near: &str, far: &str| {
-        format!(
-            "SELECT n.node_id, n.name, n.kind, e.kind AS dependency, e.evidence, e.confidence FROM graph_edges e \
-             JOIN graph_nodes n ON n.node_id = e.{far} AND n.gone_at IS NULL \
-             WHERE e.org_id = $1 AND e.{near} = $2 AND e.gone_at IS NULL ORDER BY e.kind, n.name"
-        )
-    };
-    let mut read = caller.read_models(&state.pool).await?;
-    let depends_on =
-        sqlx::query_as(&neighbours("from_node", "to_node")).bind(caller.org_id().0).bind(node_id).fetch_all(&mut *read).await?;
-    let depended_on_by =
-        sqlx::query_as(&neighbours("to_node", "from_node")).bind(caller.org_id().0).bind(node_id).fetch_all(&mut *read).await?;
+    let (depends_on, depended_on_by) = graph::neighbours(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, node_id).await?;
     Ok(axum::Json(ServiceDetail { service, depends_on, depended_on_by }))
 }
 
@@ -237,22 +170,6 @@ pub async fn get_service(State(state): State<AppState>, caller: Caller, Path(nod
 pub struct BlastQuery {
     /// How far to follow dependencies, 1 to 10 (default 5).
     pub depth: Option<i32>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
-pub struct Affected {
-    pub node_id: Uuid,
-    pub name: String,
-    pub kind: String,
-    /// Dependencies between it and the service.
-    pub distance: i32,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct BlastRadius {
-    pub node_id: Uuid,
-    /// Everything that depends on the service, directly or not, nearest first.
-    pub affected: Vec<Affected>,
 }
 
 /// What breaks when the service does: everything that depends on it, grouped by distance.
@@ -271,22 +188,6 @@ pub async fn blast_radius(
         return Err(ApiError::BadRequest { detail: "depth must be 1 to 10".into(), field: Some("depth".into()) });
     }
     service(&state, &caller, node_id).await?;
-    let affected = sqlx::query_as(
-        "WITH RECURSIVE reached(node_id, distance, path) AS ( \
-             SELECT e.from_node, 1, ARRAY[$2::uuid, e.from_node] FROM graph_edges e \
-             WHERE e.org_id = $1 AND e.to_node = $2 AND e.gone_at IS NULL \
-             UNION ALL \
-             SELECT e.from_node, r.distance + 1, r.path || e.from_node FROM graph_edges e JOIN reached r ON e.to_node = r.node_id \
-             WHERE e.org_id = $1 AND e.gone_at IS NULL AND r.distance < $3 AND NOT e.from_node = ANY(r.path) \
-         ) \
-         SELECT n.node_id, n.name, n.kind, min(r.distance) AS distance FROM reached r \
-         JOIN graph_nodes n ON n.node_id = r.node_id AND n.gone_at IS NULL \
-         GROUP BY n.node_id, n.name, n.kind ORDER BY distance, n.name",
-    )
-    .bind(caller.org_id().0)
-    .bind(node_id)
-    .bind(depth)
-    .fetch_all(&mut *caller.read_models(&state.pool).await?)
-    .await?;
+    let affected = graph::blast_radius(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, node_id, depth).await?;
     Ok(axum::Json(BlastRadius { node_id, affected }))
 }

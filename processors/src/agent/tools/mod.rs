@@ -124,6 +124,8 @@ pub struct LiveConnection {
 pub struct Connected {
     pub connections: Vec<LiveConnection>,
     pub memory: Option<String>,
+    /// Whether discovery found any service of the organisation's.
+    pub has_graph: bool,
 }
 
 impl Connected {
@@ -153,7 +155,11 @@ impl Connected {
             .collect();
         let memory =
             sqlx::query_scalar("SELECT text FROM knowledge_memory WHERE org_id = $1").bind(org_id.0).fetch_optional(&mut *read).await?;
-        Ok(Self { connections, memory })
+        let has_graph = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM graph_nodes WHERE org_id = $1 AND gone_at IS NULL)")
+            .bind(org_id.0)
+            .fetch_one(&mut *read)
+            .await?;
+        Ok(Self { connections, memory, has_graph })
     }
 
     pub fn has(&self, provider: Provider) -> bool {
@@ -221,6 +227,9 @@ pub trait Tool: Send + Sync + 'static {
     /// The provider whose connection the tool needs; it is offered only when one is connected.
     const PROVIDER: Option<Provider> = None;
 
+    /// Offered only when discovery found services of the organisation's.
+    const NEEDS_GRAPH: bool = false;
+
     async fn run(&self, context: &ToolContext, args: Self::Args) -> Result<Value, ToolError>;
 
     /// What a destructive tool shows the person asked to confirm it, read when it is requested;
@@ -247,6 +256,7 @@ pub trait AnyTool: Send + Sync {
     fn output_cap(&self) -> usize;
     /// The provider the tool needs connected, if any.
     fn provider(&self) -> Option<Provider>;
+    fn needs_graph(&self) -> bool;
     /// Parses `arguments` (the model's JSON text) and runs the tool.
     async fn call(&self, context: &ToolContext, arguments: &Value) -> Result<Value, ToolError>;
     /// [`Tool::preview`] of `arguments`.
@@ -294,6 +304,10 @@ impl<T: Tool> AnyTool for T {
         T::PROVIDER
     }
 
+    fn needs_graph(&self) -> bool {
+        T::NEEDS_GRAPH
+    }
+
     async fn call(&self, context: &ToolContext, arguments: &Value) -> Result<Value, ToolError> {
         let args = parse::<T>(arguments)?;
         match tokio::time::timeout(T::TIMEOUT, self.run(context, args)).await {
@@ -312,7 +326,7 @@ impl<T: Tool> AnyTool for T {
     }
 }
 
-aurora_events::features!(Registry: audit, aws, azure, chat, deploy, gcp, github, knowledge, observability);
+aurora_events::features!(Registry: audit, aws, azure, chat, deploy, discovery, gcp, github, knowledge, observability);
 
 /// The tools this build has.
 #[derive(Clone)]
@@ -340,11 +354,13 @@ impl Registry {
     }
 
     /// The tools offered to a turn in `mode` of an organisation with `connected`: a provider's
-    /// tools only when it is connected, no destructive tool in `ask` mode.
+    /// tools only when it is connected, the graph's only when there is one, no destructive tool
+    /// in `ask` mode.
     pub fn offered(&self, connected: &Connected, mode: ChatMode) -> Vec<Arc<dyn AnyTool>> {
         self.tools
             .iter()
             .filter(|tool| tool.provider().is_none_or(|provider| connected.has(provider)))
+            .filter(|tool| !tool.needs_graph() || connected.has_graph)
             .filter(|tool| mode == ChatMode::Agent || tool.effect() == Effect::ReadOnly)
             .cloned()
             .collect()

@@ -1,0 +1,150 @@
+//! The graph port: the organisation's discovered estate as the discovery projection keeps it in
+//! Postgres (`graph_nodes`, `graph_edges`), and the queries the gateway and the agent's tools
+//! ask of it: services by kind, provider or tag, one service's neighbours with the evidence of
+//! each dependency, and a service's blast radius by recursive SQL. Every query runs in the
+//! caller's tenant transaction and names the organisation too.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct ServiceView {
+    pub node_id: Uuid,
+    /// The provider's own id, qualified (`aws:<account>:<region>:instance/i-0abc`).
+    pub resource_id: String,
+    pub provider: String,
+    /// `vm`, `kubernetes_cluster`, `database`, `serverless_function`, `load_balancer`, `queue`,
+    /// `bucket`, `network`, `subnet`, `firewall`.
+    pub kind: String,
+    pub provider_type: String,
+    pub name: String,
+    pub region: Option<String>,
+    pub account: Option<String>,
+    #[schema(value_type = Object)]
+    pub tags: sqlx::types::Json<serde_json::Value>,
+    pub endpoint: Option<String>,
+    pub first_seen: DateTime<Utc>,
+    pub last_changed: DateTime<Utc>,
+}
+
+const SERVICE_COLUMNS: &str =
+    "node_id, resource_id, provider, kind, provider_type, name, region, account, tags, endpoint, first_seen, last_changed";
+
+#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct Neighbour {
+    pub node_id: Uuid,
+    pub name: String,
+    pub kind: String,
+    /// `reaches`, `member_of`, `protected_by`, `targets`, `triggers`, `uses`.
+    pub dependency: String,
+    pub evidence: String,
+    pub confidence: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ServiceDetail {
+    #[serde(flatten)]
+    pub service: ServiceView,
+    /// What this service depends on (its edges out).
+    pub depends_on: Vec<Neighbour>,
+    /// What depends on it (edges in).
+    pub depended_on_by: Vec<Neighbour>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct Affected {
+    pub node_id: Uuid,
+    pub name: String,
+    pub kind: String,
+    /// Dependencies between it and the service.
+    pub distance: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BlastRadius {
+    pub node_id: Uuid,
+    /// Everything that depends on the service, directly or not, nearest first.
+    pub affected: Vec<Affected>,
+}
+
+/// Which services to list.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceFilter {
+    pub kind: Option<String>,
+    pub provider: Option<String>,
+    /// `{key: value}`: only services with that tag.
+    pub tag: Option<serde_json::Value>,
+    /// Names containing this, case-insensitively.
+    pub name: Option<String>,
+    pub limit: i64,
+}
+
+/// The organisation's services (resources not gone), by kind and name.
+pub async fn services(connection: &mut PgConnection, org_id: Uuid, filter: &ServiceFilter) -> Result<Vec<ServiceView>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {SERVICE_COLUMNS} FROM graph_nodes WHERE org_id = $1 AND gone_at IS NULL \
+         AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR provider = $3) AND ($4::jsonb IS NULL OR tags @> $4) \
+         AND ($5::text IS NULL OR strpos(lower(name), lower($5)) > 0) \
+         ORDER BY kind, name, node_id LIMIT $6"
+    ))
+    .bind(org_id)
+    .bind(&filter.kind)
+    .bind(&filter.provider)
+    .bind(&filter.tag)
+    .bind(&filter.name)
+    .bind(filter.limit)
+    .fetch_all(connection)
+    .await
+}
+
+/// One service, unless it is gone.
+pub async fn service(connection: &mut PgConnection, org_id: Uuid, node_id: Uuid) -> Result<Option<ServiceView>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {SERVICE_COLUMNS} FROM graph_nodes WHERE org_id = $1 AND node_id = $2 AND gone_at IS NULL"))
+        .bind(org_id)
+        .bind(node_id)
+        .fetch_optional(connection)
+        .await
+}
+
+/// What the service depends on (its edges out) and what depends on it (its edges in).
+pub async fn neighbours(
+    connection: &mut PgConnection,
+    org_id: Uuid,
+    node_id: Uuid,
+) -> Result<(Vec<Neighbour>, Vec<Neighbour>), sqlx::Error> {
+    let query = |near: &str, far: &str| {
+        format!(
+            "SELECT n.node_id, n.name, n.kind, e.kind AS dependency, e.evidence, e.confidence FROM graph_edges e \
+             JOIN graph_nodes n ON n.node_id = e.{far} AND n.gone_at IS NULL \
+             WHERE e.org_id = $1 AND e.{near} = $2 AND e.gone_at IS NULL ORDER BY e.kind, n.name"
+        )
+    };
+    let out = sqlx::query_as(&query("from_node", "to_node")).bind(org_id).bind(node_id).fetch_all(&mut *connection).await?;
+    let inward = sqlx::query_as(&query("to_node", "from_node")).bind(org_id).bind(node_id).fetch_all(&mut *connection).await?;
+    Ok((out, inward))
+}
+
+/// Everything that depends on the service, directly or not, up to `depth` dependencies away,
+/// nearest first (each at its shortest distance).
+pub async fn blast_radius(connection: &mut PgConnection, org_id: Uuid, node_id: Uuid, depth: i32) -> Result<Vec<Affected>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH RECURSIVE reached(node_id, distance, path) AS ( \
+             SELECT e.from_node, 1, ARRAY[$2::uuid, e.from_node] FROM graph_edges e \
+             WHERE e.org_id = $1 AND e.to_node = $2 AND e.gone_at IS NULL \
+             UNION ALL \
+             SELECT e.from_node, r.distance + 1, r.path || e.from_node FROM graph_edges e JOIN reached r ON e.to_node = r.node_id \
+             WHERE e.org_id = $1 AND e.gone_at IS NULL AND r.distance < $3 AND NOT e.from_node = ANY(r.path) \
+         ) \
+         SELECT n.node_id, n.name, n.kind, min(r.distance) AS distance FROM reached r \
+         JOIN graph_nodes n ON n.node_id = r.node_id AND n.gone_at IS NULL \
+         GROUP BY n.node_id, n.name, n.kind ORDER BY distance, n.name",
+    )
+    .bind(org_id)
+    .bind(node_id)
+    .bind(depth)
+    .fetch_all(connection)
+    .await
+}

@@ -1,0 +1,146 @@
+//! Tools over the organisation's discovered service graph (the graph port), offered when the
+//! organisation has one: list services, one service with its dependencies and their evidence,
+//! and a service's blast radius.
+
+use async_trait::async_trait;
+use aurora_adapters::graph::{self, ServiceFilter, ServiceView};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::{argument, listing, Registry, Tool, ToolContext, ToolError};
+
+/// Registers the discovery tools.
+pub fn register(tools: &mut Registry) {
+    tools.add(ListServices);
+    tools.add(GetService);
+    tools.add(BlastRadius);
+}
+
+/// The service the model names: its node id, or its name (exactly, else the only one containing it).
+async fn resolve(context: &ToolContext, named: &str) -> Result<ServiceView, ToolError> {
+    let named = argument("service", named, 500)?;
+    let mut read = context.read_models().await?;
+    if let Ok(node_id) = Uuid::parse_str(named) {
+        return graph::service(&mut *read, context.org_id.0, node_id)
+            .await?
+            .ok_or_else(|| ToolError::Refused(format!("there is no service {node_id}")));
+    }
+    let filter = ServiceFilter { name: Some(named.to_owned()), limit: 20, ..ServiceFilter::default() };
+    let mut candidates = graph::services(&mut *read, context.org_id.0, &filter).await?;
+    if let Some(exact) = candidates.iter().position(|service| service.name.eq_ignore_ascii_case(named)) {
+        return Ok(candidates.swap_remove(exact));
+    }
+    match candidates.len() {
+        0 => Err(ToolError::Refused(format!("no discovered service is named like `{named}`; list_services shows them"))),
+        1 => Ok(candidates.remove(0)),
+        _ => Err(ToolError::Refused(format!(
+            "several services are named like `{named}`: {}; name one exactly or give its node_id",
+            candidates.iter().map(|service| format!("{} ({})", service.name, service.node_id)).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListArgs {
+    /// vm, kubernetes_cluster, database, serverless_function, load_balancer, queue, bucket, network, subnet, firewall.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// aws, gcp, azure.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Names containing this.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// At most this many (1 to 200, default 50).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// Lists the discovered services.
+pub struct ListServices;
+
+#[async_trait]
+impl Tool for ListServices {
+    type Args = ListArgs;
+    const NAME: &'static str = "list_services";
+    const DESCRIPTION: &'static str = "List the services and resources discovery found in the organisation's clouds (by kind, provider or name).";
+    const NEEDS_GRAPH: bool = true;
+
+    async fn run(&self, context: &ToolContext, args: ListArgs) -> Result<Value, ToolError> {
+        let limit = args.limit.unwrap_or(50).clamp(1, 200);
+        let bounded = |field, value: Option<String>| value.map(|value| argument(field, &value, 200).map(str::to_owned)).transpose();
+        let filter = ServiceFilter {
+            kind: bounded("kind", args.kind)?,
+            provider: bounded("provider", args.provider)?,
+            name: bounded("name", args.name)?,
+            tag: None,
+            limit: 1000,
+        };
+        let services = graph::services(&mut *context.read_models().await?, context.org_id.0, &filter).await?;
+        let items = services
+            .into_iter()
+            .map(|service| {
+                json!({
+                    "node_id": service.node_id, "name": service.name, "kind": service.kind, "type": service.provider_type,
+                    "region": service.region, "endpoint": service.endpoint,
+                })
+            })
+            .collect();
+        Ok(listing(items, limit, "kind, provider or name"))
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceArgs {
+    /// The service's name or node_id.
+    pub service: String,
+}
+
+/// One service with what it depends on and what depends on it.
+pub struct GetService;
+
+#[async_trait]
+impl Tool for GetService {
+    type Args = ServiceArgs;
+    const NAME: &'static str = "get_service";
+    const DESCRIPTION: &'static str = "One discovered service: what it is, what it depends on and what depends on it, with the evidence of each dependency.";
+    const NEEDS_GRAPH: bool = true;
+
+    async fn run(&self, context: &ToolContext, args: ServiceArgs) -> Result<Value, ToolError> {
+        let service = resolve(context, &args.service).await?;
+        let (depends_on, depended_on_by) = graph::neighbours(&mut *context.read_models().await?, context.org_id.0, service.node_id).await?;
+        Ok(json!({ "service": service, "depends_on": depends_on, "depended_on_by": depended_on_by }))
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BlastArgs {
+    /// The service's name or node_id.
+    pub service: String,
+    /// How far to follow dependencies, 1 to 10 (default 5).
+    #[serde(default)]
+    pub depth: Option<i32>,
+}
+
+/// What breaks when a service does.
+pub struct BlastRadius;
+
+#[async_trait]
+impl Tool for BlastRadius {
+    type Args = BlastArgs;
+    const NAME: &'static str = "blast_radius";
+    const DESCRIPTION: &'static str = "What depends on a discovered service, directly or not, nearest first: what breaks when it does.";
+    const NEEDS_GRAPH: bool = true;
+
+    async fn run(&self, context: &ToolContext, args: BlastArgs) -> Result<Value, ToolError> {
+        let service = resolve(context, &args.service).await?;
+        let depth = args.depth.unwrap_or(5).clamp(1, 10);
+        let affected = graph::blast_radius(&mut *context.read_models().await?, context.org_id.0, service.node_id, depth).await?;
+        Ok(json!({ "service": service.name, "node_id": service.node_id, "depth": depth, "affected": affected }))
+    }
+}
