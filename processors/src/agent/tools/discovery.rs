@@ -23,12 +23,12 @@ async fn resolve(context: &ToolContext, named: &str) -> Result<ServiceView, Tool
     let named = argument("service", named, 500)?;
     let mut read = context.read_models().await?;
     if let Ok(node_id) = Uuid::parse_str(named) {
-        return graph::service(&mut *read, context.org_id.0, node_id)
+        return graph::service(&mut read, context.org_id.0, node_id)
             .await?
             .ok_or_else(|| ToolError::Refused(format!("there is no service {node_id}")));
     }
     let filter = ServiceFilter { name: Some(named.to_owned()), limit: 20, ..ServiceFilter::default() };
-    let mut candidates = graph::services(&mut *read, context.org_id.0, &filter).await?;
+    let mut candidates = graph::services(&mut read, context.org_id.0, &filter).await?;
     if let Some(exact) = candidates.iter().position(|service| service.name.eq_ignore_ascii_case(named)) {
         return Ok(candidates.swap_remove(exact));
     }
