@@ -27,6 +27,23 @@ pub struct Config {
     pub knowledge: KnowledgeConfig,
     pub incident: IncidentConfig,
     pub deploy: DeployConfig,
+    pub discovery: DiscoveryConfig,
+}
+
+/// Service discovery.
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    /// Time from one scan's end to the next scan of the same organisation.
+    pub interval: Duration,
+    /// Time from a cloud's connection to the first scan (its connection reaches the read model
+    /// the scan reads first).
+    pub first_scan_delay: Duration,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(3600), first_scan_delay: Duration::from_secs(10) }
+    }
 }
 
 /// Infrastructure changes from the chat: the Terraform-compatible CLI and its limits.
@@ -792,6 +809,10 @@ impl Config {
                     config.incident.webhook_rate_window = seconds("AURORA_INCIDENT_WEBHOOK_RATE_WINDOW_SECS", &value)?
                 }
                 "AURORA_DEPLOY_TOFU_BIN" => config.deploy.cli = value.into(),
+                "AURORA_DISCOVERY_INTERVAL_SECS" => config.discovery.interval = seconds("AURORA_DISCOVERY_INTERVAL_SECS", &value)?,
+                "AURORA_DISCOVERY_FIRST_SCAN_DELAY_SECS" => {
+                    config.discovery.first_scan_delay = seconds("AURORA_DISCOVERY_FIRST_SCAN_DELAY_SECS", &value)?
+                }
                 "AURORA_DEPLOY_INIT_TIMEOUT_SECS" => config.deploy.init_timeout = seconds("AURORA_DEPLOY_INIT_TIMEOUT_SECS", &value)?,
                 "AURORA_DEPLOY_RUN_TIMEOUT_SECS" => config.deploy.run_timeout = seconds("AURORA_DEPLOY_RUN_TIMEOUT_SECS", &value)?,
                 "AURORA_DEPLOY_MAX_FILE_BYTES" => config.deploy.max_file_bytes = parse("AURORA_DEPLOY_MAX_FILE_BYTES", &value)?,

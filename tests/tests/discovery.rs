@@ -50,6 +50,8 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     env.config.llm.model = "scripted-model".into();
     env.config.vault = vault.config();
     env.config.connections.aws_endpoint = Some(moto.endpoint());
+    // Only the scans the test asks for (the timed ones have a test of their own).
+    env.config.discovery.first_scan_delay = Duration::from_secs(3600);
     let account = set_up_account(&env.config.connections).await;
 
     // The estate, made with the account's own (signed) key.
@@ -234,5 +236,45 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     })
     .await;
     assert_eq!(blast["affected"], json!([]));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_cloud_is_scanned_again_and_again_on_one_durable_timer() {
+    let moto = PrivateMoto::start(Some(5));
+    let vault = ScratchVault::start();
+    let mut env = TestEnv::new().await;
+    env.config.vault = vault.config();
+    env.config.connections.aws_endpoint = Some(moto.endpoint());
+    env.config.discovery.first_scan_delay = Duration::from_secs(1);
+    env.config.discovery.interval = Duration::from_secs(2);
+    let account = set_up_account(&env.config.connections).await;
+    let app = App::spawn(&env, Roles::ALL).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let keys = json!({ "provider": "aws", "credentials": {
+        "access_key_id": account.user.access_key_id, "secret_access_key": account.user.secret_access_key,
+    }});
+    assert_eq!(ana.apply(http().post(app.url("/v1/connections"))).json(&keys).send().await.unwrap().status(), StatusCode::CREATED);
+    // Nobody asks: the first scan follows the connection, the next ones the timer.
+    let timed = eventually("two timed scans", WAIT, || async {
+        let scans: Value = ana.apply(http().get(app.url("/v1/discovery/scans"))).send().await.ok()?.json().await.ok()?;
+        let done: Vec<Value> = scans
+            .as_array()?
+            .iter()
+            .filter(|scan| scan["requested_by"] == "processor:discovery" && scan["status"] == "completed")
+            .cloned()
+            .collect();
+        (done.len() >= 2).then_some(done)
+    })
+    .await;
+    assert!(timed[0]["counts"]["resources"].as_u64().unwrap() > 0, "moto's default VPC and its parts: {timed:?}");
+    // A scan asked for by hand joins the same chain: one timer waits, never two.
+    let asked = ana.apply(http().post(app.url("/v1/discovery/scans"))).send().await.unwrap();
+    assert!(matches!(asked.status(), StatusCode::ACCEPTED | StatusCode::CONFLICT), "{}", asked.status());
+    for _ in 0..3 {
+        let pending = env.count("SELECT count(*) FROM timers WHERE kind = 'discovery_scan' AND fired_at IS NULL").await;
+        assert!(pending <= 1, "{pending} scan timers wait at once");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
     app.stop().await;
 }

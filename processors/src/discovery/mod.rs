@@ -4,6 +4,10 @@
 //! decides it: exactly what changed since the last one. One provider failing fails only itself.
 //! A processor that dies mid-scan lists again when the request is delivered again; the
 //! aggregate makes the second completion a no-op and the first one whole.
+//!
+//! Scans repeat on a durable timer (`discovery_scan`, one per organisation, fired once across
+//! every instance by the owner of the timers' lock): set `AURORA_DISCOVERY_INTERVAL_SECS` after
+//! each scan ends, and shortly after a cloud is connected for the first scan.
 
 mod aws;
 
@@ -11,11 +15,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aurora_adapters::secrets::SecretPath;
+use aurora_adapters::timers::{self, DueTimer};
 use aurora_commands::{CommandMeta, HandleError};
 use aurora_domain::discovery::{DiscoveryCommand, Estate};
-use aurora_events::connection::Provider;
-use aurora_events::discovery::{Dependency, DiscoveryEvent, ProviderFailure, Resource};
-use aurora_events::{Actor, Envelope, EventPayload};
+use aurora_events::connection::{ConnectionEvent, Provider};
+use aurora_events::discovery::{Dependency, DiscoveryEvent, ProviderFailure, Resource, ScanCompleted, ScanFailed};
+use aurora_events::{Actor, Envelope, EventPayload, OrgId, StreamId};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -23,15 +28,38 @@ use crate::agent::tools::Connected;
 use crate::reactor::{self, Reactor};
 use crate::{Context, Processors};
 
+/// The kind of the durable timers that start scans.
+pub const DISCOVERY_SCAN: &str = "discovery_scan";
+
 /// Registers the discovery processor.
 pub fn register(processors: &mut Processors) {
     processors.add("discovery", |context: Context, shutdown: CancellationToken| async move {
-        reactor::run(Arc::new(DiscoveryProcessor { context: context.clone() }), context, shutdown).await
+        let processor = Arc::new(DiscoveryProcessor { context: context.clone(), timers_changed: Arc::new(tokio::sync::Notify::new()) });
+        let timers = tokio::spawn(fire_scan_timers(processor.clone(), shutdown.clone()));
+        let outcome = reactor::run(processor, context, shutdown).await;
+        let _ = timers.await;
+        outcome
     });
 }
 
 pub struct DiscoveryProcessor {
     context: Context,
+    timers_changed: Arc<tokio::sync::Notify>,
+}
+
+async fn fire_scan_timers(processor: Arc<DiscoveryProcessor>, shutdown: CancellationToken) {
+    let pool = processor.context.pool.clone();
+    aurora_adapters::consumer::lead("discovery timers", &pool, "aurora-timers:discovery_scan", &shutdown, |leadership| {
+        let processor = processor.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let changed = processor.timers_changed.clone();
+            let pool = processor.context.pool.clone();
+            timers::run(DISCOVERY_SCAN, &pool, Some(leadership), changed, shutdown, |timer| processor.fire(timer)).await?;
+            Ok(())
+        }
+    })
+    .await;
 }
 
 #[async_trait]
@@ -41,16 +69,30 @@ impl Reactor for DiscoveryProcessor {
     }
 
     fn topics(&self, prefix: &str) -> Vec<String> {
-        vec![DiscoveryEvent::topic(prefix)]
+        vec![DiscoveryEvent::topic(prefix), ConnectionEvent::topic(prefix)]
     }
 
     async fn react(&self, envelope: &Envelope) -> anyhow::Result<()> {
-        let Ok(DiscoveryEvent::ScanRequested(requested)) =
-            DiscoveryEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
-        else {
+        if envelope.stream.category() == ConnectionEvent::CATEGORY {
+            // A cloud connected: its first scan soon, and hourly ones after it.
+            if let Ok(ConnectionEvent::Established(established)) =
+                ConnectionEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
+            {
+                if matches!(established.provider, Provider::Aws | Provider::Gcp | Provider::Azure) {
+                    let due = envelope.occurred_at + self.context.config.discovery.first_scan_delay;
+                    self.schedule(envelope.org_id, Uuid::new_v5(&envelope.id, b"first scan"), due).await?;
+                }
+            }
             return Ok(());
-        };
-        self.scan(envelope, requested.scan_id).await
+        }
+        match DiscoveryEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone()) {
+            Ok(DiscoveryEvent::ScanRequested(requested)) => self.scan(envelope, requested.scan_id).await,
+            Ok(DiscoveryEvent::ScanCompleted(ScanCompleted { scan_id, .. }) | DiscoveryEvent::ScanFailed(ScanFailed { scan_id, .. })) => {
+                let due = envelope.occurred_at + self.context.config.discovery.interval;
+                self.schedule(envelope.org_id, Uuid::new_v5(&scan_id, b"next scan"), due).await
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -62,6 +104,44 @@ pub struct Found {
 }
 
 impl DiscoveryProcessor {
+    /// The organisation's next scan at `due`, in place of any pending one: one chain of scans
+    /// per organisation, however many scans were asked for by hand.
+    async fn schedule(&self, org_id: OrgId, timer_id: Uuid, due: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
+        let stream = DiscoveryEvent::stream_of(org_id.0).to_string();
+        let pending: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM timers WHERE timer_id = $1)")
+            .bind(timer_id)
+            .fetch_one(&self.context.pool)
+            .await?;
+        if pending {
+            // Delivered again: this event's timer is set (or fired) already.
+            return Ok(());
+        }
+        timers::cancel(&self.context.pool, DISCOVERY_SCAN, &stream).await?;
+        timers::set(&self.context.pool, timer_id, DISCOVERY_SCAN, org_id.0, &stream, &serde_json::json!({}), due).await?;
+        self.timers_changed.notify_one();
+        Ok(())
+    }
+
+    /// A scan timer is due: a scan is asked for, unless one runs (its end sets the next timer)
+    /// or the organisation has no cloud left to scan (a new connection sets one again).
+    async fn fire(&self, timer: DueTimer) -> anyhow::Result<()> {
+        let org_id = OrgId(timer.org_id);
+        let connected = Connected::load(&self.context.pool, org_id).await?;
+        if !connected.connections.iter().any(|connection| matches!(connection.provider, Provider::Aws | Provider::Gcp | Provider::Azure)) {
+            return Ok(());
+        }
+        let stream: StreamId = timer.stream.parse()?;
+        let scan_id = Uuid::new_v5(&timer.timer_id, b"scan");
+        let meta = CommandMeta::idempotent(org_id, Actor::processor("discovery"), scan_id);
+        match self.context.commands.handle::<Estate>(&stream, DiscoveryCommand::Request { scan_id }, &meta, None).await {
+            Ok(_) => {}
+            Err(HandleError::Domain(aurora_domain::DomainError::Discovery(aurora_domain::discovery::DiscoveryError::ScanRunning(_)))) => {}
+            Err(error) => return Err(error.into()),
+        }
+        aurora_commands::relay::wake(&self.context.pool).await;
+        Ok(())
+    }
+
     async fn record(&self, envelope: &Envelope, scan_id: Uuid, step: &str, command: DiscoveryCommand) -> Result<(), HandleError> {
         let mut meta = CommandMeta::idempotent(envelope.org_id, Actor::processor("discovery"), Uuid::new_v5(&scan_id, step.as_bytes()));
         meta.causation_id = Some(envelope.id);
