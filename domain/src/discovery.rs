@@ -11,7 +11,6 @@ use aurora_events::discovery::{
 };
 use uuid::Uuid;
 
-use crate::text::{bounded, Lines};
 use crate::{Aggregate, DomainError, ErrorKind};
 
 pub const MAX_EVIDENCE_CHARS: usize = 1_000;
@@ -80,6 +79,11 @@ impl Estate {
     }
 }
 
+/// `text` without control characters, at most `max` characters.
+fn cleaned(text: &str, max: usize) -> String {
+    text.chars().filter(|character| !character.is_control()).take(max).collect::<String>().trim().to_owned()
+}
+
 fn key(dependency: &Dependency) -> EdgeKey {
     (dependency.from.clone(), dependency.to.clone(), dependency.kind)
 }
@@ -111,7 +115,7 @@ impl Aggregate for Estate {
                     Some(_) => {}
                 }
                 for failure in &mut failures {
-                    failure.reason = bounded("reason", &failure.reason, MAX_REASON_CHARS, Lines::Many)?;
+                    failure.reason = cleaned(&failure.reason, MAX_REASON_CHARS);
                 }
                 let listed: BTreeSet<String> = resources.iter().map(|resource| resource.provider.clone()).collect();
                 if resources.is_empty() && !failures.is_empty() {
@@ -125,7 +129,8 @@ impl Aggregate for Estate {
                 let (mut discovered, mut changed, mut gone) = (0, 0, 0);
                 let mut seen = BTreeSet::new();
                 for mut resource in resources {
-                    resource.name = bounded("name", &resource.name, MAX_NAME_CHARS, Lines::One)?;
+                    // A provider's text is what it is: cleaned and cut, never a reason to lose the scan.
+                    resource.name = cleaned(&resource.name, MAX_NAME_CHARS);
                     seen.insert(resource.resource_id.clone());
                     match self.resources.get(&resource.resource_id) {
                         None => {
@@ -153,7 +158,7 @@ impl Aggregate for Estate {
                 let mut inferred = BTreeSet::new();
                 let count = dependencies.len() as u32;
                 for mut dependency in dependencies {
-                    dependency.evidence = bounded("evidence", &dependency.evidence, MAX_EVIDENCE_CHARS, Lines::Many)?;
+                    dependency.evidence = cleaned(&dependency.evidence, MAX_EVIDENCE_CHARS);
                     dependency.confidence = dependency.confidence.clamp(0.0, 1.0);
                     inferred.insert(key(&dependency));
                     if self.dependencies.get(&key(&dependency)) != Some(&dependency) {
@@ -287,6 +292,12 @@ mod tests {
         assert_eq!(estate.dependencies.len(), 1);
         let (_, events) = scanned(estate, vec![], vec![], vec![failure]);
         assert_eq!(names(&events), ["discovery.scan_failed"]);
+    }
+
+    #[test]
+    fn a_providers_odd_text_is_cleaned_not_refused() {
+        let (estate, _) = scanned(Estate::default(), vec![resource("a", "aws", "web\u{1b}[31m server")], vec![], vec![]);
+        assert_eq!(estate.resources["a"].name, "web[31m server");
     }
 
     #[test]

@@ -191,7 +191,16 @@ impl DiscoveryProcessor {
         }
         let complete =
             DiscoveryCommand::Complete { scan_id, resources: found.resources, dependencies: found.dependencies, failures };
-        self.record(envelope, scan_id, "complete", complete).await?;
-        Ok(())
+        match self.record(envelope, scan_id, "complete", complete).await {
+            // Refused (an estate over the limit): the scan fails and says why, rather than be
+            // retried for ever.
+            Err(HandleError::Domain(refusal)) => {
+                let failures = vec![ProviderFailure { provider: "all".into(), connection: String::new(), reason: refusal.to_string() }];
+                let failed = DiscoveryCommand::Complete { scan_id, resources: Vec::new(), dependencies: Vec::new(), failures };
+                self.record(envelope, scan_id, "fail", failed).await?;
+                Ok(())
+            }
+            outcome => Ok(outcome?),
+        }
     }
 }
