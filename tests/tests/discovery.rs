@@ -101,6 +101,51 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     )
     .await;
     let instance_id = xml_field(&ran, "instanceId");
+    // A load balancer forwarding to a target group that registers the instance.
+    let elb = |action: &'static str, params: Vec<(&'static str, String)>| {
+        let aws = &aws;
+        async move {
+            aws.query("elasticloadbalancing", "us-east-1", action, "2015-12-01", &params)
+                .await
+                .unwrap_or_else(|error| panic!("{action}: {error}"))
+        }
+    };
+    let balancer = xml_field(
+        &elb(
+            "CreateLoadBalancer",
+            vec![("Name", "checkout-lb".into()), ("Subnets.member.1", subnet.clone()), ("Type", "application".into())],
+        )
+        .await,
+        "LoadBalancerArn",
+    );
+    let target_group = xml_field(
+        &elb(
+            "CreateTargetGroup",
+            vec![("Name", "checkout".into()), ("Protocol", "HTTP".into()), ("Port", "8080".into()), ("VpcId", vpc.clone())],
+        )
+        .await,
+        "TargetGroupArn",
+    );
+    elb(
+        "CreateListener",
+        vec![
+            ("LoadBalancerArn", balancer.clone()),
+            ("Protocol", "HTTP".into()),
+            ("Port", "80".into()),
+            ("DefaultActions.member.1.Type", "forward".into()),
+            ("DefaultActions.member.1.TargetGroupArn", target_group.clone()),
+        ],
+    )
+    .await;
+    elb(
+        "RegisterTargets",
+        vec![
+            ("TargetGroupArn", target_group.clone()),
+            ("Targets.member.1.Id", instance_id.clone()),
+            ("Targets.member.1.Port", "8080".into()),
+        ],
+    )
+    .await;
     aws.query(
         "rds",
         "us-east-1",
@@ -180,6 +225,15 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
         .unwrap();
     assert_eq!(blast["affected"][0]["node_id"], checkout_id.as_str(), "{blast}");
     assert_eq!(blast["affected"][0]["distance"], 1);
+    // ... and, through it, the target group and the load balancer in front of it.
+    let at = |name: &str| {
+        blast["affected"].as_array().unwrap().iter().find(|affected| affected["name"] == name).map(|affected| affected["distance"].clone())
+    };
+    assert_eq!(at("checkout"), Some(json!(2)), "{blast}");
+    assert_eq!(at("checkout-lb"), Some(json!(3)), "{blast}");
+    let balancer_node = named(&all, "checkout-lb");
+    assert_eq!(balancer_node["kind"], "load_balancer");
+    assert!(balancer_node["endpoint"].as_str().is_some_and(|dns| !dns.is_empty()), "{balancer_node}");
 
     // The agent asks the same graph, by the service's name; an organisation without a graph
     // is not offered the graph's tools at all.
@@ -207,6 +261,7 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
 
     // The instance goes; the next scan records exactly that: it, and the dependencies it had.
+    elb("DeregisterTargets", vec![("TargetGroupArn", target_group.clone()), ("Targets.member.1.Id", instance_id.clone())]).await;
     ec2("TerminateInstances", vec![("InstanceId.1", instance_id.clone())]).await;
     let second = scanned(&app, &ana).await;
     assert_eq!(second["status"], "completed", "{second}");
@@ -221,7 +276,7 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
             .await
             .unwrap();
     assert_eq!(types.iter().filter(|kind| *kind == "resource.gone").count(), 1, "{types:?}");
-    assert_eq!(types.iter().filter(|kind| *kind == "dependency.gone").count(), 3, "reaches, member_of, protected_by: {types:?}");
+    assert_eq!(types.iter().filter(|kind| *kind == "dependency.gone").count(), 4, "reaches, member_of, protected_by, targets: {types:?}");
     assert!(!types.iter().any(|kind| kind == "resource.discovered" || kind == "dependency.discovered"), "{types:?}");
     let blast = eventually("the blast radius without the instance", WAIT, || async {
         let blast: Value = vic

@@ -386,6 +386,55 @@ impl Aws {
             .collect())
     }
 
+    /// Elastic Load Balancing v2 DescribeLoadBalancers.
+    pub async fn load_balancers(&self, region: &str) -> Result<Vec<Value>, ProviderError> {
+        let xml = self.query("elasticloadbalancing", region, "DescribeLoadBalancers", "2015-12-01", &[]).await?;
+        let document = parse_xml(&xml)?;
+        Ok(members_of(&document, "LoadBalancers")
+            .map(|balancer| {
+                json!({
+                    "arn": child_text(&balancer, "LoadBalancerArn"), "name": child_text(&balancer, "LoadBalancerName"),
+                    "dns_name": child_text(&balancer, "DNSName"), "type": child_text(&balancer, "Type"),
+                    "scheme": child_text(&balancer, "Scheme"), "vpc_id": child_text(&balancer, "VpcId"),
+                })
+            })
+            .collect())
+    }
+
+    /// Elastic Load Balancing v2 DescribeTargetGroups, then DescribeTargetHealth of each: the
+    /// group, the load balancers that send to it, and its registered targets.
+    pub async fn target_groups(&self, region: &str) -> Result<Vec<Value>, ProviderError> {
+        let xml = self.query("elasticloadbalancing", region, "DescribeTargetGroups", "2015-12-01", &[]).await?;
+        let document = parse_xml(&xml)?;
+        let mut groups: Vec<Value> = members_of(&document, "TargetGroups")
+            .map(|group| {
+                let balancers: Vec<String> = group
+                    .children()
+                    .filter(|node| node.has_tag_name("LoadBalancerArns"))
+                    .flat_map(|set| set.children().filter(|node| node.has_tag_name("member")))
+                    .filter_map(|member| member.text().map(str::to_owned))
+                    .collect();
+                json!({
+                    "arn": child_text(&group, "TargetGroupArn"), "name": child_text(&group, "TargetGroupName"),
+                    "protocol": child_text(&group, "Protocol"), "port": child_text(&group, "Port"),
+                    "target_type": child_text(&group, "TargetType"), "load_balancers": balancers,
+                })
+            })
+            .collect();
+        for group in &mut groups {
+            let Some(arn) = group["arn"].as_str().map(str::to_owned) else { continue };
+            let xml = self.query("elasticloadbalancing", region, "DescribeTargetHealth", "2015-12-01", &[("TargetGroupArn", arn)]).await?;
+            let document = parse_xml(&xml)?;
+            let targets: Vec<Value> = document
+                .descendants()
+                .filter(|node| node.has_tag_name("Target"))
+                .map(|target| json!({ "id": child_text(&target, "Id"), "port": child_text(&target, "Port") }))
+                .collect();
+            group["targets"] = Value::Array(targets);
+        }
+        Ok(groups)
+    }
+
     /// EKS ListClusters, then DescribeCluster of each (at most `limit`).
     pub async fn eks_clusters(&self, region: &str, name: Option<&str>, limit: usize) -> Result<Vec<Value>, ProviderError> {
         let names: Vec<String> = match name {
@@ -552,6 +601,14 @@ fn text_of(document: &roxmltree::Document<'_>, tag: &str) -> Option<String> {
 /// The `item`s directly under each `set` element of `document`.
 fn items_of<'a, 'input>(document: &'a roxmltree::Document<'input>, set: &'a str) -> impl Iterator<Item = roxmltree::Node<'a, 'input>> + 'a {
     document.descendants().filter(move |node| node.has_tag_name("item") && node.parent().is_some_and(|parent| parent.has_tag_name(set)))
+}
+
+/// The `member`s directly under each `list` element of a Query API answer.
+fn members_of<'a, 'input>(
+    document: &'a roxmltree::Document<'input>,
+    list: &'a str,
+) -> impl Iterator<Item = roxmltree::Node<'a, 'input>> + 'a {
+    document.descendants().filter(move |node| node.has_tag_name("member") && node.parent().is_some_and(|parent| parent.has_tag_name(list)))
 }
 
 /// A resource's `tagSet`, as a map.

@@ -1,5 +1,8 @@
 //! One AWS connection's estate in its default region: VPCs, subnets, security groups, EC2
-//! instances and RDS instances, and what can be inferred between them:
+//! instances, RDS instances, load balancers and target groups, and what can be inferred between
+//! them:
+//! - a load balancer forwarding to a target group, a target group registering an instance
+//!   (`targets`, 1.0);
 //! - a security-group rule that admits group A on a port: every member of A reaches every
 //!   member of the rule's group (`reaches`, 0.8, the rule as evidence);
 //! - a resource in a security group (`protected_by`, 1.0);
@@ -110,6 +113,42 @@ pub async fn scan(config: &ConnectionsConfig, secret: &Secret) -> Result<Found, 
         }
         for group_id in database["security_groups"].as_array().into_iter().flatten().filter_map(text) {
             members.entry(group_id).or_default().push(key.clone());
+        }
+    }
+    for balancer in aws.load_balancers(&region).await? {
+        let (Some(arn), Some(name)) = (text(&balancer["arn"]), text(&balancer["name"])) else { continue };
+        found.resources.push(resource(
+            ResourceKind::LoadBalancer,
+            "AWS::ElasticLoadBalancingV2::LoadBalancer",
+            arn,
+            name,
+            BTreeMap::new(),
+            text(&balancer["dns_name"]),
+        ));
+    }
+    for group in aws.target_groups(&region).await? {
+        let (Some(arn), Some(name)) = (text(&group["arn"]), text(&group["name"])) else { continue };
+        found.resources.push(resource(
+            ResourceKind::LoadBalancer,
+            "AWS::ElasticLoadBalancingV2::TargetGroup",
+            arn.clone(),
+            name.clone(),
+            BTreeMap::new(),
+            None,
+        ));
+        for balancer in group["load_balancers"].as_array().into_iter().flatten().filter_map(text) {
+            let evidence = format!("load balancer {balancer} forwards to target group {name}");
+            found.dependencies.push(edge(&balancer, &arn, DependencyKind::Targets, evidence, 1.0));
+        }
+        for target in group["targets"].as_array().into_iter().flatten() {
+            let Some(target_id) = text(&target["id"]) else { continue };
+            // Instance targets name the instance; IP and Lambda targets are not mapped yet.
+            if !target_id.starts_with("i-") {
+                continue;
+            }
+            let port = text(&target["port"]).unwrap_or_default();
+            let evidence = format!("target group {name} registers {target_id} on port {port}");
+            found.dependencies.push(edge(&arn, &id("instance", &target_id), DependencyKind::Targets, evidence, 1.0));
         }
     }
     for (group_id, inside) in &members {
