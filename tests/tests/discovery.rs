@@ -232,6 +232,21 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     assert_eq!(at("checkout"), Some(json!(2)), "{blast}");
     assert_eq!(at("checkout-lb"), Some(json!(3)), "{blast}");
     let balancer_node = named(&all, "checkout-lb");
+    // The path from the load balancer to the database, and none the other way.
+    let lb_id = balancer_node["node_id"].as_str().unwrap();
+    let path: Value = vic
+        .apply(http().get(app.url(&format!("/v1/discovery/path?from={lb_id}&to={orders_id}"))))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = path["services"].as_array().unwrap().iter().map(|step| step["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["checkout-lb", "checkout", "checkout-api", "orders-db"], "{path}");
+    assert_eq!(path["dependencies"], json!(["targets", "targets", "reaches"]));
+    let back = vic.apply(http().get(app.url(&format!("/v1/discovery/path?from={orders_id}&to={lb_id}")))).send().await.unwrap();
+    assert_eq!(back.status(), StatusCode::NOT_FOUND);
     assert_eq!(balancer_node["kind"], "load_balancer");
     assert!(balancer_node["endpoint"].as_str().is_some_and(|dns| !dns.is_empty()), "{balancer_node}");
 
@@ -258,6 +273,8 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     // Another organisation: nothing.
     assert_eq!(services(&app, &eve, "").await, Vec::<Value>::new());
     let theirs = eve.apply(http().get(app.url(&format!("/v1/discovery/services/{orders_id}")))).send().await.unwrap();
+    assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
+    let theirs = eve.apply(http().get(app.url(&format!("/v1/discovery/path?from={checkout_id}&to={orders_id}")))).send().await.unwrap();
     assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
 
     // The instance goes; the next scan records exactly that: it, and the dependencies it had.

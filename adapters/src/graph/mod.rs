@@ -148,3 +148,60 @@ pub async fn blast_radius(connection: &mut PgConnection, org_id: Uuid, node_id: 
     .fetch_all(connection)
     .await
 }
+
+/// One service on a path.
+#[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct PathStep {
+    pub node_id: Uuid,
+    pub name: String,
+    pub kind: String,
+}
+
+/// The shortest chain of dependencies from one service to another.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DependencyPath {
+    /// The services from the first to the last.
+    pub services: Vec<PathStep>,
+    /// The kind of each dependency between consecutive services.
+    pub dependencies: Vec<String>,
+}
+
+/// The shortest path of dependencies from `from` to `to`, at most `depth` long, if there is one.
+pub async fn path(
+    connection: &mut PgConnection,
+    org_id: Uuid,
+    from: Uuid,
+    to: Uuid,
+    depth: i32,
+) -> Result<Option<DependencyPath>, sqlx::Error> {
+    let found: Option<(Vec<Uuid>, Vec<String>)> = sqlx::query_as(
+        "WITH RECURSIVE walk(node_id, path, kinds, depth) AS ( \
+             SELECT $2::uuid, ARRAY[$2::uuid], ARRAY[]::text[], 0 \
+             UNION ALL \
+             SELECT e.to_node, w.path || e.to_node, w.kinds || e.kind, w.depth + 1 FROM graph_edges e JOIN walk w ON e.from_node = w.node_id \
+             WHERE e.org_id = $1 AND e.gone_at IS NULL AND w.depth < $4 AND w.node_id <> $3 AND NOT e.to_node = ANY(w.path) \
+         ) \
+         SELECT path, kinds FROM walk WHERE node_id = $3 AND depth > 0 ORDER BY depth LIMIT 1",
+    )
+    .bind(org_id)
+    .bind(from)
+    .bind(to)
+    .bind(depth)
+    .fetch_optional(&mut *connection)
+    .await?;
+    let Some((nodes, dependencies)) = found else { return Ok(None) };
+    let named: Vec<PathStep> = sqlx::query_as("SELECT node_id, name, kind FROM graph_nodes WHERE org_id = $1 AND node_id = ANY($2)")
+        .bind(org_id)
+        .bind(&nodes)
+        .fetch_all(&mut *connection)
+        .await?;
+    let mut services = Vec::new();
+    for node in nodes {
+        match named.iter().find(|step| step.node_id == node) {
+            Some(step) => services.push(PathStep { node_id: step.node_id, name: step.name.clone(), kind: step.kind.clone() }),
+            // A dependency on a resource no scan listed (another account's): no path through it.
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(DependencyPath { services, dependencies }))
+}

@@ -3,7 +3,7 @@
 //! its neighbours and the evidence of each dependency, and a service's blast radius (what
 //! depends on it, grouped by distance), from the `graph_nodes` and `graph_edges` read models.
 
-use aurora_adapters::graph::{self, BlastRadius, ServiceDetail, ServiceFilter, ServiceView};
+use aurora_adapters::graph::{self, BlastRadius, DependencyPath, ServiceDetail, ServiceFilter, ServiceView};
 use aurora_domain::discovery::{DiscoveryCommand, Estate};
 use aurora_events::discovery::DiscoveryEvent;
 use aurora_events::identity::Role::{Editor, Viewer};
@@ -32,6 +32,7 @@ pub fn register(routes: &mut Routes) {
     routes.add(Member(Viewer), routes!(list_services));
     routes.add(Member(Viewer), routes!(get_service));
     routes.add(Member(Viewer), routes!(blast_radius));
+    routes.add(Member(Viewer), routes!(dependency_path));
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -190,4 +191,38 @@ pub async fn blast_radius(
     service(&state, &caller, node_id).await?;
     let affected = graph::blast_radius(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, node_id, depth).await?;
     Ok(axum::Json(BlastRadius { node_id, affected }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PathQuery {
+    /// The service the path starts at (node id).
+    pub from: Uuid,
+    /// The service it ends at (node id).
+    pub to: Uuid,
+    /// Longest path followed, 1 to 8 dependencies (default 6).
+    pub depth: Option<i32>,
+}
+
+/// The shortest chain of dependencies from one service to another (`404` when there is none
+/// within the depth).
+#[utoipa::path(
+    get, path = "/v1/discovery/path", tag = "discovery", params(PathQuery),
+    responses((status = 200, body = DependencyPath), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem))
+)]
+pub async fn dependency_path(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<PathQuery>,
+) -> Result<axum::Json<DependencyPath>, ApiError> {
+    let depth = query.depth.unwrap_or(6);
+    if !(1..=8).contains(&depth) {
+        return Err(ApiError::BadRequest { detail: "depth must be 1 to 8".into(), field: Some("depth".into()) });
+    }
+    service(&state, &caller, query.from).await?;
+    service(&state, &caller, query.to).await?;
+    graph::path(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, query.from, query.to, depth)
+        .await?
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::NotFound("path".into()))
 }
