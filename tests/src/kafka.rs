@@ -20,30 +20,40 @@ fn read_all_blocking(config: &Config, topic: &str) -> Vec<OwnedMessage> {
     let consumer: BaseConsumer = standalone_consumer(config).unwrap();
     let marks = partition_watermarks(&consumer, topic, Duration::from_secs(10)).unwrap();
     let mut assignment = TopicPartitionList::new();
-    let mut remaining = 0i64;
+    // Per partition: the next offset to read, and the high watermark seen at the start.
+    let mut next: Vec<(i32, i64, i64)> = Vec::new();
     for (partition, low, high) in &marks {
         if high > low {
             assignment.add_partition_offset(topic, *partition, Offset::Offset(*low)).unwrap();
-            remaining += high - low;
+            next.push((*partition, *low, *high));
         }
     }
     let mut records = Vec::new();
-    if remaining == 0 {
+    if next.is_empty() {
         return records;
     }
     consumer.assign(&assignment).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while (records.len() as i64) < remaining {
-        assert!(std::time::Instant::now() < deadline, "reading {topic} timed out with {} of {remaining}", records.len());
+    while next.iter().any(|(_, offset, high)| offset < high) {
+        assert!(std::time::Instant::now() < deadline, "reading {topic} timed out with {} records read", records.len());
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(message)) => {
-                let high = marks.iter().find(|(partition, _, _)| *partition == message.partition()).unwrap().2;
-                if message.offset() < high {
+                let Some(entry) = next.iter_mut().find(|(partition, _, _)| *partition == message.partition()) else { continue };
+                if message.offset() < entry.2 {
+                    entry.1 = message.offset() + 1;
                     records.push(message.detach());
                 }
             }
             Some(Err(error)) => panic!("reading {topic}: {error}"),
-            None => {}
+            // Nothing came: the broker may have deleted what was left (retention) since the
+            // watermarks were read; what is below its low watermark now will never come.
+            None => {
+                for (partition, low, _) in partition_watermarks(&consumer, topic, Duration::from_secs(10)).unwrap() {
+                    if let Some(entry) = next.iter_mut().find(|(known, _, _)| *known == partition) {
+                        entry.1 = entry.1.max(low);
+                    }
+                }
+            }
         }
     }
     records
