@@ -7,6 +7,7 @@ pub mod auth;
 pub mod commands;
 pub mod extract;
 pub mod openapi;
+pub mod page;
 pub mod problem;
 pub mod routes;
 

@@ -65,6 +65,12 @@ impl ObjectKey {
         Self::scoped(org_id, "iac", session_id, parts)
     }
 
+    /// The part `name` of the deployment `plan_id` of a workspace: `plan.tfplan`, `output.txt`
+    /// (the plan's output), `apply.txt` (the apply's).
+    pub fn deployment(org_id: Uuid, session_id: Uuid, plan_id: Uuid, name: &str) -> Self {
+        Self::workspace(org_id, session_id, &["plans", &plan_id.to_string(), name])
+    }
+
     /// Version `version` of a workspace's Terraform state.
     pub fn workspace_state(org_id: Uuid, session_id: Uuid, version: u32) -> Self {
         Self::workspace(org_id, session_id, &["state", &format!("{version:06}.tfstate")])

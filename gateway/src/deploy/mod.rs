@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::auth::Access::Member;
 use crate::auth::Caller;
 use crate::extract::{Path, Query};
+use crate::page::{list_of, next_time_cursor, time_cursor};
 use crate::problem::{ApiError, Problem};
 use crate::routes::Routes;
 use crate::AppState;
@@ -123,31 +124,12 @@ pub async fn list_deployments(
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<axum::Json<DeploymentPage>, ApiError> {
-    let statuses = match query.status.as_deref().filter(|text| !text.is_empty()) {
-        None => None,
-        Some(text) => {
-            let values: Vec<String> = text.split(',').map(|value| value.trim().to_owned()).collect();
-            if let Some(wrong) = values.iter().find(|value| !STATUSES.contains(&value.as_str())) {
-                let wrong: String = wrong.chars().take(40).collect();
-                let detail = format!("status `{wrong}` is not one of {}", STATUSES.join(", "));
-                return Err(ApiError::BadRequest { detail, field: Some("status".into()) });
-            }
-            Some(values)
-        }
-    };
+    let statuses = list_of("status", &query.status, STATUSES)?;
     let limit = query.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(ApiError::BadRequest { detail: "limit must be 1 to 200".into(), field: Some("limit".into()) });
     }
-    let cursor = match &query.cursor {
-        None => None,
-        Some(cursor) => {
-            let parsed = cursor
-                .split_once('_')
-                .and_then(|(at, id)| Some((DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc), Uuid::parse_str(id).ok()?)));
-            Some(parsed.ok_or_else(|| ApiError::BadRequest { detail: "cursor is not one this API gave".into(), field: Some("cursor".into()) })?)
-        }
-    };
+    let cursor = time_cursor(&query.cursor)?;
     let mut deployments: Vec<DeploymentView> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM deployments WHERE org_id = $1 \
          AND ($2::uuid IS NULL OR session_id = $2) AND ($3::text[] IS NULL OR status = ANY($3)) \
@@ -164,9 +146,7 @@ pub async fn list_deployments(
     .await?;
     let next_cursor = if deployments.len() as i64 > limit {
         deployments.truncate(limit as usize);
-        deployments
-            .last()
-            .map(|last| format!("{}_{}", last.planned_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true), last.deployment_id))
+        deployments.last().map(|last| next_time_cursor(last.planned_at, last.deployment_id))
     } else {
         None
     };
@@ -203,13 +183,16 @@ pub async fn get_deployment(
     Ok(axum::Json(DeploymentDetail { deployment, links }))
 }
 
-async fn text_of(state: &AppState, key: ObjectKey, what: &str) -> Result<impl IntoResponse, ApiError> {
+/// The object at `key`, served as `content_type`; `what` names it when it is missing.
+async fn object_of(state: &AppState, key: ObjectKey, content_type: &'static str, what: &str) -> Result<impl IntoResponse, ApiError> {
     match state.objects.get(&key).await {
-        Ok(bytes) => Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes)),
+        Ok(bytes) => Ok(([(header::CONTENT_TYPE, content_type)], bytes)),
         Err(ObjectError::NotFound(_)) => Err(ApiError::NotFound(what.into())),
         Err(error) => Err(ApiError::Unavailable(error.to_string())),
     }
 }
+
+const TEXT: &str = "text/plain; charset=utf-8";
 
 /// The plan's whole output, as the CLI printed it.
 #[utoipa::path(
@@ -225,8 +208,8 @@ pub async fn deployment_plan_output(
     Path(deployment_id): Path<Uuid>,
 ) -> Result<impl IntoResponse, ApiError> {
     let deployment = deployment(&state, &caller, deployment_id).await?;
-    let key = ObjectKey::workspace(caller.org_id().0, deployment.session_id, &["plans", &deployment_id.to_string(), "output.txt"]);
-    text_of(&state, key, "plan output").await
+    let key = ObjectKey::deployment(caller.org_id().0, deployment.session_id, deployment_id, "output.txt");
+    object_of(&state, key, TEXT, "plan output").await
 }
 
 /// The apply's whole output, secrets redacted.
@@ -243,8 +226,8 @@ pub async fn deployment_apply_output(
     Path(deployment_id): Path<Uuid>,
 ) -> Result<impl IntoResponse, ApiError> {
     let deployment = deployment(&state, &caller, deployment_id).await?;
-    let key = ObjectKey::workspace(caller.org_id().0, deployment.session_id, &["plans", &deployment_id.to_string(), "apply.txt"]);
-    text_of(&state, key, "apply output").await
+    let key = ObjectKey::deployment(caller.org_id().0, deployment.session_id, deployment_id, "apply.txt");
+    object_of(&state, key, TEXT, "apply output").await
 }
 
 /// The state version the deployment left.
@@ -263,9 +246,5 @@ pub async fn deployment_state(
     let deployment = deployment(&state, &caller, deployment_id).await?;
     let version = deployment.state_version.ok_or_else(|| ApiError::NotFound("state".into()))?;
     let key = ObjectKey::workspace_state(caller.org_id().0, deployment.session_id, version as u32);
-    match state.objects.get(&key).await {
-        Ok(bytes) => Ok(([(header::CONTENT_TYPE, "application/json")], bytes)),
-        Err(ObjectError::NotFound(_)) => Err(ApiError::NotFound("state".into())),
-        Err(error) => Err(ApiError::Unavailable(error.to_string())),
-    }
+    object_of(&state, key, "application/json", "state").await
 }

@@ -33,6 +33,7 @@ use crate::auth::Access::Member;
 use crate::auth::Caller;
 use crate::commands::command_meta;
 use crate::extract::{Json, Path, Query};
+use crate::page::{list_of, next_time_cursor, time_cursor};
 use crate::problem::{ApiError, Problem};
 use crate::routes::Routes;
 use crate::AppState;
@@ -134,16 +135,6 @@ pub struct IncidentPage {
     pub next_cursor: Option<String>,
 }
 
-fn list_of(field: &'static str, text: &Option<String>, allowed: &[&str]) -> Result<Option<Vec<String>>, ApiError> {
-    let Some(text) = text.as_deref().filter(|text| !text.is_empty()) else { return Ok(None) };
-    let values: Vec<String> = text.split(',').map(|value| value.trim().to_owned()).collect();
-    if let Some(wrong) = values.iter().find(|value| !allowed.contains(&value.as_str())) {
-        let wrong: String = wrong.chars().take(40).collect();
-        return Err(ApiError::BadRequest { detail: format!("{field} `{wrong}` is not one of {}", allowed.join(", ")), field: Some(field.into()) });
-    }
-    Ok(Some(values))
-}
-
 /// The organisation's incidents, newest first, filtered, a page at a time.
 #[utoipa::path(
     get, path = "/v1/incidents", tag = "incidents", params(ListQuery),
@@ -161,15 +152,7 @@ pub async fn list_incidents(State(state): State<AppState>, caller: Caller, Query
     if query.service.as_ref().is_some_and(|service| service.chars().count() > 1_024) {
         return Err(ApiError::BadRequest { detail: "service must be at most 1024 characters".into(), field: Some("service".into()) });
     }
-    let cursor = match &query.cursor {
-        None => None,
-        Some(cursor) => {
-            let parsed = cursor
-                .split_once('_')
-                .and_then(|(at, id)| Some((DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc), Uuid::parse_str(id).ok()?)));
-            Some(parsed.ok_or_else(|| ApiError::BadRequest { detail: "cursor is not one this API gave".into(), field: Some("cursor".into()) })?)
-        }
-    };
+    let cursor = time_cursor(&query.cursor)?;
     let rows: Vec<IncidentView> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM incidents WHERE org_id = $1 \
          AND ($2::text[] IS NULL OR status = ANY($2)) AND ($3::text[] IS NULL OR severity = ANY($3)) AND ($4::text[] IS NULL OR source = ANY($4)) \
@@ -192,7 +175,7 @@ pub async fn list_incidents(State(state): State<AppState>, caller: Caller, Query
     let mut incidents = rows;
     let next_cursor = if incidents.len() as i64 > limit {
         incidents.truncate(limit as usize);
-        incidents.last().map(|last| format!("{}_{}", last.opened_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true), last.incident_id))
+        incidents.last().map(|last| next_time_cursor(last.opened_at, last.incident_id))
     } else {
         None
     };

@@ -310,7 +310,7 @@ impl Tool for IacPlan {
             destroy: args.destroy,
             files: manifest,
             changes: changes.clone(),
-            plan_prefix: plan_key(context, plan_id, "").as_str().trim_end_matches('/').to_owned(),
+            plan_prefix: ObjectKey::workspace(context.org_id.0, context.session_id, &["plans", &plan_id.to_string()]).to_string(),
         };
         record(context, plan_id, DeployCommand::Plan(planned_event)).await?;
         answer["result"] = json!(if planned.ended == Ended::Exited(Some(2)) { "changes" } else { "no_changes" });
@@ -381,12 +381,12 @@ impl Tool for IacDestroy {
 }
 
 fn plan_key(context: &ToolContext, plan_id: Uuid, name: &str) -> ObjectKey {
-    let plan = plan_id.to_string();
-    if name.is_empty() {
-        ObjectKey::workspace(context.org_id.0, context.session_id, &["plans", &plan])
-    } else {
-        ObjectKey::workspace(context.org_id.0, context.session_id, &["plans", &plan, name])
-    }
+    ObjectKey::deployment(context.org_id.0, context.session_id, plan_id, name)
+}
+
+/// The state of the session's workspace.
+fn state_of(context: &ToolContext) -> Workspace {
+    Workspace { pool: context.pool.clone(), objects: context.objects.clone(), org_id: context.org_id.0, workspace_id: context.session_id }
 }
 
 /// Records `command` on the deployment `plan_id`, once per tool call.
@@ -569,12 +569,7 @@ async fn abandoned(context: &ToolContext, plan_id: Uuid) -> Result<Option<String
     if deployment.status != Some(Status::Applying) {
         return Ok(None);
     }
-    let workspace = Workspace {
-        pool: context.pool.clone(),
-        objects: context.objects.clone(),
-        org_id: context.org_id.0,
-        workspace_id: context.session_id,
-    };
+    let workspace = state_of(context);
     let lock = workspace.release().await?;
     let state_version = workspace.latest_version().await.map_err(store_error)?;
     let unknown = DeployOutcomeUnknown { deployment_id: plan_id, lock: lock.clone(), state_version };
@@ -717,12 +712,7 @@ impl<'a> Run<'a> {
         }
         let (name, backend) = BACKEND_OVERRIDE;
         tokio::fs::write(scratch.0.join(name), backend).await.map_err(|error| unavailable("write the workspace", error))?;
-        let workspace = Workspace {
-            pool: context.pool.clone(),
-            objects: context.objects.clone(),
-            org_id: context.org_id.0,
-            workspace_id: context.session_id,
-        };
+        let workspace = state_of(context);
         let state = StateServer::start(workspace.clone()).await?;
         let mut env = state.env();
         let mut secrets = vec![state.password().to_owned()];
