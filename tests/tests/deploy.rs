@@ -138,6 +138,24 @@ async fn confirm(socket: &mut ChatSocket, session: &str, requested: &Value, appr
     assert_eq!(answer["type"], "confirmation_answered", "{answer}");
 }
 
+/// Asks for `iac_apply` of `plan_id` as the tool call `id` (the model then answers `text`),
+/// says yes to its confirmation, and answers the call's outcome.
+async fn approved_apply(
+    socket: &mut ChatSocket,
+    llm: &ScriptedLlm,
+    session: &str,
+    question: &str,
+    id: &str,
+    plan_id: &str,
+    text: &str,
+) -> Value {
+    let steps = vec![Step::tool(id, "iac_apply", json!({ "plan_id": plan_id })), Step::text(text)];
+    ask(socket, llm, Some(session), question, steps).await;
+    let requested = socket.event("confirmation.requested").await;
+    confirm(socket, session, &requested, true).await;
+    outcome(socket, id).await
+}
+
 /// Writes `main.tf` and plans it, in a new session when `session` is none: the session and the
 /// plan's answer.
 async fn write_and_plan(socket: &mut ChatSocket, llm: &ScriptedLlm, session: Option<&str>, main_tf: &str, tag: &str) -> (String, Value) {
@@ -264,17 +282,7 @@ async fn an_approved_plan_is_applied_once_and_its_deployment_is_kept() {
 
     // The second plan was made before the first was applied: the state moved on, so it is
     // refused at apply time, after its yes, and nothing runs.
-    ask(
-        &mut socket,
-        &llm,
-        Some(&session),
-        "apply the second plan",
-        vec![Step::tool("apply_second", "iac_apply", json!({ "plan_id": second_plan })), Step::text("Tried.")],
-    )
-    .await;
-    let requested = socket.event("confirmation.requested").await;
-    confirm(&mut socket, &session, &requested, true).await;
-    let stale = outcome(&mut socket, "apply_second").await;
+    let stale = approved_apply(&mut socket, &llm, &session, "apply the second plan", "apply_second", &second_plan, "Tried.").await;
     assert_eq!(stale["payload"]["result"]["result"], "failed", "{stale}");
     assert_eq!(stale["payload"]["result"]["stage"], "stale");
     answered(&mut socket, "Tried.").await;
@@ -490,17 +498,7 @@ async fn a_held_lock_a_hanging_apply_and_a_cancel_are_refused_and_stopped() {
         .execute(&env.pool)
         .await
         .unwrap();
-    ask(
-        &mut socket,
-        &llm,
-        Some(&session),
-        "apply while locked",
-        vec![Step::tool("apply_locked", "iac_apply", json!({ "plan_id": plan_id })), Step::text("Locked.")],
-    )
-    .await;
-    let requested = socket.event("confirmation.requested").await;
-    confirm(&mut socket, &session, &requested, true).await;
-    let locked = outcome(&mut socket, "apply_locked").await;
+    let locked = approved_apply(&mut socket, &llm, &session, "apply while locked", "apply_locked", &plan_id, "Locked.").await;
     assert_eq!(locked["payload"]["result"]["stage"], "locked", "{locked}");
     assert!(locked["payload"]["result"]["output"].as_str().unwrap().contains("ID=other-run"), "the holder is named: {locked}");
     answered(&mut socket, "Locked.").await;
@@ -521,17 +519,7 @@ async fn a_held_lock_a_hanging_apply_and_a_cancel_are_refused_and_stopped() {
     let replanned = outcome(&mut socket, "plan_hang").await;
     let hanging_plan = replanned["payload"]["result"]["plan_id"].as_str().unwrap().to_owned();
     answered(&mut socket, "Planned.").await;
-    ask(
-        &mut socket,
-        &llm,
-        Some(&session),
-        "apply the hanging plan",
-        vec![Step::tool("apply_hang", "iac_apply", json!({ "plan_id": hanging_plan })), Step::text("Stopped.")],
-    )
-    .await;
-    let requested = socket.event("confirmation.requested").await;
-    confirm(&mut socket, &session, &requested, true).await;
-    let stopped = outcome(&mut socket, "apply_hang").await;
+    let stopped = approved_apply(&mut socket, &llm, &session, "apply the hanging plan", "apply_hang", &hanging_plan, "Stopped.").await;
     assert_eq!(stopped["payload"]["result"]["stage"], "timeout", "{stopped}");
     answered(&mut socket, "Stopped.").await;
     assert_eq!(lines(&marks.join("applied")), vec!["applied"]);
@@ -689,17 +677,7 @@ async fn a_runs_cloud_credentials_reach_its_environment_and_nothing_that_is_kept
     let mut socket = ChatSocket::open(&app.base_url, &ana).await;
     let (session, planned) = write_and_plan(&mut socket, &llm, None, &main_tf, "leak").await;
     let plan_id = planned["plan_id"].as_str().unwrap().to_owned();
-    ask(
-        &mut socket,
-        &llm,
-        Some(&session),
-        "apply the leaky plan",
-        vec![Step::tool("apply_leak", "iac_apply", json!({ "plan_id": plan_id })), Step::text("Applied.")],
-    )
-    .await;
-    let requested = socket.event("confirmation.requested").await;
-    confirm(&mut socket, &session, &requested, true).await;
-    let applied = outcome(&mut socket, "apply_leak").await;
+    let applied = approved_apply(&mut socket, &llm, &session, "apply the leaky plan", "apply_leak", &plan_id, "Applied.").await;
     assert_eq!(applied["payload"]["result"]["result"], "applied", "{applied}");
     answered(&mut socket, "Applied.").await;
     deployment(&app, &ana, &plan_id, "applied").await;
