@@ -38,11 +38,24 @@ pub struct DiscoveryConfig {
     /// Time from a cloud's connection to the first scan (its connection reaches the read model
     /// the scan reads first).
     pub first_scan_delay: Duration,
+    /// The AWS regions a scan lists: none, each connection's default region; `all`, every
+    /// region enabled for the account.
+    pub aws_regions: Vec<String>,
+    /// A resource no scan has listed for this long is marked stale...
+    pub stale_after: Duration,
+    /// ... and after this long it is gone.
+    pub gone_after: Duration,
 }
 
 impl Default for DiscoveryConfig {
     fn default() -> Self {
-        Self { interval: Duration::from_secs(3600), first_scan_delay: Duration::from_secs(10) }
+        Self {
+            interval: Duration::from_secs(3600),
+            first_scan_delay: Duration::from_secs(10),
+            aws_regions: Vec::new(),
+            stale_after: Duration::from_secs(7 * 24 * 3600),
+            gone_after: Duration::from_secs(30 * 24 * 3600),
+        }
     }
 }
 
@@ -813,6 +826,12 @@ impl Config {
                 "AURORA_DISCOVERY_FIRST_SCAN_DELAY_SECS" => {
                     config.discovery.first_scan_delay = seconds("AURORA_DISCOVERY_FIRST_SCAN_DELAY_SECS", &value)?
                 }
+                "AURORA_DISCOVERY_AWS_REGIONS" => {
+                    config.discovery.aws_regions =
+                        value.split(',').map(str::trim).filter(|region| !region.is_empty()).map(str::to_owned).collect()
+                }
+                "AURORA_DISCOVERY_STALE_AFTER_SECS" => config.discovery.stale_after = seconds("AURORA_DISCOVERY_STALE_AFTER_SECS", &value)?,
+                "AURORA_DISCOVERY_GONE_AFTER_SECS" => config.discovery.gone_after = seconds("AURORA_DISCOVERY_GONE_AFTER_SECS", &value)?,
                 "AURORA_DEPLOY_INIT_TIMEOUT_SECS" => config.deploy.init_timeout = seconds("AURORA_DEPLOY_INIT_TIMEOUT_SECS", &value)?,
                 "AURORA_DEPLOY_RUN_TIMEOUT_SECS" => config.deploy.run_timeout = seconds("AURORA_DEPLOY_RUN_TIMEOUT_SECS", &value)?,
                 "AURORA_DEPLOY_MAX_FILE_BYTES" => config.deploy.max_file_bytes = parse("AURORA_DEPLOY_MAX_FILE_BYTES", &value)?,

@@ -1,5 +1,5 @@
 //! AWS: Signature Version 4 over the services' own wire protocols (the Query API's XML for STS,
-//! EC2 and RDS; REST JSON for EKS and Lambda; JSON 1.1 for CloudWatch Logs). A few hundred lines
+//! EC2, RDS, ELB and SQS; REST XML for S3; REST JSON for EKS and Lambda; JSON 1.1 for CloudWatch Logs). A few hundred lines
 //! of our own instead of the SDK, whose crates cost minutes of every clean build; moto serves the
 //! same protocols in the tests and checks the signatures.
 //!
@@ -21,6 +21,8 @@ use crate::config::ConnectionsConfig;
 use crate::secrets::Secret;
 
 const PROVIDER: &str = "AWS";
+/// Most pages one listing follows (a page holds 50 to 1 000 items, by service).
+pub const MAX_PAGES: usize = 200;
 
 /// Keys that sign requests.
 #[derive(Clone)]
@@ -127,11 +129,74 @@ impl Aws {
         self.send(request).await
     }
 
-    /// A REST JSON call (EKS, Lambda).
+    /// A REST JSON GET (EKS, Lambda).
     pub async fn rest_json(&self, service: &str, region: &str, path: &str, query: &[(&str, String)]) -> Result<Value, ProviderError> {
+        self.rest("GET", service, region, path, query, None).await
+    }
+
+    /// A REST JSON call with any method and an optional JSON body.
+    pub async fn rest(
+        &self,
+        method: &str,
+        service: &str,
+        region: &str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, ProviderError> {
         let url = format!("{}{path}", self.base_url(service, region));
-        let request = self.signed("GET", &url, query, None, service, region, &[])?;
+        let body = body.map(|body| ("application/json", serde_json::to_vec(body).expect("JSON serializes")));
+        let request = self.signed(method, &url, query, body, service, region, &[])?;
         parse_json(&self.send(request).await?)
+    }
+
+    /// A Query API listing, page after page: each answer's `token_tag` is sent back as
+    /// `token_param` until an answer has none (at most [`MAX_PAGES`] pages).
+    async fn query_pages<'a>(
+        &self,
+        service: &str,
+        region: &str,
+        action: &str,
+        version: &str,
+        params: &[(&'a str, String)],
+        (token_tag, token_param): (&str, &'a str),
+    ) -> Result<Vec<String>, ProviderError> {
+        let mut pages = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut sent = params.to_vec();
+            sent.extend(token.take().map(|token| (token_param, token)));
+            let xml = self.query(service, region, action, version, &sent).await?;
+            token = text_of(&parse_xml(&xml)?, token_tag).filter(|token| !token.is_empty());
+            pages.push(xml);
+            if token.is_none() || pages.len() >= MAX_PAGES {
+                return Ok(pages);
+            }
+        }
+    }
+
+    /// A REST JSON listing, page after page: the `items` of each answer, its `token_field`
+    /// sent back as the `token_param` query parameter (at most [`MAX_PAGES`] pages).
+    async fn rest_pages(
+        &self,
+        service: &str,
+        region: &str,
+        path: &str,
+        items: &str,
+        (token_field, token_param): (&str, &str),
+    ) -> Result<Vec<Value>, ProviderError> {
+        let mut listed = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let query: Vec<(&str, String)> = token.take().map(|token| (token_param, token)).into_iter().collect();
+            let mut page = self.rest_json(service, region, path, &query).await?;
+            listed.extend(page[items].as_array_mut().map(std::mem::take).unwrap_or_default());
+            token = page[token_field].as_str().filter(|token| !token.is_empty()).map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        Ok(listed)
     }
 
     /// A JSON 1.1 call (CloudWatch Logs): `X-Amz-Target: <target>`.
@@ -175,6 +240,9 @@ impl Aws {
         }
         if let Some(token) = &self.credentials.session_token {
             headers.push(("x-amz-security-token".into(), token.clone()));
+        }
+        if service == "s3" {
+            headers.push(("x-amz-content-sha256".into(), payload_hash.clone()));
         }
         headers.extend(extra_headers.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())));
         headers.sort();
@@ -269,9 +337,16 @@ impl Aws {
             params.push(("Filter.1.Name", "instance-state-name".into()));
             params.push(("Filter.1.Value.1", state.to_owned()));
         }
-        let xml = self.query("ec2", region, "DescribeInstances", "2016-11-15", &params).await?;
-        let document = parse_xml(&xml)?;
-        let instances = document
+        let mut instances = Vec::new();
+        for xml in self.query_pages("ec2", region, "DescribeInstances", "2016-11-15", &params, ("nextToken", "NextToken")).await? {
+            let document = parse_xml(&xml)?;
+            instances.extend(Self::instances_of(&document));
+        }
+        Ok(instances)
+    }
+
+    fn instances_of(document: &roxmltree::Document<'_>) -> Vec<Value> {
+        document
             .descendants()
             .filter(|node| node.has_tag_name("item") && node.parent().is_some_and(|parent| parent.has_tag_name("instancesSet")))
             .map(|instance| {
@@ -296,16 +371,21 @@ impl Aws {
                     "security_groups": groups,
                 })
             })
-            .collect();
-        Ok(instances)
+            .collect()
     }
 
     /// RDS DescribeDBInstances, optionally of one instance.
     pub async fn rds_instances(&self, region: &str, identifier: Option<&str>) -> Result<Vec<Value>, ProviderError> {
         let params: Vec<(&str, String)> = identifier.map(|id| ("DBInstanceIdentifier", id.to_owned())).into_iter().collect();
-        let xml = self.query("rds", region, "DescribeDBInstances", "2014-10-31", &params).await?;
-        let document = parse_xml(&xml)?;
-        Ok(document
+        let mut instances = Vec::new();
+        for xml in self.query_pages("rds", region, "DescribeDBInstances", "2014-10-31", &params, ("Marker", "Marker")).await? {
+            instances.extend(Self::databases_of(&parse_xml(&xml)?));
+        }
+        Ok(instances)
+    }
+
+    fn databases_of(document: &roxmltree::Document<'_>) -> Vec<Value> {
+        document
             .descendants()
             .filter(|node| node.has_tag_name("DBInstance"))
             .map(|instance| {
@@ -327,7 +407,7 @@ impl Aws {
                     "arn": child("DBInstanceArn"), "security_groups": groups, "vpc_id": vpc,
                 })
             })
-            .collect())
+            .collect()
     }
 
     /// EC2 DescribeVpcs.
@@ -388,26 +468,37 @@ impl Aws {
 
     /// Elastic Load Balancing v2 DescribeLoadBalancers.
     pub async fn load_balancers(&self, region: &str) -> Result<Vec<Value>, ProviderError> {
-        let xml = self.query("elasticloadbalancing", region, "DescribeLoadBalancers", "2015-12-01", &[]).await?;
-        let document = parse_xml(&xml)?;
-        Ok(members_of(&document, "LoadBalancers")
-            .map(|balancer| {
+        let mut balancers = Vec::new();
+        for xml in
+            self.query_pages("elasticloadbalancing", region, "DescribeLoadBalancers", "2015-12-01", &[], ("NextMarker", "Marker")).await?
+        {
+            let document = parse_xml(&xml)?;
+            balancers.extend(members_of(&document, "LoadBalancers").map(|balancer| {
+                let groups: Vec<String> = balancer
+                    .children()
+                    .filter(|node| node.has_tag_name("SecurityGroups"))
+                    .flat_map(|set| set.children().filter(|node| node.has_tag_name("member")))
+                    .filter_map(|member| member.text().map(str::to_owned))
+                    .collect();
                 json!({
                     "arn": child_text(&balancer, "LoadBalancerArn"), "name": child_text(&balancer, "LoadBalancerName"),
                     "dns_name": child_text(&balancer, "DNSName"), "type": child_text(&balancer, "Type"),
-                    "scheme": child_text(&balancer, "Scheme"), "vpc_id": child_text(&balancer, "VpcId"),
+                    "scheme": child_text(&balancer, "Scheme"), "vpc_id": child_text(&balancer, "VpcId"), "security_groups": groups,
                 })
-            })
-            .collect())
+            }));
+        }
+        Ok(balancers)
     }
 
     /// Elastic Load Balancing v2 DescribeTargetGroups, then DescribeTargetHealth of each: the
     /// group, the load balancers that send to it, and its registered targets.
     pub async fn target_groups(&self, region: &str) -> Result<Vec<Value>, ProviderError> {
-        let xml = self.query("elasticloadbalancing", region, "DescribeTargetGroups", "2015-12-01", &[]).await?;
-        let document = parse_xml(&xml)?;
-        let mut groups: Vec<Value> = members_of(&document, "TargetGroups")
-            .map(|group| {
+        let mut groups = Vec::new();
+        for xml in
+            self.query_pages("elasticloadbalancing", region, "DescribeTargetGroups", "2015-12-01", &[], ("NextMarker", "Marker")).await?
+        {
+            let document = parse_xml(&xml)?;
+            groups.extend(members_of(&document, "TargetGroups").map(|group| {
                 let balancers: Vec<String> = group
                     .children()
                     .filter(|node| node.has_tag_name("LoadBalancerArns"))
@@ -419,8 +510,8 @@ impl Aws {
                     "protocol": child_text(&group, "Protocol"), "port": child_text(&group, "Port"),
                     "target_type": child_text(&group, "TargetType"), "load_balancers": balancers,
                 })
-            })
-            .collect();
+            }));
+        }
         for group in &mut groups {
             let Some(arn) = group["arn"].as_str().map(str::to_owned) else { continue };
             let xml = self.query("elasticloadbalancing", region, "DescribeTargetHealth", "2015-12-01", &[("TargetGroupArn", arn)]).await?;
@@ -439,16 +530,13 @@ impl Aws {
     pub async fn eks_clusters(&self, region: &str, name: Option<&str>, limit: usize) -> Result<Vec<Value>, ProviderError> {
         let names: Vec<String> = match name {
             Some(name) => vec![name.to_owned()],
-            None => {
-                let listed = self.rest_json("eks", region, "/clusters", &[]).await?;
-                listed["clusters"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|name| name.as_str().map(str::to_owned))
-                    .take(limit)
-                    .collect()
-            }
+            None => self
+                .rest_pages("eks", region, "/clusters", "clusters", ("nextToken", "nextToken"))
+                .await?
+                .iter()
+                .filter_map(|name| name.as_str().map(str::to_owned))
+                .take(limit)
+                .collect(),
         };
         let mut clusters = Vec::new();
         for name in names {
@@ -458,6 +546,8 @@ impl Aws {
                 "name": cluster["name"], "status": cluster["status"], "version": cluster["version"], "endpoint": cluster["endpoint"],
                 "arn": cluster["arn"], "role_arn": cluster["roleArn"], "created_at": cluster["createdAt"],
                 "vpc": cluster["resourcesVpcConfig"]["vpcId"], "subnets": cluster["resourcesVpcConfig"]["subnetIds"],
+                "security_groups": cluster["resourcesVpcConfig"]["securityGroupIds"],
+                "cluster_security_group": cluster["resourcesVpcConfig"]["clusterSecurityGroupId"], "tags": cluster["tags"],
             }));
         }
         Ok(clusters)
@@ -479,11 +569,55 @@ impl Aws {
                 let function = self.rest_json("lambda", region, &format!("/2015-03-31/functions/{name}"), &[]).await?;
                 Ok(vec![summarize(&function["Configuration"])])
             }
-            None => {
-                let listed = self.rest_json("lambda", region, "/2015-03-31/functions/", &[]).await?;
-                Ok(listed["Functions"].as_array().into_iter().flatten().map(summarize).collect())
-            }
+            None => Ok(self.lambda_configurations(region).await?.iter().map(summarize).collect()),
         }
+    }
+
+    /// Lambda ListFunctions, every page: each function's whole configuration, the values of
+    /// its environment variables included. Those may be secrets: for inference, never to keep.
+    pub async fn lambda_configurations(&self, region: &str) -> Result<Vec<Value>, ProviderError> {
+        self.rest_pages("lambda", region, "/2015-03-31/functions/", "Functions", ("NextMarker", "Marker")).await
+    }
+
+    /// Lambda ListEventSourceMappings, every page: which queue or stream invokes which function.
+    pub async fn lambda_event_sources(&self, region: &str) -> Result<Vec<Value>, ProviderError> {
+        let mappings = self
+            .rest_pages("lambda", region, "/2015-03-31/event-source-mappings/", "EventSourceMappings", ("NextMarker", "Marker"))
+            .await?;
+        Ok(mappings
+            .iter()
+            .map(|mapping| {
+                json!({ "source": mapping["EventSourceArn"], "function": mapping["FunctionArn"], "state": mapping["State"], "uuid": mapping["UUID"] })
+            })
+            .collect())
+    }
+
+    /// SQS ListQueues, every page: the queues' URLs.
+    pub async fn sqs_queues(&self, region: &str) -> Result<Vec<String>, ProviderError> {
+        let params = [("MaxResults", "1000".to_owned())];
+        let mut urls = Vec::new();
+        for xml in self.query_pages("sqs", region, "ListQueues", "2012-11-05", &params, ("NextToken", "NextToken")).await? {
+            let document = parse_xml(&xml)?;
+            urls.extend(
+                document.descendants().filter(|node| node.has_tag_name("QueueUrl")).filter_map(|node| node.text().map(str::to_owned)),
+            );
+        }
+        Ok(urls)
+    }
+
+    /// S3 ListBuckets: the account's buckets, with their region when the answer names it.
+    pub async fn s3_buckets(&self) -> Result<Vec<Value>, ProviderError> {
+        let url = format!("{}/", self.base_url("s3", &self.default_region));
+        let request = self.signed("GET", &url, &[], None, "s3", &self.default_region, &[])?;
+        let xml = self.send(request).await?;
+        let document = parse_xml(&xml)?;
+        Ok(document
+            .descendants()
+            .filter(|node| node.has_tag_name("Bucket"))
+            .map(|bucket| {
+                json!({ "name": child_text(&bucket, "Name"), "created": child_text(&bucket, "CreationDate"), "region": child_text(&bucket, "BucketRegion") })
+            })
+            .collect())
     }
 
     /// CloudWatch Logs FilterLogEvents over a window, newest pages first up to `limit` events.

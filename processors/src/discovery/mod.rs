@@ -181,7 +181,7 @@ impl DiscoveryProcessor {
                     continue;
                 }
             };
-            match aws::scan(&self.context.config.connections, &secret).await {
+            match aws::scan(&self.context.config.connections, &self.context.config.discovery, &secret).await {
                 Ok(listed) => {
                     found.resources.extend(listed.resources);
                     found.dependencies.extend(listed.dependencies);
