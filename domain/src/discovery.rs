@@ -1,14 +1,18 @@
 //! An organisation's discovered estate (stream `discovery-<org id>`): its scans, and every
 //! resource and dependency the scans found. A completed scan is decided here against what the
 //! earlier scans left, so what it records is exactly the difference: new, changed and gone
-//! resources and dependencies. A provider that failed keeps what it had.
+//! resources and dependencies. A provider that failed keeps what it had. A resource its provider
+//! no longer lists is missed, then stale once it has not been listed for the stale threshold,
+//! and gone after the gone threshold (7 and 30 days by default); listed again, it returns.
+//! Dependencies are inferred afresh by every scan: those of a resource not listed go at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use aurora_events::discovery::{
     Dependency, DependencyDiscovered, DependencyGone, DependencyKind, DiscoveryEvent, ProviderFailure, Resource, ResourceGone,
-    ResourceSeen, ScanCompleted, ScanFailed, ScanRequested, ScanStarted,
+    ResourceMissed, ResourceSeen, ScanCompleted, ScanFailed, ScanRequested, ScanStarted,
 };
+use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use crate::{Aggregate, DomainError, ErrorKind};
@@ -28,13 +32,36 @@ pub enum DiscoveryCommand {
         scan_id: Uuid,
         providers: Vec<String>,
     },
-    /// What the scan listed, from the providers it listed; `failures` could not be listed.
+    /// What the scan listed, from the providers it listed, at `now`; `failures` could not be
+    /// listed.
     Complete {
         scan_id: Uuid,
         resources: Vec<Resource>,
         dependencies: Vec<Dependency>,
         failures: Vec<ProviderFailure>,
+        now: DateTime<Utc>,
+        thresholds: Thresholds,
     },
+}
+
+/// How long a resource may go unlisted before it is marked stale, and before it is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    pub stale_after: TimeDelta,
+    pub gone_after: TimeDelta,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self { stale_after: TimeDelta::days(7), gone_after: TimeDelta::days(30) }
+    }
+}
+
+/// A resource its provider's scans no longer list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Missing {
+    pub last_seen: DateTime<Utc>,
+    pub stale: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,6 +98,10 @@ pub struct Estate {
     pub resources: BTreeMap<String, Resource>,
     pub dependencies: BTreeMap<EdgeKey, Dependency>,
     pub scans: BTreeMap<Uuid, ScanStatus>,
+    /// The resources kept but not listed by the latest scans of their provider.
+    pub missing: BTreeMap<String, Missing>,
+    /// When each provider was last listed.
+    pub listed_at: BTreeMap<String, DateTime<Utc>>,
 }
 
 impl Estate {
@@ -108,7 +139,7 @@ impl Aggregate for Estate {
                 Some(ScanStatus::Requested) => Ok(vec![DiscoveryEvent::ScanStarted(ScanStarted { scan_id, providers })]),
                 Some(_) => Ok(Vec::new()),
             },
-            DiscoveryCommand::Complete { scan_id, resources, dependencies, mut failures } => {
+            DiscoveryCommand::Complete { scan_id, resources, dependencies, mut failures, now, thresholds } => {
                 match self.scans.get(&scan_id) {
                     None => return Err(DiscoveryError::ScanNotFound.into()),
                     Some(ScanStatus::Ended) => return Ok(Vec::new()),
@@ -126,7 +157,7 @@ impl Aggregate for Estate {
                 }
                 let failed: BTreeSet<String> = failures.iter().map(|failure| failure.provider.clone()).collect();
                 let mut events = Vec::new();
-                let (mut discovered, mut changed, mut gone) = (0, 0, 0);
+                let (mut discovered, mut changed, mut gone, mut missed, mut stale, mut returned) = (0, 0, 0, 0, 0, 0);
                 let mut seen = BTreeSet::new();
                 for mut resource in resources {
                     // A provider's text is what it is: cleaned and cut, never a reason to lose the scan.
@@ -137,6 +168,10 @@ impl Aggregate for Estate {
                             discovered += 1;
                             events.push(DiscoveryEvent::ResourceDiscovered(ResourceSeen { scan_id, resource }));
                         }
+                        Some(_) if self.missing.contains_key(&resource.resource_id) => {
+                            returned += 1;
+                            events.push(DiscoveryEvent::ResourceReturned(ResourceSeen { scan_id, resource }));
+                        }
                         Some(known) if *known != resource => {
                             changed += 1;
                             events.push(DiscoveryEvent::ResourceChanged(ResourceSeen { scan_id, resource }));
@@ -144,16 +179,39 @@ impl Aggregate for Estate {
                         Some(_) => {}
                     }
                 }
-                // What a listed provider no longer has is gone; a failed provider keeps its own,
-                // and the dependencies that touch them, which nothing could check again.
+                // What a listed provider no longer has is missed, then stale, then gone; a failed
+                // provider keeps its own as they were, and the dependencies that touch them,
+                // which nothing could check again.
                 let unchecked = |resource_id: &str| {
                     self.resources
                         .get(resource_id)
                         .is_some_and(|known| failed.contains(&known.provider) && !listed.contains(&known.provider))
                 };
-                for resource_id in self.resources.keys().filter(|resource_id| !seen.contains(*resource_id) && !unchecked(resource_id)) {
-                    gone += 1;
-                    events.push(DiscoveryEvent::ResourceGone(ResourceGone { scan_id, resource_id: resource_id.clone() }));
+                for (resource_id, known) in
+                    self.resources.iter().filter(|(resource_id, _)| !seen.contains(*resource_id) && !unchecked(resource_id))
+                {
+                    let was = self.missing.get(resource_id);
+                    // First missed now: last seen by the provider's previous listing.
+                    let last_seen = was.map_or_else(|| self.listed_at.get(&known.provider).copied().unwrap_or(now), |was| was.last_seen);
+                    let unlisted = now - last_seen;
+                    let resource_id = resource_id.clone();
+                    if unlisted >= thresholds.gone_after {
+                        gone += 1;
+                        events.push(DiscoveryEvent::ResourceGone(ResourceGone { scan_id, resource_id }));
+                        continue;
+                    }
+                    if was.is_none() {
+                        missed += 1;
+                        events.push(DiscoveryEvent::ResourceMissed(ResourceMissed {
+                            scan_id,
+                            resource_id: resource_id.clone(),
+                            last_seen,
+                        }));
+                    }
+                    if unlisted >= thresholds.stale_after && !was.is_some_and(|was| was.stale) {
+                        stale += 1;
+                        events.push(DiscoveryEvent::ResourceStale(ResourceMissed { scan_id, resource_id, last_seen }));
+                    }
                 }
                 let mut inferred = BTreeSet::new();
                 let count = dependencies.len() as u32;
@@ -183,6 +241,11 @@ impl Aggregate for Estate {
                     discovered,
                     changed,
                     gone,
+                    missed,
+                    stale,
+                    returned,
+                    at: Some(now),
+                    listed: listed.into_iter().collect(),
                     failures,
                 }));
                 Ok(events)
@@ -198,11 +261,19 @@ impl Aggregate for Estate {
             DiscoveryEvent::ScanStarted(started) => {
                 self.scans.insert(started.scan_id, ScanStatus::Running);
             }
-            DiscoveryEvent::ResourceDiscovered(seen) | DiscoveryEvent::ResourceChanged(seen) => {
+            DiscoveryEvent::ResourceDiscovered(seen) | DiscoveryEvent::ResourceChanged(seen) | DiscoveryEvent::ResourceReturned(seen) => {
+                self.missing.remove(&seen.resource.resource_id);
                 self.resources.insert(seen.resource.resource_id.clone(), seen.resource.clone());
+            }
+            DiscoveryEvent::ResourceMissed(missed) => {
+                self.missing.insert(missed.resource_id.clone(), Missing { last_seen: missed.last_seen, stale: false });
+            }
+            DiscoveryEvent::ResourceStale(stale) => {
+                self.missing.insert(stale.resource_id.clone(), Missing { last_seen: stale.last_seen, stale: true });
             }
             DiscoveryEvent::ResourceGone(gone) => {
                 self.resources.remove(&gone.resource_id);
+                self.missing.remove(&gone.resource_id);
             }
             DiscoveryEvent::DependencyDiscovered(discovered) => {
                 self.dependencies.insert(key(&discovered.dependency), discovered.dependency.clone());
@@ -210,7 +281,13 @@ impl Aggregate for Estate {
             DiscoveryEvent::DependencyGone(gone) => {
                 self.dependencies.remove(&(gone.from.clone(), gone.to.clone(), gone.kind));
             }
-            DiscoveryEvent::ScanCompleted(ScanCompleted { scan_id, .. }) | DiscoveryEvent::ScanFailed(ScanFailed { scan_id, .. }) => {
+            DiscoveryEvent::ScanCompleted(completed) => {
+                self.scans.insert(completed.scan_id, ScanStatus::Ended);
+                if let Some(at) = completed.at {
+                    self.listed_at.extend(completed.listed.iter().map(|provider| (provider.clone(), at)));
+                }
+            }
+            DiscoveryEvent::ScanFailed(ScanFailed { scan_id, .. }) => {
                 self.scans.insert(*scan_id, ScanStatus::Ended);
             }
         }
@@ -245,8 +322,24 @@ mod tests {
         Dependency { from: from.into(), to: to.into(), kind: DependencyKind::Reaches, evidence: "a rule".into(), confidence: 0.8 }
     }
 
+    fn day(days: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap() + TimeDelta::days(days)
+    }
+
     fn scanned(
         estate: Estate,
+        resources: Vec<Resource>,
+        dependencies: Vec<Dependency>,
+        failures: Vec<ProviderFailure>,
+    ) -> (Estate, Vec<DiscoveryEvent>) {
+        let now = estate.listed_at.values().max().map_or(day(0), |last| *last + TimeDelta::hours(1));
+        scanned_at(estate, now, Thresholds::default(), resources, dependencies, failures)
+    }
+
+    fn scanned_at(
+        estate: Estate,
+        now: DateTime<Utc>,
+        thresholds: Thresholds,
         resources: Vec<Resource>,
         dependencies: Vec<Dependency>,
         failures: Vec<ProviderFailure>,
@@ -258,7 +351,7 @@ mod tests {
                 estate = estate.evolve(&event);
             }
         }
-        let events = estate.decide(DiscoveryCommand::Complete { scan_id, resources, dependencies, failures }).unwrap();
+        let events = estate.decide(DiscoveryCommand::Complete { scan_id, resources, dependencies, failures, now, thresholds }).unwrap();
         let after = events.iter().fold(estate, |estate, event| estate.evolve(event));
         (after, events)
     }
@@ -277,8 +370,53 @@ mod tests {
         let (_, events) = scanned(estate, vec![resource("a", "aws", "a renamed"), resource("c", "aws", "c")], vec![], vec![]);
         assert_eq!(
             names(&events),
-            ["resource.changed", "resource.discovered", "resource.gone", "dependency.gone", "discovery.scan_completed"]
+            ["resource.changed", "resource.discovered", "resource.missed", "dependency.gone", "discovery.scan_completed"]
         );
+    }
+
+    #[test]
+    fn an_unlisted_resource_is_missed_then_stale_then_gone_and_may_return() {
+        let scan = |estate: Estate, at: i64, resources: Vec<Resource>| {
+            let (estate, events) = scanned_at(estate, day(at), Thresholds::default(), resources, vec![], vec![]);
+            let names = names(&events);
+            (estate, names)
+        };
+        let (a, b) = (resource("a", "aws", "a"), resource("b", "aws", "b"));
+        let (estate, _) = scan(Estate::default(), 0, vec![a.clone(), b.clone()]);
+        let (estate, events) = scan(estate, 1, vec![a.clone()]);
+        assert_eq!(events, ["resource.missed", "discovery.scan_completed"]);
+        assert_eq!(estate.missing["b"], Missing { last_seen: day(0), stale: false }, "last seen by the scan before");
+        let (estate, events) = scan(estate, 6, vec![a.clone()]);
+        assert_eq!(events, ["discovery.scan_completed"], "missed already, not yet stale");
+        let (estate, events) = scan(estate, 7, vec![a.clone()]);
+        assert_eq!(events, ["resource.stale", "discovery.scan_completed"], "seven days unlisted");
+        let (estate, events) = scan(estate, 8, vec![a.clone()]);
+        assert_eq!(events, ["discovery.scan_completed"], "stale already");
+        let (estate, events) = scan(estate, 10, vec![a.clone(), b.clone()]);
+        assert_eq!(events, ["resource.returned", "discovery.scan_completed"]);
+        assert!(estate.missing.is_empty());
+        let (estate, events) = scan(estate, 11, vec![a.clone()]);
+        assert_eq!(events, ["resource.missed", "discovery.scan_completed"]);
+        assert_eq!(estate.missing["b"].last_seen, day(10), "counted from its return");
+        let (estate, events) = scan(estate, 39, vec![a.clone()]);
+        assert_eq!(events, ["resource.stale", "discovery.scan_completed"]);
+        let (estate, events) = scan(estate, 40, vec![a.clone()]);
+        assert_eq!(events, ["resource.gone", "discovery.scan_completed"], "thirty days unlisted");
+        assert!(!estate.resources.contains_key("b") && estate.missing.is_empty());
+        // No grace at all: gone at the first scan that misses it.
+        let at_once = Thresholds { stale_after: TimeDelta::zero(), gone_after: TimeDelta::zero() };
+        let (_, events) = scanned_at(
+            estate,
+            day(41),
+            at_once,
+            vec![],
+            vec![],
+            vec![ProviderFailure { provider: "gcp".into(), connection: "prod".into(), reason: "down".into() }],
+        );
+        assert_eq!(names(&events), ["discovery.scan_failed"], "nothing listed: nothing decided");
+        let (estate, _) = scan(Estate::default(), 0, vec![a.clone(), b.clone()]);
+        let (_, events) = scanned_at(estate, day(1), at_once, vec![a], vec![], vec![]);
+        assert_eq!(names(&events), ["resource.gone", "discovery.scan_completed"]);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Events of an organisation's service discovery (`discovery-<org id>`): scans asked for, begun
 //! and ended, and what each scan found changed since the one before it: resources discovered,
-//! changed or gone, and the dependencies inferred between them, each with its evidence.
+//! changed, missed, stale, returned or gone, and the dependencies inferred between them, each
+//! with its evidence.
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -119,18 +121,29 @@ pub struct ScanStarted {
     pub providers: Vec<String>,
 }
 
-/// `resource.discovered` and `resource.changed`: a resource, whole, as the scan saw it.
+/// `resource.discovered`, `resource.changed` and `resource.returned` (listed again after being
+/// missed): a resource, whole, as the scan saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ResourceSeen {
     pub scan_id: Uuid,
     pub resource: Resource,
 }
 
-/// `resource.gone`: a scan of its provider no longer lists it.
+/// `resource.gone`: no scan of its provider has listed it for the estate's gone threshold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ResourceGone {
     pub scan_id: Uuid,
     pub resource_id: String,
+}
+
+/// `resource.missed`: a scan of its provider did not list it. It stays in the graph, marked
+/// missing, until it is listed again or has not been for the estate's gone threshold (30 days by
+/// default); `last_seen` is when a scan last listed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ResourceMissed {
+    pub scan_id: Uuid,
+    pub resource_id: String,
+    pub last_seen: DateTime<Utc>,
 }
 
 /// `dependency.discovered`: a dependency the scan inferred, new or with new evidence.
@@ -167,6 +180,20 @@ pub struct ScanCompleted {
     pub discovered: u32,
     pub changed: u32,
     pub gone: u32,
+    /// Resources it no longer listed for the first time, and those it marked stale.
+    #[serde(default)]
+    pub missed: u32,
+    #[serde(default)]
+    pub stale: u32,
+    /// Resources listed again after being missed.
+    #[serde(default)]
+    pub returned: u32,
+    /// When the providers in `listed` were listed (absent in scans recorded before it was kept).
+    #[serde(default)]
+    pub at: Option<DateTime<Utc>>,
+    /// The providers it listed (whose resources it saw as they are).
+    #[serde(default)]
+    pub listed: Vec<String>,
     /// Providers that failed while others were listed: what they had is kept, not marked gone.
     pub failures: Vec<ProviderFailure>,
 }
@@ -186,6 +213,9 @@ event_family! {
         ResourceDiscovered(ResourceSeen) = ("resource.discovered", 1),
         ResourceChanged(ResourceSeen) = ("resource.changed", 1),
         ResourceGone(ResourceGone) = ("resource.gone", 1),
+        ResourceMissed(ResourceMissed) = ("resource.missed", 1),
+        ResourceStale(ResourceMissed) = ("resource.stale", 1),
+        ResourceReturned(ResourceSeen) = ("resource.returned", 1),
         DependencyDiscovered(DependencyDiscovered) = ("dependency.discovered", 1),
         DependencyGone(DependencyGone) = ("dependency.gone", 1),
         ScanCompleted(ScanCompleted) = ("discovery.scan_completed", 1),

@@ -5,8 +5,9 @@
 //! database, the queue and the bucket, one invoked by the queue — a scan asked for over HTTP
 //! lists it through the real AWS client, and the graph read models answer the services, the
 //! inferred dependencies with their evidence, the blast radius and paths; no environment value
-//! is kept; a second scan after a change records exactly the difference; another organisation
-//! sees nothing of it.
+//! is kept; a second scan after a change records exactly the difference (an instance gone from
+//! AWS is missed, kept and marked missing, its dependencies gone); another organisation sees
+//! nothing of it.
 //!
 //! moto checks no signatures here: moto 5.2.5 checks a REST service's GET (EKS ListClusters)
 //! against the request with its query, or with its headers when it has none, taken for a form
@@ -406,7 +407,8 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     assert_eq!(second["status"], "completed", "{second}");
     assert_eq!(second["counts"]["discovered"], 0, "{second}");
     assert_eq!(second["counts"]["changed"], 0, "{second}");
-    assert_eq!(second["counts"]["gone"], 1, "{second}");
+    assert_eq!(second["counts"]["gone"], 0, "kept for 30 days: {second}");
+    assert_eq!(second["counts"]["missed"], 1, "{second}");
     let types: Vec<String> =
         sqlx::query_scalar("SELECT event_type FROM events WHERE stream = $1 AND payload->>'scan_id' = $2 ORDER BY stream_version")
             .bind(format!("discovery-{}", ana.org))
@@ -414,7 +416,8 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
             .fetch_all(&env.pool)
             .await
             .unwrap();
-    assert_eq!(types.iter().filter(|kind| *kind == "resource.gone").count(), 1, "{types:?}");
+    assert_eq!(types.iter().filter(|kind| *kind == "resource.missed").count(), 1, "{types:?}");
+    assert!(!types.iter().any(|kind| kind == "resource.gone"), "{types:?}");
     assert_eq!(types.iter().filter(|kind| *kind == "dependency.gone").count(), 4, "reaches, member_of, protected_by, targets: {types:?}");
     assert!(!types.iter().any(|kind| kind == "resource.discovered" || kind == "dependency.discovered"), "{types:?}");
     let blast = eventually("the blast radius without the instance", WAIT, || async {
@@ -431,6 +434,16 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     })
     .await;
     let names: Vec<&str> = blast["affected"].as_array().unwrap().iter().filter_map(|affected| affected["name"].as_str()).collect();
+    // The instance is still listed, marked missing since the first scan listed it.
+    let missing = eventually("the instance marked missing", WAIT, || async {
+        let all = services(&app, &vic, "?kind=vm").await;
+        all.into_iter().find(|service| service["name"] == "checkout-api" && service["status"] == "missing")
+    })
+    .await;
+    let time = |value: &Value| value.as_str().and_then(|text| text.parse::<chrono::DateTime<chrono::Utc>>().ok());
+    let last_seen = time(&missing["last_seen"]).unwrap_or_else(|| panic!("{missing}"));
+    assert!(time(&first["started_at"]).unwrap() <= last_seen && Some(last_seen) <= time(&first["finished_at"]), "{missing} {first}");
+    assert_eq!(named(&services(&app, &vic, "").await, "orders-db")["status"], "present");
     assert!(names.contains(&"shop") && !names.contains(&"checkout"), "the cluster still reaches it, the target group no longer: {blast}");
     app.stop().await;
 }

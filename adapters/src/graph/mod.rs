@@ -28,10 +28,15 @@ pub struct ServiceView {
     pub endpoint: Option<String>,
     pub first_seen: DateTime<Utc>,
     pub last_changed: DateTime<Utc>,
+    /// `present` (listed by the latest scan of its provider), `missing` (not listed since
+    /// `last_seen`) or `stale` (not listed for the stale threshold, 7 days by default).
+    pub status: String,
+    /// When a scan last listed it, while it is missing or stale.
+    pub last_seen: Option<DateTime<Utc>>,
 }
 
 const SERVICE_COLUMNS: &str =
-    "node_id, resource_id, provider, kind, provider_type, name, region, account, tags, endpoint, first_seen, last_changed";
+    "node_id, resource_id, provider, kind, provider_type, name, region, account, tags, endpoint, first_seen, last_changed, status, last_seen";
 
 #[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct Neighbour {

@@ -8,6 +8,10 @@
 //! Scans repeat on a durable timer (`discovery_scan`, one per organisation, fired once across
 //! every instance by the owner of the timers' lock): set `AURORA_DISCOVERY_INTERVAL_SECS` after
 //! each scan ends, and shortly after a cloud is connected for the first scan.
+//!
+//! A resource no longer listed is kept as missed, marked stale after
+//! `AURORA_DISCOVERY_STALE_AFTER_SECS` (7 days) and gone after `AURORA_DISCOVERY_GONE_AFTER_SECS`
+//! (30 days) unlisted.
 
 mod aws;
 
@@ -17,7 +21,8 @@ use async_trait::async_trait;
 use aurora_adapters::secrets::SecretPath;
 use aurora_adapters::timers::{self, DueTimer};
 use aurora_commands::{CommandMeta, HandleError};
-use aurora_domain::discovery::{DiscoveryCommand, Estate};
+use aurora_domain::discovery::{DiscoveryCommand, Estate, Thresholds};
+use chrono::TimeDelta;
 use aurora_events::connection::{ConnectionEvent, Provider};
 use aurora_events::discovery::{Dependency, DiscoveryEvent, ProviderFailure, Resource, ScanCompleted, ScanFailed};
 use aurora_events::{Actor, Envelope, EventPayload, OrgId, StreamId};
@@ -189,14 +194,26 @@ impl DiscoveryProcessor {
                 Err(error) => failures.push(failure(error.to_string())),
             }
         }
-        let complete =
-            DiscoveryCommand::Complete { scan_id, resources: found.resources, dependencies: found.dependencies, failures };
+        let discovery = &self.context.config.discovery;
+        let thresholds = Thresholds {
+            stale_after: TimeDelta::from_std(discovery.stale_after).unwrap_or(TimeDelta::MAX),
+            gone_after: TimeDelta::from_std(discovery.gone_after).unwrap_or(TimeDelta::MAX),
+        };
+        let (resources, dependencies, now) = (found.resources, found.dependencies, chrono::Utc::now());
+        let complete = DiscoveryCommand::Complete { scan_id, resources, dependencies, failures, now, thresholds };
         match self.record(envelope, scan_id, "complete", complete).await {
             // Refused (an estate over the limit): the scan fails and says why, rather than be
             // retried for ever.
             Err(HandleError::Domain(refusal)) => {
                 let failures = vec![ProviderFailure { provider: "all".into(), connection: String::new(), reason: refusal.to_string() }];
-                let failed = DiscoveryCommand::Complete { scan_id, resources: Vec::new(), dependencies: Vec::new(), failures };
+                let failed = DiscoveryCommand::Complete {
+                    scan_id,
+                    resources: Vec::new(),
+                    dependencies: Vec::new(),
+                    failures,
+                    now: chrono::Utc::now(),
+                    thresholds,
+                };
                 self.record(envelope, scan_id, "fail", failed).await?;
                 Ok(())
             }

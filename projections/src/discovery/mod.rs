@@ -1,12 +1,13 @@
 //! The discovery feature's read models: `graph_nodes` and `graph_edges` (the organisation's
 //! estate as a graph; a node's id is a UUIDv5 of its organisation and resource id) and
 //! `discovery_scans`. Each row remembers the stream version it reflects, so a redelivered event
-//! changes nothing; a gone resource or dependency keeps its row with `gone_at`.
+//! changes nothing; a missed resource is marked `missing` or `stale` with when it was last
+//! seen, and a gone resource or dependency keeps its row with `gone_at`.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aurora_events::discovery::DiscoveryEvent;
+use aurora_events::discovery::{DiscoveryEvent, ResourceMissed};
 use aurora_events::{Envelope, EventPayload};
 use serde_json::json;
 use sqlx::PgConnection;
@@ -73,7 +74,8 @@ impl Projection for Graph {
                 DiscoveryEvent::ScanCompleted(completed) => {
                     let counts = json!({
                         "resources": completed.resources, "dependencies": completed.dependencies, "discovered": completed.discovered,
-                        "changed": completed.changed, "gone": completed.gone,
+                        "changed": completed.changed, "gone": completed.gone, "missed": completed.missed, "stale": completed.stale,
+                        "returned": completed.returned,
                     });
                     sqlx::query(&scan_update("status = 'completed', counts = $3, failures = $4, finished_at = $5"))
                         .bind(completed.scan_id)
@@ -93,7 +95,7 @@ impl Projection for Graph {
                         .execute(&mut *connection)
                         .await?;
                 }
-                DiscoveryEvent::ResourceDiscovered(seen) | DiscoveryEvent::ResourceChanged(seen) => {
+                DiscoveryEvent::ResourceDiscovered(seen) | DiscoveryEvent::ResourceChanged(seen) | DiscoveryEvent::ResourceReturned(seen) => {
                     let resource = seen.resource;
                     sqlx::query(&format!(
                         "INSERT INTO {nodes} (node_id, org_id, resource_id, provider, kind, provider_type, name, region, account, tags, endpoint, \
@@ -102,7 +104,7 @@ impl Projection for Graph {
                          ON CONFLICT (node_id) DO UPDATE SET provider = EXCLUDED.provider, kind = EXCLUDED.kind, \
                              provider_type = EXCLUDED.provider_type, name = EXCLUDED.name, region = EXCLUDED.region, account = EXCLUDED.account, \
                              tags = EXCLUDED.tags, endpoint = EXCLUDED.endpoint, last_changed = EXCLUDED.last_changed, gone_at = NULL, \
-                             stream_version = EXCLUDED.stream_version \
+                             status = 'present', last_seen = NULL, stream_version = EXCLUDED.stream_version \
                          WHERE {nodes}.stream_version < EXCLUDED.stream_version"
                     ))
                     .bind(node_id(org, &resource.resource_id))
@@ -131,6 +133,8 @@ impl Projection for Graph {
                     .execute(&mut *connection)
                     .await?;
                 }
+                DiscoveryEvent::ResourceMissed(missed) => mark(connection, nodes, org, version, &missed, "missing").await?,
+                DiscoveryEvent::ResourceStale(stale) => mark(connection, nodes, org, version, &stale, "stale").await?,
                 DiscoveryEvent::DependencyDiscovered(discovered) => {
                     let dependency = discovered.dependency;
                     sqlx::query(&format!(
@@ -168,4 +172,23 @@ impl Projection for Graph {
         }
         Ok(())
     }
+}
+
+/// A resource its provider no longer lists: `status` (`missing`, `stale`) and when it was last seen.
+async fn mark(
+    connection: &mut PgConnection,
+    nodes: &str,
+    org: Uuid,
+    version: i64,
+    missed: &ResourceMissed,
+    status: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!("UPDATE {nodes} SET status = $3, last_seen = $4, stream_version = $2 WHERE node_id = $1 AND stream_version < $2"))
+        .bind(node_id(org, &missed.resource_id))
+        .bind(version)
+        .bind(status)
+        .bind(missed.last_seen)
+        .execute(connection)
+        .await?;
+    Ok(())
 }
