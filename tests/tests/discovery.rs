@@ -353,6 +353,27 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     assert_eq!(at("orders-worker"), Some(json!(1)), "{blast}");
     assert_eq!(at("checkout"), Some(json!(2)), "{blast}");
     assert_eq!(at("checkout-lb"), Some(json!(3)), "{blast}");
+    // Both ways from the worker: the database and its network upstream, the queue downstream.
+    let worker_id = named(&all, "orders-worker")["node_id"].as_str().unwrap().to_owned();
+    let around: Value = vic
+        .apply(http().get(app.url(&format!("/v1/discovery/services/{worker_id}/dependencies?depth=2"))))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let distance = |side: &str, name: &str| {
+        around[side].as_array().unwrap().iter().find(|service| service["name"] == name).map(|service| service["distance"].clone())
+    };
+    assert_eq!(distance("upstream", "orders-db"), Some(json!(1)), "{around}");
+    assert_eq!((distance("upstream", &subnet), distance("upstream", &vpc)), (Some(json!(1)), Some(json!(2))), "{around}");
+    assert_eq!(distance("downstream", "orders-jobs"), Some(json!(1)), "{around}");
+    assert_eq!(distance("downstream", "orders-db"), None, "{around}");
+    assert!(distance("upstream", "orders-worker").is_none() && distance("downstream", "orders-worker").is_none(), "{around}");
+    let too_deep =
+        vic.apply(http().get(app.url(&format!("/v1/discovery/services/{worker_id}/dependencies?depth=11")))).send().await.unwrap();
+    assert_eq!(too_deep.status(), StatusCode::BAD_REQUEST);
     let balancer_node = named(&all, "checkout-lb");
     // The path from the load balancer to the database, and none the other way.
     let lb_id = balancer_node["node_id"].as_str().unwrap();
@@ -376,12 +397,21 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     // is not offered the graph's tools at all.
     llm.script(
         "what breaks if orders-db goes down?",
-        vec![Step::tool("blast", "blast_radius", json!({ "service": "orders-db" })), Step::text("checkout-api.")],
+        vec![
+            Step::tool("deps", "service_dependencies", json!({ "service": "orders-worker", "depth": 1 })),
+            Step::tool("blast", "blast_radius", json!({ "service": "orders-db" })),
+            Step::text("checkout-api."),
+        ],
     );
     let mut socket = ChatSocket::open(&app.base_url, &ana).await;
     socket.request(json!({ "type": "query", "text": "what breaks if orders-db goes down?", "mode": "ask" })).await;
     let started = socket.event("chat.turn_started").await;
-    assert!(started["payload"]["tools"].as_array().unwrap().iter().any(|tool| tool == "blast_radius"), "{started}");
+    let offered = started["payload"]["tools"].as_array().unwrap();
+    assert!(["blast_radius", "service_dependencies"].iter().all(|tool| offered.iter().any(|offered| offered == tool)), "{started}");
+    let answered = socket.event("tool_call.completed").await;
+    let upstream = answered["payload"]["result"]["upstream"].as_array().unwrap_or_else(|| panic!("{answered}"));
+    assert!(upstream.iter().any(|service| service["name"] == "orders-db" && service["distance"] == 1), "{answered}");
+    assert!(!upstream.iter().any(|service| service["name"] == vpc), "depth 1 stops before the VPC: {answered}");
     let answered = socket.event("tool_call.completed").await;
     let affected = answered["payload"]["result"]["affected"].as_array().unwrap_or_else(|| panic!("{answered}"));
     assert!(affected.iter().any(|service| service["name"] == "checkout-api"), "{answered}");

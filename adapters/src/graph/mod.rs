@@ -1,8 +1,9 @@
 //! The graph port: the organisation's discovered estate as the discovery projection keeps it in
 //! Postgres (`graph_nodes`, `graph_edges`), and the queries the gateway and the agent's tools
 //! ask of it: services by kind, provider or tag, one service's neighbours with the evidence of
-//! each dependency, and a service's blast radius by recursive SQL. Every query runs in the
-//! caller's tenant transaction and names the organisation too.
+//! each dependency, and the services upstream or downstream of one (its blast radius) by
+//! recursive SQL. Every query runs in the caller's tenant transaction and names the
+//! organisation too.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -66,6 +67,17 @@ pub struct Affected {
     pub kind: String,
     /// Dependencies between it and the service.
     pub distance: i32,
+}
+
+/// What a service depends on and what depends on it, to a depth.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Dependencies {
+    pub node_id: Uuid,
+    pub depth: i32,
+    /// What it depends on, directly or not, nearest first.
+    pub upstream: Vec<Affected>,
+    /// What depends on it, directly or not, nearest first.
+    pub downstream: Vec<Affected>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -132,21 +144,43 @@ pub async fn neighbours(
     Ok((out, inward))
 }
 
-/// Everything that depends on the service, directly or not, up to `depth` dependencies away,
-/// nearest first (each at its shortest distance).
-pub async fn blast_radius(connection: &mut PgConnection, org_id: Uuid, node_id: Uuid, depth: i32) -> Result<Vec<Affected>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH RECURSIVE reached(node_id, distance, path) AS ( \
-             SELECT e.from_node, 1, ARRAY[$2::uuid, e.from_node] FROM graph_edges e \
-             WHERE e.org_id = $1 AND e.to_node = $2 AND e.gone_at IS NULL \
-             UNION ALL \
-             SELECT e.from_node, r.distance + 1, r.path || e.from_node FROM graph_edges e JOIN reached r ON e.to_node = r.node_id \
-             WHERE e.org_id = $1 AND e.gone_at IS NULL AND r.distance < $3 AND NOT e.from_node = ANY(r.path) \
+/// Which way dependencies are followed from a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// What the service depends on, and what that depends on (its edges out).
+    Upstream,
+    /// What depends on the service, directly or not (its edges in): what breaks when it does,
+    /// its blast radius.
+    Downstream,
+}
+
+/// The services `depth` dependencies or fewer from `node_id` in `direction`, nearest first, each
+/// at its shortest distance. A breadth-first walk over (service, distance) pairs that `UNION`
+/// keeps unique, so it stays linear in the graph's size however many paths join; no path is
+/// carried.
+pub async fn reach(
+    connection: &mut PgConnection,
+    org_id: Uuid,
+    node_id: Uuid,
+    direction: Direction,
+    depth: i32,
+) -> Result<Vec<Affected>, sqlx::Error> {
+    let (near, far) = match direction {
+        Direction::Upstream => ("from_node", "to_node"),
+        Direction::Downstream => ("to_node", "from_node"),
+    };
+    sqlx::query_as(&format!(
+        "WITH RECURSIVE reached(node_id, distance) AS ( \
+             SELECT e.{far}, 1 FROM graph_edges e WHERE e.org_id = $1 AND e.{near} = $2 AND e.gone_at IS NULL \
+             UNION \
+             SELECT e.{far}, r.distance + 1 FROM reached r JOIN graph_edges e ON e.{near} = r.node_id \
+             WHERE e.org_id = $1 AND e.gone_at IS NULL AND r.distance < $3 \
          ) \
          SELECT n.node_id, n.name, n.kind, min(r.distance) AS distance FROM reached r \
-         JOIN graph_nodes n ON n.node_id = r.node_id AND n.gone_at IS NULL \
-         GROUP BY n.node_id, n.name, n.kind ORDER BY distance, n.name",
-    )
+         JOIN graph_nodes n ON n.node_id = r.node_id AND n.org_id = $1 AND n.gone_at IS NULL \
+         WHERE r.node_id <> $2 \
+         GROUP BY n.node_id, n.name, n.kind ORDER BY distance, n.name"
+    ))
     .bind(org_id)
     .bind(node_id)
     .bind(depth)

@@ -1,9 +1,9 @@
 //! Service discovery: an editor asks for a scan of the organisation's clouds; anyone in the
 //! organisation reads the graph it built: services by kind, provider or tag, one service with
-//! its neighbours and the evidence of each dependency, and a service's blast radius (what
-//! depends on it, grouped by distance), from the `graph_nodes` and `graph_edges` read models.
+//! its neighbours and the evidence of each dependency, what it depends on and what depends on
+//! it to a depth, and its blast radius (what depends on it, grouped by distance), from the `graph_nodes` and `graph_edges` read models.
 
-use aurora_adapters::graph::{self, BlastRadius, DependencyPath, ServiceDetail, ServiceFilter, ServiceView};
+use aurora_adapters::graph::{self, BlastRadius, Dependencies, DependencyPath, Direction, ServiceDetail, ServiceFilter, ServiceView};
 use aurora_domain::discovery::{DiscoveryCommand, Estate};
 use aurora_events::discovery::DiscoveryEvent;
 use aurora_events::identity::Role::{Editor, Viewer};
@@ -32,6 +32,7 @@ pub fn register(routes: &mut Routes) {
     routes.add(Member(Viewer), routes!(list_services));
     routes.add(Member(Viewer), routes!(get_service));
     routes.add(Member(Viewer), routes!(blast_radius));
+    routes.add(Member(Viewer), routes!(dependencies));
     routes.add(Member(Viewer), routes!(dependency_path));
 }
 
@@ -189,8 +190,32 @@ pub async fn blast_radius(
         return Err(ApiError::BadRequest { detail: "depth must be 1 to 10".into(), field: Some("depth".into()) });
     }
     service(&state, &caller, node_id).await?;
-    let affected = graph::blast_radius(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, node_id, depth).await?;
+    let affected = graph::reach(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, node_id, Direction::Downstream, depth).await?;
     Ok(axum::Json(BlastRadius { node_id, affected }))
+}
+
+/// What the service depends on (upstream) and what depends on it (downstream), directly or
+/// not, to a depth, each nearest first.
+#[utoipa::path(
+    get, path = "/v1/discovery/services/{node_id}/dependencies", tag = "discovery", params(("node_id" = Uuid, Path), BlastQuery),
+    responses((status = 200, body = Dependencies), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem))
+)]
+pub async fn dependencies(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(node_id): Path<Uuid>,
+    Query(query): Query<BlastQuery>,
+) -> Result<axum::Json<Dependencies>, ApiError> {
+    let depth = query.depth.unwrap_or(5);
+    if !(1..=10).contains(&depth) {
+        return Err(ApiError::BadRequest { detail: "depth must be 1 to 10".into(), field: Some("depth".into()) });
+    }
+    service(&state, &caller, node_id).await?;
+    let mut read = caller.read_models(&state.pool).await?;
+    let org = caller.org_id().0;
+    let upstream = graph::reach(&mut read, org, node_id, Direction::Upstream, depth).await?;
+    let downstream = graph::reach(&mut read, org, node_id, Direction::Downstream, depth).await?;
+    Ok(axum::Json(Dependencies { node_id, depth, upstream, downstream }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -1,9 +1,9 @@
 //! Tools over the organisation's discovered service graph (the graph port), offered when the
 //! organisation has one: list services, one service with its dependencies and their evidence,
-//! and a service's blast radius.
+//! what a service depends on and what depends on it to a depth, and its blast radius.
 
 use async_trait::async_trait;
-use aurora_adapters::graph::{self, ServiceFilter, ServiceView};
+use aurora_adapters::graph::{self, Direction, ServiceFilter, ServiceView};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -15,6 +15,7 @@ use super::{argument, listing, Registry, Tool, ToolContext, ToolError};
 pub fn register(tools: &mut Registry) {
     tools.add(ListServices);
     tools.add(GetService);
+    tools.add(ServiceDependencies);
     tools.add(BlastRadius);
 }
 
@@ -122,9 +123,29 @@ impl Tool for GetService {
 pub struct BlastArgs {
     /// The service's name or node_id.
     pub service: String,
-    /// How far to follow dependencies, 1 to 10 (default 5).
+    /// How far to follow dependencies, 1 to 10 (default 5 for the blast radius, 3 for dependencies).
     #[serde(default)]
     pub depth: Option<i32>,
+}
+
+/// What a service depends on and what depends on it, to a depth.
+pub struct ServiceDependencies;
+
+#[async_trait]
+impl Tool for ServiceDependencies {
+    type Args = BlastArgs;
+    const NAME: &'static str = "service_dependencies";
+    const DESCRIPTION: &'static str = "What a discovered service depends on (upstream) and what depends on it (downstream), directly or not, to a depth, nearest first.";
+    const NEEDS_GRAPH: bool = true;
+
+    async fn run(&self, context: &ToolContext, args: BlastArgs) -> Result<Value, ToolError> {
+        let service = resolve(context, &args.service).await?;
+        let depth = args.depth.unwrap_or(3).clamp(1, 10);
+        let mut read = context.read_models().await?;
+        let upstream = graph::reach(&mut read, context.org_id.0, service.node_id, Direction::Upstream, depth).await?;
+        let downstream = graph::reach(&mut read, context.org_id.0, service.node_id, Direction::Downstream, depth).await?;
+        Ok(json!({ "service": service.name, "node_id": service.node_id, "depth": depth, "upstream": upstream, "downstream": downstream }))
+    }
 }
 
 /// What breaks when a service does.
@@ -140,7 +161,7 @@ impl Tool for BlastRadius {
     async fn run(&self, context: &ToolContext, args: BlastArgs) -> Result<Value, ToolError> {
         let service = resolve(context, &args.service).await?;
         let depth = args.depth.unwrap_or(5).clamp(1, 10);
-        let affected = graph::blast_radius(&mut *context.read_models().await?, context.org_id.0, service.node_id, depth).await?;
+        let affected = graph::reach(&mut *context.read_models().await?, context.org_id.0, service.node_id, Direction::Downstream, depth).await?;
         Ok(json!({ "service": service.name, "node_id": service.node_id, "depth": depth, "affected": affected }))
     }
 }
