@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_chat;
+mod bench_discovery;
 mod bench_incidents;
 mod bench_knowledge;
 mod bench_tools;
@@ -110,6 +111,8 @@ enum BenchCommand {
     Knowledge(bench_knowledge::KnowledgeOptions),
     /// Webhook deliveries accepted per second beside a bare handler, and webhook → investigation.started.
     Incidents(bench_incidents::IncidentOptions),
+    /// Discovery: a moto-seeded estate's scan beside the bare listing, and blast-radius p50/p99 on a large Postgres graph.
+    Discovery(bench_discovery::DiscoveryOptions),
 }
 
 #[derive(Subcommand)]
@@ -174,6 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench { command: BenchCommand::Tools(options) } => bench_tools::tools(&config, options).await,
         Command::Bench { command: BenchCommand::Knowledge(options) } => bench_knowledge::knowledge(&config, options).await,
         Command::Bench { command: BenchCommand::Incidents(options) } => bench_incidents::incidents(&config, options).await,
+        Command::Bench { command: BenchCommand::Discovery(options) } => bench_discovery::discovery(&config, options).await,
         Command::Schemas { .. } => unreachable!("handled before configuration is read"),
     }
 }

@@ -13,7 +13,7 @@
 //! `AURORA_DISCOVERY_STALE_AFTER_SECS` (7 days) and gone after `AURORA_DISCOVERY_GONE_AFTER_SECS`
 //! (30 days) unlisted.
 
-mod aws;
+pub mod aws;
 
 use std::sync::Arc;
 
