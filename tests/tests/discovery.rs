@@ -423,6 +423,19 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     assert!(!started["payload"]["tools"].as_array().unwrap().iter().any(|tool| tool == "blast_radius"), "{started}");
     theirs.close().await;
 
+    // An alert on checkout-api: the investigation's brief names its neighbours in the graph.
+    let token = aurora_tests::incidents::webhook_token(&app, &ana).await;
+    let alert = aurora_tests::incidents::Fired::firing("CheckoutErrors", "checkout-api", "checkout-1:9100", "fp-checkout");
+    let body = aurora_tests::incidents::alertmanager("CheckoutErrors", &[alert]);
+    aurora_tests::incidents::accepted(&app, ana.org, "alertmanager", &token, &body, &[]).await;
+    let brief = eventually("the investigation's brief", WAIT, || async {
+        llm.requests().into_iter().map(|request| request.to_string()).find(|request| request.contains("Incident: CheckoutErrors"))
+    })
+    .await;
+    assert!(brief.contains("checkout-api is a vm (AWS::EC2::Instance in us-east-1, present)"), "{brief}");
+    assert!(brief.contains("- orders-db (database): reaches, security group"), "{brief}");
+    assert!(brief.contains("- checkout (load_balancer): targets, target group checkout registers"), "{brief}");
+
     // Another organisation: nothing.
     assert_eq!(services(&app, &eve, "").await, Vec::<Value>::new());
     let theirs = eve.apply(http().get(app.url(&format!("/v1/discovery/services/{orders_id}")))).send().await.unwrap();

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aurora_adapters::embeddings::Embedder;
+use aurora_adapters::graph::{self, ServiceFilter};
 use aurora_adapters::vectors::search::{Chunk, KnowledgeIndex};
 use aurora_adapters::vectors::{Source, SourceKind};
 use aurora_commands::{CommandMeta, HandleError};
@@ -33,6 +34,8 @@ use crate::Context;
 
 /// Characters of the question an investigation starts with (the chat limit is 16 000).
 const MAX_BRIEF_CHARS: usize = 15_000;
+/// Most neighbours on each side the brief names (at most about 300 characters each).
+const MAX_NEIGHBOURS: usize = 15;
 /// Thoughts taken from one model call at most.
 const MAX_THOUGHTS_PER_CALL: usize = 20;
 
@@ -151,7 +154,7 @@ impl Investigator {
         let limits = self.limits();
         let submit = ChatSessionCommand::Submit {
             turn_id: turn_of(run.investigation_id, 1),
-            text: brief(&incident),
+            text: brief(&incident, self.neighbourhood(org_id, incident.service.as_deref()).await?.as_deref()),
             mode: ChatMode::Ask,
             submitted_by: actor(),
             limits: Some(self.turn_limits()),
@@ -168,6 +171,39 @@ impl Investigator {
             .await?;
         tracing::info!(incident_id = %run.incident_id, investigation_id = %run.investigation_id, "investigation started");
         Ok(())
+    }
+
+    /// What the discovered graph knows of the alerting service, named exactly: what it is, what
+    /// it depends on and what depends on it, with the evidence (none without a graph or a match).
+    async fn neighbourhood(&self, org_id: OrgId, service: Option<&str>) -> anyhow::Result<Option<String>> {
+        let Some(service) = service else { return Ok(None) };
+        let mut connection = self.context.pool.acquire().await?;
+        let filter = ServiceFilter { name: Some(service.to_owned()), limit: 20, ..ServiceFilter::default() };
+        let found = graph::services(&mut connection, org_id.0, &filter).await?;
+        let Some(node) = found.iter().find(|node| node.name.eq_ignore_ascii_case(service)) else { return Ok(None) };
+        let (depends_on, depended_on_by) = graph::neighbours(&mut connection, org_id.0, node.node_id).await?;
+        let mut text = format!(
+            "\nIn the discovered service graph (ask `get_service`, `service_dependencies` and `blast_radius` for more), {} is a {} ({}{}, {}).\n",
+            node.name,
+            node.kind,
+            node.provider_type,
+            node.region.as_deref().map(|region| format!(" in {region}")).unwrap_or_default(),
+            node.status,
+        );
+        for (heading, neighbours) in [("It depends on", &depends_on), ("What depends on it", &depended_on_by)] {
+            if neighbours.is_empty() {
+                continue;
+            }
+            text.push_str(&format!("{heading}:\n"));
+            for neighbour in neighbours.iter().take(MAX_NEIGHBOURS) {
+                let evidence = sources::clip_text(&neighbour.evidence, 200);
+                text.push_str(&format!("- {} ({}): {}, {evidence}\n", neighbour.name, neighbour.kind, neighbour.dependency));
+            }
+            if neighbours.len() > MAX_NEIGHBOURS {
+                text.push_str(&format!("- and {} more\n", neighbours.len() - MAX_NEIGHBOURS));
+            }
+        }
+        Ok(Some(text))
     }
 
     async fn finished(&self, investigation_id: Uuid, envelope: &Envelope) -> anyhow::Result<()> {
@@ -399,8 +435,9 @@ fn sentences(text: &str, final_answer: bool) -> Vec<String> {
     found
 }
 
-/// The question an investigation starts with: the incident, how to work, and the RCA's shape.
-fn brief(incident: &Incident) -> String {
+/// The question an investigation starts with: the incident, the alerting service's place in the
+/// discovered graph when it has one, how to work, and the RCA's shape.
+fn brief(incident: &Incident, neighbourhood: Option<&str>) -> String {
     let mut text = String::from(
         "An alert fired and Aurora opened an incident. Investigate it with your read-only tools and end with a root-cause analysis.\n\n",
     );
@@ -446,8 +483,10 @@ fn brief(incident: &Incident) -> String {
          Every evidence item cites the `tool_call_id` of one of your tool calls that gave a result; cite evidence in texts as [n] with its id.\n",
         rca::FORMAT
     );
-    let room = MAX_BRIEF_CHARS.saturating_sub(text.chars().count() + instructions.chars().count());
+    let neighbourhood = neighbourhood.unwrap_or_default();
+    let room = MAX_BRIEF_CHARS.saturating_sub(text.chars().count() + instructions.chars().count() + neighbourhood.chars().count());
     text.push_str(&alerts.chars().take(room).collect::<String>());
+    text.push_str(neighbourhood);
     text.push_str(&instructions);
     text
 }
