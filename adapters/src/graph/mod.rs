@@ -99,13 +99,14 @@ pub struct ServiceFilter {
     pub limit: i64,
 }
 
-/// The organisation's services (resources not gone), by kind and name.
+/// The organisation's services (resources not gone), by kind and name; with a name, those named
+/// exactly so (whatever the case) first.
 pub async fn services(connection: &mut PgConnection, org_id: Uuid, filter: &ServiceFilter) -> Result<Vec<ServiceView>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {SERVICE_COLUMNS} FROM graph_nodes WHERE org_id = $1 AND gone_at IS NULL \
          AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR provider = $3) AND ($4::jsonb IS NULL OR tags @> $4) \
          AND ($5::text IS NULL OR strpos(lower(name), lower($5)) > 0) \
-         ORDER BY kind, name, node_id LIMIT $6"
+         ORDER BY lower(name) = lower($5) IS TRUE DESC, kind, name, node_id LIMIT $6"
     ))
     .bind(org_id)
     .bind(&filter.kind)
