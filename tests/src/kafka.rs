@@ -46,12 +46,25 @@ fn read_all_blocking(config: &Config, topic: &str) -> Vec<OwnedMessage> {
             }
             Some(Err(error)) => panic!("reading {topic}: {error}"),
             // Nothing came: the broker may have deleted what was left (retention) since the
-            // watermarks were read; what is below its low watermark now will never come.
+            // watermarks were read; what is below its low watermark now will never come. The
+            // consumer is moved to the new low watermark: left at a deleted offset, it would
+            // reset to the end (librdkafka's default) and never see the records still kept.
             None => {
+                let mut moved = false;
                 for (partition, low, _) in partition_watermarks(&consumer, topic, Duration::from_secs(10)).unwrap() {
                     if let Some(entry) = next.iter_mut().find(|(known, _, _)| *known == partition) {
+                        moved |= low > entry.1;
                         entry.1 = entry.1.max(low);
                     }
+                }
+                if moved {
+                    let mut assignment = TopicPartitionList::new();
+                    for (partition, offset, high) in &next {
+                        if offset < high {
+                            assignment.add_partition_offset(topic, *partition, Offset::Offset(*offset)).unwrap();
+                        }
+                    }
+                    consumer.assign(&assignment).unwrap();
                 }
             }
         }
