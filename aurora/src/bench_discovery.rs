@@ -11,7 +11,7 @@
 //!   organisation, the blast radius (depth 5) of `--queries` random services is asked as the
 //!   gateway asks it, beside a primary-key read of one node, and the graph is deleted after.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aurora_adapters::clouds::aws::{Aws, Credentials};
 use aurora_adapters::config::DiscoveryConfig;
@@ -22,6 +22,8 @@ use aurora_domain::discovery::{DiscoveryCommand, Estate, Thresholds};
 use aurora_domain::Aggregate;
 use aurora_events::discovery::{DiscoveryEvent, ScanRequested, ScanStarted};
 use uuid::Uuid;
+
+use crate::bench_tools::{ms, percentiles};
 
 #[derive(Debug, clap::Args)]
 pub struct DiscoveryOptions {
@@ -269,14 +271,4 @@ async fn measure_blast(pool: &sqlx::PgPool, org: Uuid, options: &DiscoveryOption
     );
     println!("  one service read by its key, the same connection:    p50 {} ms, p99 {} ms", ms(lookup_p50), ms(lookup_p99));
     Ok(())
-}
-
-fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
-    samples.sort_unstable();
-    let at = |fraction: f64| samples[((samples.len() as f64 - 1.0) * fraction).round() as usize];
-    (at(0.5), at(0.99))
-}
-
-fn ms(duration: Duration) -> String {
-    format!("{:.2}", duration.as_secs_f64() * 1000.0)
 }

@@ -178,12 +178,14 @@ pub async fn tools(config: &Config, options: ToolsOptions) -> anyhow::Result<()>
     Ok(())
 }
 
-fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
+/// The median and the 99th percentile of `samples` (sorted in place).
+pub(crate) fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
     samples.sort_unstable();
     let at = |fraction: f64| samples[((samples.len() as f64 - 1.0) * fraction).round() as usize];
     (at(0.5), at(0.99))
 }
 
-fn ms(duration: Duration) -> String {
+/// `duration` in milliseconds, two decimals.
+pub(crate) fn ms(duration: Duration) -> String {
     format!("{:.2}", duration.as_secs_f64() * 1000.0)
 }

@@ -39,9 +39,18 @@ async fn scanned(app: &App, caller: &Caller) -> Value {
     .await
 }
 
+/// The JSON answer to a GET of `path`, as `caller`.
+async fn read(app: &App, caller: &Caller, path: &str) -> Value {
+    caller.apply(http().get(app.url(path))).send().await.unwrap().json().await.unwrap()
+}
+
+/// The distance at which the service `name` stands in a list of reached services.
+fn distance(reached: &Value, name: &str) -> Option<Value> {
+    reached.as_array()?.iter().find(|service| service["name"] == name).map(|service| service["distance"].clone())
+}
+
 async fn services(app: &App, caller: &Caller, query: &str) -> Vec<Value> {
-    let answer: Value =
-        caller.apply(http().get(app.url(&format!("/v1/discovery/services{query}")))).send().await.unwrap().json().await.unwrap();
+    let answer = read(app, caller, &format!("/v1/discovery/services{query}")).await;
     answer.as_array().unwrap_or_else(|| panic!("{answer}")).clone()
 }
 
@@ -285,10 +294,10 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     // What the functions' environments name, with the variable as evidence; and the queue
     // that invokes the worker.
     let depends_on = |node_id: &str| {
-        let vic = &vic;
-        let url = app.url(&format!("/v1/discovery/services/{node_id}"));
+        let (app, vic) = (&app, &vic);
+        let path = format!("/v1/discovery/services/{node_id}");
         async move {
-            let detail: Value = vic.apply(http().get(url)).send().await.unwrap().json().await.unwrap();
+            let detail = read(app, vic, &path).await;
             detail["depends_on"].as_array().unwrap_or_else(|| panic!("{detail}")).clone()
         }
     };
@@ -325,8 +334,7 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     // The inferred dependencies, with their evidence.
     let checkout_id = checkout["node_id"].as_str().unwrap().to_owned();
     let orders_id = orders["node_id"].as_str().unwrap().to_owned();
-    let detail: Value =
-        vic.apply(http().get(app.url(&format!("/v1/discovery/services/{checkout_id}")))).send().await.unwrap().json().await.unwrap();
+    let detail = read(&app, &vic, &format!("/v1/discovery/services/{checkout_id}")).await;
     let depends: Vec<&Value> = detail["depends_on"].as_array().unwrap().iter().collect();
     let reaches = depends.iter().find(|edge| edge["dependency"] == "reaches").unwrap_or_else(|| panic!("{detail}"));
     assert_eq!(reaches["node_id"], orders_id.as_str());
@@ -335,17 +343,8 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     assert!(depends.iter().any(|edge| edge["dependency"] == "member_of" && edge["confidence"].as_f64().unwrap() < 0.5), "weak: {detail}");
     assert!(depends.iter().any(|edge| edge["dependency"] == "protected_by" && edge["name"] == "web"));
     // What breaks when the database does: the instance that reaches it.
-    let blast: Value = vic
-        .apply(http().get(app.url(&format!("/v1/discovery/services/{orders_id}/blast-radius"))))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let at = |name: &str| {
-        blast["affected"].as_array().unwrap().iter().find(|affected| affected["name"] == name).map(|affected| affected["distance"].clone())
-    };
+    let blast = read(&app, &vic, &format!("/v1/discovery/services/{orders_id}/blast-radius")).await;
+    let at = |name: &str| distance(&blast["affected"], name);
     // The members of the web group reach it, the worker's environment names it; and, through
     // the instance, the target group and the load balancer in front of it.
     assert_eq!(at("checkout-api"), Some(json!(1)), "{blast}");
@@ -355,36 +354,20 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     assert_eq!(at("checkout-lb"), Some(json!(3)), "{blast}");
     // Both ways from the worker: the database and its network upstream, the queue downstream.
     let worker_id = named(&all, "orders-worker")["node_id"].as_str().unwrap().to_owned();
-    let around: Value = vic
-        .apply(http().get(app.url(&format!("/v1/discovery/services/{worker_id}/dependencies?depth=2"))))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let distance = |side: &str, name: &str| {
-        around[side].as_array().unwrap().iter().find(|service| service["name"] == name).map(|service| service["distance"].clone())
-    };
-    assert_eq!(distance("upstream", "orders-db"), Some(json!(1)), "{around}");
-    assert_eq!((distance("upstream", &subnet), distance("upstream", &vpc)), (Some(json!(1)), Some(json!(2))), "{around}");
-    assert_eq!(distance("downstream", "orders-jobs"), Some(json!(1)), "{around}");
-    assert_eq!(distance("downstream", "orders-db"), None, "{around}");
-    assert!(distance("upstream", "orders-worker").is_none() && distance("downstream", "orders-worker").is_none(), "{around}");
+    let around = read(&app, &vic, &format!("/v1/discovery/services/{worker_id}/dependencies?depth=2")).await;
+    let (upstream, downstream) = (&around["upstream"], &around["downstream"]);
+    assert_eq!(distance(upstream, "orders-db"), Some(json!(1)), "{around}");
+    assert_eq!((distance(upstream, &subnet), distance(upstream, &vpc)), (Some(json!(1)), Some(json!(2))), "{around}");
+    assert_eq!(distance(downstream, "orders-jobs"), Some(json!(1)), "{around}");
+    assert_eq!(distance(downstream, "orders-db"), None, "{around}");
+    assert!(distance(upstream, "orders-worker").is_none() && distance(downstream, "orders-worker").is_none(), "{around}");
     let too_deep =
         vic.apply(http().get(app.url(&format!("/v1/discovery/services/{worker_id}/dependencies?depth=11")))).send().await.unwrap();
     assert_eq!(too_deep.status(), StatusCode::BAD_REQUEST);
     let balancer_node = named(&all, "checkout-lb");
     // The path from the load balancer to the database, and none the other way.
     let lb_id = balancer_node["node_id"].as_str().unwrap();
-    let path: Value = vic
-        .apply(http().get(app.url(&format!("/v1/discovery/path?from={lb_id}&to={orders_id}"))))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let path = read(&app, &vic, &format!("/v1/discovery/path?from={lb_id}&to={orders_id}")).await;
     let names: Vec<&str> = path["services"].as_array().unwrap().iter().map(|step| step["name"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["checkout-lb", "checkout", "checkout-api", "orders-db"], "{path}");
     assert_eq!(path["dependencies"], json!(["targets", "targets", "reaches"]));

@@ -174,6 +174,16 @@ pub struct BlastQuery {
     pub depth: Option<i32>,
 }
 
+impl BlastQuery {
+    fn depth(&self) -> Result<i32, ApiError> {
+        let depth = self.depth.unwrap_or(5);
+        if !(1..=10).contains(&depth) {
+            return Err(ApiError::BadRequest { detail: "depth must be 1 to 10".into(), field: Some("depth".into()) });
+        }
+        Ok(depth)
+    }
+}
+
 /// What breaks when the service does: everything that depends on it, grouped by distance.
 #[utoipa::path(
     get, path = "/v1/discovery/services/{node_id}/blast-radius", tag = "discovery", params(("node_id" = Uuid, Path), BlastQuery),
@@ -185,10 +195,7 @@ pub async fn blast_radius(
     Path(node_id): Path<Uuid>,
     Query(query): Query<BlastQuery>,
 ) -> Result<axum::Json<BlastRadius>, ApiError> {
-    let depth = query.depth.unwrap_or(5);
-    if !(1..=10).contains(&depth) {
-        return Err(ApiError::BadRequest { detail: "depth must be 1 to 10".into(), field: Some("depth".into()) });
-    }
+    let depth = query.depth()?;
     service(&state, &caller, node_id).await?;
     let affected = graph::reach(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, node_id, Direction::Downstream, depth).await?;
     Ok(axum::Json(BlastRadius { node_id, affected }))
@@ -206,10 +213,7 @@ pub async fn dependencies(
     Path(node_id): Path<Uuid>,
     Query(query): Query<BlastQuery>,
 ) -> Result<axum::Json<Dependencies>, ApiError> {
-    let depth = query.depth.unwrap_or(5);
-    if !(1..=10).contains(&depth) {
-        return Err(ApiError::BadRequest { detail: "depth must be 1 to 10".into(), field: Some("depth".into()) });
-    }
+    let depth = query.depth()?;
     service(&state, &caller, node_id).await?;
     let mut read = caller.read_models(&state.pool).await?;
     let org = caller.org_id().0;
