@@ -101,6 +101,9 @@ pub struct IncidentConfig {
     pub group_window: Duration,
     /// Share of labels in common that groups alerts of different services.
     pub group_min_score: f64,
+    /// Dependencies followed in the discovered service graph between two alerting services for
+    /// their alerts to be grouped (0: the graph does not group).
+    pub group_graph_depth: i32,
     /// Investigations running at once per organisation; the rest queue.
     pub max_concurrent_investigations: u32,
     pub investigation_wall_time: Duration,
@@ -122,6 +125,7 @@ impl Default for IncidentConfig {
             webhook_max_bytes: 200 * 1024,
             group_window: Duration::from_secs(300),
             group_min_score: 0.5,
+            group_graph_depth: 3,
             max_concurrent_investigations: 2,
             investigation_wall_time: Duration::from_secs(1800),
             investigation_tool_calls: 40,
@@ -799,6 +803,9 @@ impl Config {
                 }
                 "AURORA_INCIDENT_GROUP_WINDOW_SECS" => config.incident.group_window = seconds("AURORA_INCIDENT_GROUP_WINDOW_SECS", &value)?,
                 "AURORA_INCIDENT_GROUP_MIN_SCORE" => config.incident.group_min_score = parse("AURORA_INCIDENT_GROUP_MIN_SCORE", &value)?,
+                "AURORA_INCIDENT_GROUP_GRAPH_DEPTH" => {
+                    config.incident.group_graph_depth = parse("AURORA_INCIDENT_GROUP_GRAPH_DEPTH", &value)?
+                }
                 "AURORA_INCIDENT_MAX_CONCURRENT_INVESTIGATIONS" => {
                     config.incident.max_concurrent_investigations = parse("AURORA_INCIDENT_MAX_CONCURRENT_INVESTIGATIONS", &value)?
                 }
@@ -853,6 +860,9 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&config.incident.group_min_score) {
             return Err(ConfigError::Invalid { name: "AURORA_INCIDENT_GROUP_MIN_SCORE", reason: "must be between 0 and 1".into() });
+        }
+        if !(0..=10).contains(&config.incident.group_graph_depth) {
+            return Err(ConfigError::Invalid { name: "AURORA_INCIDENT_GROUP_GRAPH_DEPTH", reason: "must be between 0 and 10".into() });
         }
         if config.incident.webhook_rate_limit < 1 || config.incident.webhook_rate_window.is_zero() {
             return Err(ConfigError::Invalid {

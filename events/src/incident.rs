@@ -164,6 +164,9 @@ pub enum GroupingRule {
     SameService,
     /// Enough labels in common with the incident, within the grouping window.
     MatchingLabels,
+    /// Its service and the incident's depend on each other in the discovered service graph,
+    /// within the grouping window (the reason names the path).
+    DependencyPath,
     /// A person merged its incident into this one.
     Merged,
     /// A person split it off another incident into this one.
@@ -173,7 +176,8 @@ pub enum GroupingRule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Grouping {
     pub rule: GroupingRule,
-    /// 1.0 for the same service, the share of labels in common for matching labels.
+    /// 1.0 for the same service, the share of labels in common for matching labels, one over the
+    /// number of dependencies between the services for a dependency path.
     pub score: f64,
     /// In words, for the person who reads it.
     pub reason: String,

@@ -383,6 +383,7 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
         vec![
             Step::tool("deps", "service_dependencies", json!({ "service": "orders-worker", "depth": 1 })),
             Step::tool("blast", "blast_radius", json!({ "service": "orders-db" })),
+            Step::tool("path", "dependency_path", json!({ "from": "orders-db", "to": "checkout-lb" })),
             Step::text("checkout-api."),
         ],
     );
@@ -398,6 +399,12 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     let answered = socket.event("tool_call.completed").await;
     let affected = answered["payload"]["result"]["affected"].as_array().unwrap_or_else(|| panic!("{answered}"));
     assert!(affected.iter().any(|service| service["name"] == "checkout-api"), "{answered}");
+    // Asked from the database's end, the path is found the way the dependencies go.
+    let answered = socket.event("tool_call.completed").await;
+    assert_eq!(
+        answered["payload"]["result"]["path"], "checkout-lb -targets-> checkout -targets-> checkout-api -reaches-> orders-db",
+        "{answered}"
+    );
     socket.close().await;
     llm.script("anything discovered?", vec![Step::text("No.")]);
     let mut theirs = ChatSocket::open(&app.base_url, &eve).await;
@@ -418,6 +425,35 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     assert!(brief.contains("checkout-api is a vm (AWS::EC2::Instance in us-east-1, present)"), "{brief}");
     assert!(brief.contains("- orders-db (database): reaches, security group"), "{brief}");
     assert!(brief.contains("- checkout (load_balancer): targets, target group checkout registers"), "{brief}");
+
+    // An alert on orders-db soon after joins checkout-api's incident: checkout-api reaches it in
+    // the graph, and the reason names the path. An alert on a service the graph does not know,
+    // with no more labels in common, opens an incident of its own.
+    use aurora_tests::incidents::{detail_until, incidents_until};
+    let opened = incidents_until(&app, &vic, "", "checkout-api's incident", |list| list.len() == 1).await;
+    let incident_id = opened[0]["incident_id"].as_str().unwrap().to_owned();
+    let database_alert = aurora_tests::incidents::Fired::firing("ConnectionsSaturated", "orders-db", "orders-db:5432", "fp-orders-db");
+    let body = aurora_tests::incidents::alertmanager("ConnectionsSaturated", &[database_alert]);
+    aurora_tests::incidents::accepted(&app, ana.org, "alertmanager", &token, &body, &[]).await;
+    let grouped =
+        detail_until(&app, &vic, &incident_id, "orders-db's alert grouped by the graph", |found| found["incident"]["alert_count"] == 2)
+            .await;
+    let attached = &grouped["alerts"][1];
+    assert_eq!(attached["grouping_rule"], "dependency_path", "{grouped}");
+    assert_eq!(attached["grouping_score"], 1.0, "one dependency apart: {grouped}");
+    assert!(attached["grouping_reason"].as_str().unwrap().contains("checkout-api -reaches-> orders-db"), "{attached}");
+    let stranger = aurora_tests::incidents::Fired::firing("QueueDepth", "billing-api", "billing-1:9100", "fp-billing");
+    aurora_tests::incidents::accepted(
+        &app,
+        ana.org,
+        "alertmanager",
+        &token,
+        &aurora_tests::incidents::alertmanager("QueueDepth", &[stranger]),
+        &[],
+    )
+    .await;
+    let both = incidents_until(&app, &vic, "", "billing-api's own incident", |list| list.len() == 2).await;
+    assert!(both.iter().any(|incident| incident["service"] == "billing-api" && incident["alert_count"] == 1), "{both:?}");
 
     // Another organisation: nothing.
     assert_eq!(services(&app, &eve, "").await, Vec::<Value>::new());

@@ -207,6 +207,8 @@ pub struct DependencyPath {
 }
 
 /// The shortest path of dependencies from `from` to `to`, at most `depth` long, if there is one.
+/// A breadth-first walk from `from` over (service, distance) pairs, as [`reach`] does, then one
+/// step back at a time from `to` to a service one nearer: no path is carried while walking.
 pub async fn path(
     connection: &mut PgConnection,
     org_id: Uuid,
@@ -214,34 +216,94 @@ pub async fn path(
     to: Uuid,
     depth: i32,
 ) -> Result<Option<DependencyPath>, sqlx::Error> {
-    let found: Option<(Vec<Uuid>, Vec<String>)> = sqlx::query_as(
-        "WITH RECURSIVE walk(node_id, path, kinds, depth) AS ( \
-             SELECT $2::uuid, ARRAY[$2::uuid], ARRAY[]::text[], 0 \
-             UNION ALL \
-             SELECT e.to_node, w.path || e.to_node, w.kinds || e.kind, w.depth + 1 FROM graph_edges e JOIN walk w ON e.from_node = w.node_id \
-             WHERE e.org_id = $1 AND e.gone_at IS NULL AND w.depth < $4 AND w.node_id <> $3 AND NOT e.to_node = ANY(w.path) \
+    if from == to {
+        return Ok(None);
+    }
+    let reached: Vec<(Uuid, i32)> = sqlx::query_as(
+        "WITH RECURSIVE reached(node_id, distance) AS ( \
+             SELECT $2::uuid, 0 \
+             UNION \
+             SELECT e.to_node, r.distance + 1 FROM reached r JOIN graph_edges e ON e.from_node = r.node_id \
+             WHERE e.org_id = $1 AND e.gone_at IS NULL AND r.distance < $4 AND r.node_id <> $3 \
          ) \
-         SELECT path, kinds FROM walk WHERE node_id = $3 AND depth > 0 ORDER BY depth LIMIT 1",
+         SELECT r.node_id, min(r.distance) FROM reached r \
+         JOIN graph_nodes n ON n.node_id = r.node_id AND n.org_id = $1 AND n.gone_at IS NULL GROUP BY r.node_id",
     )
     .bind(org_id)
     .bind(from)
     .bind(to)
     .bind(depth)
-    .fetch_optional(&mut *connection)
+    .fetch_all(&mut *connection)
     .await?;
-    let Some((nodes, dependencies)) = found else { return Ok(None) };
+    let distance_of = |node: Uuid| reached.iter().find(|(reached, _)| *reached == node).map(|(_, distance)| *distance);
+    let Some(length) = distance_of(to) else { return Ok(None) };
+    let (mut nodes, mut dependencies) = (vec![to], Vec::new());
+    for distance in (0..length).rev() {
+        let nearer: Vec<Uuid> = reached.iter().filter(|(_, at)| *at == distance).map(|(node, _)| *node).collect();
+        let step: Option<(Uuid, String)> = sqlx::query_as(
+            "SELECT from_node, kind FROM graph_edges WHERE org_id = $1 AND to_node = $2 AND gone_at IS NULL AND from_node = ANY($3) \
+             ORDER BY confidence DESC, kind, from_node LIMIT 1",
+        )
+        .bind(org_id)
+        .bind(nodes[nodes.len() - 1])
+        .bind(&nearer)
+        .fetch_optional(&mut *connection)
+        .await?;
+        let Some((node, kind)) = step else { return Ok(None) };
+        nodes.push(node);
+        dependencies.push(kind);
+    }
+    nodes.reverse();
+    dependencies.reverse();
     let named: Vec<PathStep> = sqlx::query_as("SELECT node_id, name, kind FROM graph_nodes WHERE org_id = $1 AND node_id = ANY($2)")
         .bind(org_id)
         .bind(&nodes)
         .fetch_all(&mut *connection)
         .await?;
-    let mut services = Vec::new();
-    for node in nodes {
-        match named.iter().find(|step| step.node_id == node) {
-            Some(step) => services.push(PathStep { node_id: step.node_id, name: step.name.clone(), kind: step.kind.clone() }),
-            // A dependency on a resource no scan listed (another account's): no path through it.
-            None => return Ok(None),
+    let services = nodes
+        .iter()
+        .map(|node| {
+            named.iter().find(|step| step.node_id == *node).map(|step| PathStep {
+                node_id: step.node_id,
+                name: step.name.clone(),
+                kind: step.kind.clone(),
+            })
+        })
+        .collect::<Option<Vec<_>>>();
+    Ok(services.map(|services| DependencyPath { services, dependencies }))
+}
+
+impl DependencyPath {
+    /// The path in words: `checkout-api -uses-> orders-db`.
+    pub fn describe(&self) -> String {
+        let mut text = self.services.first().map(|step| step.name.clone()).unwrap_or_default();
+        for (dependency, step) in self.dependencies.iter().zip(self.services.iter().skip(1)) {
+            text.push_str(&format!(" -{dependency}-> {}", step.name));
         }
+        text
     }
-    Ok(Some(DependencyPath { services, dependencies }))
+}
+
+/// The service named `name` exactly (whatever the case), if discovery found one.
+pub async fn named(connection: &mut PgConnection, org_id: Uuid, name: &str) -> Result<Option<ServiceView>, sqlx::Error> {
+    let filter = ServiceFilter { name: Some(name.to_owned()), limit: 1, ..ServiceFilter::default() };
+    let mut found = services(connection, org_id, &filter).await?;
+    Ok(found.pop().filter(|service| service.name.eq_ignore_ascii_case(name)))
+}
+
+/// The shortest chain of dependencies between two services, whichever depends on the other.
+pub async fn link(
+    connection: &mut PgConnection,
+    org_id: Uuid,
+    one: Uuid,
+    other: Uuid,
+    depth: i32,
+) -> Result<Option<DependencyPath>, sqlx::Error> {
+    let forward = path(&mut *connection, org_id, one, other, depth).await?;
+    let backward = path(&mut *connection, org_id, other, one, depth).await?;
+    Ok(match (forward, backward) {
+        (Some(forward), Some(backward)) if backward.dependencies.len() < forward.dependencies.len() => Some(backward),
+        (Some(forward), _) => Some(forward),
+        (None, backward) => backward,
+    })
 }

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use aurora_adapters::graph::{self, Direction};
 use aurora_commands::HandleError;
 use aurora_domain::incident::{sources, Incident, IncidentCommand, IncidentError, MAX_ALERTS};
 use aurora_domain::DomainError;
@@ -380,9 +381,17 @@ impl Intake {
                     (candidate, Grouping { rule: GroupingRule::MatchingLabels, score, reason })
                 })
             })
+            .map(|(candidate, grouping)| (candidate.incident_id, grouping))
             .max_by(|(_, one), (_, other)| one.score.total_cmp(&other.score));
+        let best = match best {
+            Some(found) if found.1.score >= 1.0 => Some(found),
+            found => {
+                let linked = self.linked(connection, envelope.org_id, &alert, &candidates).await?;
+                found.into_iter().chain(linked).max_by(|(_, one), (_, other)| one.score.total_cmp(&other.score))
+            }
+        };
         let (incident_id, decision) = match best {
-            Some((candidate, grouping)) => (candidate.incident_id, Decision::Attach { grouping }),
+            Some((incident_id, grouping)) => (incident_id, Decision::Attach { grouping }),
             None => (Uuid::new_v5(&received.delivery_id, format!("{}\0{}\0incident", alert.source, alert.fingerprint).as_bytes()), Decision::Open),
         };
         sqlx::query(
@@ -401,6 +410,33 @@ impl Intake {
         .execute(&mut *connection)
         .await?;
         self.carry_out(connection, envelope, received, &alert, incident_id, decision).await
+    }
+
+    /// The candidate whose service depends on the alert's, or the alert's on it, through the
+    /// fewest dependencies of the discovered graph (at most `AURORA_INCIDENT_GROUP_GRAPH_DEPTH`),
+    /// with the path between them as the reason. Services are matched to the graph by name.
+    async fn linked(&self, connection: &mut PgConnection, org_id: OrgId, alert: &Alert, candidates: &[Candidate]) -> anyhow::Result<Option<(Uuid, Grouping)>> {
+        let depth = self.context.config.incident.group_graph_depth;
+        let Some(service) = alert.service.as_deref().filter(|_| depth > 0) else { return Ok(None) };
+        if !candidates.iter().any(|candidate| candidate.service.as_deref().is_some_and(|other| !other.eq_ignore_ascii_case(service))) {
+            return Ok(None);
+        }
+        let Some(node) = graph::named(&mut *connection, org_id.0, service).await? else { return Ok(None) };
+        let mut reached = graph::reach(&mut *connection, org_id.0, node.node_id, Direction::Upstream, depth).await?;
+        reached.extend(graph::reach(&mut *connection, org_id.0, node.node_id, Direction::Downstream, depth).await?);
+        let nearest = candidates
+            .iter()
+            .filter_map(|candidate| {
+                let other = candidate.service.as_deref()?;
+                let found = reached.iter().filter(|reached| reached.name.eq_ignore_ascii_case(other)).min_by_key(|reached| reached.distance)?;
+                Some((candidate, found))
+            })
+            .min_by_key(|(_, found)| found.distance);
+        let Some((candidate, found)) = nearest else { return Ok(None) };
+        let Some(path) = graph::link(&mut *connection, org_id.0, node.node_id, found.node_id, depth).await? else { return Ok(None) };
+        let reason = format!("`{service}` and `{}` depend on each other in the service graph: {}", found.name, path.describe());
+        let score = 1.0 / path.dependencies.len().max(1) as f64;
+        Ok(Some((candidate.incident_id, Grouping { rule: GroupingRule::DependencyPath, score, reason: sources::clip_text(&reason, 1000) })))
     }
 
     async fn carry_out(

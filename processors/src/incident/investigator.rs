@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aurora_adapters::embeddings::Embedder;
-use aurora_adapters::graph::{self, ServiceFilter};
+use aurora_adapters::graph;
 use aurora_adapters::vectors::search::{Chunk, KnowledgeIndex};
 use aurora_adapters::vectors::{Source, SourceKind};
 use aurora_commands::{CommandMeta, HandleError};
@@ -178,9 +178,7 @@ impl Investigator {
     async fn neighbourhood(&self, org_id: OrgId, service: Option<&str>) -> anyhow::Result<Option<String>> {
         let Some(service) = service else { return Ok(None) };
         let mut connection = self.context.pool.acquire().await?;
-        let filter = ServiceFilter { name: Some(service.to_owned()), limit: 20, ..ServiceFilter::default() };
-        let found = graph::services(&mut connection, org_id.0, &filter).await?;
-        let Some(node) = found.iter().find(|node| node.name.eq_ignore_ascii_case(service)) else { return Ok(None) };
+        let Some(node) = graph::named(&mut connection, org_id.0, service).await? else { return Ok(None) };
         let (depends_on, depended_on_by) = graph::neighbours(&mut connection, org_id.0, node.node_id).await?;
         let mut text = format!(
             "\nIn the discovered service graph (ask `get_service`, `service_dependencies` and `blast_radius` for more), {} is a {} ({}{}, {}).\n",

@@ -1,6 +1,7 @@
 //! Tools over the organisation's discovered service graph (the graph port), offered when the
 //! organisation has one: list services, one service with its dependencies and their evidence,
-//! what a service depends on and what depends on it to a depth, and its blast radius.
+//! what a service depends on and what depends on it to a depth, its blast radius, and the chain
+//! of dependencies between two services.
 
 use async_trait::async_trait;
 use aurora_adapters::graph::{self, Direction, ServiceFilter, ServiceView};
@@ -17,6 +18,7 @@ pub fn register(tools: &mut Registry) {
     tools.add(GetService);
     tools.add(ServiceDependencies);
     tools.add(BlastRadius);
+    tools.add(DependencyPathTool);
 }
 
 /// The service the model names: its node id, or its name (exactly, else the only one containing it).
@@ -163,5 +165,38 @@ impl Tool for BlastRadius {
         let depth = args.depth.unwrap_or(5).clamp(1, 10);
         let affected = graph::reach(&mut *context.read_models().await?, context.org_id.0, service.node_id, Direction::Downstream, depth).await?;
         Ok(json!({ "service": service.name, "node_id": service.node_id, "depth": depth, "affected": affected }))
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PathArgs {
+    /// One service's name or node_id.
+    pub from: String,
+    /// The other service's name or node_id.
+    pub to: String,
+    /// Longest chain followed, 1 to 8 dependencies (default 6).
+    #[serde(default)]
+    pub depth: Option<i32>,
+}
+
+/// The shortest chain of dependencies between two services, whichever depends on the other.
+pub struct DependencyPathTool;
+
+#[async_trait]
+impl Tool for DependencyPathTool {
+    type Args = PathArgs;
+    const NAME: &'static str = "dependency_path";
+    const DESCRIPTION: &'static str =
+        "The shortest chain of dependencies between two discovered services, in whichever direction one depends on the other.";
+    const NEEDS_GRAPH: bool = true;
+
+    async fn run(&self, context: &ToolContext, args: PathArgs) -> Result<Value, ToolError> {
+        let (from, to) = (resolve(context, &args.from).await?, resolve(context, &args.to).await?);
+        let depth = args.depth.unwrap_or(6).clamp(1, 8);
+        match graph::link(&mut *context.read_models().await?, context.org_id.0, from.node_id, to.node_id, depth).await? {
+            Some(path) => Ok(json!({ "path": path.describe(), "services": path.services, "dependencies": path.dependencies })),
+            None => Ok(json!({ "path": null, "note": format!("neither {} nor {} depends on the other within {depth} dependencies", from.name, to.name) })),
+        }
     }
 }
