@@ -93,6 +93,7 @@ pub async fn tools(config: &Config, options: ToolsOptions) -> anyhow::Result<()>
         }],
         memory: None,
         has_graph: false,
+        graph: None,
     });
     let tool = Registry::standard()
         .offered(&connected, ChatMode::Ask)

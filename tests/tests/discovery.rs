@@ -277,6 +277,23 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     assert!(all.iter().any(|service| service["kind"] == "firewall" && service["name"] == "web"));
     assert_eq!(services(&app, &vic, "?kind=database").await.len(), 1);
     assert_eq!(services(&app, &vic, "?tag=Name=checkout-api").await.len(), 1);
+    // The estate in brief, as the first scan left it; another organisation's is empty.
+    let summary = eventually("the graph's summary", WAIT, || async {
+        let summary = read(&app, &vic, "/v1/discovery/summary").await;
+        (summary["services"] != 0).then_some(summary)
+    })
+    .await;
+    assert_eq!(summary["services"], all.len(), "{summary}");
+    assert_eq!(summary["not_present"], 0, "{summary}");
+    assert!(summary["kinds"].as_array().unwrap().contains(&json!({ "provider": "aws", "kind": "database", "count": 1 })), "{summary}");
+    assert!(summary["regions"].as_array().unwrap().contains(&json!("us-east-1")), "{summary}");
+    let hubs = summary["most_depended_on"].as_array().unwrap();
+    assert!(
+        hubs.iter().any(|hub| hub["name"] == "orders-db" && hub["dependents"].as_i64() >= Some(2)),
+        "checkout-api and the worker: {summary}"
+    );
+    assert!(hubs.iter().all(|hub| hub["kind"] != "network"), "membership is not depending: {summary}");
+    assert_eq!(read(&app, &eve, "/v1/discovery/summary").await["services"], 0);
 
     let shop = named(&all, "shop");
     assert_eq!((shop["kind"].as_str(), shop["resource_id"].as_str()), (Some("kubernetes_cluster"), Some(cluster_arn.as_str())));
@@ -392,6 +409,9 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     let started = socket.event("chat.turn_started").await;
     let offered = started["payload"]["tools"].as_array().unwrap();
     assert!(["blast_radius", "service_dependencies"].iter().all(|tool| offered.iter().any(|offered| offered == tool)), "{started}");
+    let asked = llm.requests().into_iter().map(|request| request.to_string()).find(|request| request.contains("what breaks if orders-db"));
+    let asked = asked.expect("the question reached the model");
+    assert!(asked.contains("The discovered service graph") && asked.contains("orders-db (database, "), "the prompt's summary: {asked}");
     let answered = socket.event("tool_call.completed").await;
     let upstream = answered["payload"]["result"]["upstream"].as_array().unwrap_or_else(|| panic!("{answered}"));
     assert!(upstream.iter().any(|service| service["name"] == "orders-db" && service["distance"] == 1), "{answered}");

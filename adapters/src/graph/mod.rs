@@ -307,3 +307,69 @@ pub async fn link(
         (None, backward) => backward,
     })
 }
+
+/// How many services of one provider and kind.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KindCount {
+    pub provider: String,
+    pub kind: String,
+    pub count: i64,
+}
+
+/// A service others depend on, by how many.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Hub {
+    pub node_id: Uuid,
+    pub name: String,
+    pub kind: String,
+    /// Services depending on it directly (membership of a network or a security group not counted).
+    pub dependents: i64,
+}
+
+/// The organisation's estate in brief, as the latest completed scan left it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct GraphSummary {
+    /// Services not gone.
+    pub services: i64,
+    /// Of those, the ones the latest scans did not list (`missing` or `stale`).
+    pub not_present: i64,
+    pub dependencies: i64,
+    /// Most numerous first.
+    pub kinds: Vec<KindCount>,
+    pub regions: Vec<String>,
+    /// The ten services most depended on.
+    pub most_depended_on: Vec<Hub>,
+    /// When the scan that left it so completed; none before the first.
+    pub scanned_at: Option<DateTime<Utc>>,
+}
+
+/// The summary the latest completed scan left, if one has completed.
+pub async fn summary(connection: &mut PgConnection, org_id: Uuid) -> Result<Option<GraphSummary>, sqlx::Error> {
+    let found: Option<sqlx::types::Json<GraphSummary>> =
+        sqlx::query_scalar("SELECT summary FROM graph_summaries WHERE org_id = $1").bind(org_id).fetch_optional(connection).await?;
+    Ok(found.map(|summary| summary.0))
+}
+
+impl GraphSummary {
+    /// The summary in a few lines, for the agent's prompt.
+    pub fn describe(&self) -> String {
+        let kinds: Vec<String> = self.kinds.iter().map(|kind| format!("{} {} {}", kind.count, kind.provider, kind.kind)).collect();
+        let mut text = format!("{} services and {} dependencies: {}", self.services, self.dependencies, kinds.join(", "));
+        if !self.regions.is_empty() {
+            text.push_str(&format!("; regions {}", self.regions.join(", ")));
+        }
+        if let Some(at) = self.scanned_at {
+            text.push_str(&format!("; scanned {}", at.format("%Y-%m-%d %H:%M UTC")));
+        }
+        text.push_str(".\n");
+        if self.not_present > 0 {
+            text.push_str(&format!("{} of them were not listed by the latest scans (missing or stale).\n", self.not_present));
+        }
+        if !self.most_depended_on.is_empty() {
+            let hubs: Vec<String> =
+                self.most_depended_on.iter().map(|hub| format!("{} ({}, {} dependents)", hub.name, hub.kind, hub.dependents)).collect();
+            text.push_str(&format!("Most depended on: {}.\n", hubs.join(", ")));
+        }
+        text
+    }
+}

@@ -3,7 +3,7 @@
 //! its neighbours and the evidence of each dependency, what it depends on and what depends on
 //! it to a depth, and its blast radius (what depends on it, grouped by distance), from the `graph_nodes` and `graph_edges` read models.
 
-use aurora_adapters::graph::{self, BlastRadius, Dependencies, DependencyPath, Direction, ServiceDetail, ServiceFilter, ServiceView};
+use aurora_adapters::graph::{self, BlastRadius, Dependencies, DependencyPath, Direction, GraphSummary, ServiceDetail, ServiceFilter, ServiceView};
 use aurora_domain::discovery::{DiscoveryCommand, Estate};
 use aurora_events::discovery::DiscoveryEvent;
 use aurora_events::identity::Role::{Editor, Viewer};
@@ -34,6 +34,7 @@ pub fn register(routes: &mut Routes) {
     routes.add(Member(Viewer), routes!(blast_radius));
     routes.add(Member(Viewer), routes!(dependencies));
     routes.add(Member(Viewer), routes!(dependency_path));
+    routes.add(Member(Viewer), routes!(summary));
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -254,4 +255,16 @@ pub async fn dependency_path(
         .await?
         .map(axum::Json)
         .ok_or_else(|| ApiError::NotFound("path".into()))
+}
+
+/// The estate in brief, as the latest completed scan left it: services by provider and kind,
+/// regions, how many the latest scans missed, and the ten most depended on (all zero and empty
+/// before a scan completes).
+#[utoipa::path(
+    get, path = "/v1/discovery/summary", tag = "discovery",
+    responses((status = 200, body = GraphSummary), (status = 401, body = Problem))
+)]
+pub async fn summary(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<GraphSummary>, ApiError> {
+    let found = graph::summary(&mut *caller.read_models(&state.pool).await?, caller.org_id().0).await?;
+    Ok(axum::Json(found.unwrap_or_default()))
 }

@@ -672,6 +672,11 @@ fn system_prompt(offered: &[Arc<dyn AnyTool>], connected: &Connected) -> String 
         }
         prompt.push('\n');
     }
+    if let Some(graph) = connected.graph.as_ref().filter(|_| offered.iter().any(|tool| tool.needs_graph())) {
+        prompt.push_str("The discovered service graph (ask `list_services`, `get_service`, `service_dependencies`, `blast_radius` and `dependency_path` for more): ");
+        prompt.push_str(&graph.describe());
+        prompt.push('\n');
+    }
     prompt.push_str("Tools available to this user:\n");
     if offered.is_empty() {
         prompt.push_str("(none)\n");

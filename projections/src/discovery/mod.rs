@@ -38,11 +38,12 @@ impl Projection for Graph {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["graph_nodes", "graph_edges", "discovery_scans"]
+        &["graph_nodes", "graph_edges", "discovery_scans", "graph_summaries"]
     }
 
     async fn apply(&self, connection: &mut PgConnection, tables: &TableNames, events: &[Envelope]) -> Result<(), sqlx::Error> {
         let (nodes, edges, scans) = (tables.get("graph_nodes"), tables.get("graph_edges"), tables.get("discovery_scans"));
+        let summaries = tables.get("graph_summaries");
         for envelope in events {
             let event = DiscoveryEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
                 .map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
@@ -85,6 +86,7 @@ impl Projection for Graph {
                         .bind(at)
                         .execute(&mut *connection)
                         .await?;
+                    summarise(&mut *connection, (nodes, edges, summaries), org, version, at).await?;
                 }
                 DiscoveryEvent::ScanFailed(failed) => {
                     sqlx::query(&scan_update("status = 'failed', failures = $3, finished_at = $4"))
@@ -175,6 +177,48 @@ impl Projection for Graph {
 }
 
 /// A resource its provider no longer lists: `status` (`missing`, `stale`) and when it was last seen.
+/// Services the summary names as the most depended on.
+const SUMMARY_HUBS: i64 = 10;
+
+/// Folds `org`'s graph as it stands after a completed scan into its summary row.
+async fn summarise(
+    connection: &mut PgConnection,
+    (nodes, edges, summaries): (&str, &str, &str),
+    org: Uuid,
+    version: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO {summaries} (org_id, summary, stream_version) \
+         SELECT $1, jsonb_build_object( \
+             'services', (SELECT count(*) FROM {nodes} WHERE org_id = $1 AND gone_at IS NULL), \
+             'not_present', (SELECT count(*) FROM {nodes} WHERE org_id = $1 AND gone_at IS NULL AND status <> 'present'), \
+             'dependencies', (SELECT count(*) FROM {edges} WHERE org_id = $1 AND gone_at IS NULL), \
+             'kinds', coalesce((SELECT jsonb_agg(jsonb_build_object('provider', provider, 'kind', kind, 'count', total) \
+                                 ORDER BY total DESC, provider, kind) \
+                 FROM (SELECT provider, kind, count(*) AS total FROM {nodes} WHERE org_id = $1 AND gone_at IS NULL \
+                       GROUP BY provider, kind) AS kinds), '[]'), \
+             'regions', coalesce((SELECT jsonb_agg(region ORDER BY region) \
+                 FROM (SELECT DISTINCT region FROM {nodes} WHERE org_id = $1 AND gone_at IS NULL AND region IS NOT NULL) AS regions), '[]'), \
+             'most_depended_on', coalesce((SELECT jsonb_agg(jsonb_build_object('node_id', node_id, 'name', name, 'kind', kind, \
+                                 'dependents', dependents) ORDER BY dependents DESC, name) \
+                 FROM (SELECT n.node_id, n.name, n.kind, count(DISTINCT e.from_node) AS dependents FROM {edges} e \
+                       JOIN {nodes} n ON n.node_id = e.to_node AND n.gone_at IS NULL \
+                       WHERE e.org_id = $1 AND e.gone_at IS NULL AND e.kind NOT IN ('member_of', 'protected_by') \
+                       GROUP BY n.node_id, n.name, n.kind ORDER BY dependents DESC, n.name LIMIT $4) AS hubs), '[]'), \
+             'scanned_at', $3::timestamptz), $2 \
+         ON CONFLICT (org_id) DO UPDATE SET summary = EXCLUDED.summary, stream_version = EXCLUDED.stream_version \
+         WHERE {summaries}.stream_version < EXCLUDED.stream_version"
+    ))
+    .bind(org)
+    .bind(version)
+    .bind(at)
+    .bind(SUMMARY_HUBS)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
 async fn mark(
     connection: &mut PgConnection,
     nodes: &str,

@@ -126,6 +126,8 @@ pub struct Connected {
     pub memory: Option<String>,
     /// Whether discovery found any service of the organisation's.
     pub has_graph: bool,
+    /// The estate in brief, once a scan has completed.
+    pub graph: Option<aurora_adapters::graph::GraphSummary>,
 }
 
 impl Connected {
@@ -159,7 +161,8 @@ impl Connected {
             .bind(org_id.0)
             .fetch_one(&mut *read)
             .await?;
-        Ok(Self { connections, memory, has_graph })
+        let graph = if has_graph { aurora_adapters::graph::summary(&mut read, org_id.0).await? } else { None };
+        Ok(Self { connections, memory, has_graph, graph })
     }
 
     pub fn has(&self, provider: Provider) -> bool {
