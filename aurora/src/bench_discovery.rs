@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use aurora_adapters::clouds::aws::{Aws, Credentials};
 use aurora_adapters::config::DiscoveryConfig;
-use aurora_adapters::graph::{self, Direction};
+use aurora_adapters::graph::{self, AsOf, Direction};
 use aurora_adapters::secrets::Secret;
 use aurora_adapters::Config;
 use aurora_domain::discovery::{DiscoveryCommand, Estate, Thresholds};
@@ -246,10 +246,12 @@ async fn measure_blast(pool: &sqlx::PgPool, org: Uuid, options: &DiscoveryOption
     let (mut blasts, mut lookups, mut affected) = (Vec::new(), Vec::new(), Vec::new());
     for (query, target) in targets.into_iter().enumerate() {
         let started = Instant::now();
-        let reached = graph::reach(&mut connection, org, target, Direction::Downstream, 5).await?;
+        let reached = graph::reach(&mut connection, org, target, Direction::Downstream, 5, AsOf::Now).await?;
         let blast = started.elapsed();
         let started = Instant::now();
-        graph::service(&mut connection, org, target).await?.ok_or_else(|| anyhow::anyhow!("a service of the graph is missing"))?;
+        graph::service(&mut connection, org, target, AsOf::Now)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("a service of the graph is missing"))?;
         let lookup = started.elapsed();
         // The first queries warm the connection and the cache.
         if query >= 10 {

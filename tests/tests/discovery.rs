@@ -527,6 +527,14 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     assert!(time(&first["started_at"]).unwrap() <= last_seen && Some(last_seen) <= time(&first["finished_at"]), "{missing} {first}");
     assert_eq!(named(&services(&app, &vic, "").await, "orders-db")["status"], "present");
     assert!(names.contains(&"shop") && !names.contains(&"checkout"), "the cluster still reaches it, the target group no longer: {blast}");
+    // Read as it was when the first scan finished, the graph still has the instance's dependencies.
+    let then = first["finished_at"].as_str().unwrap();
+    let past = read(&app, &vic, &format!("/v1/discovery/services/{orders_id}/blast-radius?at={then}")).await;
+    let names: Vec<&str> = past["affected"].as_array().unwrap().iter().filter_map(|affected| affected["name"].as_str()).collect();
+    assert!(names.contains(&"checkout-api") && names.contains(&"checkout"), "the graph at {then}: {past}");
+    let bad =
+        vic.apply(http().get(app.url(&format!("/v1/discovery/services/{orders_id}/blast-radius?at=yesterday")))).send().await.unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     app.stop().await;
 }
 

@@ -36,6 +36,46 @@ pub struct ServiceView {
     pub last_seen: Option<DateTime<Utc>>,
 }
 
+/// Which graph a query reads: as it is, or as it was at a past time (from the versions the
+/// projection keeps; a service read in the past is `present`, its status then not kept).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AsOf {
+    #[default]
+    Now,
+    At(DateTime<Utc>),
+}
+
+impl AsOf {
+    /// The services of this graph, as a `FROM` item with the columns of `graph_nodes`.
+    fn nodes(self) -> String {
+        match self {
+            AsOf::Now => "(SELECT * FROM graph_nodes WHERE gone_at IS NULL)".into(),
+            AsOf::At(at) => format!(
+                "(SELECT node_id, org_id, resource_id, provider, kind, provider_type, name, region, account, tags, endpoint, first_seen, \
+                     valid_from AS last_changed, 'present'::text AS status, NULL::timestamptz AS last_seen \
+                 FROM graph_node_versions WHERE {})",
+                valid_at(at)
+            ),
+        }
+    }
+
+    /// The dependencies of this graph, as a `FROM` item.
+    fn edges(self) -> String {
+        let columns = "org_id, from_node, to_node, kind, evidence, confidence";
+        match self {
+            AsOf::Now => format!("(SELECT {columns} FROM graph_edges WHERE gone_at IS NULL)"),
+            AsOf::At(at) => format!("(SELECT {columns} FROM graph_edge_versions WHERE {})", valid_at(at)),
+        }
+    }
+}
+
+/// The versions valid at `at`. The time is written into the statement from the typed value,
+/// never from text a caller sent, so that one `FROM` item serves every query's parameters.
+fn valid_at(at: DateTime<Utc>) -> String {
+    let at = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    format!("valid_from <= '{at}'::timestamptz AND (valid_to IS NULL OR valid_to > '{at}'::timestamptz)")
+}
+
 const SERVICE_COLUMNS: &str =
     "node_id, resource_id, provider, kind, provider_type, name, region, account, tags, endpoint, first_seen, last_changed, status, last_seen";
 
@@ -101,12 +141,18 @@ pub struct ServiceFilter {
 
 /// The organisation's services (resources not gone), by kind and name; with a name, those named
 /// exactly so (whatever the case) first.
-pub async fn services(connection: &mut PgConnection, org_id: Uuid, filter: &ServiceFilter) -> Result<Vec<ServiceView>, sqlx::Error> {
+pub async fn services(
+    connection: &mut PgConnection,
+    org_id: Uuid,
+    filter: &ServiceFilter,
+    as_of: AsOf,
+) -> Result<Vec<ServiceView>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT {SERVICE_COLUMNS} FROM graph_nodes WHERE org_id = $1 AND gone_at IS NULL \
+        "SELECT {SERVICE_COLUMNS} FROM {} AS n WHERE org_id = $1 \
          AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR provider = $3) AND ($4::jsonb IS NULL OR tags @> $4) \
          AND ($5::text IS NULL OR strpos(lower(name), lower($5)) > 0) \
-         ORDER BY lower(name) = lower($5) IS TRUE DESC, kind, name, node_id LIMIT $6"
+         ORDER BY lower(name) = lower($5) IS TRUE DESC, kind, name, node_id LIMIT $6",
+        as_of.nodes()
     ))
     .bind(org_id)
     .bind(&filter.kind)
@@ -118,9 +164,9 @@ pub async fn services(connection: &mut PgConnection, org_id: Uuid, filter: &Serv
     .await
 }
 
-/// One service, unless it is gone.
-pub async fn service(connection: &mut PgConnection, org_id: Uuid, node_id: Uuid) -> Result<Option<ServiceView>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {SERVICE_COLUMNS} FROM graph_nodes WHERE org_id = $1 AND node_id = $2 AND gone_at IS NULL"))
+/// One service, unless it is gone (or was not there at `as_of`).
+pub async fn service(connection: &mut PgConnection, org_id: Uuid, node_id: Uuid, as_of: AsOf) -> Result<Option<ServiceView>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {SERVICE_COLUMNS} FROM {} AS n WHERE org_id = $1 AND node_id = $2", as_of.nodes()))
         .bind(org_id)
         .bind(node_id)
         .fetch_optional(connection)
@@ -132,12 +178,14 @@ pub async fn neighbours(
     connection: &mut PgConnection,
     org_id: Uuid,
     node_id: Uuid,
+    as_of: AsOf,
 ) -> Result<(Vec<Neighbour>, Vec<Neighbour>), sqlx::Error> {
     let query = |near: &str, far: &str| {
         format!(
-            "SELECT n.node_id, n.name, n.kind, e.kind AS dependency, e.evidence, e.confidence FROM graph_edges e \
-             JOIN graph_nodes n ON n.node_id = e.{far} AND n.gone_at IS NULL \
-             WHERE e.org_id = $1 AND e.{near} = $2 AND e.gone_at IS NULL ORDER BY e.kind, n.name"
+            "SELECT n.node_id, n.name, n.kind, e.kind AS dependency, e.evidence, e.confidence FROM {} e \
+             JOIN {} n ON n.node_id = e.{far} WHERE e.org_id = $1 AND e.{near} = $2 ORDER BY e.kind, n.name",
+            as_of.edges(),
+            as_of.nodes()
         )
     };
     let out = sqlx::query_as(&query("from_node", "to_node")).bind(org_id).bind(node_id).fetch_all(&mut *connection).await?;
@@ -165,20 +213,22 @@ pub async fn reach(
     node_id: Uuid,
     direction: Direction,
     depth: i32,
+    as_of: AsOf,
 ) -> Result<Vec<Affected>, sqlx::Error> {
+    let (edges, nodes) = (as_of.edges(), as_of.nodes());
     let (near, far) = match direction {
         Direction::Upstream => ("from_node", "to_node"),
         Direction::Downstream => ("to_node", "from_node"),
     };
     sqlx::query_as(&format!(
         "WITH RECURSIVE reached(node_id, distance) AS ( \
-             SELECT e.{far}, 1 FROM graph_edges e WHERE e.org_id = $1 AND e.{near} = $2 AND e.gone_at IS NULL \
+             SELECT e.{far}, 1 FROM {edges} e WHERE e.org_id = $1 AND e.{near} = $2 \
              UNION \
-             SELECT e.{far}, r.distance + 1 FROM reached r JOIN graph_edges e ON e.{near} = r.node_id \
-             WHERE e.org_id = $1 AND e.gone_at IS NULL AND r.distance < $3 \
+             SELECT e.{far}, r.distance + 1 FROM reached r JOIN {edges} e ON e.{near} = r.node_id \
+             WHERE e.org_id = $1 AND r.distance < $3 \
          ) \
          SELECT n.node_id, n.name, n.kind, min(r.distance) AS distance FROM reached r \
-         JOIN graph_nodes n ON n.node_id = r.node_id AND n.org_id = $1 AND n.gone_at IS NULL \
+         JOIN {nodes} n ON n.node_id = r.node_id AND n.org_id = $1 \
          WHERE r.node_id <> $2 \
          GROUP BY n.node_id, n.name, n.kind ORDER BY distance, n.name"
     ))
@@ -215,20 +265,22 @@ pub async fn path(
     from: Uuid,
     to: Uuid,
     depth: i32,
+    as_of: AsOf,
 ) -> Result<Option<DependencyPath>, sqlx::Error> {
     if from == to {
         return Ok(None);
     }
-    let reached: Vec<(Uuid, i32)> = sqlx::query_as(
+    let (edges, listed) = (as_of.edges(), as_of.nodes());
+    let reached: Vec<(Uuid, i32)> = sqlx::query_as(&format!(
         "WITH RECURSIVE reached(node_id, distance) AS ( \
              SELECT $2::uuid, 0 \
              UNION \
-             SELECT e.to_node, r.distance + 1 FROM reached r JOIN graph_edges e ON e.from_node = r.node_id \
-             WHERE e.org_id = $1 AND e.gone_at IS NULL AND r.distance < $4 AND r.node_id <> $3 \
+             SELECT e.to_node, r.distance + 1 FROM reached r JOIN {edges} e ON e.from_node = r.node_id \
+             WHERE e.org_id = $1 AND r.distance < $4 AND r.node_id <> $3 \
          ) \
          SELECT r.node_id, min(r.distance) FROM reached r \
-         JOIN graph_nodes n ON n.node_id = r.node_id AND n.org_id = $1 AND n.gone_at IS NULL GROUP BY r.node_id",
-    )
+         JOIN {listed} n ON n.node_id = r.node_id AND n.org_id = $1 GROUP BY r.node_id"
+    ))
     .bind(org_id)
     .bind(from)
     .bind(to)
@@ -240,10 +292,10 @@ pub async fn path(
     let (mut nodes, mut dependencies) = (vec![to], Vec::new());
     for distance in (0..length).rev() {
         let nearer: Vec<Uuid> = reached.iter().filter(|(_, at)| *at == distance).map(|(node, _)| *node).collect();
-        let step: Option<(Uuid, String)> = sqlx::query_as(
-            "SELECT from_node, kind FROM graph_edges WHERE org_id = $1 AND to_node = $2 AND gone_at IS NULL AND from_node = ANY($3) \
-             ORDER BY confidence DESC, kind, from_node LIMIT 1",
-        )
+        let step: Option<(Uuid, String)> = sqlx::query_as(&format!(
+            "SELECT from_node, kind FROM {edges} AS e WHERE org_id = $1 AND to_node = $2 AND from_node = ANY($3) \
+             ORDER BY confidence DESC, kind, from_node LIMIT 1"
+        ))
         .bind(org_id)
         .bind(nodes[nodes.len() - 1])
         .bind(&nearer)
@@ -255,11 +307,12 @@ pub async fn path(
     }
     nodes.reverse();
     dependencies.reverse();
-    let named: Vec<PathStep> = sqlx::query_as("SELECT node_id, name, kind FROM graph_nodes WHERE org_id = $1 AND node_id = ANY($2)")
-        .bind(org_id)
-        .bind(&nodes)
-        .fetch_all(&mut *connection)
-        .await?;
+    let named: Vec<PathStep> =
+        sqlx::query_as(&format!("SELECT node_id, name, kind FROM {listed} AS n WHERE org_id = $1 AND node_id = ANY($2)"))
+            .bind(org_id)
+            .bind(&nodes)
+            .fetch_all(&mut *connection)
+            .await?;
     let services = nodes
         .iter()
         .map(|node| {
@@ -287,7 +340,7 @@ impl DependencyPath {
 /// The service named `name` exactly (whatever the case), if discovery found one.
 pub async fn named(connection: &mut PgConnection, org_id: Uuid, name: &str) -> Result<Option<ServiceView>, sqlx::Error> {
     let filter = ServiceFilter { name: Some(name.to_owned()), limit: 1, ..ServiceFilter::default() };
-    let mut found = services(connection, org_id, &filter).await?;
+    let mut found = services(connection, org_id, &filter, AsOf::Now).await?;
     Ok(found.pop().filter(|service| service.name.eq_ignore_ascii_case(name)))
 }
 
@@ -298,9 +351,10 @@ pub async fn link(
     one: Uuid,
     other: Uuid,
     depth: i32,
+    as_of: AsOf,
 ) -> Result<Option<DependencyPath>, sqlx::Error> {
-    let forward = path(&mut *connection, org_id, one, other, depth).await?;
-    let backward = path(&mut *connection, org_id, other, one, depth).await?;
+    let forward = path(&mut *connection, org_id, one, other, depth, as_of).await?;
+    let backward = path(&mut *connection, org_id, other, one, depth, as_of).await?;
     Ok(match (forward, backward) {
         (Some(forward), Some(backward)) if backward.dependencies.len() < forward.dependencies.len() => Some(backward),
         (Some(forward), _) => Some(forward),

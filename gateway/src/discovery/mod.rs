@@ -3,7 +3,7 @@
 //! its neighbours and the evidence of each dependency, what it depends on and what depends on
 //! it to a depth, and its blast radius (what depends on it, grouped by distance), from the `graph_nodes` and `graph_edges` read models.
 
-use aurora_adapters::graph::{self, BlastRadius, Dependencies, DependencyPath, Direction, GraphSummary, ServiceDetail, ServiceFilter, ServiceView};
+use aurora_adapters::graph::{self, AsOf, BlastRadius, Dependencies, DependencyPath, Direction, GraphSummary, ServiceDetail, ServiceFilter, ServiceView};
 use aurora_domain::discovery::{DiscoveryCommand, Estate};
 use aurora_events::discovery::DiscoveryEvent;
 use aurora_events::identity::Role::{Editor, Viewer};
@@ -115,6 +115,20 @@ pub struct ServicesQuery {
     pub tag: Option<String>,
     /// 1 to 1000, default 200.
     pub limit: Option<i64>,
+    /// Read the graph as it was at this time (RFC 3339), instead of as it is.
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// The graph a query names with `at`: as it was then, or as it is.
+fn as_of(at: Option<DateTime<Utc>>) -> AsOf {
+    at.map_or(AsOf::Now, AsOf::At)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AtQuery {
+    /// Read the graph as it was at this time (RFC 3339), instead of as it is.
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// The organisation's services (resources not gone), by kind and name.
@@ -147,24 +161,31 @@ pub async fn list_services(
         }
     }
     let filter = ServiceFilter { kind: query.kind, provider: query.provider, tag, name: None, limit };
-    let services = graph::services(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, &filter).await?;
+    let services = graph::services(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, &filter, as_of(query.at)).await?;
     Ok(axum::Json(services))
 }
 
-async fn service(state: &AppState, caller: &Caller, node_id: Uuid) -> Result<ServiceView, ApiError> {
-    graph::service(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, node_id)
+async fn service(state: &AppState, caller: &Caller, node_id: Uuid, as_of: AsOf) -> Result<ServiceView, ApiError> {
+    graph::service(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, node_id, as_of)
         .await?
         .ok_or_else(|| ApiError::NotFound("service".into()))
 }
 
 /// One service with its neighbours and the evidence of each dependency.
 #[utoipa::path(
-    get, path = "/v1/discovery/services/{node_id}", tag = "discovery", params(("node_id" = Uuid, Path)),
-    responses((status = 200, body = ServiceDetail), (status = 401, body = Problem), (status = 404, body = Problem))
+    get, path = "/v1/discovery/services/{node_id}", tag = "discovery", params(("node_id" = Uuid, Path), AtQuery),
+    responses((status = 200, body = ServiceDetail), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem))
 )]
-pub async fn get_service(State(state): State<AppState>, caller: Caller, Path(node_id): Path<Uuid>) -> Result<axum::Json<ServiceDetail>, ApiError> {
-    let service = service(&state, &caller, node_id).await?;
-    let (depends_on, depended_on_by) = graph::neighbours(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, node_id).await?;
+pub async fn get_service(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(node_id): Path<Uuid>,
+    Query(query): Query<AtQuery>,
+) -> Result<axum::Json<ServiceDetail>, ApiError> {
+    let as_of = as_of(query.at);
+    let service = service(&state, &caller, node_id, as_of).await?;
+    let (depends_on, depended_on_by) =
+        graph::neighbours(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, node_id, as_of).await?;
     Ok(axum::Json(ServiceDetail { service, depends_on, depended_on_by }))
 }
 
@@ -173,6 +194,8 @@ pub async fn get_service(State(state): State<AppState>, caller: Caller, Path(nod
 pub struct BlastQuery {
     /// How far to follow dependencies, 1 to 10 (default 5).
     pub depth: Option<i32>,
+    /// Read the graph as it was at this time (RFC 3339), instead of as it is.
+    pub at: Option<DateTime<Utc>>,
 }
 
 impl BlastQuery {
@@ -196,9 +219,10 @@ pub async fn blast_radius(
     Path(node_id): Path<Uuid>,
     Query(query): Query<BlastQuery>,
 ) -> Result<axum::Json<BlastRadius>, ApiError> {
-    let depth = query.depth()?;
-    service(&state, &caller, node_id).await?;
-    let affected = graph::reach(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, node_id, Direction::Downstream, depth).await?;
+    let (depth, as_of) = (query.depth()?, as_of(query.at));
+    service(&state, &caller, node_id, as_of).await?;
+    let affected =
+        graph::reach(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, node_id, Direction::Downstream, depth, as_of).await?;
     Ok(axum::Json(BlastRadius { node_id, affected }))
 }
 
@@ -214,12 +238,12 @@ pub async fn dependencies(
     Path(node_id): Path<Uuid>,
     Query(query): Query<BlastQuery>,
 ) -> Result<axum::Json<Dependencies>, ApiError> {
-    let depth = query.depth()?;
-    service(&state, &caller, node_id).await?;
+    let (depth, as_of) = (query.depth()?, as_of(query.at));
+    service(&state, &caller, node_id, as_of).await?;
     let mut read = caller.read_models(&state.pool).await?;
     let org = caller.org_id().0;
-    let upstream = graph::reach(&mut read, org, node_id, Direction::Upstream, depth).await?;
-    let downstream = graph::reach(&mut read, org, node_id, Direction::Downstream, depth).await?;
+    let upstream = graph::reach(&mut read, org, node_id, Direction::Upstream, depth, as_of).await?;
+    let downstream = graph::reach(&mut read, org, node_id, Direction::Downstream, depth, as_of).await?;
     Ok(axum::Json(Dependencies { node_id, depth, upstream, downstream }))
 }
 
@@ -232,6 +256,8 @@ pub struct PathQuery {
     pub to: Uuid,
     /// Longest path followed, 1 to 8 dependencies (default 6).
     pub depth: Option<i32>,
+    /// Read the graph as it was at this time (RFC 3339), instead of as it is.
+    pub at: Option<DateTime<Utc>>,
 }
 
 /// The shortest chain of dependencies from one service to another (`404` when there is none
@@ -249,9 +275,10 @@ pub async fn dependency_path(
     if !(1..=8).contains(&depth) {
         return Err(ApiError::BadRequest { detail: "depth must be 1 to 8".into(), field: Some("depth".into()) });
     }
-    service(&state, &caller, query.from).await?;
-    service(&state, &caller, query.to).await?;
-    graph::path(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, query.from, query.to, depth)
+    let as_of = as_of(query.at);
+    service(&state, &caller, query.from, as_of).await?;
+    service(&state, &caller, query.to, as_of).await?;
+    graph::path(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, query.from, query.to, depth, as_of)
         .await?
         .map(axum::Json)
         .ok_or_else(|| ApiError::NotFound("path".into()))

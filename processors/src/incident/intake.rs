@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use aurora_adapters::graph::{self, Direction};
+use aurora_adapters::graph::{self, AsOf, Direction};
 use aurora_commands::HandleError;
 use aurora_domain::incident::{sources, Incident, IncidentCommand, IncidentError, MAX_ALERTS};
 use aurora_domain::DomainError;
@@ -422,8 +422,8 @@ impl Intake {
             return Ok(None);
         }
         let Some(node) = graph::named(&mut *connection, org_id.0, service).await? else { return Ok(None) };
-        let mut reached = graph::reach(&mut *connection, org_id.0, node.node_id, Direction::Upstream, depth).await?;
-        reached.extend(graph::reach(&mut *connection, org_id.0, node.node_id, Direction::Downstream, depth).await?);
+        let mut reached = graph::reach(&mut *connection, org_id.0, node.node_id, Direction::Upstream, depth, AsOf::Now).await?;
+        reached.extend(graph::reach(&mut *connection, org_id.0, node.node_id, Direction::Downstream, depth, AsOf::Now).await?);
         let nearest = candidates
             .iter()
             .filter_map(|candidate| {
@@ -433,7 +433,7 @@ impl Intake {
             })
             .min_by_key(|(_, found)| found.distance);
         let Some((candidate, found)) = nearest else { return Ok(None) };
-        let Some(path) = graph::link(&mut *connection, org_id.0, node.node_id, found.node_id, depth).await? else { return Ok(None) };
+        let Some(path) = graph::link(&mut *connection, org_id.0, node.node_id, found.node_id, depth, AsOf::Now).await? else { return Ok(None) };
         let reason = format!("`{service}` and `{}` depend on each other in the service graph: {}", found.name, path.describe());
         let score = 1.0 / path.dependencies.len().max(1) as f64;
         Ok(Some((candidate.incident_id, Grouping { rule: GroupingRule::DependencyPath, score, reason: sources::clip_text(&reason, 1000) })))

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aurora_adapters::embeddings::Embedder;
-use aurora_adapters::graph;
+use aurora_adapters::graph::{self, AsOf};
 use aurora_adapters::vectors::search::{Chunk, KnowledgeIndex};
 use aurora_adapters::vectors::{Source, SourceKind};
 use aurora_commands::{CommandMeta, HandleError};
@@ -179,7 +179,7 @@ impl Investigator {
         let Some(service) = service else { return Ok(None) };
         let mut connection = self.context.pool.acquire().await?;
         let Some(node) = graph::named(&mut connection, org_id.0, service).await? else { return Ok(None) };
-        let (depends_on, depended_on_by) = graph::neighbours(&mut connection, org_id.0, node.node_id).await?;
+        let (depends_on, depended_on_by) = graph::neighbours(&mut connection, org_id.0, node.node_id, AsOf::Now).await?;
         let mut text = format!(
             "\nIn the discovered service graph (ask `get_service`, `service_dependencies` and `blast_radius` for more), {} is a {} ({}{}, {}).\n",
             node.name,

@@ -38,12 +38,13 @@ impl Projection for Graph {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["graph_nodes", "graph_edges", "discovery_scans", "graph_summaries"]
+        &["graph_nodes", "graph_edges", "discovery_scans", "graph_summaries", "graph_node_versions", "graph_edge_versions"]
     }
 
     async fn apply(&self, connection: &mut PgConnection, tables: &TableNames, events: &[Envelope]) -> Result<(), sqlx::Error> {
         let (nodes, edges, scans) = (tables.get("graph_nodes"), tables.get("graph_edges"), tables.get("discovery_scans"));
         let summaries = tables.get("graph_summaries");
+        let (node_versions, edge_versions) = (tables.get("graph_node_versions"), tables.get("graph_edge_versions"));
         for envelope in events {
             let event = DiscoveryEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone())
                 .map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
@@ -124,16 +125,31 @@ impl Projection for Graph {
                     .bind(version)
                     .execute(&mut *connection)
                     .await?;
-                }
-                DiscoveryEvent::ResourceGone(gone) => {
+                    let node = node_id(org, &resource.resource_id);
+                    close(&mut *connection, node_versions, Versions::Node(node), version, at).await?;
                     sqlx::query(&format!(
-                        "UPDATE {nodes} SET gone_at = $3, stream_version = $2 WHERE node_id = $1 AND stream_version < $2"
+                        "INSERT INTO {node_versions} (node_id, org_id, resource_id, provider, kind, provider_type, name, region, account, tags, \
+                             endpoint, first_seen, valid_from, from_version) \
+                         SELECT node_id, org_id, resource_id, provider, kind, provider_type, name, region, account, tags, endpoint, first_seen, $3, $2 \
+                         FROM {nodes} WHERE node_id = $1 AND stream_version = $2 ON CONFLICT DO NOTHING"
                     ))
-                    .bind(node_id(org, &gone.resource_id))
+                    .bind(node)
                     .bind(version)
                     .bind(at)
                     .execute(&mut *connection)
                     .await?;
+                }
+                DiscoveryEvent::ResourceGone(gone) => {
+                    let node = node_id(org, &gone.resource_id);
+                    sqlx::query(&format!(
+                        "UPDATE {nodes} SET gone_at = $3, stream_version = $2 WHERE node_id = $1 AND stream_version < $2"
+                    ))
+                    .bind(node)
+                    .bind(version)
+                    .bind(at)
+                    .execute(&mut *connection)
+                    .await?;
+                    close(&mut *connection, node_versions, Versions::Node(node), version, at).await?;
                 }
                 DiscoveryEvent::ResourceMissed(missed) => mark(connection, nodes, org, version, &missed, "missing").await?,
                 DiscoveryEvent::ResourceStale(stale) => mark(connection, nodes, org, version, &stale, "stale").await?,
@@ -156,6 +172,20 @@ impl Projection for Graph {
                     .bind(version)
                     .execute(&mut *connection)
                     .await?;
+                    let (from, to) = (node_id(org, &dependency.from), node_id(org, &dependency.to));
+                    close(&mut *connection, edge_versions, Versions::Edge { from, to, kind: dependency.kind.as_str() }, version, at).await?;
+                    sqlx::query(&format!(
+                        "INSERT INTO {edge_versions} (org_id, from_node, to_node, kind, evidence, confidence, valid_from, from_version) \
+                         SELECT org_id, from_node, to_node, kind, evidence, confidence, $4, $5 FROM {edges} \
+                         WHERE from_node = $1 AND to_node = $2 AND kind = $3 AND stream_version = $5 ON CONFLICT DO NOTHING"
+                    ))
+                    .bind(from)
+                    .bind(to)
+                    .bind(dependency.kind.as_str())
+                    .bind(at)
+                    .bind(version)
+                    .execute(&mut *connection)
+                    .await?;
                 }
                 DiscoveryEvent::DependencyGone(gone) => {
                     sqlx::query(&format!(
@@ -169,6 +199,8 @@ impl Projection for Graph {
                     .bind(version)
                     .execute(&mut *connection)
                     .await?;
+                    let (from, to) = (node_id(org, &gone.from), node_id(org, &gone.to));
+                    close(&mut *connection, edge_versions, Versions::Edge { from, to, kind: gone.kind.as_str() }, version, at).await?;
                 }
             }
         }
@@ -176,7 +208,29 @@ impl Projection for Graph {
     }
 }
 
-/// A resource its provider no longer lists: `status` (`missing`, `stale`) and when it was last seen.
+/// The condition naming one resource's versions, or one dependency's.
+enum Versions<'a> {
+    Node(Uuid),
+    Edge { from: Uuid, to: Uuid, kind: &'a str },
+}
+
+/// Ends the open version of a resource or a dependency in `table` at `at`, unless the event at
+/// `version` or a later one made it.
+async fn close(connection: &mut PgConnection, table: &str, of: Versions<'_>, version: i64, at: chrono::DateTime<chrono::Utc>) -> Result<(), sqlx::Error> {
+    let open = "valid_to IS NULL AND from_version < $1";
+    match of {
+        Versions::Node(node) => {
+            let statement = format!("UPDATE {table} SET valid_to = $2 WHERE node_id = $3 AND {open}");
+            sqlx::query(&statement).bind(version).bind(at).bind(node).execute(connection).await?;
+        }
+        Versions::Edge { from, to, kind } => {
+            let statement = format!("UPDATE {table} SET valid_to = $2 WHERE from_node = $3 AND to_node = $4 AND kind = $5 AND {open}");
+            sqlx::query(&statement).bind(version).bind(at).bind(from).bind(to).bind(kind).execute(connection).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Services the summary names as the most depended on.
 const SUMMARY_HUBS: i64 = 10;
 
@@ -219,6 +273,7 @@ async fn summarise(
     Ok(())
 }
 
+/// A resource its provider no longer lists: `status` (`missing`, `stale`) and when it was last seen.
 async fn mark(
     connection: &mut PgConnection,
     nodes: &str,
