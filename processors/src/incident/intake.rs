@@ -422,18 +422,27 @@ impl Intake {
             return Ok(None);
         }
         let Some(node) = graph::named(&mut *connection, org_id.0, service).await? else { return Ok(None) };
-        let mut reached = graph::reach(&mut *connection, org_id.0, node.node_id, Direction::Upstream, depth, AsOf::Now).await?;
-        reached.extend(graph::reach(&mut *connection, org_id.0, node.node_id, Direction::Downstream, depth, AsOf::Now).await?);
+        let mut reached = Vec::new();
+        for direction in [Direction::Upstream, Direction::Downstream] {
+            let walked = graph::reach(&mut *connection, org_id.0, node.node_id, direction, depth, AsOf::Now).await?;
+            reached.extend(walked.into_iter().map(|found| (direction, found)));
+        }
         let nearest = candidates
             .iter()
             .filter_map(|candidate| {
                 let other = candidate.service.as_deref()?;
-                let found = reached.iter().filter(|reached| reached.name.eq_ignore_ascii_case(other)).min_by_key(|reached| reached.distance)?;
+                let found = reached.iter().filter(|(_, found)| found.name.eq_ignore_ascii_case(other)).min_by_key(|(_, found)| found.distance)?;
                 Some((candidate, found))
             })
-            .min_by_key(|(_, found)| found.distance);
-        let Some((candidate, found)) = nearest else { return Ok(None) };
-        let Some(path) = graph::link(&mut *connection, org_id.0, node.node_id, found.node_id, depth, AsOf::Now).await? else { return Ok(None) };
+            .min_by_key(|(_, (_, found))| found.distance);
+        let Some((candidate, (direction, found))) = nearest else { return Ok(None) };
+        // The walk that reached it says which way the path goes: upstream, the alert's service
+        // depends on it; downstream, it depends on the alert's service.
+        let (from, to) = match direction {
+            Direction::Upstream => (node.node_id, found.node_id),
+            Direction::Downstream => (found.node_id, node.node_id),
+        };
+        let Some(path) = graph::path(&mut *connection, org_id.0, from, to, depth, AsOf::Now).await? else { return Ok(None) };
         let reason = format!("`{service}` and `{}` depend on each other in the service graph: {}", found.name, path.describe());
         let score = 1.0 / path.dependencies.len().max(1) as f64;
         Ok(Some((candidate.incident_id, Grouping { rule: GroupingRule::DependencyPath, score, reason: sources::clip_text(&reason, 1000) })))
