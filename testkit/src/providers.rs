@@ -70,6 +70,8 @@ pub struct Providers {
     pub splunk_token: String,
     pub pagerduty_token: String,
     pub azure_subscription: String,
+    /// The password in an App Service app's connection string, which a scan must never keep.
+    pub azure_database_password: String,
     world: Arc<Mutex<World>>,
 }
 
@@ -92,6 +94,7 @@ impl Providers {
             splunk_token: random("splunk-"),
             pagerduty_token: random("u+pd"),
             azure_subscription: uuid_like(),
+            azure_database_password: random("sqlpw-"),
             world: Arc::new(Mutex::new(World { token_lifetime_secs: 3600, ..World::default() })),
         };
         let app = Router::new().fallback(handle).with_state(providers.clone());
@@ -157,6 +160,7 @@ impl Providers {
             self.grafana_token.clone(),
             self.splunk_token.clone(),
             self.pagerduty_token.clone(),
+            self.azure_database_password.clone(),
         ];
         secrets.extend(world.access_tokens.keys().cloned());
         secrets.extend(world.refresh_tokens.iter().cloned());
@@ -240,7 +244,7 @@ async fn handle(State(providers): State<Providers>, request: Request) -> Respons
         (_, ["github-api", rest @ ..]) => github(&providers, &headers, rest, &query),
         (_, ["gcp", rest @ ..]) => gcp(&providers, &headers, rest, &body),
         (Method::POST, ["azure-login", tenant, "oauth2", "v2.0", "token"]) => azure_token(&providers, tenant, &form(&body)),
-        (Method::GET, ["azure", rest @ ..]) => azure(&providers, &headers, rest),
+        (method, ["azure", rest @ ..]) => azure(&providers, &headers, &method, rest),
         (_, ["datadog", rest @ ..]) => datadog(&providers, &headers, rest),
         (Method::GET, ["grafana", rest @ ..]) => grafana(&providers, &headers, rest, &query),
         (_, ["splunk", rest @ ..]) => splunk(&providers, &headers, rest, &form(&body)),
@@ -415,7 +419,70 @@ fn gcp(providers: &Providers, headers: &HeaderMap, rest: &[&str], body: &Bytes) 
         ),
         ["container", "v1", "projects", project, "locations", _, "clusters"] => problem(
             StatusCode::OK,
-            json!({ "clusters": [{ "name": format!("{project}-gke"), "location": "europe-west1", "status": "RUNNING", "currentMasterVersion": "1.30.5-gke.1014001", "currentNodeCount": 6, "endpoint": "34.76.10.2", "network": "default", "nodePools": [{ "name": "default-pool" }] }] }),
+            json!({ "clusters": [{ "name": format!("{project}-gke"), "location": "europe-west1", "status": "RUNNING", "currentMasterVersion": "1.30.5-gke.1014001", "currentNodeCount": 6, "endpoint": "34.76.10.2", "network": "prod-vpc", "subnetwork": "prod-europe-west1", "resourceLabels": { "team": "platform" }, "nodePools": [{ "name": "default-pool" }] }] }),
+        ),
+        // Compute Engine and Cloud SQL: an estate in acme-prod; acme-staging never enabled them.
+        [service @ ("compute" | "sqladmin"), path @ ..] if path.contains(&"acme-staging") => {
+            let (api, host) = if *service == "compute" { ("Compute Engine API", "compute") } else { ("Cloud SQL Admin API", "sqladmin") };
+            let message = format!("{api} has not been used in project 415104041263 before or it is disabled. Enable it by visiting https://console.developers.google.com/apis/api/{host}.googleapis.com/overview?project=415104041263 then retry. If you enabled this API recently, wait a few minutes for the action to propagate to our systems and retry.");
+            problem(
+                StatusCode::FORBIDDEN,
+                json!({ "error": { "code": 403, "message": message, "errors": [{ "message": message, "domain": "usageLimits", "reason": "accessNotConfigured" }], "status": "PERMISSION_DENIED" } }),
+            )
+        }
+        ["compute", "compute", "v1", "projects", "acme-prod", "global", "networks"] => problem(
+            StatusCode::OK,
+            json!({ "kind": "compute#networkList", "id": "projects/acme-prod/global/networks", "selfLink": "https://www.googleapis.com/compute/v1/projects/acme-prod/global/networks", "items": [
+                { "kind": "compute#network", "id": "6021414431532128337", "creationTimestamp": "2026-03-02T01:12:07.441-08:00", "name": "prod-vpc", "selfLink": "https://www.googleapis.com/compute/v1/projects/acme-prod/global/networks/prod-vpc", "autoCreateSubnetworks": false, "subnetworks": ["https://www.googleapis.com/compute/v1/projects/acme-prod/regions/europe-west1/subnetworks/prod-europe-west1"], "routingConfig": { "routingMode": "REGIONAL" } },
+            ] }),
+        ),
+        ["compute", "compute", "v1", "projects", "acme-prod", "global", "firewalls"] => problem(
+            StatusCode::OK,
+            json!({ "kind": "compute#firewallList", "items": [
+                { "kind": "compute#firewall", "id": "1874420981117245001", "name": "allow-web-to-worker", "network": "https://www.googleapis.com/compute/v1/projects/acme-prod/global/networks/prod-vpc", "priority": 1000, "sourceTags": ["web"], "targetTags": ["worker"], "allowed": [{ "IPProtocol": "tcp", "ports": ["8080"] }], "direction": "INGRESS", "disabled": false, "selfLink": "https://www.googleapis.com/compute/v1/projects/acme-prod/global/firewalls/allow-web-to-worker" },
+                { "kind": "compute#firewall", "id": "1874420981117245002", "name": "allow-iap-ssh", "network": "https://www.googleapis.com/compute/v1/projects/acme-prod/global/networks/prod-vpc", "priority": 1000, "sourceRanges": ["35.235.240.0/20"], "allowed": [{ "IPProtocol": "tcp", "ports": ["22"] }], "direction": "INGRESS", "disabled": false, "selfLink": "https://www.googleapis.com/compute/v1/projects/acme-prod/global/firewalls/allow-iap-ssh" },
+                { "kind": "compute#firewall", "id": "1874420981117245003", "name": "old-allow-all", "network": "https://www.googleapis.com/compute/v1/projects/acme-prod/global/networks/prod-vpc", "priority": 900, "sourceTags": ["worker"], "allowed": [{ "IPProtocol": "all" }], "direction": "INGRESS", "disabled": true, "selfLink": "https://www.googleapis.com/compute/v1/projects/acme-prod/global/firewalls/old-allow-all" },
+            ] }),
+        ),
+        ["compute", "compute", "v1", "projects", "acme-prod", "aggregated", "instances"] => {
+            let instance = |name: &str, zone: &str, tag: &str, ip: &str, nat: Option<&str>, metadata: Value| {
+                json!({
+                    "kind": "compute#instance", "id": format!("{}", 4_000_000_000u64 + name.len() as u64), "creationTimestamp": "2026-03-02T01:20:07.441-08:00",
+                    "name": name, "tags": { "items": [tag], "fingerprint": "42WmSpB8rSM=" },
+                    "machineType": format!("https://www.googleapis.com/compute/v1/projects/acme-prod/zones/{zone}/machineTypes/e2-standard-4"),
+                    "status": "RUNNING", "zone": format!("https://www.googleapis.com/compute/v1/projects/acme-prod/zones/{zone}"),
+                    "networkInterfaces": [{
+                        "kind": "compute#networkInterface", "network": "https://www.googleapis.com/compute/v1/projects/acme-prod/global/networks/prod-vpc",
+                        "subnetwork": "https://www.googleapis.com/compute/v1/projects/acme-prod/regions/europe-west1/subnetworks/prod-europe-west1",
+                        "networkIP": ip, "name": "nic0",
+                        "accessConfigs": nat.map(|nat| vec![json!({ "kind": "compute#accessConfig", "type": "ONE_TO_ONE_NAT", "name": "External NAT", "natIP": nat, "networkTier": "PREMIUM" })]).unwrap_or_default(),
+                    }],
+                    "metadata": { "kind": "compute#metadata", "fingerprint": "WaCMmXhB8uk=", "items": metadata },
+                    "labels": { "service": name.trim_end_matches("-1") },
+                    "selfLink": format!("https://www.googleapis.com/compute/v1/projects/acme-prod/zones/{zone}/instances/{name}"),
+                })
+            };
+            problem(
+                StatusCode::OK,
+                json!({ "kind": "compute#instanceAggregatedList", "id": "projects/acme-prod/aggregated/instances", "items": {
+                    "zones/europe-west1-b": { "instances": [
+                        instance("checkout-web-1", "europe-west1-b", "web", "10.132.0.2", Some("34.140.1.2"), json!([{ "key": "startup-script", "value": "#!/bin/sh\nexport ORDERS_DB=10.10.0.3\nexec /srv/checkout" }])),
+                        instance("orders-worker-1", "europe-west1-b", "worker", "10.132.0.3", None, json!([{ "key": "cloudsql-instance", "value": "acme-prod:europe-west1:orders-sql" }])),
+                    ] },
+                    "zones/us-central1-a": { "warning": { "code": "NO_RESULTS_ON_PAGE", "message": "There are no results for scope 'zones/us-central1-a' on this page.", "data": [{ "key": "scope", "value": "zones/us-central1-a" }] } },
+                }, "selfLink": "https://www.googleapis.com/compute/v1/projects/acme-prod/aggregated/instances" }),
+            )
+        }
+        ["sqladmin", "v1", "projects", "acme-prod", "instances"] => problem(
+            StatusCode::OK,
+            json!({ "items": [{
+                "kind": "sql#instance", "state": "RUNNABLE", "databaseVersion": "POSTGRES_16", "project": "acme-prod", "name": "orders-sql", "region": "europe-west1", "gceZone": "europe-west1-c",
+                "connectionName": "acme-prod:europe-west1:orders-sql", "instanceType": "CLOUD_SQL_INSTANCE", "backendType": "SECOND_GEN",
+                "ipAddresses": [{ "type": "PRIVATE", "ipAddress": "10.10.0.3" }],
+                "settings": { "kind": "sql#settings", "tier": "db-custom-2-7680", "userLabels": { "service": "orders" },
+                    "ipConfiguration": { "ipv4Enabled": false, "privateNetwork": "projects/acme-prod/global/networks/prod-vpc" } },
+                "selfLink": "https://sqladmin.googleapis.com/v1/projects/acme-prod/instances/orders-sql",
+            }] }),
         ),
         ["logging", "v2", "entries:list"] => {
             let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
@@ -456,7 +523,7 @@ fn azure_token(providers: &Providers, tenant: &str, form: &HashMap<String, Strin
     problem(StatusCode::OK, json!({ "token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": token }))
 }
 
-fn azure(providers: &Providers, headers: &HeaderMap, rest: &[&str]) -> Response {
+fn azure(providers: &Providers, headers: &HeaderMap, method: &Method, rest: &[&str]) -> Response {
     if !live_token(providers, headers) {
         return problem(
             StatusCode::UNAUTHORIZED,
@@ -474,6 +541,47 @@ fn azure(providers: &Providers, headers: &HeaderMap, rest: &[&str]) -> Response 
             json!({ "value": [{ "name": "checkout-vm-1", "id": format!("/subscriptions/{id}/resourceGroups/prod/providers/Microsoft.Compute/virtualMachines/checkout-vm-1"), "location": "westeurope", "tags": { "service": "checkout" },
                 "properties": { "hardwareProfile": { "vmSize": "Standard_D4s_v5" }, "storageProfile": { "osDisk": { "osType": "Linux" } }, "provisioningState": "Succeeded" } }] }),
         ),
+        ["subscriptions", id, "providers", "Microsoft.Sql", "servers"] if id == subscription => problem(
+            StatusCode::OK,
+            json!({ "value": [{ "id": format!("/subscriptions/{id}/resourceGroups/prod/providers/Microsoft.Sql/servers/orders-sqlsrv"), "name": "orders-sqlsrv", "type": "Microsoft.Sql/servers", "location": "westeurope", "kind": "v12.0",
+                "properties": { "administratorLogin": "orders_admin", "version": "12.0", "state": "Ready", "fullyQualifiedDomainName": "orders-sqlsrv.database.windows.net", "publicNetworkAccess": "Disabled" } }] }),
+        ),
+        ["subscriptions", id, "resourceGroups", "prod", "providers", "Microsoft.Sql", "servers", "orders-sqlsrv", "databases"]
+            if id == subscription =>
+        {
+            let database = |name: &str| {
+                json!({ "id": format!("/subscriptions/{id}/resourceGroups/prod/providers/Microsoft.Sql/servers/orders-sqlsrv/databases/{name}"), "name": name, "type": "Microsoft.Sql/servers/databases", "location": "westeurope",
+                    "sku": { "name": "GP_S_Gen5", "tier": "GeneralPurpose", "family": "Gen5", "capacity": 2 }, "kind": "v12.0,user,vcore,serverless",
+                    "properties": { "collation": "SQL_Latin1_General_CP1_CI_AS", "status": "Online", "databaseId": "4a9a2c54-1c3e-4c6b-9b2e-6f3c0b9b1a2d" } })
+            };
+            problem(StatusCode::OK, json!({ "value": [database("master"), database("orders")] }))
+        }
+        ["subscriptions", id, "providers", "Microsoft.Web", "sites"] if id == subscription => {
+            let site = |name: &str, kind: &str| {
+                json!({ "id": format!("/subscriptions/{id}/resourceGroups/prod/providers/Microsoft.Web/sites/{name}"), "name": name, "type": "Microsoft.Web/sites", "kind": kind, "location": "West Europe", "tags": { "service": name },
+                    "properties": { "state": "Running", "hostNames": [format!("{name}.azurewebsites.net")], "enabledHostNames": [format!("{name}.azurewebsites.net"), format!("{name}.scm.azurewebsites.net")],
+                        "defaultHostName": format!("{name}.azurewebsites.net"), "httpsOnly": true, "serverFarmId": format!("/subscriptions/{id}/resourceGroups/prod/providers/Microsoft.Web/serverfarms/prod-plan") } })
+            };
+            problem(StatusCode::OK, json!({ "value": [site("checkout-web", "app,linux"), site("orders-fn", "functionapp,linux")] }))
+        }
+        ["subscriptions", id, "resourceGroups", "prod", "providers", "Microsoft.Web", "sites", site, "config", list, "list"]
+            if id == subscription && *method == Method::POST =>
+        {
+            let properties = match (*site, *list) {
+                ("checkout-web", "appsettings") => {
+                    json!({ "WEBSITE_RUN_FROM_PACKAGE": "1", "ORDERS_API": "https://orders-fn.azurewebsites.net/api/orders" })
+                }
+                ("checkout-web", "connectionstrings") => {
+                    json!({ "OrdersDb": { "value": format!("Server=tcp:orders-sqlsrv.database.windows.net,1433;Initial Catalog=orders;User ID=checkout;Password={};Encrypt=True", providers.azure_database_password), "type": "SQLAzure" } })
+                }
+                ("orders-fn", "appsettings") => json!({ "FUNCTIONS_WORKER_RUNTIME": "python", "FUNCTIONS_EXTENSION_VERSION": "~4" }),
+                _ => json!({}),
+            };
+            problem(
+                StatusCode::OK,
+                json!({ "id": format!("/subscriptions/{id}/resourceGroups/prod/providers/Microsoft.Web/sites/{site}/config/{list}"), "name": list, "type": "Microsoft.Web/sites/config", "location": "West Europe", "properties": properties }),
+            )
+        }
         ["subscriptions", id, "providers", "Microsoft.ContainerService", "managedClusters"] if id == subscription => problem(
             StatusCode::OK,
             json!({ "value": [{ "name": "prod-aks", "id": format!("/subscriptions/{id}/resourceGroups/prod/providers/Microsoft.ContainerService/managedClusters/prod-aks"), "location": "westeurope",

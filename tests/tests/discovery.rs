@@ -7,7 +7,11 @@
 //! inferred dependencies with their evidence, the blast radius and paths; no environment value
 //! is kept; a second scan after a change records exactly the difference (an instance gone from
 //! AWS is missed, kept and marked missing, its dependencies gone); another organisation sees
-//! nothing of it.
+//! nothing of it. Google Cloud and Azure estates, served by the stand-ins in their documented
+//! formats (`aurora_testkit::providers`), are scanned through the same connections a team makes
+//! (OAuth, a service principal): firewall tags, instance metadata and App Service settings give
+//! their dependencies, no setting's value is kept, and Google Cloud failing leaves Azure's scan
+//! and its own graph whole.
 //!
 //! moto checks no signatures here: moto 5.2.5 checks a REST service's GET (EKS ListClusters)
 //! against the request with its query, or with its headers when it has none, taken for a form
@@ -17,6 +21,7 @@
 use std::time::Duration;
 
 use aurora_adapters::clouds::aws::Aws;
+use aurora_testkit::providers::{Fault, Providers};
 use aurora_testkit::scripted_llm::{ScriptedLlm, Step};
 use aurora_tests::aws::{set_up_account, xml_field};
 use aurora_tests::chat::ChatSocket;
@@ -575,5 +580,150 @@ async fn a_connected_cloud_is_scanned_again_and_again_on_one_durable_timer() {
         assert!(pending <= 1, "{pending} scan timers wait at once");
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
+    app.stop().await;
+}
+
+/// The dependencies a service's detail lists, as `caller`.
+async fn depends_on(app: &App, caller: &Caller, node_id: &str) -> Vec<Value> {
+    let detail = read(app, caller, &format!("/v1/discovery/services/{node_id}")).await;
+    detail["depends_on"].as_array().unwrap_or_else(|| panic!("{detail}")).clone()
+}
+
+fn edge_to<'a>(edges: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    edges.iter().find(|edge| edge["dependency"] == kind && edge["name"] == name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn google_cloud_and_azure_estates_are_scanned_through_their_apis() {
+    let providers = Providers::start().await;
+    let vault = ScratchVault::start();
+    let mut env = TestEnv::new().await;
+    env.config.vault = vault.config();
+    env.config.discovery.first_scan_delay = Duration::from_secs(3600);
+    let base = &providers.base_url;
+    let connections = &mut env.config.connections;
+    connections.google.client_id = Some(providers.google_client_id.clone());
+    connections.google.client_secret = Some(providers.google_client_secret.clone().into());
+    connections.google.authorize_url = format!("{base}/google/o/oauth2/v2/auth");
+    connections.google.token_url = format!("{base}/google/token");
+    connections.gcp_api_url = Some(format!("{base}/gcp"));
+    connections.azure_login_url = format!("{base}/azure-login");
+    connections.azure_management_url = format!("{base}/azure");
+    connections.allow_private_urls = true;
+    let app = App::spawn(&env, Roles::ALL).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let eve = Caller::register(&app.base_url, "eve").await;
+
+    // Google Cloud over OAuth (the browser played here), Azure with a service principal.
+    let started: Value =
+        ana.apply(http().post(app.url("/v1/connections/oauth/gcp"))).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).no_proxy().build().unwrap();
+    let approved = browser.get(started["authorization_url"].as_str().unwrap()).send().await.unwrap();
+    let callback = approved.headers()["location"].to_str().unwrap().to_owned();
+    let (_, query) = callback.split_once('?').unwrap();
+    let google = http().get(app.url(&format!("/v1/connections/oauth/callback?{query}"))).send().await.unwrap();
+    assert_eq!(google.status(), StatusCode::CREATED, "{}", google.text().await.unwrap());
+    let azure = json!({ "provider": "azure", "credentials": {
+        "tenant_id": providers.azure_tenant, "client_id": providers.azure_client_id, "client_secret": providers.azure_client_secret,
+    }});
+    let connected = ana.apply(http().post(app.url("/v1/connections"))).json(&azure).send().await.unwrap();
+    assert_eq!(connected.status(), StatusCode::CREATED, "{}", connected.text().await.unwrap());
+    eventually("both connections in the read model", WAIT, || async {
+        let listed: Value = ana.apply(http().get(app.url("/v1/connections"))).send().await.ok()?.json().await.ok()?;
+        (listed.as_array()?.len() == 2).then_some(())
+    })
+    .await;
+
+    let first = scanned(&app, &ana).await;
+    assert_eq!((first["status"].as_str(), &first["failures"]), (Some("completed"), &json!([])), "{first}");
+    let all = eventually("the graph", WAIT, || async {
+        let all = services(&app, &ana, "").await;
+        all.iter().any(|service| service["name"] == "checkout-web").then_some(all)
+    })
+    .await;
+    let kinds: Vec<(&str, &str, &str)> = all
+        .iter()
+        .map(|service| (service["provider"].as_str().unwrap(), service["kind"].as_str().unwrap(), service["name"].as_str().unwrap()))
+        .collect();
+    for expected in [
+        ("gcp", "network", "prod-vpc"),
+        ("gcp", "vm", "checkout-web-1"),
+        ("gcp", "vm", "orders-worker-1"),
+        ("gcp", "firewall", "allow-web-to-worker"),
+        ("gcp", "kubernetes_cluster", "acme-prod-gke"),
+        ("gcp", "kubernetes_cluster", "acme-staging-gke"),
+        ("gcp", "database", "orders-sql"),
+        ("azure", "vm", "checkout-vm-1"),
+        ("azure", "kubernetes_cluster", "prod-aks"),
+        ("azure", "database", "orders-sqlsrv/orders"),
+        ("azure", "serverless_function", "checkout-web"),
+        ("azure", "serverless_function", "orders-fn"),
+    ] {
+        assert!(kinds.contains(&expected), "{expected:?} in {kinds:?}");
+    }
+    assert!(!kinds.iter().any(|(_, _, name)| name.ends_with("/master")), "the system database is not the team's: {kinds:?}");
+    let web = named(&all, "checkout-web-1");
+    assert_eq!(web["resource_id"], "//compute.googleapis.com/projects/acme-prod/zones/europe-west1-b/instances/checkout-web-1");
+    assert_eq!(
+        (web["region"].as_str(), web["account"].as_str(), web["endpoint"].as_str()),
+        (Some("europe-west1"), Some("acme-prod"), Some("10.132.0.2"))
+    );
+    assert_eq!(web["tags"]["service"], "checkout-web");
+    let orders_sql = named(&all, "orders-sql");
+    assert_eq!(
+        (orders_sql["endpoint"].as_str(), orders_sql["provider_type"].as_str()),
+        (Some("10.10.0.3"), Some("sqladmin.googleapis.com/Instance"))
+    );
+    assert_eq!(named(&all, "orders-fn")["provider_type"], "Microsoft.Web/sites/functionapp");
+    assert_eq!(named(&all, "orders-sqlsrv/orders")["endpoint"], "orders-sqlsrv.database.windows.net");
+
+    // Google Cloud: the firewall's tags, the metadata that names the database, the network.
+    let id = |name: &str| named(&all, name)["node_id"].as_str().unwrap().to_owned();
+    let web_edges = depends_on(&app, &ana, &id("checkout-web-1")).await;
+    let reaches = edge_to(&web_edges, "reaches", "orders-worker-1").unwrap_or_else(|| panic!("{web_edges:?}"));
+    let evidence = reaches["evidence"].as_str().unwrap();
+    assert!(evidence.contains("allow-web-to-worker") && evidence.contains("tcp 8080"), "{evidence}");
+    let uses = edge_to(&web_edges, "uses", "orders-sql").unwrap_or_else(|| panic!("{web_edges:?}"));
+    assert_eq!(uses["evidence"], "metadata item startup-script of instance checkout-web-1 names the address of database orders-sql");
+    assert!(edge_to(&web_edges, "protected_by", "allow-iap-ssh").is_some(), "a rule without target tags guards the network: {web_edges:?}");
+    assert!(edge_to(&web_edges, "member_of", "prod-vpc").is_some_and(|edge| edge["confidence"] == 0.3), "{web_edges:?}");
+    let worker_edges = depends_on(&app, &ana, &id("orders-worker-1")).await;
+    assert!(edge_to(&worker_edges, "uses", "orders-sql").is_some_and(|edge| edge["evidence"].as_str().unwrap().contains("connection name")));
+    assert!(edge_to(&worker_edges, "reaches", "checkout-web-1").is_none(), "a disabled rule admits nothing: {worker_edges:?}");
+    // Azure: what the app's settings and connection strings name, by their names only.
+    let app_edges = depends_on(&app, &ana, &id("checkout-web")).await;
+    let database = edge_to(&app_edges, "uses", "orders-sqlsrv/orders").unwrap_or_else(|| panic!("{app_edges:?}"));
+    assert_eq!(database["evidence"], "setting OrdersDb of app checkout-web names the server of database orders-sqlsrv/orders");
+    assert!(edge_to(&app_edges, "uses", "orders-fn").is_some_and(|edge| edge["evidence"].as_str().unwrap().contains("ORDERS_API")));
+    let radius = read(&app, &ana, &format!("/v1/discovery/services/{}/blast-radius", id("orders-sql"))).await;
+    for name in ["checkout-web-1", "orders-worker-1"] {
+        assert_eq!(distance(&radius["affected"], name), Some(json!(1)), "{radius}");
+    }
+    let radius = read(&app, &ana, &format!("/v1/discovery/services/{}/blast-radius", id("orders-sqlsrv/orders"))).await;
+    assert_eq!(distance(&radius["affected"], "checkout-web"), Some(json!(1)), "{radius}");
+    // No setting's value is kept anywhere.
+    for table in ["events", "graph_nodes", "graph_edges"] {
+        let leaked = env
+            .count(&format!(
+                "SELECT count(*) FROM {table} t WHERE t::text LIKE '%{}%' OR t::text LIKE '%/srv/checkout%'",
+                providers.azure_database_password
+            ))
+            .await;
+        assert_eq!(leaked, 0, "a setting's value in {table}");
+    }
+    assert!(services(&app, &eve, "").await.is_empty(), "another organisation sees none of it");
+
+    // Compute Engine down: Google Cloud's scan fails and keeps what it had; Azure's goes on.
+    providers.inject("/gcp/compute", Fault::Status(503));
+    let second = scanned(&app, &ana).await;
+    providers.clear_faults();
+    assert_eq!(second["status"], "completed", "{second}");
+    let failures = second["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{second}");
+    assert_eq!(failures[0]["provider"], "gcp");
+    assert!(failures[0]["reason"].as_str().unwrap().contains("503"), "{second}");
+    let after = services(&app, &ana, "?provider=gcp").await;
+    assert_eq!(after.len(), all.iter().filter(|service| service["provider"] == "gcp").count());
+    assert!(after.iter().all(|service| service["status"] == "present"), "{after:?}");
     app.stop().await;
 }

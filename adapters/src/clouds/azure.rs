@@ -1,6 +1,7 @@
 //! Azure with a service principal: a client-credentials token from Microsoft Entra ID
 //! (`/{tenant}/oauth2/v2.0/token`, scope `https://management.azure.com/.default`) for each use,
-//! then Azure Resource Manager: subscriptions, virtual machines and AKS clusters.
+//! then Azure Resource Manager: subscriptions, virtual machines, AKS clusters, SQL servers and
+//! their databases, and App Service apps with their settings.
 
 use aurora_events::connection::{InventoryItem, MAX_INVENTORY_ITEMS};
 use serde_json::{json, Value};
@@ -103,12 +104,60 @@ impl Azure {
             .map(|cluster| {
                 let properties = &cluster["properties"];
                 json!({
-                    "name": cluster["name"], "id": cluster["id"], "location": cluster["location"], "kubernetes_version": properties["kubernetesVersion"],
+                    "name": cluster["name"], "id": cluster["id"], "location": cluster["location"], "tags": cluster["tags"], "kubernetes_version": properties["kubernetesVersion"],
                     "provisioning_state": properties["provisioningState"], "power_state": properties["powerState"]["code"], "fqdn": properties["fqdn"],
                     "node_pools": properties["agentPoolProfiles"].as_array().map(|pools| pools.iter().map(|pool| json!({ "name": pool["name"], "count": pool["count"], "vm_size": pool["vmSize"] })).collect::<Vec<_>>()),
                 })
             })
             .collect())
+    }
+
+    /// A subscription's SQL servers, as Resource Manager gives them.
+    pub async fn sql_servers(&self, subscription: &str) -> Result<Vec<Value>, ProviderError> {
+        self.list(&format!("/subscriptions/{subscription}/providers/Microsoft.Sql/servers"), "2023-08-01").await
+    }
+
+    /// The databases of the SQL server whose resource id is `server`.
+    pub async fn sql_databases(&self, server: &str) -> Result<Vec<Value>, ProviderError> {
+        self.list(&format!("{}/databases", resource_path(server)?), "2023-08-01").await
+    }
+
+    /// A subscription's App Service apps (web apps and function apps).
+    pub async fn web_apps(&self, subscription: &str) -> Result<Vec<Value>, ProviderError> {
+        self.list(&format!("/subscriptions/{subscription}/providers/Microsoft.Web/sites"), "2023-12-01").await
+    }
+
+    /// An app's settings and connection strings, by name. Their values can be secrets: a caller
+    /// keeps them only as long as it needs them.
+    pub async fn app_configuration(&self, site: &str) -> Result<Vec<(String, String)>, ProviderError> {
+        let site = resource_path(site)?;
+        let mut entries = Vec::new();
+        for (list, value_of) in [("appsettings", None), ("connectionstrings", Some("value"))] {
+            let url = format!("{}{site}/config/{list}/list?api-version=2023-12-01", self.management);
+            let request = self.http.post(url).bearer_auth(&self.token).header(reqwest::header::CONTENT_LENGTH, 0);
+            let answer = send_json(NAME, self.timeout, request, json_detail).await?;
+            for (name, value) in answer["properties"].as_object().into_iter().flatten() {
+                let value = match value_of {
+                    Some(field) => &value[field],
+                    None => value,
+                };
+                entries.extend(value.as_str().map(|value| (name.clone(), value.to_owned())));
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// A Resource Manager id as a path on the management host: it starts at a subscription, and
+/// nothing in it can climb out of it or add a query.
+fn resource_path(id: &str) -> Result<&str, ProviderError> {
+    let plain = id.starts_with("/subscriptions/")
+        && id.split('/').all(|segment| segment != ".." && segment != ".")
+        && id.chars().all(|character| character.is_ascii_alphanumeric() || matches!(character, '/' | '-' | '_' | '.' | '(' | ')'));
+    if plain {
+        Ok(id)
+    } else {
+        Err(ProviderError::Unavailable { provider: NAME, detail: "a resource id that is not a Resource Manager path".into() })
     }
 }
 

@@ -1,6 +1,7 @@
 //! Google Cloud with an OAuth token (scopes `cloud-platform`, `openid`, `userinfo.email`): the
-//! account's email, its projects (Resource Manager v1), GKE clusters (Container v1) and Cloud
-//! Logging entries (v2 `entries:list`).
+//! account's email, its projects (Resource Manager v1), GKE clusters (Container v1), Compute
+//! Engine instances, networks and firewall rules (Compute v1), Cloud SQL instances (Cloud SQL
+//! Admin v1) and Cloud Logging entries (v2 `entries:list`).
 
 use aurora_events::connection::{InventoryItem, MAX_INVENTORY_ITEMS};
 use serde_json::{json, Value};
@@ -83,10 +84,55 @@ impl Gcp {
                 json!({
                     "name": cluster["name"], "location": cluster["location"], "status": cluster["status"],
                     "version": cluster["currentMasterVersion"], "nodes": cluster["currentNodeCount"], "endpoint": cluster["endpoint"],
-                    "network": cluster["network"], "node_pools": cluster["nodePools"].as_array().map(|pools| pools.iter().map(|pool| pool["name"].clone()).collect::<Vec<_>>()),
+                    "network": cluster["network"], "subnetwork": cluster["subnetwork"], "labels": cluster["resourceLabels"], "node_pools": cluster["nodePools"].as_array().map(|pools| pools.iter().map(|pool| pool["name"].clone()).collect::<Vec<_>>()),
                 })
             })
             .collect())
+    }
+
+    /// Every item of a paged list (`items` and `nextPageToken`, as Compute and Cloud SQL page),
+    /// up to [`MAX_INVENTORY_ITEMS`]. An aggregated list's items are a map of zones or regions,
+    /// each with its `key` list (or a warning that it has none).
+    async fn items(&self, service: &str, path: &str, aggregated: Option<&str>) -> Result<Vec<Value>, ProviderError> {
+        let mut items = Vec::new();
+        let mut page_token: Option<String> = None;
+        loop {
+            let mut query = vec![("maxResults", "500".to_owned())];
+            query.extend(page_token.clone().map(|token| ("pageToken", token)));
+            let page = self.get(service, path, &query).await?;
+            match aggregated {
+                Some(key) => {
+                    for scoped in page["items"].as_object().into_iter().flat_map(|scopes| scopes.values()) {
+                        items.extend(scoped[key].as_array().into_iter().flatten().cloned());
+                    }
+                }
+                None => items.extend(page["items"].as_array().into_iter().flatten().cloned()),
+            }
+            page_token = page["nextPageToken"].as_str().filter(|token| !token.is_empty()).map(str::to_owned);
+            if page_token.is_none() || items.len() >= MAX_INVENTORY_ITEMS {
+                return Ok(items);
+            }
+        }
+    }
+
+    /// A project's Compute Engine instances in every zone, as the API gives them.
+    pub async fn compute_instances(&self, project: &str) -> Result<Vec<Value>, ProviderError> {
+        self.items("compute", &format!("/compute/v1/projects/{project}/aggregated/instances"), Some("instances")).await
+    }
+
+    /// A project's VPC networks.
+    pub async fn networks(&self, project: &str) -> Result<Vec<Value>, ProviderError> {
+        self.items("compute", &format!("/compute/v1/projects/{project}/global/networks"), None).await
+    }
+
+    /// A project's VPC firewall rules.
+    pub async fn firewalls(&self, project: &str) -> Result<Vec<Value>, ProviderError> {
+        self.items("compute", &format!("/compute/v1/projects/{project}/global/firewalls"), None).await
+    }
+
+    /// A project's Cloud SQL instances.
+    pub async fn sql_instances(&self, project: &str) -> Result<Vec<Value>, ProviderError> {
+        self.items("sqladmin", &format!("/v1/projects/{project}/instances"), None).await
     }
 
     /// Log entries of a project matching `filter` in a window, newest first.

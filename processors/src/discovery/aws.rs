@@ -21,48 +21,19 @@ use aurora_adapters::clouds::aws::Aws;
 use aurora_adapters::clouds::ProviderError;
 use aurora_adapters::config::{ConnectionsConfig, DiscoveryConfig};
 use aurora_adapters::secrets::Secret;
-use aurora_events::discovery::{Dependency, DependencyKind, Resource, ResourceKind};
+use aurora_events::discovery::{DependencyKind, ResourceKind};
 use serde_json::Value;
 
+use super::inventory::{edge, tags, text, texts, Inventory, Listed, RULE, SURE, WEAK};
 use super::Found;
-
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(text) if !text.is_empty() => Some(text.clone()),
-        Value::Number(number) => Some(number.to_string()),
-        _ => None,
-    }
-}
-
-fn texts(value: &Value) -> impl Iterator<Item = String> + '_ {
-    value.as_array().into_iter().flatten().filter_map(text)
-}
-
-fn tags(value: &Value) -> BTreeMap<String, String> {
-    value.as_object().into_iter().flatten().map(|(key, value)| (key.clone(), value.as_str().unwrap_or_default().to_owned())).collect()
-}
-
-fn edge(from: &str, to: &str, kind: DependencyKind, evidence: String, confidence: f64) -> Dependency {
-    Dependency { from: from.to_owned(), to: to.to_owned(), kind, evidence, confidence }
-}
-
-/// A Lambda function's environment, held for the scan's inference only.
-struct Environment {
-    function: String,
-    name: String,
-    variables: Vec<(String, String)>,
-}
 
 /// What a scan of one account gathers before it infers across regions.
 struct Listing {
     account: String,
-    found: Found,
+    inventory: Inventory,
     /// Who is in which security group.
     members: HashMap<String, Vec<String>>,
     groups: Vec<(String, Value)>,
-    /// Text that names a resource — an endpoint, ARN, URL or address — and what it names.
-    names: Vec<(String, String, String)>,
-    environments: Vec<Environment>,
 }
 
 impl Listing {
@@ -74,35 +45,23 @@ impl Listing {
     fn add(
         &mut self,
         kind: ResourceKind,
-        provider_type: &str,
+        provider_type: &'static str,
         resource_id: String,
         name: String,
         region: Option<&str>,
         tags: BTreeMap<String, String>,
         endpoint: Option<String>,
     ) {
-        self.found.resources.push(Resource {
-            resource_id,
-            provider: "aws".into(),
-            kind,
-            provider_type: provider_type.into(),
-            name,
-            region: region.map(str::to_owned),
-            account: Some(self.account.clone()),
-            tags,
-            endpoint,
-        });
+        let (region, account) = (region.map(str::to_owned), Some(self.account.clone()));
+        self.inventory.add(Listed { kind, provider_type, resource_id, name, region, account, tags, endpoint });
     }
 
     fn link(&mut self, from: &str, to: &str, kind: DependencyKind, evidence: String, confidence: f64) {
-        self.found.dependencies.push(edge(from, to, kind, evidence, confidence));
+        self.inventory.link(from, to, kind, evidence, confidence);
     }
 
-    /// `text`, when a Lambda variable holds it, names `resource_id` (described as `what`).
     fn nameable(&mut self, text: Option<String>, resource_id: &str, what: String) {
-        if let Some(text) = text.filter(|text| text.len() >= 4) {
-            self.names.push((text, resource_id.to_owned(), what));
-        }
+        self.inventory.nameable(text, resource_id, what);
     }
 }
 
@@ -118,14 +77,7 @@ pub async fn scan(config: &ConnectionsConfig, discovery: &DiscoveryConfig, secre
         [all] if all == "all" => aws.regions().await?,
         named => named.to_vec(),
     };
-    let mut listing = Listing {
-        account,
-        found: Found::default(),
-        members: HashMap::new(),
-        groups: Vec::new(),
-        names: Vec::new(),
-        environments: Vec::new(),
-    };
+    let mut listing = Listing { account, inventory: Inventory::new("aws"), members: HashMap::new(), groups: Vec::new() };
     for region in &regions {
         list_region(&aws, region, &mut listing).await?;
     }
@@ -139,14 +91,10 @@ pub async fn scan(config: &ConnectionsConfig, discovery: &DiscoveryConfig, secre
         listing.nameable(Some(arn.clone()), &arn, format!("bucket {name}"));
     }
     infer(&mut listing);
-    let mut found = listing.found;
-    found.dependencies.sort_by(|a, b| (&a.from, &a.to, a.kind).cmp(&(&b.from, &b.to, b.kind)));
-    found.dependencies.dedup_by(|a, b| (&a.from, &a.to, a.kind) == (&b.from, &b.to, b.kind));
-    Ok(found)
+    Ok(listing.inventory.finish())
 }
 
 async fn list_region(aws: &Aws, region: &str, listing: &mut Listing) -> Result<(), ProviderError> {
-    let weak = 0.3;
     for vpc in aws.vpcs(region).await? {
         let Some(vpc_id) = text(&vpc["vpc_id"]) else { continue };
         let tags = tags(&vpc["tags"]);
@@ -160,7 +108,7 @@ async fn list_region(aws: &Aws, region: &str, listing: &mut Listing) -> Result<(
         listing.add(ResourceKind::Subnet, "AWS::EC2::Subnet", key.clone(), named(&tags, &subnet_id), Some(region), tags, None);
         if let Some(vpc_id) = text(&subnet["vpc_id"]) {
             let vpc = listing.id(region, "vpc", &vpc_id);
-            listing.link(&key, &vpc, DependencyKind::MemberOf, format!("subnet {subnet_id} is in VPC {vpc_id}"), weak);
+            listing.link(&key, &vpc, DependencyKind::MemberOf, format!("subnet {subnet_id} is in VPC {vpc_id}"), WEAK);
         }
     }
     for group in aws.security_groups(region).await? {
@@ -185,7 +133,7 @@ async fn list_region(aws: &Aws, region: &str, listing: &mut Listing) -> Result<(
         listing.add(ResourceKind::Vm, "AWS::EC2::Instance", key.clone(), named(&tags, &instance_id), Some(region), tags, endpoint);
         if let Some(subnet_id) = text(&instance["subnet_id"]) {
             let subnet = listing.id(region, "subnet", &subnet_id);
-            listing.link(&key, &subnet, DependencyKind::MemberOf, format!("instance {instance_id} is in subnet {subnet_id}"), weak);
+            listing.link(&key, &subnet, DependencyKind::MemberOf, format!("instance {instance_id} is in subnet {subnet_id}"), WEAK);
         }
         for group_id in texts(&instance["security_groups"]) {
             listing.members.entry(group_id).or_default().push(key.clone());
@@ -199,7 +147,7 @@ async fn list_region(aws: &Aws, region: &str, listing: &mut Listing) -> Result<(
         listing.add(ResourceKind::KubernetesCluster, "AWS::EKS::Cluster", arn.clone(), name.clone(), Some(region), tags, endpoint);
         if let Some(vpc_id) = text(&cluster["vpc"]) {
             let vpc = listing.id(region, "vpc", &vpc_id);
-            listing.link(&arn, &vpc, DependencyKind::MemberOf, format!("cluster {name} is in VPC {vpc_id}"), weak);
+            listing.link(&arn, &vpc, DependencyKind::MemberOf, format!("cluster {name} is in VPC {vpc_id}"), WEAK);
         }
         for group_id in texts(&cluster["security_groups"]).chain(text(&cluster["cluster_security_group"])) {
             listing.members.entry(group_id).or_default().push(arn.clone());
@@ -214,7 +162,7 @@ async fn list_region(aws: &Aws, region: &str, listing: &mut Listing) -> Result<(
         listing.add(ResourceKind::Database, "AWS::RDS::DBInstance", key.clone(), identifier.clone(), Some(region), BTreeMap::new(), endpoint);
         if let Some(vpc_id) = text(&database["vpc_id"]) {
             let vpc = listing.id(region, "vpc", &vpc_id);
-            listing.link(&key, &vpc, DependencyKind::MemberOf, format!("database {identifier} is in VPC {vpc_id}"), weak);
+            listing.link(&key, &vpc, DependencyKind::MemberOf, format!("database {identifier} is in VPC {vpc_id}"), WEAK);
         }
         for group_id in texts(&database["security_groups"]) {
             listing.members.entry(group_id).or_default().push(key.clone());
@@ -227,7 +175,7 @@ async fn list_region(aws: &Aws, region: &str, listing: &mut Listing) -> Result<(
         let vpc = &function["VpcConfig"];
         for subnet_id in texts(&vpc["SubnetIds"]) {
             let subnet = listing.id(region, "subnet", &subnet_id);
-            listing.link(&arn, &subnet, DependencyKind::MemberOf, format!("function {name} runs in subnet {subnet_id}"), weak);
+            listing.link(&arn, &subnet, DependencyKind::MemberOf, format!("function {name} runs in subnet {subnet_id}"), WEAK);
         }
         for group_id in texts(&vpc["SecurityGroupIds"]) {
             listing.members.entry(group_id).or_default().push(arn.clone());
@@ -238,7 +186,7 @@ async fn list_region(aws: &Aws, region: &str, listing: &mut Listing) -> Result<(
             .flatten()
             .filter_map(|(variable, value)| Some((variable.clone(), value.as_str()?.to_owned())))
             .collect();
-        listing.environments.push(Environment { function: arn, name, variables });
+        listing.inventory.configured(&arn, "environment variable", format!("function {name}"), variables);
     }
     for url in aws.sqs_queues(region).await? {
         let Some(name) = url.rsplit('/').next().filter(|name| !name.is_empty()).map(str::to_owned) else { continue };
@@ -253,7 +201,7 @@ async fn list_region(aws: &Aws, region: &str, listing: &mut Listing) -> Result<(
         let function = function.splitn(8, ':').take(7).collect::<Vec<_>>().join(":");
         let state = text(&mapping["state"]).unwrap_or_default();
         let evidence = format!("event source mapping {} ({state}) invokes {function} from {source}", text(&mapping["uuid"]).unwrap_or_default());
-        listing.link(&source, &function, DependencyKind::Triggers, evidence, 1.0);
+        listing.link(&source, &function, DependencyKind::Triggers, evidence, SURE);
     }
     for balancer in aws.load_balancers(region).await? {
         let (Some(arn), Some(name)) = (text(&balancer["arn"]), text(&balancer["name"])) else { continue };
@@ -270,7 +218,7 @@ async fn list_region(aws: &Aws, region: &str, listing: &mut Listing) -> Result<(
         let provider_type = "AWS::ElasticLoadBalancingV2::TargetGroup";
         listing.add(ResourceKind::LoadBalancer, provider_type, arn.clone(), name.clone(), Some(region), BTreeMap::new(), None);
         for balancer in texts(&group["load_balancers"]) {
-            listing.link(&balancer, &arn, DependencyKind::Targets, format!("load balancer {balancer} forwards to target group {name}"), 1.0);
+            listing.link(&balancer, &arn, DependencyKind::Targets, format!("load balancer {balancer} forwards to target group {name}"), SURE);
         }
         for target in group["targets"].as_array().into_iter().flatten() {
             let Some(target_id) = text(&target["id"]) else { continue };
@@ -285,31 +233,21 @@ async fn list_region(aws: &Aws, region: &str, listing: &mut Listing) -> Result<(
             } else {
                 continue;
             };
-            listing.link(&arn, &to, DependencyKind::Targets, evidence, 1.0);
+            listing.link(&arn, &to, DependencyKind::Targets, evidence, SURE);
         }
     }
     Ok(())
 }
 
-/// Whether `haystack` holds `needle` as a whole word: not inside a longer name or address.
-fn mentions(haystack: &str, needle: &str) -> bool {
-    let part = |character: char| character.is_ascii_alphanumeric() || matches!(character, '-' | '_' | '.');
-    haystack.match_indices(needle).any(|(start, _)| {
-        let before = haystack[..start].chars().next_back();
-        let after = haystack[start + needle.len()..].chars().next();
-        !before.is_some_and(part) && !after.is_some_and(|character| part(character) && !needle.ends_with('.'))
-    })
-}
-
-/// The dependencies that need the whole account listed first: security-group reachability and
-/// what Lambda environments name.
+/// The dependencies that need the whole account listed first: security-group membership and
+/// reachability.
 fn infer(listing: &mut Listing) {
     let mut inferred = Vec::new();
     for (group_id, inside) in &listing.members {
         let Some((region, _)) = listing.groups.iter().find(|(_, group)| group["group_id"] == group_id.as_str()) else { continue };
         let group = listing.id(region, "security-group", group_id);
         for member in inside {
-            inferred.push(edge(member, &group, DependencyKind::ProtectedBy, format!("{member} is in security group {group_id}"), 1.0));
+            inferred.push(edge(member, &group, DependencyKind::ProtectedBy, format!("{member} is in security group {group_id}"), SURE));
         }
     }
     // A rule of group B admitting group A: A's members reach B's members on the rule's ports.
@@ -327,37 +265,11 @@ fn infer(listing: &mut Listing) {
                 let evidence = format!("security group {target} ({name}) allows {protocol} {ports} from security group {source}");
                 for from in listing.members.get(&source).into_iter().flatten() {
                     for to in listing.members.get(&target).into_iter().flatten().filter(|to| *to != from) {
-                        inferred.push(edge(from, to, DependencyKind::Reaches, evidence.clone(), 0.8));
+                        inferred.push(edge(from, to, DependencyKind::Reaches, evidence.clone(), RULE));
                     }
                 }
             }
         }
     }
-    for environment in &listing.environments {
-        for (variable, value) in &environment.variables {
-            for (needle, resource_id, what) in &listing.names {
-                if *resource_id != environment.function && mentions(value, needle) {
-                    let evidence = format!("environment variable {variable} of function {} names {what}", environment.name);
-                    inferred.push(edge(&environment.function, resource_id, DependencyKind::Uses, evidence, 0.9));
-                }
-            }
-        }
-    }
-    listing.found.dependencies.extend(inferred);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mentions;
-
-    #[test]
-    fn a_name_is_found_whole_or_not_at_all() {
-        assert!(mentions("postgres://app:pw@orders.abc.us-east-1.rds.amazonaws.com:5432/db", "orders.abc.us-east-1.rds.amazonaws.com"));
-        assert!(mentions("10.0.0.1", "10.0.0.1"));
-        assert!(!mentions("10.0.0.10", "10.0.0.1"), "another address");
-        assert!(!mentions("x-orders.example.com", "orders.example.com"), "another host");
-        assert!(mentions("https://my-bucket.s3.amazonaws.com/key", "my-bucket.s3."));
-        assert!(mentions("arn:aws:sqs:us-east-1:1:jobs", "arn:aws:sqs:us-east-1:1:jobs"));
-        assert!(!mentions("arn:aws:sqs:us-east-1:1:jobs-dlq", "arn:aws:sqs:us-east-1:1:jobs"));
-    }
+    listing.inventory.found.dependencies.extend(inferred);
 }

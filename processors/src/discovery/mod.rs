@@ -14,6 +14,9 @@
 //! (30 days) unlisted.
 
 pub mod aws;
+pub mod azure;
+pub mod gcp;
+mod inventory;
 
 use std::sync::Arc;
 
@@ -174,10 +177,6 @@ impl DiscoveryProcessor {
                 connection: connection.name.clone(),
                 reason,
             };
-            if connection.provider != Provider::Aws {
-                failures.push(failure(format!("{} is not scanned yet: this build discovers AWS only", connection.provider.title())));
-                continue;
-            }
             // Read at the moment of use, dropped when the listing ends.
             let secret = match self.context.secrets.get(&SecretPath::connection(envelope.org_id.0, connection.connection_id)).await {
                 Ok(secret) => secret,
@@ -186,7 +185,14 @@ impl DiscoveryProcessor {
                     continue;
                 }
             };
-            match aws::scan(&self.context.config.connections, &self.context.config.discovery, &secret).await {
+            let config = &self.context.config;
+            let listed = match connection.provider {
+                Provider::Aws => aws::scan(&config.connections, &config.discovery, &secret).await,
+                Provider::Gcp => gcp::scan(&config.connections, &secret).await,
+                Provider::Azure => azure::scan(&config.connections, &secret).await,
+                _ => continue,
+            };
+            match listed {
                 Ok(listed) => {
                     found.resources.extend(listed.resources);
                     found.dependencies.extend(listed.dependencies);
