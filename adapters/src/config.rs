@@ -45,6 +45,8 @@ pub struct DiscoveryConfig {
     pub stale_after: Duration,
     /// ... and after this long it is gone.
     pub gone_after: Duration,
+    /// A connection whose scans fail this many times in a row is flagged (0: never).
+    pub flag_after_failures: u32,
 }
 
 impl Default for DiscoveryConfig {
@@ -55,6 +57,7 @@ impl Default for DiscoveryConfig {
             aws_regions: Vec::new(),
             stale_after: Duration::from_secs(7 * 24 * 3600),
             gone_after: Duration::from_secs(30 * 24 * 3600),
+            flag_after_failures: 3,
         }
     }
 }
@@ -839,6 +842,9 @@ impl Config {
                 }
                 "AURORA_DISCOVERY_STALE_AFTER_SECS" => config.discovery.stale_after = seconds("AURORA_DISCOVERY_STALE_AFTER_SECS", &value)?,
                 "AURORA_DISCOVERY_GONE_AFTER_SECS" => config.discovery.gone_after = seconds("AURORA_DISCOVERY_GONE_AFTER_SECS", &value)?,
+                "AURORA_DISCOVERY_FLAG_AFTER_FAILURES" => {
+                    config.discovery.flag_after_failures = parse("AURORA_DISCOVERY_FLAG_AFTER_FAILURES", &value)?
+                }
                 "AURORA_DEPLOY_INIT_TIMEOUT_SECS" => config.deploy.init_timeout = seconds("AURORA_DEPLOY_INIT_TIMEOUT_SECS", &value)?,
                 "AURORA_DEPLOY_RUN_TIMEOUT_SECS" => config.deploy.run_timeout = seconds("AURORA_DEPLOY_RUN_TIMEOUT_SECS", &value)?,
                 "AURORA_DEPLOY_MAX_FILE_BYTES" => config.deploy.max_file_bytes = parse("AURORA_DEPLOY_MAX_FILE_BYTES", &value)?,

@@ -102,12 +102,20 @@ pub struct Estate {
     pub missing: BTreeMap<String, Missing>,
     /// When each provider was last listed.
     pub listed_at: BTreeMap<String, DateTime<Utc>>,
+    /// The connections whose latest scans failed, and how many in a row.
+    pub failing: BTreeMap<Uuid, u32>,
 }
 
 impl Estate {
     fn running(&self) -> Option<Uuid> {
         self.scans.iter().find(|(_, status)| **status != ScanStatus::Ended).map(|(scan_id, _)| *scan_id)
     }
+}
+
+/// The connections a scan's failures name, with their streaks: every scan tries each connection,
+/// so one it does not name did not fail (or is gone), and its streak ends.
+fn streaks(failures: &[ProviderFailure]) -> BTreeMap<Uuid, u32> {
+    failures.iter().filter_map(|failure| Some((failure.connection_id?, failure.consecutive))).collect()
 }
 
 /// `text` without control characters, at most `max` characters.
@@ -147,6 +155,7 @@ impl Aggregate for Estate {
                 }
                 for failure in &mut failures {
                     failure.reason = cleaned(&failure.reason, MAX_REASON_CHARS);
+                    failure.consecutive = failure.connection_id.map_or(1, |id| self.failing.get(&id).copied().unwrap_or(0) + 1);
                 }
                 let listed: BTreeSet<String> = resources.iter().map(|resource| resource.provider.clone()).collect();
                 if resources.is_empty() && !failures.is_empty() {
@@ -286,9 +295,11 @@ impl Aggregate for Estate {
                 if let Some(at) = completed.at {
                     self.listed_at.extend(completed.listed.iter().map(|provider| (provider.clone(), at)));
                 }
+                self.failing = streaks(&completed.failures);
             }
-            DiscoveryEvent::ScanFailed(ScanFailed { scan_id, .. }) => {
+            DiscoveryEvent::ScanFailed(ScanFailed { scan_id, failures }) => {
                 self.scans.insert(*scan_id, ScanStatus::Ended);
+                self.failing = streaks(failures);
             }
         }
         self
@@ -411,7 +422,7 @@ mod tests {
             at_once,
             vec![],
             vec![],
-            vec![ProviderFailure { provider: "gcp".into(), connection: "prod".into(), reason: "down".into() }],
+            vec![ProviderFailure { provider: "gcp".into(), connection: "prod".into(), reason: "down".into(), ..Default::default() }],
         );
         assert_eq!(names(&events), ["discovery.scan_failed"], "nothing listed: nothing decided");
         let (estate, _) = scan(Estate::default(), 0, vec![a.clone(), b.clone()]);
@@ -421,7 +432,8 @@ mod tests {
 
     #[test]
     fn a_failed_provider_keeps_what_it_had() {
-        let failure = ProviderFailure { provider: "gcp".into(), connection: "prod".into(), reason: "token expired".into() };
+        let failure =
+            ProviderFailure { provider: "gcp".into(), connection: "prod".into(), reason: "token expired".into(), ..Default::default() };
         let (estate, _) =
             scanned(Estate::default(), vec![resource("a", "aws", "a"), resource("g", "gcp", "g")], vec![edge("a", "g")], vec![]);
         let (estate, events) = scanned(estate, vec![resource("a", "aws", "a")], vec![], vec![failure.clone()]);
@@ -430,6 +442,34 @@ mod tests {
         assert_eq!(estate.dependencies.len(), 1);
         let (_, events) = scanned(estate, vec![], vec![], vec![failure]);
         assert_eq!(names(&events), ["discovery.scan_failed"]);
+    }
+
+    #[test]
+    fn a_connection_failing_scan_after_scan_is_counted_until_it_lists_again() {
+        let connection_id = Some(Uuid::from_u128(7));
+        let down = ProviderFailure {
+            provider: "gcp".into(),
+            connection: "prod".into(),
+            reason: "down".into(),
+            connection_id,
+            ..Default::default()
+        };
+        let streak = |events: &[DiscoveryEvent]| match events.last() {
+            Some(
+                DiscoveryEvent::ScanCompleted(ScanCompleted { failures, .. }) | DiscoveryEvent::ScanFailed(ScanFailed { failures, .. }),
+            ) => failures.iter().map(|failure| failure.consecutive).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        let a = vec![resource("a", "aws", "a")];
+        let (estate, events) = scanned(Estate::default(), a.clone(), vec![], vec![down.clone()]);
+        assert_eq!(streak(&events), [1]);
+        let (estate, events) = scanned(estate, vec![], vec![], vec![down.clone()]);
+        assert_eq!(streak(&events), [2], "a scan that failed whole counts too");
+        let (estate, events) = scanned(estate, a.clone(), vec![], vec![]);
+        assert_eq!(streak(&events), Vec::<u32>::new());
+        assert!(estate.failing.is_empty(), "listed again: the streak ends");
+        let (_, events) = scanned(estate, a, vec![], vec![down]);
+        assert_eq!(streak(&events), [1]);
     }
 
     #[test]

@@ -159,6 +159,8 @@ pub enum FailureStage {
     Refresh,
     /// Listing what the connection reaches.
     Inventory,
+    /// Scanning it for discovery, scan after scan.
+    Discovery,
 }
 
 /// `connection.failed`: something a connection needs did not work; `reason` says what to do.

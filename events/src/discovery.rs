@@ -163,12 +163,22 @@ pub struct DependencyGone {
 }
 
 /// Why one provider could not be listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ProviderFailure {
     pub provider: String,
     pub connection: String,
     /// At most 1 000 characters.
     pub reason: String,
+    /// The connection that failed, when one did (not for a refusal of the whole scan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_id: Option<Uuid>,
+    /// The provider refused the credentials or their permissions: retrying will not help until
+    /// someone changes them.
+    #[serde(default)]
+    pub refused: bool,
+    /// How many scans in a row, this one included, the connection has failed.
+    #[serde(default)]
+    pub consecutive: u32,
 }
 
 /// `discovery.scan_completed`: the scan ended; the counts are of what it recorded.

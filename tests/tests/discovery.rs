@@ -600,6 +600,7 @@ async fn google_cloud_and_azure_estates_are_scanned_through_their_apis() {
     let mut env = TestEnv::new().await;
     env.config.vault = vault.config();
     env.config.discovery.first_scan_delay = Duration::from_secs(3600);
+    env.config.discovery.flag_after_failures = 2;
     let base = &providers.base_url;
     let connections = &mut env.config.connections;
     connections.google.client_id = Some(providers.google_client_id.clone());
@@ -725,5 +726,28 @@ async fn google_cloud_and_azure_estates_are_scanned_through_their_apis() {
     let after = services(&app, &ana, "?provider=gcp").await;
     assert_eq!(after.len(), all.iter().filter(|service| service["provider"] == "gcp").count());
     assert!(after.iter().all(|service| service["status"] == "present"), "{after:?}");
+
+    // A connection failing scan after scan is flagged on the connection, at the second failure
+    // in a row here: Google Cloud still down is flagged and still scanned; Azure refusing the
+    // service principal needs reconnecting, and is scanned no more until it is.
+    providers.inject("/gcp/compute", Fault::Status(503));
+    providers.inject("/azure-login", Fault::Status(401));
+    assert_eq!(scanned(&app, &ana).await["status"], "failed", "neither listed anything");
+    providers.clear_faults();
+    providers.inject("/azure-login", Fault::Status(401));
+    assert_eq!(scanned(&app, &ana).await["status"], "completed");
+    providers.clear_faults();
+    let flagged = eventually("both connections flagged", WAIT, || async {
+        let listed: Vec<Value> = ana.apply(http().get(app.url("/v1/connections"))).send().await.ok()?.json().await.ok()?;
+        listed.iter().all(|connection| connection["last_error_stage"] == "discovery").then_some(listed)
+    })
+    .await;
+    let of = |provider: &str| flagged.iter().find(|connection| connection["provider"] == provider).unwrap().clone();
+    let (google, azure) = (of("gcp"), of("azure"));
+    assert_eq!((google["status"].as_str(), google["needs_reconnect"].as_bool()), (Some("connected"), Some(false)), "{google}");
+    assert!(google["last_error"].as_str().unwrap().contains("the last 2 discovery scans"), "{google}");
+    assert_eq!((azure["status"].as_str(), azure["needs_reconnect"].as_bool()), (Some("failed"), Some(true)), "{azure}");
+    let next = scanned(&app, &ana).await;
+    assert_eq!((next["providers"].clone(), next["status"].as_str()), (json!(["gcp"]), Some("completed")), "{next}");
     app.stop().await;
 }

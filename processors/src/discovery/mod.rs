@@ -9,6 +9,9 @@
 //! every instance by the owner of the timers' lock): set `AURORA_DISCOVERY_INTERVAL_SECS` after
 //! each scan ends, and shortly after a cloud is connected for the first scan.
 //!
+//! A connection that fails `AURORA_DISCOVERY_FLAG_AFTER_FAILURES` (3) scans in a row is flagged
+//! on the connection; see [`DiscoveryProcessor::flag_failing`].
+//!
 //! A resource no longer listed is kept as missed, marked stale after
 //! `AURORA_DISCOVERY_STALE_AFTER_SECS` (7 days) and gone after `AURORA_DISCOVERY_GONE_AFTER_SECS`
 //! (30 days) unlisted.
@@ -21,12 +24,14 @@ mod inventory;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use aurora_adapters::clouds::ProviderError;
 use aurora_adapters::secrets::SecretPath;
 use aurora_adapters::timers::{self, DueTimer};
 use aurora_commands::{CommandMeta, HandleError};
 use aurora_domain::discovery::{DiscoveryCommand, Estate, Thresholds};
 use chrono::TimeDelta;
-use aurora_events::connection::{ConnectionEvent, Provider};
+use aurora_domain::connection::{Connection, ConnectionCommand, ConnectionError};
+use aurora_events::connection::{ConnectionEvent, ConnectionFailed, FailureStage, Provider};
 use aurora_events::discovery::{Dependency, DiscoveryEvent, ProviderFailure, Resource, ScanCompleted, ScanFailed};
 use aurora_events::{Actor, Envelope, EventPayload, OrgId, StreamId};
 use tokio_util::sync::CancellationToken;
@@ -95,7 +100,11 @@ impl Reactor for DiscoveryProcessor {
         }
         match DiscoveryEvent::decode(&envelope.event_type, envelope.schema_version, envelope.payload.clone()) {
             Ok(DiscoveryEvent::ScanRequested(requested)) => self.scan(envelope, requested.scan_id).await,
-            Ok(DiscoveryEvent::ScanCompleted(ScanCompleted { scan_id, .. }) | DiscoveryEvent::ScanFailed(ScanFailed { scan_id, .. })) => {
+            Ok(
+                DiscoveryEvent::ScanCompleted(ScanCompleted { scan_id, failures, .. })
+                | DiscoveryEvent::ScanFailed(ScanFailed { scan_id, failures }),
+            ) => {
+                self.flag_failing(envelope, scan_id, &failures).await?;
                 let due = envelope.occurred_at + self.context.config.discovery.interval;
                 self.schedule(envelope.org_id, Uuid::new_v5(&scan_id, b"next scan"), due).await
             }
@@ -150,6 +159,39 @@ impl DiscoveryProcessor {
         Ok(())
     }
 
+    /// A connection that has failed `AURORA_DISCOVERY_FLAG_AFTER_FAILURES` scans in a row is
+    /// flagged on the connection (`connection.failed`, stage `discovery`), once a streak. One
+    /// whose credentials the provider refused then needs reconnecting, and is not scanned (nor
+    /// offered to the agent) until it is; any other keeps being scanned, as the flag says.
+    async fn flag_failing(&self, envelope: &Envelope, scan_id: Uuid, failures: &[ProviderFailure]) -> anyhow::Result<()> {
+        let threshold = self.context.config.discovery.flag_after_failures;
+        for failure in failures.iter().filter(|failure| threshold > 0 && failure.consecutive == threshold) {
+            let Some(connection_id) = failure.connection_id else { continue };
+            let failed = ConnectionFailed {
+                stage: FailureStage::Discovery,
+                reason: format!("the last {threshold} discovery scans could not list it: {}", failure.reason),
+                needs_reconnect: failure.refused,
+            };
+            let mut meta = CommandMeta::idempotent(envelope.org_id, Actor::processor("discovery"), Uuid::new_v5(&scan_id, connection_id.as_bytes()));
+            meta.causation_id = Some(envelope.id);
+            meta.correlation_id = envelope.correlation_id;
+            let stream = ConnectionEvent::stream_of(connection_id);
+            match self.context.commands.handle::<Connection>(&stream, ConnectionCommand::Fail(failed), &meta, None).await {
+                // Removed since: there is nothing left to flag.
+                Err(HandleError::Domain(aurora_domain::DomainError::Connection(
+                    ConnectionError::Removed | ConnectionError::NotFound,
+                ))) => {}
+                outcome => {
+                    outcome?;
+                }
+            }
+        }
+        if !failures.is_empty() {
+            aurora_commands::relay::wake(&self.context.pool).await;
+        }
+        Ok(())
+    }
+
     async fn record(&self, envelope: &Envelope, scan_id: Uuid, step: &str, command: DiscoveryCommand) -> Result<(), HandleError> {
         let mut meta = CommandMeta::idempotent(envelope.org_id, Actor::processor("discovery"), Uuid::new_v5(&scan_id, step.as_bytes()));
         meta.causation_id = Some(envelope.id);
@@ -172,16 +214,19 @@ impl DiscoveryProcessor {
         let mut found = Found::default();
         let mut failures = Vec::new();
         for connection in clouds {
-            let failure = |reason: String| ProviderFailure {
+            let failure = |reason: String, refused: bool| ProviderFailure {
                 provider: connection.provider.as_str().to_owned(),
                 connection: connection.name.clone(),
                 reason,
+                connection_id: Some(connection.connection_id),
+                refused,
+                consecutive: 0,
             };
             // Read at the moment of use, dropped when the listing ends.
             let secret = match self.context.secrets.get(&SecretPath::connection(envelope.org_id.0, connection.connection_id)).await {
                 Ok(secret) => secret,
                 Err(error) => {
-                    failures.push(failure(format!("its credentials could not be read: {error}")));
+                    failures.push(failure(format!("its credentials could not be read: {error}"), false));
                     continue;
                 }
             };
@@ -197,7 +242,7 @@ impl DiscoveryProcessor {
                     found.resources.extend(listed.resources);
                     found.dependencies.extend(listed.dependencies);
                 }
-                Err(error) => failures.push(failure(error.to_string())),
+                Err(error) => failures.push(failure(error.to_string(), matches!(error, ProviderError::Unauthorized { .. }))),
             }
         }
         let discovery = &self.context.config.discovery;
@@ -211,7 +256,7 @@ impl DiscoveryProcessor {
             // Refused (an estate over the limit): the scan fails and says why, rather than be
             // retried for ever.
             Err(HandleError::Domain(refusal)) => {
-                let failures = vec![ProviderFailure { provider: "all".into(), connection: String::new(), reason: refusal.to_string() }];
+                let failures = vec![ProviderFailure { provider: "all".into(), reason: refusal.to_string(), ..Default::default() }];
                 let failed = DiscoveryCommand::Complete {
                     scan_id,
                     resources: Vec::new(),
