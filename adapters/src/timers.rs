@@ -52,6 +52,15 @@ pub async fn set(
     Ok(())
 }
 
+/// When the earliest timer of `kind` on `stream` that has not fired is due, if one waits.
+pub async fn pending(pool: &PgPool, kind: &str, stream: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT min(due_at) FROM timers WHERE kind = $1 AND stream = $2 AND fired_at IS NULL")
+        .bind(kind)
+        .bind(stream)
+        .fetch_one(pool)
+        .await
+}
+
 /// Cancels the timers of `kind` on `stream` that have not fired.
 pub async fn cancel(pool: &PgPool, kind: &str, stream: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM timers WHERE kind = $1 AND stream = $2 AND fired_at IS NULL").bind(kind).bind(stream).execute(pool).await?;

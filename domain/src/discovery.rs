@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aurora_events::discovery::{
     Dependency, DependencyDiscovered, DependencyGone, DependencyKind, DiscoveryEvent, ProviderFailure, Resource, ResourceGone,
-    ResourceMissed, ResourceSeen, ScanCompleted, ScanFailed, ScanRequested, ScanStarted,
+    ResourceMissed, ResourceSeen, ScanCompleted, ScanFailed, ScanRequested, ScanStarted, ScheduleChanged,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
@@ -22,6 +22,9 @@ pub const MAX_REASON_CHARS: usize = 1_000;
 pub const MAX_NAME_CHARS: usize = 500;
 /// Most resources one organisation's estate may hold.
 pub const MAX_RESOURCES: usize = 50_000;
+/// The shortest and the longest time between scans an organisation may ask for, in minutes.
+pub const MIN_INTERVAL_MINUTES: u32 = 15;
+pub const MAX_INTERVAL_MINUTES: u32 = 7 * 24 * 60;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DiscoveryCommand {
@@ -41,6 +44,10 @@ pub enum DiscoveryCommand {
         failures: Vec<ProviderFailure>,
         now: DateTime<Utc>,
         thresholds: Thresholds,
+    },
+    /// Scan every `interval_minutes`, or as the deployment does by default.
+    Schedule {
+        interval_minutes: Option<u32>,
     },
 }
 
@@ -72,6 +79,8 @@ pub enum DiscoveryError {
     ScanRunning(Uuid),
     #[error("the scan found {0} resources, more than an organisation may keep ({MAX_RESOURCES})")]
     TooManyResources(usize),
+    #[error("scans run every {MIN_INTERVAL_MINUTES} to {MAX_INTERVAL_MINUTES} minutes, not every {0}")]
+    Interval(u32),
 }
 
 impl DiscoveryError {
@@ -80,6 +89,7 @@ impl DiscoveryError {
             DiscoveryError::ScanNotFound => ErrorKind::NotFound("scan".into()),
             DiscoveryError::ScanRunning(_) => ErrorKind::InvalidState,
             DiscoveryError::TooManyResources(_) => ErrorKind::QuotaExceeded,
+            DiscoveryError::Interval(_) => ErrorKind::InvalidInput { field: "interval_minutes", reason: self.to_string() },
         }
     }
 }
@@ -104,6 +114,10 @@ pub struct Estate {
     pub listed_at: BTreeMap<String, DateTime<Utc>>,
     /// The connections whose latest scans failed, and how many in a row.
     pub failing: BTreeMap<Uuid, u32>,
+    /// Minutes between scans, when an admin chose them.
+    pub interval_minutes: Option<u32>,
+    /// Whether an admin ever set the schedule.
+    pub scheduled: bool,
 }
 
 impl Estate {
@@ -133,6 +147,15 @@ impl Aggregate for Estate {
 
     fn decide(&self, command: DiscoveryCommand) -> Result<Vec<DiscoveryEvent>, DomainError> {
         match command {
+            DiscoveryCommand::Schedule { interval_minutes } => {
+                if let Some(minutes) = interval_minutes.filter(|minutes| !(MIN_INTERVAL_MINUTES..=MAX_INTERVAL_MINUTES).contains(minutes)) {
+                    return Err(DiscoveryError::Interval(minutes).into());
+                }
+                if interval_minutes == self.interval_minutes {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![DiscoveryEvent::ScheduleChanged(ScheduleChanged { interval_minutes })])
+            }
             DiscoveryCommand::Request { scan_id } => {
                 if self.scans.contains_key(&scan_id) {
                     return Ok(Vec::new());
@@ -301,12 +324,16 @@ impl Aggregate for Estate {
                 self.scans.insert(*scan_id, ScanStatus::Ended);
                 self.failing = streaks(failures);
             }
+            DiscoveryEvent::ScheduleChanged(changed) => {
+                self.interval_minutes = changed.interval_minutes;
+                self.scheduled = true;
+            }
         }
         self
     }
 
     fn exists(&self) -> bool {
-        !self.scans.is_empty()
+        !self.scans.is_empty() || self.scheduled
     }
 }
 
@@ -470,6 +497,18 @@ mod tests {
         assert!(estate.failing.is_empty(), "listed again: the streak ends");
         let (_, events) = scanned(estate, a, vec![], vec![down]);
         assert_eq!(streak(&events), [1]);
+    }
+
+    #[test]
+    fn a_schedule_is_kept_within_bounds_and_set_once() {
+        let schedule = |estate: &Estate, minutes: Option<u32>| estate.decide(DiscoveryCommand::Schedule { interval_minutes: minutes });
+        assert!(matches!(schedule(&Estate::default(), Some(5)), Err(DomainError::Discovery(DiscoveryError::Interval(5)))));
+        assert!(schedule(&Estate::default(), Some(MAX_INTERVAL_MINUTES + 1)).is_err());
+        let events = schedule(&Estate::default(), Some(30)).unwrap();
+        let estate = Estate::default().evolve(&events[0]);
+        assert_eq!((estate.interval_minutes, estate.exists()), (Some(30), true));
+        assert!(schedule(&estate, Some(30)).unwrap().is_empty(), "the same schedule again changes nothing");
+        assert_eq!(schedule(&estate, None).unwrap().len(), 1, "back to the default");
     }
 
     #[test]

@@ -113,6 +113,14 @@ pub struct ScanRequested {
     pub scan_id: Uuid,
 }
 
+/// `discovery.schedule_changed`: an admin set how often the organisation's clouds are scanned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ScheduleChanged {
+    /// Minutes from one scan's end to the next (15 to 10 080); none: the deployment's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_minutes: Option<u32>,
+}
+
 /// `discovery.scan_started`: a processor began listing the organisation's clouds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ScanStarted {
@@ -215,6 +223,9 @@ pub struct ScanFailed {
     pub failures: Vec<ProviderFailure>,
 }
 
+/// The kind of the durable timers that start an organisation's scans (one waits at a time).
+pub const SCAN_TIMER: &str = "discovery_scan";
+
 event_family! {
     /// Everything that happens to one organisation's discovered estate.
     pub enum DiscoveryEvent in "discovery", named by DiscoveryEventType {
@@ -230,6 +241,7 @@ event_family! {
         DependencyGone(DependencyGone) = ("dependency.gone", 1),
         ScanCompleted(ScanCompleted) = ("discovery.scan_completed", 1),
         ScanFailed(ScanFailed) = ("discovery.scan_failed", 1),
+        ScheduleChanged(ScheduleChanged) = ("discovery.schedule_changed", 1),
     }
 }
 

@@ -26,7 +26,7 @@ use aurora_testkit::scripted_llm::{ScriptedLlm, Step};
 use aurora_tests::aws::{set_up_account, xml_field};
 use aurora_tests::chat::ChatSocket;
 use aurora_tests::servers::{PrivateMoto, ScratchVault};
-use aurora_tests::{eventually, http, App, Caller, Roles, TestEnv};
+use aurora_tests::{eventually, http, problem, App, Caller, Roles, TestEnv};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -580,6 +580,38 @@ async fn a_connected_cloud_is_scanned_again_and_again_on_one_durable_timer() {
         assert!(pending <= 1, "{pending} scan timers wait at once");
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
+
+    // The organisation's own interval: an admin sets it, the waiting scan moves to it.
+    let default: Value = read(&app, &ana, "/v1/discovery/schedule").await;
+    assert_eq!(
+        (default["interval_minutes"].as_u64(), default["default"].as_bool()),
+        (Some(1), Some(true)),
+        "2 s, in whole minutes: {default}"
+    );
+    let vic = Caller::join(&app.base_url, &ana, "vic", "editor").await;
+    let eve = Caller::register(&app.base_url, "eve").await;
+    let put = |caller: &Caller, body: Value| caller.apply(http().put(app.url("/v1/discovery/schedule"))).json(&body).send();
+    assert_eq!(put(&vic, json!({ "interval_minutes": 30 })).await.unwrap().status(), StatusCode::FORBIDDEN, "an editor");
+    let short = problem(put(&ana, json!({ "interval_minutes": 5 })).await.unwrap(), StatusCode::BAD_REQUEST).await;
+    assert!(short["detail"].as_str().unwrap().contains("15 to 10080 minutes"), "{short}");
+    assert_eq!(put(&ana, json!({ "interval_minutes": 30, "jitter": 1 })).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(put(&ana, json!({ "interval_minutes": "often" })).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    let set = put(&ana, json!({ "interval_minutes": 30 })).await.unwrap();
+    assert_eq!(set.status(), StatusCode::ACCEPTED);
+    let moved = eventually("the waiting scan moved half an hour on", WAIT, || async {
+        let schedule = read(&app, &vic, "/v1/discovery/schedule").await;
+        let next: chrono::DateTime<chrono::Utc> = schedule["next_scan_at"].as_str()?.parse().ok()?;
+        (schedule["interval_minutes"] == 30 && next > chrono::Utc::now() + chrono::TimeDelta::minutes(25)).then_some(schedule)
+    })
+    .await;
+    assert_eq!(moved["default"], false, "{moved}");
+    let others = read(&app, &eve, "/v1/discovery/schedule").await;
+    assert_eq!((others["default"].as_bool(), others["next_scan_at"].is_null()), (Some(true), true), "another organisation's: {others}");
+    // No timed scan follows in the seconds the old interval would have taken.
+    let timed_scans = |scans: Value| scans.as_array().unwrap().iter().filter(|scan| scan["requested_by"] == "processor:discovery").count();
+    let before = timed_scans(read(&app, &ana, "/v1/discovery/scans").await);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(timed_scans(read(&app, &ana, "/v1/discovery/scans").await), before);
     app.stop().await;
 }
 

@@ -6,7 +6,7 @@
 use aurora_adapters::graph::{self, AsOf, BlastRadius, Dependencies, DependencyPath, Direction, GraphSummary, ServiceDetail, ServiceFilter, ServiceView};
 use aurora_domain::discovery::{DiscoveryCommand, Estate};
 use aurora_events::discovery::DiscoveryEvent;
-use aurora_events::identity::Role::{Editor, Viewer};
+use aurora_events::identity::Role::{Admin, Editor, Viewer};
 use aurora_events::EventPayload;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::auth::Access::Member;
 use crate::auth::Caller;
 use crate::commands::command_meta;
-use crate::extract::{Path, Query};
+use crate::extract::{Json, Path, Query};
 use crate::problem::{ApiError, Problem};
 use crate::routes::Routes;
 use crate::AppState;
@@ -35,6 +35,8 @@ pub fn register(routes: &mut Routes) {
     routes.add(Member(Viewer), routes!(dependencies));
     routes.add(Member(Viewer), routes!(dependency_path));
     routes.add(Member(Viewer), routes!(summary));
+    routes.add(Member(Viewer), routes!(get_schedule));
+    routes.add(Member(Admin), routes!(set_schedule));
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -294,4 +296,71 @@ pub async fn dependency_path(
 pub async fn summary(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<GraphSummary>, ApiError> {
     let found = graph::summary(&mut *caller.read_models(&state.pool).await?, caller.org_id().0).await?;
     Ok(axum::Json(found.unwrap_or_default()))
+}
+
+/// How often the organisation's clouds are scanned.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Schedule {
+    /// Minutes from one scan's end to the next.
+    pub interval_minutes: u32,
+    /// Whether that is the deployment's default (no admin chose one).
+    pub default: bool,
+    /// When the next timed scan is due; none while a scan runs, or with no cloud connected.
+    pub next_scan_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetSchedule {
+    /// Minutes between scans, 15 to 10 080 (a week); `null` for the deployment's default.
+    pub interval_minutes: Option<u32>,
+}
+
+fn default_minutes(state: &AppState) -> u32 {
+    u32::try_from(state.config.discovery.interval.as_secs().div_ceil(60)).unwrap_or(u32::MAX)
+}
+
+/// How often the organisation's clouds are scanned, and when the next scan is due.
+#[utoipa::path(
+    get, path = "/v1/discovery/schedule", tag = "discovery",
+    responses((status = 200, body = Schedule), (status = 401, body = Problem))
+)]
+pub async fn get_schedule(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<Schedule>, ApiError> {
+    let org = caller.org_id().0;
+    let chosen: Option<Option<i32>> = sqlx::query_scalar("SELECT interval_minutes FROM discovery_schedules WHERE org_id = $1")
+        .bind(org)
+        .fetch_optional(&mut *caller.read_models(&state.pool).await?)
+        .await?;
+    let chosen = chosen.flatten().and_then(|minutes| u32::try_from(minutes).ok());
+    let stream = DiscoveryEvent::stream_of(org).to_string();
+    let next_scan_at = aurora_adapters::timers::pending(&state.pool, aurora_events::discovery::SCAN_TIMER, &stream).await?;
+    Ok(axum::Json(Schedule { interval_minutes: chosen.unwrap_or_else(|| default_minutes(&state)), default: chosen.is_none(), next_scan_at }))
+}
+
+/// Sets how often the organisation's clouds are scanned. The scan that waits moves to the new
+/// interval from now; `next_scan_at` shows it once the processor has moved it.
+#[utoipa::path(
+    put, path = "/v1/discovery/schedule", tag = "discovery", request_body = SetSchedule,
+    responses(
+        (status = 202, body = Schedule), (status = 400, body = Problem, description = "Malformed, or an interval outside 15 to 10 080 minutes"),
+        (status = 403, body = Problem)
+    )
+)]
+pub async fn set_schedule(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Json(request): Json<SetSchedule>,
+) -> Result<(StatusCode, axum::Json<Schedule>), ApiError> {
+    let org = caller.org_id().0;
+    let meta = command_meta(&state, &caller, &headers, "discovery.schedule", &request.interval_minutes).await?;
+    let command = DiscoveryCommand::Schedule { interval_minutes: request.interval_minutes };
+    state.commands.handle::<Estate>(&DiscoveryEvent::stream_of(org), command, &meta, None).await?;
+    aurora_adapters::wakeup::announce_appended(&state.pool).await;
+    let schedule = Schedule {
+        interval_minutes: request.interval_minutes.unwrap_or_else(|| default_minutes(&state)),
+        default: request.interval_minutes.is_none(),
+        next_scan_at: None,
+    };
+    Ok((StatusCode::ACCEPTED, axum::Json(schedule)))
 }

@@ -42,7 +42,7 @@ use crate::reactor::{self, Reactor};
 use crate::{Context, Processors};
 
 /// The kind of the durable timers that start scans.
-pub const DISCOVERY_SCAN: &str = "discovery_scan";
+pub const DISCOVERY_SCAN: &str = aurora_events::discovery::SCAN_TIMER;
 
 /// Registers the discovery processor.
 pub fn register(processors: &mut Processors) {
@@ -105,8 +105,18 @@ impl Reactor for DiscoveryProcessor {
                 | DiscoveryEvent::ScanFailed(ScanFailed { scan_id, failures }),
             ) => {
                 self.flag_failing(envelope, scan_id, &failures).await?;
-                let due = envelope.occurred_at + self.context.config.discovery.interval;
+                let due = envelope.occurred_at + self.interval(envelope).await?;
                 self.schedule(envelope.org_id, Uuid::new_v5(&scan_id, b"next scan"), due).await
+            }
+            // A new schedule moves the waiting scan, counted from now; with no scan waiting
+            // (no cloud connected), the next connection starts the chain.
+            Ok(DiscoveryEvent::ScheduleChanged(_)) => {
+                let stream = envelope.stream.to_string();
+                if timers::pending(&self.context.pool, DISCOVERY_SCAN, &stream).await?.is_none() {
+                    return Ok(());
+                }
+                let due = envelope.occurred_at + self.interval(envelope).await?;
+                self.schedule(envelope.org_id, Uuid::new_v5(&envelope.id, b"rescheduled"), due).await
             }
             _ => Ok(()),
         }
@@ -121,15 +131,24 @@ pub struct Found {
 }
 
 impl DiscoveryProcessor {
+    /// The time between the organisation's scans: its admins' choice, or the deployment's.
+    async fn interval(&self, envelope: &Envelope) -> anyhow::Result<TimeDelta> {
+        let (estate, _) = self.context.commands.load::<Estate>(&envelope.stream, envelope.org_id).await?;
+        Ok(match estate.interval_minutes {
+            Some(minutes) => TimeDelta::minutes(minutes.into()),
+            None => TimeDelta::from_std(self.context.config.discovery.interval)?,
+        })
+    }
+
     /// The organisation's next scan at `due`, in place of any pending one: one chain of scans
     /// per organisation, however many scans were asked for by hand.
     async fn schedule(&self, org_id: OrgId, timer_id: Uuid, due: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
         let stream = DiscoveryEvent::stream_of(org_id.0).to_string();
-        let pending: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM timers WHERE timer_id = $1)")
+        let set: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM timers WHERE timer_id = $1)")
             .bind(timer_id)
             .fetch_one(&self.context.pool)
             .await?;
-        if pending {
+        if set {
             // Delivered again: this event's timer is set (or fired) already.
             return Ok(());
         }

@@ -38,7 +38,7 @@ impl Projection for Graph {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["graph_nodes", "graph_edges", "discovery_scans", "graph_summaries", "graph_node_versions", "graph_edge_versions"]
+        &["graph_nodes", "graph_edges", "discovery_scans", "graph_summaries", "graph_node_versions", "graph_edge_versions", "discovery_schedules"]
     }
 
     async fn apply(&self, connection: &mut PgConnection, tables: &TableNames, events: &[Envelope]) -> Result<(), sqlx::Error> {
@@ -88,6 +88,22 @@ impl Projection for Graph {
                         .execute(&mut *connection)
                         .await?;
                     summarise(&mut *connection, (nodes, edges, summaries), org, version, at).await?;
+                }
+                DiscoveryEvent::ScheduleChanged(changed) => {
+                    let schedules = tables.get("discovery_schedules");
+                    sqlx::query(&format!(
+                        "INSERT INTO {schedules} (org_id, interval_minutes, changed_by, changed_at, stream_version) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (org_id) DO UPDATE SET interval_minutes = EXCLUDED.interval_minutes, changed_by = EXCLUDED.changed_by, \
+                         changed_at = EXCLUDED.changed_at, stream_version = EXCLUDED.stream_version \
+                         WHERE {schedules}.stream_version < EXCLUDED.stream_version"
+                    ))
+                    .bind(org)
+                    .bind(changed.interval_minutes.map(|minutes| minutes as i32))
+                    .bind(envelope.actor.to_string())
+                    .bind(at)
+                    .bind(version)
+                    .execute(&mut *connection)
+                    .await?;
                 }
                 DiscoveryEvent::ScanFailed(failed) => {
                     sqlx::query(&scan_update("status = 'failed', failures = $3, finished_at = $4"))
