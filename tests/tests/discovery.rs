@@ -11,7 +11,9 @@
 //! formats (`aurora_testkit::providers`), are scanned through the same connections a team makes
 //! (OAuth, a service principal): firewall tags, instance metadata and App Service settings give
 //! their dependencies, no setting's value is kept, and Google Cloud failing leaves Azure's scan
-//! and its own graph whole.
+//! and its own graph whole. The scan timer fires once with two instances running, and the other
+//! instance takes it over when the leader stops; a processor killed inside a scan scans again
+//! when it comes back, and records each resource once.
 //!
 //! moto checks no signatures here: moto 5.2.5 checks a REST service's GET (EKS ListClusters)
 //! against the request with its query, or with its headers when it has none, taken for a form
@@ -781,5 +783,118 @@ async fn google_cloud_and_azure_estates_are_scanned_through_their_apis() {
     assert_eq!((azure["status"].as_str(), azure["needs_reconnect"].as_bool()), (Some("failed"), Some(true)), "{azure}");
     let next = scanned(&app, &ana).await;
     assert_eq!((next["providers"].clone(), next["status"].as_str()), (json!(["gcp"]), Some("completed")), "{next}");
+    app.stop().await;
+}
+
+/// How many of the organisation's discovery events are of `event_type` (by the processor, for
+/// requested scans: the timer's).
+async fn discovery_events(env: &TestEnv, org: uuid::Uuid, event_type: &str) -> i64 {
+    let actor = if event_type == "discovery.scan_requested" { "AND actor = 'processor:discovery'" } else { "" };
+    env.count(&format!("SELECT count(*) FROM events WHERE org_id = '{org}' AND event_type = '{event_type}' {actor}")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scan_timer_fires_once_across_two_instances_and_moves_to_the_other_when_its_leader_stops() {
+    let moto = PrivateMoto::start(None);
+    let vault = ScratchVault::start();
+    let mut env = TestEnv::new().await;
+    env.config.vault = vault.config();
+    env.config.connections.aws_endpoint = Some(moto.endpoint());
+    env.config.discovery.first_scan_delay = Duration::from_secs(1);
+    env.config.discovery.interval = Duration::from_secs(2);
+    let account = set_up_account(&env.config.connections).await;
+    let first = App::spawn(&env, Roles::ALL).await;
+    let ana = Caller::register(&first.base_url, "ana").await;
+    let keys = json!({ "provider": "aws", "credentials": {
+        "access_key_id": account.user.access_key_id, "secret_access_key": account.user.secret_access_key,
+    }});
+    assert_eq!(ana.apply(http().post(first.url("/v1/connections"))).json(&keys).send().await.unwrap().status(), StatusCode::CREATED);
+    let completed_at_least = |count: i64| {
+        let env = &env;
+        async move {
+            eventually(&format!("{count} timed scans completed"), WAIT, || async {
+                (discovery_events(env, ana.org, "discovery.scan_completed").await >= count).then_some(())
+            })
+            .await
+        }
+    };
+    // The first instance alone leads the timers; then a second one starts beside it.
+    completed_at_least(1).await;
+    let second = App::spawn(&env, Roles::ALL).await;
+    let holders = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                   AND objid::bigint = (hashtext('aurora-timers:discovery_scan')::bigint & 4294967295)";
+    completed_at_least(3).await;
+    assert_eq!(env.count(holders).await, 1, "one instance leads the scan timers");
+    // Every timer that fired asked for one scan, and no more.
+    let fired = "SELECT count(*) FROM timers WHERE kind = 'discovery_scan' AND fired_at IS NOT NULL";
+    eventually("each fired timer's scan", WAIT, || async {
+        (env.count(fired).await == discovery_events(&env, ana.org, "discovery.scan_requested").await).then_some(())
+    })
+    .await;
+    // The leader stops: the other instance takes the lock and the chain goes on.
+    first.stop().await;
+    let before = discovery_events(&env, ana.org, "discovery.scan_completed").await;
+    completed_at_least(before + 2).await;
+    assert_eq!(env.count(holders).await, 1, "the second instance leads now");
+    assert_eq!(env.count(fired).await, discovery_events(&env, ana.org, "discovery.scan_requested").await);
+    let running = env.count(&format!("SELECT count(*) FROM discovery_scans WHERE org_id = '{}' AND status = 'running'", ana.org)).await;
+    assert!(running <= 1, "{running} scans at once");
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processor_killed_mid_scan_scans_again_when_it_comes_back_and_keeps_each_resource_once() {
+    let providers = Providers::start().await;
+    let vault = ScratchVault::start();
+    let mut env = TestEnv::new().await;
+    env.config.vault = vault.config();
+    env.config.connections.azure_login_url = format!("{}/azure-login", providers.base_url);
+    env.config.connections.azure_management_url = format!("{}/azure", providers.base_url);
+    let app = App::spawn(&env, Roles { gateway: true, processors: false, projections: true }).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let azure = json!({ "provider": "azure", "credentials": {
+        "tenant_id": providers.azure_tenant, "client_id": providers.azure_client_id, "client_secret": providers.azure_client_secret,
+    }});
+    assert_eq!(ana.apply(http().post(app.url("/v1/connections"))).json(&azure).send().await.unwrap().status(), StatusCode::CREATED);
+    let mut processor_env = providers.aurora_env();
+    processor_env.extend(vault.aurora_env());
+    processor_env
+        .extend([("AURORA_PROVIDER_TIMEOUT_SECS".into(), "120".into()), ("AURORA_DISCOVERY_FIRST_SCAN_DELAY_SECS".into(), "3600".into())]);
+    let processor_env: Vec<(&str, &str)> = processor_env.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect();
+    // The App Service listing, the scan's last, never answers: the processor dies inside it.
+    let sites = format!("/azure/subscriptions/{}/providers/Microsoft.Web/sites", providers.azure_subscription);
+    providers.inject(&sites, Fault::Hang);
+    let (mut processors, log) = aurora_tests::spawn_aurora_logged(&env, &["processors"], &processor_env);
+    let response = ana.apply(http().post(app.url("/v1/discovery/scans"))).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let scan_id = response.json::<Value>().await.unwrap()["scan_id"].as_str().unwrap().to_owned();
+    eventually("the scan inside its last listing", WAIT, || async {
+        providers.requests().iter().any(|(_, path)| *path == sites).then_some(())
+    })
+    .await;
+    processors.start_kill().unwrap();
+    processors.wait().await.unwrap();
+    eprintln!("killed mid-scan; first log {}", log.display());
+    providers.clear_faults();
+    let (restarted, _) = aurora_tests::spawn_aurora_logged(&env, &["processors"], &processor_env);
+    let scan = eventually("the scan completed after the restart", WAIT, || async {
+        let scan: Value = ana.apply(http().get(app.url(&format!("/v1/discovery/scans/{scan_id}")))).send().await.ok()?.json().await.ok()?;
+        (scan["status"] == "completed").then_some(scan)
+    })
+    .await;
+    assert_eq!(scan["counts"]["resources"], 5, "a VM, a cluster, a database and two apps: {scan}");
+    assert_eq!(discovery_events(&env, ana.org, "discovery.scan_started").await, 1, "the scan resumed, not started twice");
+    assert_eq!(discovery_events(&env, ana.org, "resource.discovered").await, 5, "each resource discovered once");
+    let all = eventually("the graph", WAIT, || async {
+        let all = services(&app, &ana, "").await;
+        (all.len() == 5).then_some(all)
+    })
+    .await;
+    let mut ids: Vec<&str> = all.iter().map(|service| service["resource_id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 5, "no resource twice: {all:?}");
+    drop(restarted);
     app.stop().await;
 }
