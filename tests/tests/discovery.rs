@@ -449,7 +449,10 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
         llm.requests().into_iter().map(|request| request.to_string()).find(|request| request.contains("Incident: CheckoutErrors"))
     })
     .await;
-    assert!(brief.contains("checkout-api is a vm (AWS::EC2::Instance in us-east-1, present)"), "{brief}");
+    assert!(
+        brief.contains("checkout-api is a vm (AWS::EC2::Instance in us-east-1, present), as it was when the incident opened ("),
+        "{brief}"
+    );
     assert!(brief.contains("- orders-db (database): reaches, security group"), "{brief}");
     assert!(brief.contains("- checkout (load_balancer): targets, target group checkout registers"), "{brief}");
 
@@ -542,6 +545,24 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     let bad =
         vic.apply(http().get(app.url(&format!("/v1/discovery/services/{orders_id}/blast-radius?at=yesterday")))).send().await.unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    // The agent reads the past graph too; a time that is not one is refused, in words.
+    llm.script(
+        "what did orders-db's failure break back then?",
+        vec![
+            Step::tool("past", "blast_radius", json!({ "service": "orders-db", "at": then })),
+            Step::tool("vague", "blast_radius", json!({ "service": "orders-db", "at": "yesterday" })),
+            Step::text("checkout-api, then."),
+        ],
+    );
+    let mut socket = ChatSocket::open(&app.base_url, &ana).await;
+    socket.request(json!({ "type": "query", "text": "what did orders-db's failure break back then?", "mode": "ask" })).await;
+    let answered = socket.event("tool_call.completed").await;
+    let affected = answered["payload"]["result"]["affected"].as_array().unwrap_or_else(|| panic!("{answered}"));
+    assert!(affected.iter().any(|service| service["name"] == "checkout-api"), "the graph at {then}: {answered}");
+    let refused = socket.event("tool_call.failed").await;
+    assert!(refused.to_string().contains("RFC 3339"), "{refused}");
+    socket.event("chat.assistant_message_completed").await;
+    socket.close().await;
     app.stop().await;
 }
 

@@ -25,7 +25,7 @@ use aurora_domain::DomainError;
 use aurora_events::chat::{ChatEventType, ChatMode, ChatSessionEvent, TurnFailure, TurnLimits};
 use aurora_events::incident::{IncidentEvent, InvestigationFailure, InvestigationLimits, PostmortemOrigin, Resolution};
 use aurora_events::{Actor, Envelope, EventPayload, OrgId};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::record;
@@ -154,7 +154,7 @@ impl Investigator {
         let limits = self.limits();
         let submit = ChatSessionCommand::Submit {
             turn_id: turn_of(run.investigation_id, 1),
-            text: brief(&incident, self.neighbourhood(org_id, incident.service.as_deref()).await?.as_deref()),
+            text: brief(&incident, self.neighbourhood(org_id, incident.service.as_deref(), incident.opened_at).await?.as_deref()),
             mode: ChatMode::Ask,
             submitted_by: actor(),
             limits: Some(self.turn_limits()),
@@ -174,14 +174,22 @@ impl Investigator {
     }
 
     /// What the discovered graph knows of the alerting service, named exactly: what it is, what
-    /// it depends on and what depends on it, with the evidence (none without a graph or a match).
-    async fn neighbourhood(&self, org_id: OrgId, service: Option<&str>) -> anyhow::Result<Option<String>> {
+    /// it depends on and what depends on it, with the evidence (none without a graph or a match),
+    /// as the graph was when the incident opened — or as discovered since, when the service was
+    /// found only after that.
+    async fn neighbourhood(&self, org_id: OrgId, service: Option<&str>, opened_at: Option<DateTime<Utc>>) -> anyhow::Result<Option<String>> {
         let Some(service) = service else { return Ok(None) };
         let mut connection = self.context.pool.acquire().await?;
         let Some(node) = graph::named(&mut connection, org_id.0, service).await? else { return Ok(None) };
-        let (depends_on, depended_on_by) = graph::neighbours(&mut connection, org_id.0, node.node_id, AsOf::Now).await?;
+        let (as_of, when) = match opened_at {
+            Some(at) if node.first_seen <= at => {
+                (AsOf::At(at), format!("as it was when the incident opened ({}; pass `at` to the graph tools for that time)", at.to_rfc3339()))
+            }
+            _ => (AsOf::Now, "as discovered since the incident opened".to_owned()),
+        };
+        let (depends_on, depended_on_by) = graph::neighbours(&mut connection, org_id.0, node.node_id, as_of).await?;
         let mut text = format!(
-            "\nIn the discovered service graph (ask `get_service`, `service_dependencies` and `blast_radius` for more), {} is a {} ({}{}, {}).\n",
+            "\nIn the discovered service graph (ask `get_service`, `service_dependencies` and `blast_radius` for more), {} is a {} ({}{}, {}), {when}.\n",
             node.name,
             node.kind,
             node.provider_type,

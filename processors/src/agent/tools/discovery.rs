@@ -12,6 +12,18 @@ use uuid::Uuid;
 
 use super::{argument, listing, Registry, Tool, ToolContext, ToolError};
 
+/// The graph as it is, or as it was at `at` (RFC 3339), which must not be in the future.
+fn as_of(at: Option<&str>) -> Result<AsOf, ToolError> {
+    let Some(at) = at else { return Ok(AsOf::Now) };
+    let at = chrono::DateTime::parse_from_rfc3339(argument("at", at, 40)?)
+        .map_err(|_| ToolError::Refused(format!("`at` must be an RFC 3339 time such as 2026-12-01T09:00:00Z, not `{at}`")))?
+        .with_timezone(&chrono::Utc);
+    if at > chrono::Utc::now() {
+        return Err(ToolError::Refused("`at` is in the future; the graph is known only up to now".into()));
+    }
+    Ok(AsOf::At(at))
+}
+
 /// Registers the discovery tools.
 pub fn register(tools: &mut Registry) {
     tools.add(ListServices);
@@ -101,6 +113,9 @@ impl Tool for ListServices {
 pub struct ServiceArgs {
     /// The service's name or node_id.
     pub service: String,
+    /// Read the graph as it was at this RFC 3339 time (say, when the alert fired); now if absent.
+    #[serde(default)]
+    pub at: Option<String>,
 }
 
 /// One service with what it depends on and what depends on it.
@@ -114,8 +129,8 @@ impl Tool for GetService {
     const NEEDS_GRAPH: bool = true;
 
     async fn run(&self, context: &ToolContext, args: ServiceArgs) -> Result<Value, ToolError> {
-        let service = resolve(context, &args.service).await?;
-        let (depends_on, depended_on_by) = graph::neighbours(&mut *context.read_models().await?, context.org_id.0, service.node_id, AsOf::Now).await?;
+        let (service, as_of) = (resolve(context, &args.service).await?, as_of(args.at.as_deref())?);
+        let (depends_on, depended_on_by) = graph::neighbours(&mut *context.read_models().await?, context.org_id.0, service.node_id, as_of).await?;
         Ok(json!({ "service": service, "depends_on": depends_on, "depended_on_by": depended_on_by }))
     }
 }
@@ -128,6 +143,9 @@ pub struct BlastArgs {
     /// How far to follow dependencies, 1 to 10 (default 5 for the blast radius, 3 for dependencies).
     #[serde(default)]
     pub depth: Option<i32>,
+    /// Read the graph as it was at this RFC 3339 time (say, when the alert fired); now if absent.
+    #[serde(default)]
+    pub at: Option<String>,
 }
 
 /// What a service depends on and what depends on it, to a depth.
@@ -141,11 +159,11 @@ impl Tool for ServiceDependencies {
     const NEEDS_GRAPH: bool = true;
 
     async fn run(&self, context: &ToolContext, args: BlastArgs) -> Result<Value, ToolError> {
-        let service = resolve(context, &args.service).await?;
+        let (service, as_of) = (resolve(context, &args.service).await?, as_of(args.at.as_deref())?);
         let depth = args.depth.unwrap_or(3).clamp(1, 10);
         let mut read = context.read_models().await?;
-        let upstream = graph::reach(&mut read, context.org_id.0, service.node_id, Direction::Upstream, depth, AsOf::Now).await?;
-        let downstream = graph::reach(&mut read, context.org_id.0, service.node_id, Direction::Downstream, depth, AsOf::Now).await?;
+        let upstream = graph::reach(&mut read, context.org_id.0, service.node_id, Direction::Upstream, depth, as_of).await?;
+        let downstream = graph::reach(&mut read, context.org_id.0, service.node_id, Direction::Downstream, depth, as_of).await?;
         Ok(json!({ "service": service.name, "node_id": service.node_id, "depth": depth, "upstream": upstream, "downstream": downstream }))
     }
 }
@@ -161,9 +179,9 @@ impl Tool for BlastRadius {
     const NEEDS_GRAPH: bool = true;
 
     async fn run(&self, context: &ToolContext, args: BlastArgs) -> Result<Value, ToolError> {
-        let service = resolve(context, &args.service).await?;
+        let (service, as_of) = (resolve(context, &args.service).await?, as_of(args.at.as_deref())?);
         let depth = args.depth.unwrap_or(5).clamp(1, 10);
-        let affected = graph::reach(&mut *context.read_models().await?, context.org_id.0, service.node_id, Direction::Downstream, depth, AsOf::Now).await?;
+        let affected = graph::reach(&mut *context.read_models().await?, context.org_id.0, service.node_id, Direction::Downstream, depth, as_of).await?;
         Ok(json!({ "service": service.name, "node_id": service.node_id, "depth": depth, "affected": affected }))
     }
 }
@@ -178,6 +196,9 @@ pub struct PathArgs {
     /// Longest chain followed, 1 to 8 dependencies (default 6).
     #[serde(default)]
     pub depth: Option<i32>,
+    /// Read the graph as it was at this RFC 3339 time (say, when the alert fired); now if absent.
+    #[serde(default)]
+    pub at: Option<String>,
 }
 
 /// The shortest chain of dependencies between two services, whichever depends on the other.
@@ -193,8 +214,8 @@ impl Tool for DependencyPathTool {
 
     async fn run(&self, context: &ToolContext, args: PathArgs) -> Result<Value, ToolError> {
         let (from, to) = (resolve(context, &args.from).await?, resolve(context, &args.to).await?);
-        let depth = args.depth.unwrap_or(6).clamp(1, 8);
-        match graph::link(&mut *context.read_models().await?, context.org_id.0, from.node_id, to.node_id, depth, AsOf::Now).await? {
+        let (depth, as_of) = (args.depth.unwrap_or(6).clamp(1, 8), as_of(args.at.as_deref())?);
+        match graph::link(&mut *context.read_models().await?, context.org_id.0, from.node_id, to.node_id, depth, as_of).await? {
             Some(path) => Ok(json!({ "path": path.describe(), "services": path.services, "dependencies": path.dependencies })),
             None => Ok(json!({ "path": null, "note": format!("neither {} nor {} depends on the other within {depth} dependencies", from.name, to.name) })),
         }
