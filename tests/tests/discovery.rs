@@ -804,6 +804,13 @@ async fn google_cloud_and_azure_estates_are_scanned_through_their_apis() {
     assert_eq!((azure["status"].as_str(), azure["needs_reconnect"].as_bool()), (Some("failed"), Some(true)), "{azure}");
     let next = scanned(&app, &ana).await;
     assert_eq!((next["providers"].clone(), next["status"].as_str()), (json!(["gcp"]), Some("completed")), "{next}");
+    let waiting = next["failures"].as_array().unwrap();
+    assert!(
+        waiting.len() == 1 && waiting[0]["provider"] == "azure" && waiting[0]["reason"].as_str().unwrap().contains("reconnect"),
+        "{next}"
+    );
+    let kept = services(&app, &ana, "?provider=azure").await;
+    assert!(!kept.is_empty() && kept.iter().all(|service| service["status"] == "present"), "unchecked, not missing: {kept:?}");
     app.stop().await;
 }
 

@@ -184,6 +184,7 @@ impl DiscoveryProcessor {
     /// offered to the agent) until it is; any other keeps being scanned, as the flag says.
     async fn flag_failing(&self, envelope: &Envelope, scan_id: Uuid, failures: &[ProviderFailure]) -> anyhow::Result<()> {
         let threshold = self.context.config.discovery.flag_after_failures;
+        let mut flagged = false;
         for failure in failures.iter().filter(|failure| threshold > 0 && failure.consecutive == threshold) {
             let Some(connection_id) = failure.connection_id else { continue };
             let failed = ConnectionFailed {
@@ -202,13 +203,37 @@ impl DiscoveryProcessor {
                 ))) => {}
                 outcome => {
                     outcome?;
+                    flagged = true;
                 }
             }
         }
-        if !failures.is_empty() {
+        if flagged {
             aurora_commands::relay::wake(&self.context.pool).await;
         }
         Ok(())
+    }
+
+    /// The organisation's clouds that need reconnecting, as failures of this scan.
+    async fn awaiting_reconnection(&self, org_id: OrgId) -> anyhow::Result<Vec<ProviderFailure>> {
+        let mut read = aurora_adapters::postgres::tenant_transaction(&self.context.pool, org_id.0).await?;
+        let rows: Vec<(Uuid, String, String)> = sqlx::query_as(
+            "SELECT connection_id, provider, name FROM connections \
+             WHERE org_id = $1 AND status = 'failed' AND needs_reconnect AND provider IN ('aws', 'gcp', 'azure') ORDER BY created_at",
+        )
+        .bind(org_id.0)
+        .fetch_all(&mut *read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(connection_id, provider, connection)| ProviderFailure {
+                provider,
+                connection,
+                reason: "not scanned: the connection needs reconnecting (rotate or reconnect its credentials)".into(),
+                connection_id: Some(connection_id),
+                refused: true,
+                consecutive: 0,
+            })
+            .collect())
     }
 
     async fn record(&self, envelope: &Envelope, scan_id: Uuid, step: &str, command: DiscoveryCommand) -> Result<(), HandleError> {
@@ -231,7 +256,8 @@ impl DiscoveryProcessor {
         let providers = clouds.iter().map(|connection| connection.provider.as_str().to_owned()).collect();
         self.record(envelope, scan_id, "start", DiscoveryCommand::Start { scan_id, providers }).await?;
         let mut found = Found::default();
-        let mut failures = Vec::new();
+        // A cloud waiting to be reconnected is not tried, and keeps what it had: failed, not gone.
+        let mut failures = self.awaiting_reconnection(envelope.org_id).await?;
         for connection in clouds {
             let failure = |reason: String, refused: bool| ProviderFailure {
                 provider: connection.provider.as_str().to_owned(),
