@@ -769,8 +769,14 @@ async fn google_cloud_and_azure_estates_are_scanned_through_their_apis() {
     }
     assert!(services(&app, &eve, "").await.is_empty(), "another organisation sees none of it");
 
-    // Compute Engine down: Google Cloud's scan fails and keeps what it had; Azure's goes on.
+    // Compute Engine down: Google Cloud's scan fails and keeps what it had; Azure's goes on,
+    // though it may no longer read an app's settings.
     providers.inject("/gcp/compute", Fault::Status(503));
+    let settings = format!(
+        "/azure/subscriptions/{}/resourceGroups/prod/providers/Microsoft.Web/sites/checkout-web/config",
+        providers.azure_subscription
+    );
+    providers.inject(&settings, Fault::Status(403));
     let second = scanned(&app, &ana).await;
     providers.clear_faults();
     assert_eq!(second["status"], "completed", "{second}");

@@ -4,7 +4,8 @@
 //! compute the team runs no server for, a `serverless_function` like a Lambda function; its
 //! provider type tells a web app from a function app. What is inferred, with its evidence: an
 //! app's setting or connection string naming a database's server, a cluster's API server or
-//! another app's host (`uses`, 0.9, the setting's name as evidence, never its value).
+//! another app's host (`uses`, 0.9, the setting's name as evidence, never its value). A
+//! principal not allowed to read an app's settings still lists the app, without that inference.
 
 use aurora_adapters::clouds::azure::Azure;
 use aurora_adapters::clouds::ProviderError;
@@ -90,7 +91,12 @@ async fn list_subscription(azure: &Azure, subscription: &str, inventory: &mut In
         for host in texts(&properties["hostNames"]).chain(endpoint.clone()) {
             inventory.nameable(Some(host), &resource_id, format!("the host of app {name}"));
         }
-        let settings = azure.app_configuration(&resource_id).await?;
+        // Reading settings is a permission of its own (`Microsoft.Web/sites/config/list/action`):
+        // without it the app is listed, and what its settings name is not inferred.
+        let settings = match azure.app_configuration(&resource_id).await {
+            Err(ProviderError::Forbidden { .. }) => Vec::new(),
+            settings => settings?,
+        };
         inventory.configured(&resource_id, "setting", format!("app {name}"), settings);
         let function_app = app["kind"].as_str().is_some_and(|kind| kind.contains("functionapp"));
         let listed = Listed {
