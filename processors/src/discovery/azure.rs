@@ -23,7 +23,12 @@ pub async fn scan(config: &ConnectionsConfig, secret: &Secret) -> Result<Found, 
         if subscription["state"] != "Enabled" {
             continue;
         }
-        let Some(subscription) = text(&subscription["subscription_id"]) else { continue };
+        // A subscription id (a GUID) goes into the API's paths, or it is not listed.
+        let Some(subscription) =
+            text(&subscription["subscription_id"]).filter(|id| id.chars().all(|character| character.is_ascii_hexdigit() || character == '-'))
+        else {
+            continue;
+        };
         list_subscription(&azure, &subscription, &mut inventory).await?;
     }
     Ok(inventory.finish())

@@ -65,7 +65,13 @@ pub async fn scan(config: &ConnectionsConfig, secret: &Secret) -> Result<Found, 
         if project["state"] != "ACTIVE" {
             continue;
         }
-        let Some(project) = text(&project["project_id"]) else { continue };
+        // A project id goes into the API's paths: letters, digits, hyphens, and a domain
+        // prefix (`example.com:project`), or it is not listed.
+        let Some(project) = text(&project["project_id"])
+            .filter(|id| id.chars().all(|character| character.is_ascii_alphanumeric() || matches!(character, '-' | '.' | ':')))
+        else {
+            continue;
+        };
         list_project(&gcp, &project, &mut inventory).await?;
     }
     Ok(inventory.finish())
