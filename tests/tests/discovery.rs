@@ -595,6 +595,8 @@ async fn a_connected_cloud_is_scanned_again_and_again_on_one_durable_timer() {
     })
     .await;
     assert!(timed[0]["counts"]["resources"].as_u64().unwrap() > 0, "moto's default VPC and its parts: {timed:?}");
+    let first = env.count("SELECT count(*) FROM timers WHERE kind = 'discovery_scan' AND payload ->> 'first_scan_attempt' = '1'").await;
+    assert_eq!(first, 1, "the first scan's timer, which looks again while the connection is not in the read model");
     // A scan asked for by hand joins the same chain: one timer waits, never two.
     let asked = ana.apply(http().post(app.url("/v1/discovery/scans"))).send().await.unwrap();
     assert!(matches!(asked.status(), StatusCode::ACCEPTED | StatusCode::CONFLICT), "{}", asked.status());
@@ -900,6 +902,13 @@ async fn a_processor_killed_mid_scan_scans_again_when_it_comes_back_and_keeps_ea
     let sites = format!("/azure/subscriptions/{}/providers/Microsoft.Web/sites", providers.azure_subscription);
     providers.inject(&sites, Fault::Hang);
     let (mut processors, log) = aurora_tests::spawn_aurora_logged(&env, &["processors"], &processor_env);
+    // A scan lists the connections of the read model (fed through the processors' relay): this
+    // one must be there first.
+    eventually("the connection in the read model", WAIT, || async {
+        let listed: Value = ana.apply(http().get(app.url("/v1/connections"))).send().await.ok()?.json().await.ok()?;
+        (listed.as_array()?.len() == 1).then_some(())
+    })
+    .await;
     let response = ana.apply(http().post(app.url("/v1/discovery/scans"))).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let scan_id = response.json::<Value>().await.unwrap()["scan_id"].as_str().unwrap().to_owned();

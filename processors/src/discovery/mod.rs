@@ -43,6 +43,9 @@ use crate::{Context, Processors};
 
 /// The kind of the durable timers that start scans.
 pub const DISCOVERY_SCAN: &str = aurora_events::discovery::SCAN_TIMER;
+/// A first scan's timer payload field: which look for the new connection this is.
+const FIRST_SCAN_ATTEMPT: &str = "first_scan_attempt";
+const FIRST_SCAN_ATTEMPTS: u64 = 10;
 
 /// Registers the discovery processor.
 pub fn register(processors: &mut Processors) {
@@ -93,7 +96,8 @@ impl Reactor for DiscoveryProcessor {
             {
                 if matches!(established.provider, Provider::Aws | Provider::Gcp | Provider::Azure) {
                     let due = envelope.occurred_at + self.context.config.discovery.first_scan_delay;
-                    self.schedule(envelope.org_id, Uuid::new_v5(&envelope.id, b"first scan"), due).await?;
+                    let first = serde_json::json!({ FIRST_SCAN_ATTEMPT: 1 });
+                    self.schedule(envelope.org_id, Uuid::new_v5(&envelope.id, b"first scan"), due, first).await?;
                 }
             }
             return Ok(());
@@ -106,7 +110,7 @@ impl Reactor for DiscoveryProcessor {
             ) => {
                 self.flag_failing(envelope, scan_id, &failures).await?;
                 let due = envelope.occurred_at + self.interval(envelope).await?;
-                self.schedule(envelope.org_id, Uuid::new_v5(&scan_id, b"next scan"), due).await
+                self.schedule(envelope.org_id, Uuid::new_v5(&scan_id, b"next scan"), due, serde_json::json!({})).await
             }
             // A new schedule moves the waiting scan, counted from now; with no scan waiting
             // (no cloud connected), the next connection starts the chain.
@@ -116,7 +120,7 @@ impl Reactor for DiscoveryProcessor {
                     return Ok(());
                 }
                 let due = envelope.occurred_at + self.interval(envelope).await?;
-                self.schedule(envelope.org_id, Uuid::new_v5(&envelope.id, b"rescheduled"), due).await
+                self.schedule(envelope.org_id, Uuid::new_v5(&envelope.id, b"rescheduled"), due, serde_json::json!({})).await
             }
             _ => Ok(()),
         }
@@ -142,7 +146,7 @@ impl DiscoveryProcessor {
 
     /// The organisation's next scan at `due`, in place of any pending one: one chain of scans
     /// per organisation, however many scans were asked for by hand.
-    async fn schedule(&self, org_id: OrgId, timer_id: Uuid, due: chrono::DateTime<chrono::Utc>) -> anyhow::Result<()> {
+    async fn schedule(&self, org_id: OrgId, timer_id: Uuid, due: chrono::DateTime<chrono::Utc>, payload: serde_json::Value) -> anyhow::Result<()> {
         let stream = DiscoveryEvent::stream_of(org_id.0).to_string();
         let set: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM timers WHERE timer_id = $1)")
             .bind(timer_id)
@@ -153,7 +157,7 @@ impl DiscoveryProcessor {
             return Ok(());
         }
         timers::cancel(&self.context.pool, DISCOVERY_SCAN, &stream).await?;
-        timers::set(&self.context.pool, timer_id, DISCOVERY_SCAN, org_id.0, &stream, &serde_json::json!({}), due).await?;
+        timers::set(&self.context.pool, timer_id, DISCOVERY_SCAN, org_id.0, &stream, &payload, due).await?;
         self.timers_changed.notify_one();
         Ok(())
     }
@@ -164,6 +168,13 @@ impl DiscoveryProcessor {
         let org_id = OrgId(timer.org_id);
         let connected = Connected::load(&self.context.pool, org_id).await?;
         if !connected.connections.iter().any(|connection| matches!(connection.provider, Provider::Aws | Provider::Gcp | Provider::Azure)) {
+            // A first scan's connection may not be in the read model yet: look again shortly,
+            // a few times, before the chain waits for the next connection.
+            if let Some(attempt) = timer.payload[FIRST_SCAN_ATTEMPT].as_u64().filter(|attempt| *attempt < FIRST_SCAN_ATTEMPTS) {
+                let due = chrono::Utc::now() + self.context.config.discovery.first_scan_delay;
+                let again = serde_json::json!({ FIRST_SCAN_ATTEMPT: attempt + 1 });
+                self.schedule(org_id, Uuid::new_v5(&timer.timer_id, b"again"), due, again).await?;
+            }
             return Ok(());
         }
         let stream: StreamId = timer.stream.parse()?;
