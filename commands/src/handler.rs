@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aurora_domain::{Aggregate, DomainError};
-use aurora_events::{Actor, DecodeError, EventPayload, OrgId, StreamId};
+use aurora_events::{Actor, DecodeError, Envelope, EventPayload, OrgId, StreamId};
 use chrono::Utc;
 use uuid::Uuid;
 
@@ -45,6 +45,17 @@ impl CommandMeta {
     /// A command whose id may be delivered again: handled once, whatever the number of deliveries.
     pub fn idempotent(org_id: OrgId, actor: Actor, command_id: Uuid) -> Self {
         Self { command_id, idempotent: true, correlation_id: command_id, ..Self::new(org_id, actor) }
+    }
+
+    /// A processor's command in reaction to `cause`, handled once per `key`: it carries on the
+    /// cause's correlation and trace.
+    pub fn caused_by(org_id: OrgId, actor: Actor, key: Uuid, cause: &Envelope) -> Self {
+        Self {
+            causation_id: Some(cause.id),
+            correlation_id: cause.correlation_id,
+            traceparent: cause.traceparent.clone(),
+            ..Self::idempotent(org_id, actor, key)
+        }
     }
 }
 

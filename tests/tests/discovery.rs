@@ -25,7 +25,7 @@ use std::time::Duration;
 use aurora_adapters::clouds::aws::Aws;
 use aurora_testkit::providers::{Fault, Providers};
 use aurora_testkit::scripted_llm::{ScriptedLlm, Step};
-use aurora_tests::aws::{set_up_account, xml_field};
+use aurora_tests::aws::{set_up_account, xml_field, Account};
 use aurora_tests::chat::ChatSocket;
 use aurora_tests::servers::{PrivateMoto, ScratchVault};
 use aurora_tests::{eventually, http, problem, App, Caller, Roles, TestEnv};
@@ -63,6 +63,29 @@ async fn services(app: &App, caller: &Caller, query: &str) -> Vec<Value> {
 
 fn named<'a>(services: &'a [Value], name: &str) -> &'a Value {
     services.iter().find(|service| service["name"] == name).unwrap_or_else(|| panic!("no {name} in {services:?}"))
+}
+
+/// Connects `account`'s AWS keys as `caller`'s organisation.
+async fn connect_aws(app: &App, caller: &Caller, account: &Account) {
+    let keys = json!({ "provider": "aws", "credentials": {
+        "access_key_id": account.user.access_key_id, "secret_access_key": account.user.secret_access_key,
+    }});
+    let connected = caller.apply(http().post(app.url("/v1/connections"))).json(&keys).send().await.unwrap();
+    assert_eq!(connected.status(), StatusCode::CREATED);
+}
+
+/// An AWS account in a moto of its own, and scans timed fast: the first a second after a
+/// connection, each next one two seconds after the one before.
+async fn timed_aws() -> (PrivateMoto, ScratchVault, TestEnv, Account) {
+    let moto = PrivateMoto::start(None);
+    let vault = ScratchVault::start();
+    let mut env = TestEnv::new().await;
+    env.config.vault = vault.config();
+    env.config.connections.aws_endpoint = Some(moto.endpoint());
+    env.config.discovery.first_scan_delay = Duration::from_secs(1);
+    env.config.discovery.interval = Duration::from_secs(2);
+    let account = set_up_account(&env.config.connections).await;
+    (moto, vault, env, account)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,11 +274,7 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
     let ana = Caller::register(&app.base_url, "ana").await;
     let vic = Caller::join(&app.base_url, &ana, "vic", "viewer").await;
     let eve = Caller::register(&app.base_url, "eve").await;
-    let keys = json!({ "provider": "aws", "credentials": {
-        "access_key_id": account.user.access_key_id, "secret_access_key": account.user.secret_access_key,
-    }});
-    let connected = ana.apply(http().post(app.url("/v1/connections"))).json(&keys).send().await.unwrap();
-    assert_eq!(connected.status(), StatusCode::CREATED);
+    connect_aws(&app, &ana, &account).await;
     eventually("the connection in the read model", WAIT, || async {
         let listed: Value = ana.apply(http().get(app.url("/v1/connections"))).send().await.ok()?.json().await.ok()?;
         (listed.as_array()?.len() == 1).then_some(())
@@ -568,20 +587,10 @@ async fn a_scan_maps_an_aws_estate_into_a_graph_and_a_second_records_only_the_ch
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connected_cloud_is_scanned_again_and_again_on_one_durable_timer() {
-    let moto = PrivateMoto::start(None);
-    let vault = ScratchVault::start();
-    let mut env = TestEnv::new().await;
-    env.config.vault = vault.config();
-    env.config.connections.aws_endpoint = Some(moto.endpoint());
-    env.config.discovery.first_scan_delay = Duration::from_secs(1);
-    env.config.discovery.interval = Duration::from_secs(2);
-    let account = set_up_account(&env.config.connections).await;
+    let (_moto, _vault, env, account) = timed_aws().await;
     let app = App::spawn(&env, Roles::ALL).await;
     let ana = Caller::register(&app.base_url, "ana").await;
-    let keys = json!({ "provider": "aws", "credentials": {
-        "access_key_id": account.user.access_key_id, "secret_access_key": account.user.secret_access_key,
-    }});
-    assert_eq!(ana.apply(http().post(app.url("/v1/connections"))).json(&keys).send().await.unwrap().status(), StatusCode::CREATED);
+    connect_aws(&app, &ana, &account).await;
     // Nobody asks: the first scan follows the connection, the next ones the timer.
     let timed = eventually("two timed scans", WAIT, || async {
         let scans: Value = ana.apply(http().get(app.url("/v1/discovery/scans"))).send().await.ok()?.json().await.ok()?;
@@ -831,20 +840,10 @@ async fn discovery_events(env: &TestEnv, org: uuid::Uuid, event_type: &str) -> i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scan_timer_fires_once_across_two_instances_and_moves_to_the_other_when_its_leader_stops() {
-    let moto = PrivateMoto::start(None);
-    let vault = ScratchVault::start();
-    let mut env = TestEnv::new().await;
-    env.config.vault = vault.config();
-    env.config.connections.aws_endpoint = Some(moto.endpoint());
-    env.config.discovery.first_scan_delay = Duration::from_secs(1);
-    env.config.discovery.interval = Duration::from_secs(2);
-    let account = set_up_account(&env.config.connections).await;
+    let (_moto, _vault, env, account) = timed_aws().await;
     let first = App::spawn(&env, Roles::ALL).await;
     let ana = Caller::register(&first.base_url, "ana").await;
-    let keys = json!({ "provider": "aws", "credentials": {
-        "access_key_id": account.user.access_key_id, "secret_access_key": account.user.secret_access_key,
-    }});
-    assert_eq!(ana.apply(http().post(first.url("/v1/connections"))).json(&keys).send().await.unwrap().status(), StatusCode::CREATED);
+    connect_aws(&first, &ana, &account).await;
     let completed_at_least = |count: i64| {
         let env = &env;
         async move {

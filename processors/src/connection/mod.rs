@@ -82,11 +82,8 @@ impl Reactor for ConnectionProcessor {
 
 impl ConnectionProcessor {
     async fn record(&self, stream: &StreamId, org_id: OrgId, key: Uuid, cause: &Envelope, command: ConnectionCommand) -> Result<(), HandleError> {
-        let mut meta = CommandMeta::idempotent(org_id, actor(), key);
-        meta.causation_id = Some(cause.id);
-        meta.correlation_id = cause.correlation_id;
-        meta.traceparent = cause.traceparent.clone();
-        match self.context.commands.handle::<Connection>(stream, command, &meta, None).await {
+        let meta = CommandMeta::caused_by(org_id, actor(), key, cause);
+                match self.context.commands.handle::<Connection>(stream, command, &meta, None).await {
             // Removed meanwhile: there is nothing left to record on it.
             Err(HandleError::Domain(aurora_domain::DomainError::Connection(aurora_domain::connection::ConnectionError::Removed))) => Ok(()),
             outcome => outcome.map(|_| ()),

@@ -32,7 +32,7 @@ use aurora_domain::discovery::{DiscoveryCommand, Estate, Thresholds};
 use chrono::TimeDelta;
 use aurora_domain::connection::{Connection, ConnectionCommand, ConnectionError};
 use aurora_events::connection::{ConnectionEvent, ConnectionFailed, FailureStage, Provider};
-use aurora_events::discovery::{Dependency, DiscoveryEvent, ProviderFailure, Resource, ScanCompleted, ScanFailed};
+use aurora_events::discovery::{Dependency, DiscoveryEvent, ProviderFailure, Resource, ScanCompleted, ScanFailed, SCAN_TIMER};
 use aurora_events::{Actor, Envelope, EventPayload, OrgId, StreamId};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -41,8 +41,6 @@ use crate::agent::tools::Connected;
 use crate::reactor::{self, Reactor};
 use crate::{Context, Processors};
 
-/// The kind of the durable timers that start scans.
-pub const DISCOVERY_SCAN: &str = aurora_events::discovery::SCAN_TIMER;
 /// A first scan's timer payload field: which look for the new connection this is.
 const FIRST_SCAN_ATTEMPT: &str = "first_scan_attempt";
 const FIRST_SCAN_ATTEMPTS: u64 = 10;
@@ -71,7 +69,7 @@ async fn fire_scan_timers(processor: Arc<DiscoveryProcessor>, shutdown: Cancella
         async move {
             let changed = processor.timers_changed.clone();
             let pool = processor.context.pool.clone();
-            timers::run(DISCOVERY_SCAN, &pool, Some(leadership), changed, shutdown, |timer| processor.fire(timer)).await?;
+            timers::run(SCAN_TIMER, &pool, Some(leadership), changed, shutdown, |timer| processor.fire(timer)).await?;
             Ok(())
         }
     })
@@ -116,7 +114,7 @@ impl Reactor for DiscoveryProcessor {
             // (no cloud connected), the next connection starts the chain.
             Ok(DiscoveryEvent::ScheduleChanged(_)) => {
                 let stream = envelope.stream.to_string();
-                if timers::pending(&self.context.pool, DISCOVERY_SCAN, &stream).await?.is_none() {
+                if timers::pending(&self.context.pool, SCAN_TIMER, &stream).await?.is_none() {
                     return Ok(());
                 }
                 let due = envelope.occurred_at + self.interval(envelope).await?;
@@ -156,8 +154,8 @@ impl DiscoveryProcessor {
             // Delivered again: this event's timer is set (or fired) already.
             return Ok(());
         }
-        timers::cancel(&self.context.pool, DISCOVERY_SCAN, &stream).await?;
-        timers::set(&self.context.pool, timer_id, DISCOVERY_SCAN, org_id.0, &stream, &payload, due).await?;
+        timers::cancel(&self.context.pool, SCAN_TIMER, &stream).await?;
+        timers::set(&self.context.pool, timer_id, SCAN_TIMER, org_id.0, &stream, &payload, due).await?;
         self.timers_changed.notify_one();
         Ok(())
     }
@@ -203,10 +201,8 @@ impl DiscoveryProcessor {
                 reason: format!("the last {threshold} discovery scans could not list it: {}", failure.reason),
                 needs_reconnect: failure.refused,
             };
-            let mut meta = CommandMeta::idempotent(envelope.org_id, Actor::processor("discovery"), Uuid::new_v5(&scan_id, connection_id.as_bytes()));
-            meta.causation_id = Some(envelope.id);
-            meta.correlation_id = envelope.correlation_id;
-            let stream = ConnectionEvent::stream_of(connection_id);
+            let meta = CommandMeta::caused_by(envelope.org_id, Actor::processor("discovery"), Uuid::new_v5(&scan_id, connection_id.as_bytes()), envelope);
+                        let stream = ConnectionEvent::stream_of(connection_id);
             match self.context.commands.handle::<Connection>(&stream, ConnectionCommand::Fail(failed), &meta, None).await {
                 // Removed since: there is nothing left to flag.
                 Err(HandleError::Domain(aurora_domain::DomainError::Connection(
@@ -248,11 +244,8 @@ impl DiscoveryProcessor {
     }
 
     async fn record(&self, envelope: &Envelope, scan_id: Uuid, step: &str, command: DiscoveryCommand) -> Result<(), HandleError> {
-        let mut meta = CommandMeta::idempotent(envelope.org_id, Actor::processor("discovery"), Uuid::new_v5(&scan_id, step.as_bytes()));
-        meta.causation_id = Some(envelope.id);
-        meta.correlation_id = envelope.correlation_id;
-        meta.traceparent = envelope.traceparent.clone();
-        self.context.commands.handle::<Estate>(&envelope.stream, command, &meta, None).await?;
+        let meta = CommandMeta::caused_by(envelope.org_id, Actor::processor("discovery"), Uuid::new_v5(&scan_id, step.as_bytes()), envelope);
+                self.context.commands.handle::<Estate>(&envelope.stream, command, &meta, None).await?;
         aurora_commands::relay::wake(&self.context.pool).await;
         Ok(())
     }

@@ -91,11 +91,8 @@ impl Investigator {
     }
 
     async fn chat(&self, org_id: OrgId, session_id: Uuid, key: Uuid, cause: &Envelope, command: ChatSessionCommand) -> Result<(), HandleError> {
-        let mut meta = CommandMeta::idempotent(org_id, actor(), key);
-        meta.causation_id = Some(cause.id);
-        meta.correlation_id = cause.correlation_id;
-        meta.traceparent = cause.traceparent.clone();
-        self.context.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), command, &meta, None).await?;
+        let meta = CommandMeta::caused_by(org_id, actor(), key, cause);
+                self.context.commands.handle::<ChatSession>(&ChatSessionEvent::stream_of(session_id), command, &meta, None).await?;
         aurora_commands::relay::wake(&self.context.pool).await;
         Ok(())
     }

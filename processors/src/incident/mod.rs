@@ -39,11 +39,8 @@ pub fn register(processors: &mut Processors) {
 
 /// Records `command` on incident `incident_id`, once per `key`, as caused by `cause`.
 async fn record(context: &Context, org_id: OrgId, incident_id: Uuid, actor: Actor, key: Uuid, cause: &Envelope, command: IncidentCommand) -> Result<(), HandleError> {
-    let mut meta = CommandMeta::idempotent(org_id, actor, key);
-    meta.causation_id = Some(cause.id);
-    meta.correlation_id = cause.correlation_id;
-    meta.traceparent = cause.traceparent.clone();
-    context.commands.handle::<Incident>(&IncidentEvent::stream_of(incident_id), command, &meta, None).await?;
+    let meta = CommandMeta::caused_by(org_id, actor, key, cause);
+        context.commands.handle::<Incident>(&IncidentEvent::stream_of(incident_id), command, &meta, None).await?;
     aurora_commands::relay::wake(&context.pool).await;
     Ok(())
 }

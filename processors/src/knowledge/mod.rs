@@ -72,11 +72,8 @@ impl Indexer {
     }
 
     async fn record(&self, stream: &StreamId, org_id: OrgId, key: Uuid, cause: &Envelope, command: KnowledgeCommand) -> Result<(), HandleError> {
-        let mut meta = CommandMeta::idempotent(org_id, actor(), key);
-        meta.causation_id = Some(cause.id);
-        meta.correlation_id = cause.correlation_id;
-        meta.traceparent = cause.traceparent.clone();
-        self.context.commands.handle::<Library>(stream, command, &meta, None).await?;
+        let meta = CommandMeta::caused_by(org_id, actor(), key, cause);
+                self.context.commands.handle::<Library>(stream, command, &meta, None).await?;
         aurora_commands::relay::wake(&self.context.pool).await;
         Ok(())
     }
