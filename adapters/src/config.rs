@@ -47,6 +47,47 @@ pub struct DiscoveryConfig {
     pub gone_after: Duration,
     /// A connection whose scans fail this many times in a row is flagged (0: never).
     pub flag_after_failures: u32,
+    /// Which store the graph is read from; with `bolt`, the `graph_bolt` projection writes it.
+    pub graph: GraphBackend,
+    pub bolt: BoltConfig,
+}
+
+/// Which store keeps the discovered graph for its queries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GraphBackend {
+    /// The discovery projection's tables in the read-model database.
+    Postgres,
+    /// A Bolt 5 server (Memgraph, Neo4j), written by the `graph_bolt` projection.
+    Bolt,
+}
+
+impl std::str::FromStr for GraphBackend {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "postgres" => Ok(GraphBackend::Postgres),
+            "bolt" => Ok(GraphBackend::Bolt),
+            other => Err(format!("`{other}` is not a graph store; use postgres or bolt")),
+        }
+    }
+}
+
+/// The Bolt server of the graph.
+#[derive(Clone, Debug)]
+pub struct BoltConfig {
+    /// `bolt://host:port`.
+    pub url: String,
+    /// With a password, basic authentication; without, none.
+    pub user: Option<String>,
+    pub password: Option<SecretString>,
+    /// Connections kept open to it per process.
+    pub pool_size: usize,
+}
+
+impl Default for BoltConfig {
+    fn default() -> Self {
+        Self { url: "bolt://127.0.0.1:7687".into(), user: None, password: None, pool_size: 8 }
+    }
 }
 
 impl Default for DiscoveryConfig {
@@ -58,6 +99,8 @@ impl Default for DiscoveryConfig {
             stale_after: Duration::from_secs(7 * 24 * 3600),
             gone_after: Duration::from_secs(30 * 24 * 3600),
             flag_after_failures: 3,
+            graph: GraphBackend::Postgres,
+            bolt: BoltConfig::default(),
         }
     }
 }
@@ -842,6 +885,11 @@ impl Config {
                 }
                 "AURORA_DISCOVERY_STALE_AFTER_SECS" => config.discovery.stale_after = seconds("AURORA_DISCOVERY_STALE_AFTER_SECS", &value)?,
                 "AURORA_DISCOVERY_GONE_AFTER_SECS" => config.discovery.gone_after = seconds("AURORA_DISCOVERY_GONE_AFTER_SECS", &value)?,
+                "AURORA_DISCOVERY_GRAPH" => config.discovery.graph = parse("AURORA_DISCOVERY_GRAPH", &value)?,
+                "AURORA_DISCOVERY_BOLT_URL" => config.discovery.bolt.url = value,
+                "AURORA_DISCOVERY_BOLT_USER" => config.discovery.bolt.user = non_empty(value),
+                "AURORA_DISCOVERY_BOLT_PASSWORD" => config.discovery.bolt.password = non_empty(value).map(SecretString::from),
+                "AURORA_DISCOVERY_BOLT_POOL_SIZE" => config.discovery.bolt.pool_size = parse("AURORA_DISCOVERY_BOLT_POOL_SIZE", &value)?,
                 "AURORA_DISCOVERY_FLAG_AFTER_FAILURES" => {
                     config.discovery.flag_after_failures = parse("AURORA_DISCOVERY_FLAG_AFTER_FAILURES", &value)?
                 }
@@ -901,6 +949,15 @@ impl Config {
             return Err(ConfigError::Invalid {
                 name: "AURORA_PROCESSOR_READ_AHEAD_BYTES",
                 reason: "must be at least 1 MiB (1048576)".into(),
+            });
+        }
+        if let Err(reason) = crate::graph::bolt::address(&config.discovery.bolt.url) {
+            return Err(ConfigError::Invalid { name: "AURORA_DISCOVERY_BOLT_URL", reason });
+        }
+        if config.discovery.bolt.user.is_some() != config.discovery.bolt.password.is_some() {
+            return Err(ConfigError::Invalid {
+                name: "AURORA_DISCOVERY_BOLT_PASSWORD",
+                reason: "basic authentication needs both AURORA_DISCOVERY_BOLT_USER and AURORA_DISCOVERY_BOLT_PASSWORD".into(),
             });
         }
         Ok(config)

@@ -416,7 +416,7 @@ async fn projection_offset_total(pool: &PgPool, projection: &str) -> anyhow::Res
 
 async fn measure_projection(config: &Config, pool: &PgPool, count: u64) -> anyhow::Result<f64> {
     eprintln!("measuring the audit-log projection over {count} events");
-    let projection = aurora_projections::projection_named("audit_log").expect("audit_log exists");
+    let projection = aurora_projections::projection_named(config, "audit_log").expect("audit_log exists");
     let shutdown = CancellationToken::new();
     let signals = LogSignals::listen(&config.database.url, shutdown.clone());
     let runner = ProjectionRunner::new(projection, pool.clone(), config.clone(), signals);
@@ -495,7 +495,7 @@ async fn measure_raw_batched_insert(pool: &PgPool) -> anyhow::Result<f64> {
 
 async fn measure_replay(config: &Config, pool: &PgPool) -> anyhow::Result<f64> {
     eprintln!("measuring a full replay of audit_log");
-    let projection = aurora_projections::projection_named("audit_log").expect("audit_log exists");
+    let projection = aurora_projections::projection_named(config, "audit_log").expect("audit_log exists");
     let report = aurora_projections::replay::rebuild(
         projection,
         config,
@@ -514,7 +514,7 @@ async fn measure_latency(config: &Config, pool: &PgPool, rate: u64, seconds: u64
     let shutdown = CancellationToken::new();
     let signals = LogSignals::listen(&config.database.url, shutdown.clone());
     let relay = Relay::new(config, pool.clone(), signals.clone())?;
-    let projection = aurora_projections::projection_named("audit_log").expect("audit_log exists");
+    let projection = aurora_projections::projection_named(config, "audit_log").expect("audit_log exists");
     let runner = ProjectionRunner::new(projection, pool.clone(), config.clone(), signals);
     let relay_task = {
         let shutdown = shutdown.clone();

@@ -246,10 +246,10 @@ async fn measure_blast(pool: &sqlx::PgPool, org: Uuid, options: &DiscoveryOption
     let (mut blasts, mut lookups, mut affected) = (Vec::new(), Vec::new(), Vec::new());
     for (query, target) in targets.into_iter().enumerate() {
         let started = Instant::now();
-        let reached = graph::reach(&mut connection, org, target, Direction::Downstream, 5, AsOf::Now).await?;
+        let reached = graph::postgres::reach(&mut connection, org, target, Direction::Downstream, 5, AsOf::Now).await?;
         let blast = started.elapsed();
         let started = Instant::now();
-        graph::service(&mut connection, org, target, AsOf::Now)
+        graph::postgres::service(&mut connection, org, target, AsOf::Now)
             .await?
             .ok_or_else(|| anyhow::anyhow!("a service of the graph is missing"))?;
         let lookup = started.elapsed();

@@ -116,6 +116,7 @@ pub async fn tools(config: &Config, options: ToolsOptions) -> anyhow::Result<()>
             aurora_adapters::embeddings::Embedder::shared(&config.embedding),
             pool.clone(),
         ),
+        graph: aurora_adapters::graph::GraphStore::from_config(&config.discovery),
         pool,
         secrets: secrets.clone(),
         providers: providers.clone(),

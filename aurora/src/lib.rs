@@ -45,7 +45,7 @@ impl Application {
                 }
                 Role::Processors => aurora_processors::spawn(config, pool.clone(), signals.clone(), &shutdown, &mut tasks)?,
                 Role::Projections(only) => {
-                    let projections = aurora_projections::all_projections();
+                    let projections = aurora_projections::all_projections(config);
                     if let Some(unknown) = only.iter().find(|name| !projections.iter().any(|projection| projection.name() == name.as_str()))
                     {
                         anyhow::bail!("unknown projection `{unknown}`");

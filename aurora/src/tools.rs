@@ -59,8 +59,8 @@ fn progress_bar(unit: &str) -> ProgressBar {
 use aurora_projections::replay::PartialLog;
 
 pub async fn replay(config: &Config, name: &str, force: bool) -> anyhow::Result<()> {
-    let projection = aurora_projections::projection_named(name).ok_or_else(|| {
-        let known: Vec<&str> = aurora_projections::all_projections().iter().map(|projection| projection.name()).collect();
+    let projection = aurora_projections::projection_named(config, name).ok_or_else(|| {
+        let known: Vec<&str> = aurora_projections::all_projections(config).iter().map(|projection| projection.name()).collect();
         anyhow::anyhow!("unknown projection `{name}`; known: {}", known.join(", "))
     })?;
     let pool = aurora_adapters::postgres::connect(config).await?;

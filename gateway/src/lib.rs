@@ -48,6 +48,8 @@ pub struct AppState {
     pub objects: aurora_adapters::objects::Objects,
     /// The organisations' searchable knowledge.
     pub knowledge: aurora_adapters::vectors::search::KnowledgeIndex,
+    /// Where the discovered graph is read.
+    pub graph: aurora_adapters::graph::GraphStore,
     /// What this process hears on the log channel (status streams wait on it).
     pub signals: LogSignals,
     /// What webhook deliveries are checked against (`incident::webhooks`).
@@ -77,6 +79,7 @@ impl AppState {
                 aurora_adapters::embeddings::Embedder::shared(&config.embedding),
                 pool.clone(),
             ),
+            graph: aurora_adapters::graph::GraphStore::from_config(&config.discovery),
             signals: signals.clone(),
             webhooks: incident::webhooks::WebhookCache::start(signals, shutdown.clone()),
             shutdown: shutdown.clone(),

@@ -168,6 +168,18 @@ impl From<HandleError> for ApiError {
     }
 }
 
+impl From<aurora_adapters::graph::GraphError> for ApiError {
+    fn from(error: aurora_adapters::graph::GraphError) -> Self {
+        match error {
+            aurora_adapters::graph::GraphError::Database(error) => error.into(),
+            unavailable => {
+                tracing::warn!(error = %unavailable, "graph store unavailable");
+                ApiError::Unavailable("the graph store is unavailable; try again shortly".into())
+            }
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         if aurora_adapters::postgres::is_transient(&error) {

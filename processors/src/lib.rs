@@ -35,6 +35,8 @@ pub struct Context {
     pub commands: CommandHandler,
     /// Where every credential is kept; read at the moment of use.
     pub secrets: Arc<dyn SecretStore>,
+    /// Where the discovered graph is read.
+    pub graph: aurora_adapters::graph::GraphStore,
 }
 
 type Running = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
@@ -69,7 +71,8 @@ pub fn spawn(
     let relay = Relay::new(config, pool.clone(), signals.clone())?;
     let commands = CommandHandler::new(Arc::new(PostgresEventStore::new(pool.clone())));
     let secrets: Arc<dyn SecretStore> = Arc::new(VaultStore::new(&config.vault)?);
-    let context = Context { config: config.clone(), pool, signals, commands, secrets };
+    let graph = aurora_adapters::graph::GraphStore::from_config(&config.discovery);
+    let context = Context { config: config.clone(), pool, signals, commands, secrets, graph };
     let mut processors = Processors::default();
     register_features(&mut processors);
     let stop = shutdown.clone();

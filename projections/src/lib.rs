@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use aurora_adapters::Config;
 use aurora_events::Envelope;
 use sqlx::PgConnection;
 
@@ -59,13 +60,18 @@ pub trait Projection: Send + Sync + 'static {
     }
 }
 
-/// The projections of this build, as the features register them.
-#[derive(Default)]
-pub struct Projections {
+/// The projections of this build, as the features register them under one configuration (a
+/// projection into an optional store registers only when that store is configured).
+pub struct Projections<'c> {
+    config: &'c Config,
     all: Vec<Arc<dyn Projection>>,
 }
 
-impl Projections {
+impl Projections<'_> {
+    pub fn config(&self) -> &Config {
+        self.config
+    }
+
     /// Registers `projection`; its name must be new.
     pub fn add(&mut self, projection: Arc<dyn Projection>) {
         assert!(!self.all.iter().any(|known| known.name() == projection.name()), "two projections are named `{}`", projection.name());
@@ -73,13 +79,13 @@ impl Projections {
     }
 }
 
-/// Every projection of this build.
-pub fn all_projections() -> Vec<Arc<dyn Projection>> {
-    let mut projections = Projections::default();
+/// Every projection of this build that runs under `config`.
+pub fn all_projections(config: &Config) -> Vec<Arc<dyn Projection>> {
+    let mut projections = Projections { config, all: Vec::new() };
     register_features(&mut projections);
     projections.all
 }
 
-pub fn projection_named(name: &str) -> Option<Arc<dyn Projection>> {
-    all_projections().into_iter().find(|projection| projection.name() == name)
+pub fn projection_named(config: &Config, name: &str) -> Option<Arc<dyn Projection>> {
+    all_projections(config).into_iter().find(|projection| projection.name() == name)
 }

@@ -940,3 +940,92 @@ async fn a_processor_killed_mid_scan_scans_again_when_it_comes_back_and_keeps_ea
     drop(restarted);
     app.stop().await;
 }
+
+/// With the graph kept in a Bolt server (`AURORA_DISCOVERY_GRAPH=bolt`), a scan's graph is
+/// written there by the `graph_bolt` projection and the gateway reads it from there: with this
+/// organisation's graph rows deleted from Postgres, its services, neighbours, blast radius,
+/// path and summary still answer; another organisation gets 404 and an empty list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_kept_in_a_bolt_server_is_written_there_and_served_from_it() {
+    let Ok(url) = std::env::var("AURORA_TEST_BOLT_URL") else {
+        eprintln!("SKIPPED: AURORA_TEST_BOLT_URL is not set (scripts/stack.sh env sets it to the stack's kglite-bolt-server)");
+        return;
+    };
+    let providers = Providers::start().await;
+    let vault = ScratchVault::start();
+    let mut env = TestEnv::new().await;
+    env.config.vault = vault.config();
+    env.config.discovery.first_scan_delay = Duration::from_secs(3600);
+    env.config.connections.azure_login_url = format!("{}/azure-login", providers.base_url);
+    env.config.connections.azure_management_url = format!("{}/azure", providers.base_url);
+    env.config.discovery.graph = aurora_adapters::config::GraphBackend::Bolt;
+    env.config.discovery.bolt.url = url;
+    let app = App::spawn(&env, Roles::ALL).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let eve = Caller::register(&app.base_url, "eve").await;
+    let azure = json!({ "provider": "azure", "credentials": {
+        "tenant_id": providers.azure_tenant, "client_id": providers.azure_client_id, "client_secret": providers.azure_client_secret,
+    }});
+    assert_eq!(ana.apply(http().post(app.url("/v1/connections"))).json(&azure).send().await.unwrap().status(), StatusCode::CREATED);
+    eventually("the connection in the read model", WAIT, || async {
+        let listed: Value = ana.apply(http().get(app.url("/v1/connections"))).send().await.ok()?.json().await.ok()?;
+        (listed.as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(scanned(&app, &ana).await["status"], "completed");
+    eventually("the estate's summary in the Bolt server", WAIT, || async {
+        (read(&app, &ana, "/v1/discovery/summary").await["services"] == 5).then_some(())
+    })
+    .await;
+    for table in ["graph_edges", "graph_nodes", "graph_edge_versions", "graph_node_versions", "graph_summaries"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE org_id = $1")).bind(ana.org).execute(&env.pool).await.unwrap();
+    }
+
+    let all = services(&app, &ana, "").await;
+    assert_eq!(all.len(), 5, "{all:?}");
+    let id = |name: &str| named(&all, name)["node_id"].as_str().unwrap().to_owned();
+    assert_eq!(named(&all, "orders-sqlsrv/orders")["endpoint"], "orders-sqlsrv.database.windows.net");
+    assert_eq!(services(&app, &ana, "?kind=database").await.len(), 1);
+    let edges = depends_on(&app, &ana, &id("checkout-web")).await;
+    let database = edge_to(&edges, "uses", "orders-sqlsrv/orders").unwrap_or_else(|| panic!("{edges:?}"));
+    assert_eq!(database["evidence"], "setting OrdersDb of app checkout-web names the server of database orders-sqlsrv/orders");
+    let radius = read(&app, &ana, &format!("/v1/discovery/services/{}/blast-radius", id("orders-sqlsrv/orders"))).await;
+    assert_eq!(distance(&radius["affected"], "checkout-web"), Some(json!(1)), "{radius}");
+    let path = format!("/v1/discovery/path?from={}&to={}", id("checkout-web"), id("orders-sqlsrv/orders"));
+    let found = read(&app, &ana, &path).await;
+    assert_eq!(found["dependencies"], json!(["uses"]), "{found}");
+    let summary = read(&app, &ana, "/v1/discovery/summary").await;
+    assert_eq!((summary["services"].as_i64(), summary["regions"].as_array().map(Vec::len).unwrap_or(0) > 0), (Some(5), true));
+
+    // Another organisation: nothing of it, whichever way it asks.
+    for path in [
+        format!("/v1/discovery/services/{}", id("checkout-web")),
+        format!("/v1/discovery/services/{}/blast-radius", id("orders-sqlsrv/orders")),
+        format!("/v1/discovery/services/{}/dependencies", id("orders-sqlsrv/orders")),
+        path.clone(),
+    ] {
+        let response = eve.apply(http().get(app.url(&path))).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    assert!(services(&app, &eve, "").await.is_empty());
+    assert_eq!(read(&app, &eve, "/v1/discovery/summary").await["services"], 0);
+    app.stop().await;
+}
+
+/// A graph store that cannot be reached answers 503 with a problem body that names no address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bolt_graph_store_that_is_down_answers_503() {
+    let mut env = TestEnv::new().await;
+    env.config.discovery.graph = aurora_adapters::config::GraphBackend::Bolt;
+    // Nothing listens on port 1.
+    env.config.discovery.bolt.url = "bolt://127.0.0.1:1".into();
+    let app = App::spawn(&env, Roles { gateway: true, processors: false, projections: false }).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    for path in ["/v1/discovery/services", "/v1/discovery/summary"] {
+        let response = ana.apply(http().get(app.url(path))).send().await.unwrap();
+        let body = problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+        assert!(body["detail"].as_str().is_some_and(|detail| detail.contains("graph store")), "{body}");
+        assert!(!body.to_string().contains("127.0.0.1"), "{body}");
+    }
+    app.stop().await;
+}

@@ -132,7 +132,7 @@ async fn a_poison_record_is_dead_lettered_and_the_consumer_moves_on() {
     // Every projection of the chat topic, and the processors that index finished chat turns and
     // follow investigations' sessions.
     let chat_projections =
-        aurora_projections::all_projections().iter().filter(|projection| projection.categories().contains(&"chat")).count() + 2;
+        aurora_projections::all_projections(&env.config).iter().filter(|projection| projection.categories().contains(&"chat")).count() + 2;
     let dead_letters = eventually("dead letters", WAIT, || async {
         let records = read_all(&env.config, &aurora_events::topics::dead_letter_topic(&env.config.kafka.topic_prefix)).await;
         (records.len() >= chat_projections).then_some(records)

@@ -1,9 +1,19 @@
-//! The graph port: the organisation's discovered estate as the discovery projection keeps it in
-//! Postgres (`graph_nodes`, `graph_edges`), and the queries the gateway and the agent's tools
-//! ask of it: services by kind, provider or tag, one service's neighbours with the evidence of
-//! each dependency, and the services upstream or downstream of one (its blast radius) by
-//! recursive SQL. Every query runs in the caller's tenant transaction and names the
-//! organisation too.
+//! The graph port: the organisation's discovered estate as a projection of the discovery events
+//! keeps it, and the queries the gateway, the agent's tools and the incident grouping ask of it:
+//! services by kind, provider or tag, one service's neighbours with the evidence of each
+//! dependency, the services upstream or downstream of one (its blast radius), the shortest path
+//! between two, and a summary. Every query names the organisation, and any can read the graph as
+//! it was at a past time ([`AsOf`]).
+//!
+//! Two stores keep it: [`postgres`], tables the discovery projection writes in the read-model
+//! database and recursive SQL (the default), and [`bolt`], a Memgraph, Neo4j or other Bolt 5
+//! server written with Cypher. [`GraphStore`] says which one this process reads; one contract
+//! suite (`tests/tests/graph_contract.rs`) runs the same queries against both.
+
+pub mod bolt;
+pub mod postgres;
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -44,40 +54,6 @@ pub enum AsOf {
     Now,
     At(DateTime<Utc>),
 }
-
-impl AsOf {
-    /// The services of this graph, as a `FROM` item with the columns of `graph_nodes`.
-    fn nodes(self) -> String {
-        match self {
-            AsOf::Now => "(SELECT * FROM graph_nodes WHERE gone_at IS NULL)".into(),
-            AsOf::At(at) => format!(
-                "(SELECT node_id, org_id, resource_id, provider, kind, provider_type, name, region, account, tags, endpoint, first_seen, \
-                     valid_from AS last_changed, 'present'::text AS status, NULL::timestamptz AS last_seen \
-                 FROM graph_node_versions WHERE {})",
-                valid_at(at)
-            ),
-        }
-    }
-
-    /// The dependencies of this graph, as a `FROM` item.
-    fn edges(self) -> String {
-        let columns = "org_id, from_node, to_node, kind, evidence, confidence";
-        match self {
-            AsOf::Now => format!("(SELECT {columns} FROM graph_edges WHERE gone_at IS NULL)"),
-            AsOf::At(at) => format!("(SELECT {columns} FROM graph_edge_versions WHERE {})", valid_at(at)),
-        }
-    }
-}
-
-/// The versions valid at `at`. The time is written into the statement from the typed value,
-/// never from text a caller sent, so that one `FROM` item serves every query's parameters.
-fn valid_at(at: DateTime<Utc>) -> String {
-    let at = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    format!("valid_from <= '{at}'::timestamptz AND (valid_to IS NULL OR valid_to > '{at}'::timestamptz)")
-}
-
-const SERVICE_COLUMNS: &str =
-    "node_id, resource_id, provider, kind, provider_type, name, region, account, tags, endpoint, first_seen, last_changed, status, last_seen";
 
 #[derive(Debug, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct Neighbour {
@@ -127,72 +103,6 @@ pub struct BlastRadius {
     pub affected: Vec<Affected>,
 }
 
-/// Which services to list.
-#[derive(Debug, Clone, Default)]
-pub struct ServiceFilter {
-    pub kind: Option<String>,
-    pub provider: Option<String>,
-    /// `{key: value}`: only services with that tag.
-    pub tag: Option<serde_json::Value>,
-    /// Names containing this, case-insensitively.
-    pub name: Option<String>,
-    pub limit: i64,
-}
-
-/// The organisation's services (resources not gone), by kind and name; with a name, those named
-/// exactly so (whatever the case) first.
-pub async fn services(
-    connection: &mut PgConnection,
-    org_id: Uuid,
-    filter: &ServiceFilter,
-    as_of: AsOf,
-) -> Result<Vec<ServiceView>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {SERVICE_COLUMNS} FROM {} AS n WHERE org_id = $1 \
-         AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR provider = $3) AND ($4::jsonb IS NULL OR tags @> $4) \
-         AND ($5::text IS NULL OR strpos(lower(name), lower($5)) > 0) \
-         ORDER BY lower(name) = lower($5) IS TRUE DESC, kind, name, node_id LIMIT $6",
-        as_of.nodes()
-    ))
-    .bind(org_id)
-    .bind(&filter.kind)
-    .bind(&filter.provider)
-    .bind(&filter.tag)
-    .bind(&filter.name)
-    .bind(filter.limit)
-    .fetch_all(connection)
-    .await
-}
-
-/// One service, unless it is gone (or was not there at `as_of`).
-pub async fn service(connection: &mut PgConnection, org_id: Uuid, node_id: Uuid, as_of: AsOf) -> Result<Option<ServiceView>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {SERVICE_COLUMNS} FROM {} AS n WHERE org_id = $1 AND node_id = $2", as_of.nodes()))
-        .bind(org_id)
-        .bind(node_id)
-        .fetch_optional(connection)
-        .await
-}
-
-/// What the service depends on (its edges out) and what depends on it (its edges in).
-pub async fn neighbours(
-    connection: &mut PgConnection,
-    org_id: Uuid,
-    node_id: Uuid,
-    as_of: AsOf,
-) -> Result<(Vec<Neighbour>, Vec<Neighbour>), sqlx::Error> {
-    let query = |near: &str, far: &str| {
-        format!(
-            "SELECT n.node_id, n.name, n.kind, e.kind AS dependency, e.evidence, e.confidence FROM {} e \
-             JOIN {} n ON n.node_id = e.{far} WHERE e.org_id = $1 AND e.{near} = $2 ORDER BY e.kind, n.name",
-            as_of.edges(),
-            as_of.nodes()
-        )
-    };
-    let out = sqlx::query_as(&query("from_node", "to_node")).bind(org_id).bind(node_id).fetch_all(&mut *connection).await?;
-    let inward = sqlx::query_as(&query("to_node", "from_node")).bind(org_id).bind(node_id).fetch_all(&mut *connection).await?;
-    Ok((out, inward))
-}
-
 /// Which way dependencies are followed from a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -203,40 +113,16 @@ pub enum Direction {
     Downstream,
 }
 
-/// The services `depth` dependencies or fewer from `node_id` in `direction`, nearest first, each
-/// at its shortest distance. A breadth-first walk over (service, distance) pairs that `UNION`
-/// keeps unique, so it stays linear in the graph's size however many paths join; no path is
-/// carried.
-pub async fn reach(
-    connection: &mut PgConnection,
-    org_id: Uuid,
-    node_id: Uuid,
-    direction: Direction,
-    depth: i32,
-    as_of: AsOf,
-) -> Result<Vec<Affected>, sqlx::Error> {
-    let (edges, nodes) = (as_of.edges(), as_of.nodes());
-    let (near, far) = match direction {
-        Direction::Upstream => ("from_node", "to_node"),
-        Direction::Downstream => ("to_node", "from_node"),
-    };
-    sqlx::query_as(&format!(
-        "WITH RECURSIVE reached(node_id, distance) AS ( \
-             SELECT e.{far}, 1 FROM {edges} e WHERE e.org_id = $1 AND e.{near} = $2 \
-             UNION \
-             SELECT e.{far}, r.distance + 1 FROM reached r JOIN {edges} e ON e.{near} = r.node_id \
-             WHERE e.org_id = $1 AND r.distance < $3 \
-         ) \
-         SELECT n.node_id, n.name, n.kind, min(r.distance) AS distance FROM reached r \
-         JOIN {nodes} n ON n.node_id = r.node_id AND n.org_id = $1 \
-         WHERE r.node_id <> $2 \
-         GROUP BY n.node_id, n.name, n.kind ORDER BY distance, n.name"
-    ))
-    .bind(org_id)
-    .bind(node_id)
-    .bind(depth)
-    .fetch_all(connection)
-    .await
+/// Which services to list.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceFilter {
+    pub kind: Option<String>,
+    pub provider: Option<String>,
+    /// `{key: value}`: only services with that tag.
+    pub tag: Option<serde_json::Value>,
+    /// Names containing this, case-insensitively.
+    pub name: Option<String>,
+    pub limit: i64,
 }
 
 /// One service on a path.
@@ -256,76 +142,6 @@ pub struct DependencyPath {
     pub dependencies: Vec<String>,
 }
 
-/// The shortest path of dependencies from `from` to `to`, at most `depth` long, if there is one.
-/// A breadth-first walk from `from` over (service, distance) pairs, as [`reach`] does, then one
-/// step back at a time from `to` to a service one nearer: no path is carried while walking.
-pub async fn path(
-    connection: &mut PgConnection,
-    org_id: Uuid,
-    from: Uuid,
-    to: Uuid,
-    depth: i32,
-    as_of: AsOf,
-) -> Result<Option<DependencyPath>, sqlx::Error> {
-    if from == to {
-        return Ok(None);
-    }
-    let (edges, listed) = (as_of.edges(), as_of.nodes());
-    let reached: Vec<(Uuid, i32)> = sqlx::query_as(&format!(
-        "WITH RECURSIVE reached(node_id, distance) AS ( \
-             SELECT $2::uuid, 0 \
-             UNION \
-             SELECT e.to_node, r.distance + 1 FROM reached r JOIN {edges} e ON e.from_node = r.node_id \
-             WHERE e.org_id = $1 AND r.distance < $4 AND r.node_id <> $3 \
-         ) \
-         SELECT r.node_id, min(r.distance) FROM reached r \
-         JOIN {listed} n ON n.node_id = r.node_id AND n.org_id = $1 GROUP BY r.node_id"
-    ))
-    .bind(org_id)
-    .bind(from)
-    .bind(to)
-    .bind(depth)
-    .fetch_all(&mut *connection)
-    .await?;
-    let distance_of = |node: Uuid| reached.iter().find(|(reached, _)| *reached == node).map(|(_, distance)| *distance);
-    let Some(length) = distance_of(to) else { return Ok(None) };
-    let (mut nodes, mut dependencies) = (vec![to], Vec::new());
-    for distance in (0..length).rev() {
-        let nearer: Vec<Uuid> = reached.iter().filter(|(_, at)| *at == distance).map(|(node, _)| *node).collect();
-        let step: Option<(Uuid, String)> = sqlx::query_as(&format!(
-            "SELECT from_node, kind FROM {edges} AS e WHERE org_id = $1 AND to_node = $2 AND from_node = ANY($3) \
-             ORDER BY confidence DESC, kind, from_node LIMIT 1"
-        ))
-        .bind(org_id)
-        .bind(nodes[nodes.len() - 1])
-        .bind(&nearer)
-        .fetch_optional(&mut *connection)
-        .await?;
-        let Some((node, kind)) = step else { return Ok(None) };
-        nodes.push(node);
-        dependencies.push(kind);
-    }
-    nodes.reverse();
-    dependencies.reverse();
-    let named: Vec<PathStep> =
-        sqlx::query_as(&format!("SELECT node_id, name, kind FROM {listed} AS n WHERE org_id = $1 AND node_id = ANY($2)"))
-            .bind(org_id)
-            .bind(&nodes)
-            .fetch_all(&mut *connection)
-            .await?;
-    let services = nodes
-        .iter()
-        .map(|node| {
-            named.iter().find(|step| step.node_id == *node).map(|step| PathStep {
-                node_id: step.node_id,
-                name: step.name.clone(),
-                kind: step.kind.clone(),
-            })
-        })
-        .collect::<Option<Vec<_>>>();
-    Ok(services.map(|services| DependencyPath { services, dependencies }))
-}
-
 impl DependencyPath {
     /// The path in words: `checkout-api -uses-> orders-db`.
     pub fn describe(&self) -> String {
@@ -335,31 +151,6 @@ impl DependencyPath {
         }
         text
     }
-}
-
-/// The service named `name` exactly (whatever the case), if discovery found one.
-pub async fn named(connection: &mut PgConnection, org_id: Uuid, name: &str) -> Result<Option<ServiceView>, sqlx::Error> {
-    let filter = ServiceFilter { name: Some(name.to_owned()), limit: 1, ..ServiceFilter::default() };
-    let mut found = services(connection, org_id, &filter, AsOf::Now).await?;
-    Ok(found.pop().filter(|service| service.name.eq_ignore_ascii_case(name)))
-}
-
-/// The shortest chain of dependencies between two services, whichever depends on the other.
-pub async fn link(
-    connection: &mut PgConnection,
-    org_id: Uuid,
-    one: Uuid,
-    other: Uuid,
-    depth: i32,
-    as_of: AsOf,
-) -> Result<Option<DependencyPath>, sqlx::Error> {
-    let forward = path(&mut *connection, org_id, one, other, depth, as_of).await?;
-    let backward = path(&mut *connection, org_id, other, one, depth, as_of).await?;
-    Ok(match (forward, backward) {
-        (Some(forward), Some(backward)) if backward.dependencies.len() < forward.dependencies.len() => Some(backward),
-        (Some(forward), _) => Some(forward),
-        (None, backward) => backward,
-    })
 }
 
 /// How many services of one provider and kind.
@@ -397,13 +188,6 @@ pub struct GraphSummary {
     pub scanned_at: Option<DateTime<Utc>>,
 }
 
-/// The summary the latest completed scan left, if one has completed.
-pub async fn summary(connection: &mut PgConnection, org_id: Uuid) -> Result<Option<GraphSummary>, sqlx::Error> {
-    let found: Option<sqlx::types::Json<GraphSummary>> =
-        sqlx::query_scalar("SELECT summary FROM graph_summaries WHERE org_id = $1").bind(org_id).fetch_optional(connection).await?;
-    Ok(found.map(|summary| summary.0))
-}
-
 impl GraphSummary {
     /// The summary in a few lines, for the agent's prompt.
     pub fn describe(&self) -> String {
@@ -425,5 +209,188 @@ impl GraphSummary {
             text.push_str(&format!("Most depended on: {}.\n", hubs.join(", ")));
         }
         text
+    }
+}
+
+/// A graph store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// The Bolt server could not be reached, refused the statement or answered in a way this
+    /// build does not read.
+    #[error("the graph store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Which store this process reads the graph from.
+#[derive(Clone, Default)]
+pub enum GraphStore {
+    /// The discovery projection's tables in the read-model database.
+    #[default]
+    Postgres,
+    /// A Bolt server the `graph_bolt` projection writes.
+    Bolt(Arc<bolt::BoltGraph>),
+}
+
+impl GraphStore {
+    /// The store `config` names (no connection is made until the first query).
+    pub fn from_config(config: &crate::config::DiscoveryConfig) -> Self {
+        match config.graph {
+            crate::config::GraphBackend::Postgres => GraphStore::Postgres,
+            crate::config::GraphBackend::Bolt => GraphStore::Bolt(Arc::new(bolt::BoltGraph::new(&config.bolt))),
+        }
+    }
+
+    /// `postgres` or `bolt`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            GraphStore::Postgres => "postgres",
+            GraphStore::Bolt(_) => "bolt",
+        }
+    }
+
+    /// The queries, on `connection` (the caller's tenant transaction) when the graph is in
+    /// Postgres.
+    pub fn reader<'c>(&'c self, connection: &'c mut PgConnection) -> GraphReader<'c> {
+        match self {
+            GraphStore::Postgres => GraphReader::Postgres(connection),
+            GraphStore::Bolt(graph) => GraphReader::Bolt(graph),
+        }
+    }
+}
+
+/// The graph's queries on one store.
+pub enum GraphReader<'c> {
+    Postgres(&'c mut PgConnection),
+    Bolt(&'c bolt::BoltGraph),
+}
+
+impl GraphReader<'_> {
+    /// The organisation's services (resources not gone), by kind and name; with a name, those
+    /// named exactly so (whatever the case) first.
+    pub async fn services(&mut self, org_id: Uuid, filter: &ServiceFilter, as_of: AsOf) -> Result<Vec<ServiceView>, GraphError> {
+        match self {
+            GraphReader::Postgres(connection) => Ok(postgres::services(connection, org_id, filter, as_of).await?),
+            GraphReader::Bolt(graph) => graph.services(org_id, filter, as_of).await,
+        }
+    }
+
+    /// One service, unless it is gone (or was not there at `as_of`).
+    pub async fn service(&mut self, org_id: Uuid, node_id: Uuid, as_of: AsOf) -> Result<Option<ServiceView>, GraphError> {
+        match self {
+            GraphReader::Postgres(connection) => Ok(postgres::service(connection, org_id, node_id, as_of).await?),
+            GraphReader::Bolt(graph) => graph.service(org_id, node_id, as_of).await,
+        }
+    }
+
+    /// What the service depends on (its edges out) and what depends on it (its edges in).
+    pub async fn neighbours(&mut self, org_id: Uuid, node_id: Uuid, as_of: AsOf) -> Result<(Vec<Neighbour>, Vec<Neighbour>), GraphError> {
+        match self {
+            GraphReader::Postgres(connection) => Ok(postgres::neighbours(connection, org_id, node_id, as_of).await?),
+            GraphReader::Bolt(graph) => graph.neighbours(org_id, node_id, as_of).await,
+        }
+    }
+
+    /// The services `depth` dependencies or fewer from `node_id` in `direction`, nearest first,
+    /// each at its shortest distance, then by name.
+    pub async fn reach(
+        &mut self,
+        org_id: Uuid,
+        node_id: Uuid,
+        direction: Direction,
+        depth: i32,
+        as_of: AsOf,
+    ) -> Result<Vec<Affected>, GraphError> {
+        match self {
+            GraphReader::Postgres(connection) => Ok(postgres::reach(connection, org_id, node_id, direction, depth, as_of).await?),
+            GraphReader::Bolt(graph) => graph.reach(org_id, node_id, direction, depth, as_of).await,
+        }
+    }
+
+    /// Of the dependencies into `to` from one of `nearer`, the one a path takes back: the most
+    /// confident, then by kind and service id.
+    async fn step_back(&mut self, org_id: Uuid, to: Uuid, nearer: &[Uuid], as_of: AsOf) -> Result<Option<(Uuid, String)>, GraphError> {
+        match self {
+            GraphReader::Postgres(connection) => Ok(postgres::step_back(connection, org_id, to, nearer, as_of).await?),
+            GraphReader::Bolt(graph) => graph.step_back(org_id, to, nearer, as_of).await,
+        }
+    }
+
+    /// The summary the latest completed scan left, if one has completed.
+    pub async fn summary(&mut self, org_id: Uuid) -> Result<Option<GraphSummary>, GraphError> {
+        match self {
+            GraphReader::Postgres(connection) => Ok(postgres::summary(connection, org_id).await?),
+            GraphReader::Bolt(graph) => graph.summary(org_id).await,
+        }
+    }
+
+    /// The shortest path of dependencies from `from` to `to`, at most `depth` long, if there is
+    /// one. The services `from` depends on, each at its shortest distance ([`Self::reach`]), then
+    /// one step back at a time from `to` to a service one nearer ([`Self::step_back`]), so that
+    /// both stores choose the same path among equally short ones.
+    pub async fn path(
+        &mut self,
+        org_id: Uuid,
+        from: Uuid,
+        to: Uuid,
+        depth: i32,
+        as_of: AsOf,
+    ) -> Result<Option<DependencyPath>, GraphError> {
+        if from == to {
+            return Ok(None);
+        }
+        let Some(start) = self.service(org_id, from, as_of).await? else { return Ok(None) };
+        let reached = self.reach(org_id, from, Direction::Upstream, depth, as_of).await?;
+        let Some(end) = reached.iter().find(|affected| affected.node_id == to) else { return Ok(None) };
+        let step = |affected: &Affected| PathStep { node_id: affected.node_id, name: affected.name.clone(), kind: affected.kind.clone() };
+        let (mut services, mut dependencies) = (vec![step(end)], Vec::new());
+        for distance in (0..end.distance).rev() {
+            let nearer: Vec<Uuid> = if distance == 0 {
+                vec![from]
+            } else {
+                reached.iter().filter(|affected| affected.distance == distance).map(|affected| affected.node_id).collect()
+            };
+            let here = services[services.len() - 1].node_id;
+            let Some((node, kind)) = self.step_back(org_id, here, &nearer, as_of).await? else { return Ok(None) };
+            let named = if node == from {
+                PathStep { node_id: from, name: start.name.clone(), kind: start.kind.clone() }
+            } else {
+                match reached.iter().find(|affected| affected.node_id == node) {
+                    Some(affected) => step(affected),
+                    None => return Ok(None),
+                }
+            };
+            services.push(named);
+            dependencies.push(kind);
+        }
+        services.reverse();
+        dependencies.reverse();
+        Ok(Some(DependencyPath { services, dependencies }))
+    }
+
+    /// The shortest chain of dependencies between two services, whichever depends on the other.
+    pub async fn link(
+        &mut self,
+        org_id: Uuid,
+        one: Uuid,
+        other: Uuid,
+        depth: i32,
+        as_of: AsOf,
+    ) -> Result<Option<DependencyPath>, GraphError> {
+        let forward = self.path(org_id, one, other, depth, as_of).await?;
+        let backward = self.path(org_id, other, one, depth, as_of).await?;
+        Ok(match (forward, backward) {
+            (Some(forward), Some(backward)) if backward.dependencies.len() < forward.dependencies.len() => Some(backward),
+            (Some(forward), _) => Some(forward),
+            (None, backward) => backward,
+        })
+    }
+
+    /// The service named `name` exactly (whatever the case), if discovery found one.
+    pub async fn named(&mut self, org_id: Uuid, name: &str) -> Result<Option<ServiceView>, GraphError> {
+        let filter = ServiceFilter { name: Some(name.to_owned()), limit: 1, ..ServiceFilter::default() };
+        let mut found = self.services(org_id, &filter, AsOf::Now).await?;
+        Ok(found.pop().filter(|service| service.name.eq_ignore_ascii_case(name)))
     }
 }

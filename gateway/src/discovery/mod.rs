@@ -3,7 +3,7 @@
 //! its neighbours and the evidence of each dependency, what it depends on and what depends on
 //! it to a depth, and its blast radius (what depends on it, grouped by distance), from the `graph_nodes` and `graph_edges` read models.
 
-use aurora_adapters::graph::{self, AsOf, BlastRadius, Dependencies, DependencyPath, Direction, GraphSummary, ServiceDetail, ServiceFilter, ServiceView};
+use aurora_adapters::graph::{AsOf, BlastRadius, Dependencies, DependencyPath, Direction, GraphSummary, ServiceDetail, ServiceFilter, ServiceView};
 use aurora_domain::discovery::{DiscoveryCommand, Estate};
 use aurora_events::discovery::DiscoveryEvent;
 use aurora_events::identity::Role::{Admin, Editor, Viewer};
@@ -136,7 +136,7 @@ pub struct AtQuery {
 /// The organisation's services (resources not gone), by kind and name.
 #[utoipa::path(
     get, path = "/v1/discovery/services", tag = "discovery", params(ServicesQuery),
-    responses((status = 200, body = Vec<ServiceView>), (status = 400, body = Problem), (status = 401, body = Problem))
+    responses((status = 200, body = Vec<ServiceView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 503, body = Problem))
 )]
 pub async fn list_services(
     State(state): State<AppState>,
@@ -163,12 +163,12 @@ pub async fn list_services(
         }
     }
     let filter = ServiceFilter { kind: query.kind, provider: query.provider, tag, name: None, limit };
-    let services = graph::services(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, &filter, as_of(query.at)).await?;
+    let services = state.graph.reader(&mut *caller.read_models(&state.pool).await?).services(caller.org_id().0, &filter, as_of(query.at)).await?;
     Ok(axum::Json(services))
 }
 
 async fn service(state: &AppState, caller: &Caller, node_id: Uuid, as_of: AsOf) -> Result<ServiceView, ApiError> {
-    graph::service(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, node_id, as_of)
+    state.graph.reader(&mut *caller.read_models(&state.pool).await?).service(caller.org_id().0, node_id, as_of)
         .await?
         .ok_or_else(|| ApiError::NotFound("service".into()))
 }
@@ -176,7 +176,7 @@ async fn service(state: &AppState, caller: &Caller, node_id: Uuid, as_of: AsOf) 
 /// One service with its neighbours and the evidence of each dependency.
 #[utoipa::path(
     get, path = "/v1/discovery/services/{node_id}", tag = "discovery", params(("node_id" = Uuid, Path), AtQuery),
-    responses((status = 200, body = ServiceDetail), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem))
+    responses((status = 200, body = ServiceDetail), (status = 400, body = Problem), (status = 401, body = Problem), (status = 503, body = Problem), (status = 404, body = Problem))
 )]
 pub async fn get_service(
     State(state): State<AppState>,
@@ -187,7 +187,7 @@ pub async fn get_service(
     let as_of = as_of(query.at);
     let service = service(&state, &caller, node_id, as_of).await?;
     let (depends_on, depended_on_by) =
-        graph::neighbours(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, node_id, as_of).await?;
+        state.graph.reader(&mut *caller.read_models(&state.pool).await?).neighbours(caller.org_id().0, node_id, as_of).await?;
     Ok(axum::Json(ServiceDetail { service, depends_on, depended_on_by }))
 }
 
@@ -213,7 +213,7 @@ impl BlastQuery {
 /// What breaks when the service does: everything that depends on it, grouped by distance.
 #[utoipa::path(
     get, path = "/v1/discovery/services/{node_id}/blast-radius", tag = "discovery", params(("node_id" = Uuid, Path), BlastQuery),
-    responses((status = 200, body = BlastRadius), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem))
+    responses((status = 200, body = BlastRadius), (status = 400, body = Problem), (status = 401, body = Problem), (status = 503, body = Problem), (status = 404, body = Problem))
 )]
 pub async fn blast_radius(
     State(state): State<AppState>,
@@ -224,7 +224,7 @@ pub async fn blast_radius(
     let (depth, as_of) = (query.depth()?, as_of(query.at));
     service(&state, &caller, node_id, as_of).await?;
     let affected =
-        graph::reach(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, node_id, Direction::Downstream, depth, as_of).await?;
+        state.graph.reader(&mut *caller.read_models(&state.pool).await?).reach(caller.org_id().0, node_id, Direction::Downstream, depth, as_of).await?;
     Ok(axum::Json(BlastRadius { node_id, affected }))
 }
 
@@ -232,7 +232,7 @@ pub async fn blast_radius(
 /// not, to a depth, each nearest first.
 #[utoipa::path(
     get, path = "/v1/discovery/services/{node_id}/dependencies", tag = "discovery", params(("node_id" = Uuid, Path), BlastQuery),
-    responses((status = 200, body = Dependencies), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem))
+    responses((status = 200, body = Dependencies), (status = 400, body = Problem), (status = 401, body = Problem), (status = 503, body = Problem), (status = 404, body = Problem))
 )]
 pub async fn dependencies(
     State(state): State<AppState>,
@@ -243,9 +243,9 @@ pub async fn dependencies(
     let (depth, as_of) = (query.depth()?, as_of(query.at));
     service(&state, &caller, node_id, as_of).await?;
     let mut read = caller.read_models(&state.pool).await?;
-    let org = caller.org_id().0;
-    let upstream = graph::reach(&mut read, org, node_id, Direction::Upstream, depth, as_of).await?;
-    let downstream = graph::reach(&mut read, org, node_id, Direction::Downstream, depth, as_of).await?;
+    let (mut graph, org) = (state.graph.reader(&mut read), caller.org_id().0);
+    let upstream = graph.reach(org, node_id, Direction::Upstream, depth, as_of).await?;
+    let downstream = graph.reach(org, node_id, Direction::Downstream, depth, as_of).await?;
     Ok(axum::Json(Dependencies { node_id, depth, upstream, downstream }))
 }
 
@@ -266,7 +266,7 @@ pub struct PathQuery {
 /// within the depth).
 #[utoipa::path(
     get, path = "/v1/discovery/path", tag = "discovery", params(PathQuery),
-    responses((status = 200, body = DependencyPath), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem))
+    responses((status = 200, body = DependencyPath), (status = 400, body = Problem), (status = 401, body = Problem), (status = 503, body = Problem), (status = 404, body = Problem))
 )]
 pub async fn dependency_path(
     State(state): State<AppState>,
@@ -280,7 +280,7 @@ pub async fn dependency_path(
     let as_of = as_of(query.at);
     service(&state, &caller, query.from, as_of).await?;
     service(&state, &caller, query.to, as_of).await?;
-    graph::path(&mut *caller.read_models(&state.pool).await?, caller.org_id().0, query.from, query.to, depth, as_of)
+    state.graph.reader(&mut *caller.read_models(&state.pool).await?).path(caller.org_id().0, query.from, query.to, depth, as_of)
         .await?
         .map(axum::Json)
         .ok_or_else(|| ApiError::NotFound("path".into()))
@@ -291,10 +291,10 @@ pub async fn dependency_path(
 /// before a scan completes).
 #[utoipa::path(
     get, path = "/v1/discovery/summary", tag = "discovery",
-    responses((status = 200, body = GraphSummary), (status = 401, body = Problem))
+    responses((status = 200, body = GraphSummary), (status = 401, body = Problem), (status = 503, body = Problem))
 )]
 pub async fn summary(State(state): State<AppState>, caller: Caller) -> Result<axum::Json<GraphSummary>, ApiError> {
-    let found = graph::summary(&mut *caller.read_models(&state.pool).await?, caller.org_id().0).await?;
+    let found = state.graph.reader(&mut *caller.read_models(&state.pool).await?).summary(caller.org_id().0).await?;
     Ok(axum::Json(found.unwrap_or_default()))
 }
 

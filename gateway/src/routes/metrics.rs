@@ -59,7 +59,7 @@ async fn sample(config: &Config, pool: &PgPool, kafka: &Arc<rdkafka::consumer::B
             .collect::<Vec<_>>()
     })
     .await?;
-    for projection in aurora_projections::all_projections() {
+    for projection in aurora_projections::all_projections(config) {
         let mut total = 0i64;
         for topic in projection.topics(&config.kafka.topic_prefix) {
             let Some((_, marks)) = watermarks.iter().find(|(name, _)| *name == topic) else { continue };

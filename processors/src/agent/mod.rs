@@ -114,6 +114,7 @@ pub struct Agent {
     deploy: Arc<DeployConfig>,
     /// The organisation's runbooks and past conversations, for the search tools.
     knowledge: KnowledgeIndex,
+    graph: aurora_adapters::graph::GraphStore,
     llm: Llm,
     tools: Registry,
     deltas: DeltaPublisher,
@@ -138,21 +139,16 @@ fn agent_actor() -> Actor {
 }
 
 impl Agent {
-    pub fn new(
-        config: &Config,
-        pool: PgPool,
-        commands: CommandHandler,
-        secrets: Arc<dyn SecretStore>,
-        objects: Objects,
-        deltas: DeltaPublisher,
-    ) -> Self {
+    pub fn new(context: &crate::Context, objects: Objects, deltas: DeltaPublisher) -> Self {
+        let (config, pool) = (&context.config, context.pool.clone());
         Self {
+            graph: context.graph.clone(),
             objects,
             deploy: Arc::new(config.deploy.clone()),
             knowledge: KnowledgeIndex::from_config(&config.knowledge, Embedder::shared(&config.embedding), pool.clone()),
-            commands,
+            commands: context.commands.clone(),
             pool,
-            secrets,
+            secrets: context.secrets.clone(),
             providers: Arc::new(config.connections.clone()),
             llm: Llm::new(config),
             tools: Registry::standard(),
@@ -225,11 +221,14 @@ impl Agent {
     ) -> Result<Option<Advanced>, HandleError> {
         let turn_id = turn.turn_id;
         // What the organisation has connected decides which tools exist and what the prompt says.
-        let connected = Arc::new(
-            Connected::load(&self.pool, org_id)
-                .await
-                .map_err(|error| HandleError::Store(aurora_commands::StoreError::Unexpected(error.into())))?,
-        );
+        let mut connected = Connected::load(&self.pool, org_id)
+            .await
+            .map_err(|error| HandleError::Store(aurora_commands::StoreError::Unexpected(error.into())))?;
+        // Without the graph's summary the prompt is shorter; the turn goes on.
+        if let Err(error) = connected.summarise(&self.pool, &self.graph, org_id).await {
+            tracing::warn!(%error, "the estate's summary could not be read");
+        }
+        let connected = Arc::new(connected);
         let offered = self.tools.offered(&connected, turn.mode);
         if turn.cancel_requested {
             self.record(stream, org_id, turn_id, ChatSessionCommand::Cancel { turn_id }).await?;
@@ -519,6 +518,7 @@ impl Agent {
             secrets: self.secrets.clone(),
             providers: self.providers.clone(),
             knowledge: self.knowledge.clone(),
+            graph: self.graph.clone(),
             connected: connected.clone(),
             session_id,
             objects: self.objects.clone(),

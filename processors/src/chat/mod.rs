@@ -13,7 +13,7 @@ pub fn register(processors: &mut Processors) {
     processors.add("agent", |context, shutdown| async move {
         let deltas = DeltaPublisher::new(&context.config, Announcer::new(context.pool.clone()))?;
         let objects = aurora_adapters::objects::Objects::from_config(&context.config.objects)?;
-        let agent = Agent::new(&context.config, context.pool.clone(), context.commands, context.secrets.clone(), objects, deltas);
+        let agent = Agent::new(&context, objects, deltas);
         AgentRunner::new(context.config, context.pool, agent, context.signals).run(shutdown).await
     });
 }

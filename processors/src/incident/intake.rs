@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use aurora_adapters::graph::{self, AsOf, Direction};
+use aurora_adapters::graph::{AsOf, Direction};
 use aurora_commands::HandleError;
 use aurora_domain::incident::{sources, Incident, IncidentCommand, IncidentError, MAX_ALERTS};
 use aurora_domain::DomainError;
@@ -421,10 +421,10 @@ impl Intake {
         if !candidates.iter().any(|candidate| candidate.service.as_deref().is_some_and(|other| !other.eq_ignore_ascii_case(service))) {
             return Ok(None);
         }
-        let Some(node) = graph::named(&mut *connection, org_id.0, service).await? else { return Ok(None) };
+        let Some(node) = self.context.graph.reader(&mut *connection).named(org_id.0, service).await? else { return Ok(None) };
         let mut reached = Vec::new();
         for direction in [Direction::Upstream, Direction::Downstream] {
-            let walked = graph::reach(&mut *connection, org_id.0, node.node_id, direction, depth, AsOf::Now).await?;
+            let walked = self.context.graph.reader(&mut *connection).reach(org_id.0, node.node_id, direction, depth, AsOf::Now).await?;
             reached.extend(walked.into_iter().map(|found| (direction, found)));
         }
         let nearest = candidates
@@ -442,7 +442,7 @@ impl Intake {
             Direction::Upstream => (node.node_id, found.node_id),
             Direction::Downstream => (found.node_id, node.node_id),
         };
-        let Some(path) = graph::path(&mut *connection, org_id.0, from, to, depth, AsOf::Now).await? else { return Ok(None) };
+        let Some(path) = self.context.graph.reader(&mut *connection).path(org_id.0, from, to, depth, AsOf::Now).await? else { return Ok(None) };
         let reason = format!("`{service}` and `{}` depend on each other in the service graph: {}", found.name, path.describe());
         let score = 1.0 / path.dependencies.len().max(1) as f64;
         Ok(Some((candidate.incident_id, Grouping { rule: GroupingRule::DependencyPath, score, reason: sources::clip_text(&reason, 1000) })))

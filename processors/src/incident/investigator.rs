@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aurora_adapters::embeddings::Embedder;
-use aurora_adapters::graph::{self, AsOf};
+use aurora_adapters::graph::{AsOf};
 use aurora_adapters::vectors::search::{Chunk, KnowledgeIndex};
 use aurora_adapters::vectors::{Source, SourceKind};
 use aurora_commands::{CommandMeta, HandleError};
@@ -177,14 +177,14 @@ impl Investigator {
     async fn neighbourhood(&self, org_id: OrgId, service: Option<&str>, opened_at: Option<DateTime<Utc>>) -> anyhow::Result<Option<String>> {
         let Some(service) = service else { return Ok(None) };
         let mut connection = self.context.pool.acquire().await?;
-        let Some(node) = graph::named(&mut connection, org_id.0, service).await? else { return Ok(None) };
+        let Some(node) = self.context.graph.reader(&mut connection).named(org_id.0, service).await? else { return Ok(None) };
         let (as_of, when) = match opened_at {
             Some(at) if node.first_seen <= at => {
                 (AsOf::At(at), format!("as it was when the incident opened ({}; pass `at` to the graph tools for that time)", at.to_rfc3339()))
             }
             _ => (AsOf::Now, "as discovered since the incident opened".to_owned()),
         };
-        let (depends_on, depended_on_by) = graph::neighbours(&mut connection, org_id.0, node.node_id, as_of).await?;
+        let (depends_on, depended_on_by) = self.context.graph.reader(&mut connection).neighbours(org_id.0, node.node_id, as_of).await?;
         let mut text = format!(
             "\nIn the discovered service graph (ask `get_service`, `service_dependencies` and `blast_radius` for more), {} is a {} ({}{}, {}), {when}.\n",
             node.name,

@@ -15,11 +15,19 @@ use uuid::Uuid;
 
 use crate::{Projection, Projections, TableNames};
 
+pub mod bolt;
+
 pub struct Graph;
 
-/// Registers the discovery read models.
+/// Registers the discovery read models: in Postgres always, and in the Bolt server when the
+/// graph is read from one.
 pub fn register(projections: &mut Projections) {
     projections.add(Arc::new(Graph));
+    let discovery = &projections.config().discovery;
+    if discovery.graph == aurora_adapters::config::GraphBackend::Bolt {
+        let graph = aurora_adapters::graph::bolt::BoltGraph::new(&discovery.bolt);
+        projections.add(Arc::new(bolt::BoltProjection::new(graph)));
+    }
 }
 
 /// The node id of `resource_id` in `org_id`'s graph.

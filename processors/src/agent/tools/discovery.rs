@@ -4,7 +4,7 @@
 //! of dependencies between two services.
 
 use async_trait::async_trait;
-use aurora_adapters::graph::{self, AsOf, Direction, ServiceFilter, ServiceView};
+use aurora_adapters::graph::{AsOf, Direction, ServiceFilter, ServiceView};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -38,12 +38,12 @@ async fn resolve(context: &ToolContext, named: &str) -> Result<ServiceView, Tool
     let named = argument("service", named, 500)?;
     let mut read = context.read_models().await?;
     if let Ok(node_id) = Uuid::parse_str(named) {
-        return graph::service(&mut read, context.org_id.0, node_id, AsOf::Now)
+        return context.graph.reader(&mut read).service(context.org_id.0, node_id, AsOf::Now)
             .await?
             .ok_or_else(|| ToolError::Refused(format!("there is no service {node_id}")));
     }
     let filter = ServiceFilter { name: Some(named.to_owned()), limit: 20, ..ServiceFilter::default() };
-    let mut candidates = graph::services(&mut read, context.org_id.0, &filter, AsOf::Now).await?;
+    let mut candidates = context.graph.reader(&mut read).services(context.org_id.0, &filter, AsOf::Now).await?;
     if let Some(exact) = candidates.iter().position(|service| service.name.eq_ignore_ascii_case(named)) {
         return Ok(candidates.swap_remove(exact));
     }
@@ -94,7 +94,7 @@ impl Tool for ListServices {
             tag: None,
             limit: 1000,
         };
-        let services = graph::services(&mut *context.read_models().await?, context.org_id.0, &filter, AsOf::Now).await?;
+        let services = context.graph.reader(&mut *context.read_models().await?).services(context.org_id.0, &filter, AsOf::Now).await?;
         let items = services
             .into_iter()
             .map(|service| {
@@ -130,7 +130,7 @@ impl Tool for GetService {
 
     async fn run(&self, context: &ToolContext, args: ServiceArgs) -> Result<Value, ToolError> {
         let (service, as_of) = (resolve(context, &args.service).await?, as_of(args.at.as_deref())?);
-        let (depends_on, depended_on_by) = graph::neighbours(&mut *context.read_models().await?, context.org_id.0, service.node_id, as_of).await?;
+        let (depends_on, depended_on_by) = context.graph.reader(&mut *context.read_models().await?).neighbours(context.org_id.0, service.node_id, as_of).await?;
         Ok(json!({ "service": service, "depends_on": depends_on, "depended_on_by": depended_on_by }))
     }
 }
@@ -162,8 +162,8 @@ impl Tool for ServiceDependencies {
         let (service, as_of) = (resolve(context, &args.service).await?, as_of(args.at.as_deref())?);
         let depth = args.depth.unwrap_or(3).clamp(1, 10);
         let mut read = context.read_models().await?;
-        let upstream = graph::reach(&mut read, context.org_id.0, service.node_id, Direction::Upstream, depth, as_of).await?;
-        let downstream = graph::reach(&mut read, context.org_id.0, service.node_id, Direction::Downstream, depth, as_of).await?;
+        let upstream = context.graph.reader(&mut read).reach(context.org_id.0, service.node_id, Direction::Upstream, depth, as_of).await?;
+        let downstream = context.graph.reader(&mut read).reach(context.org_id.0, service.node_id, Direction::Downstream, depth, as_of).await?;
         Ok(json!({ "service": service.name, "node_id": service.node_id, "depth": depth, "upstream": upstream, "downstream": downstream }))
     }
 }
@@ -181,7 +181,7 @@ impl Tool for BlastRadius {
     async fn run(&self, context: &ToolContext, args: BlastArgs) -> Result<Value, ToolError> {
         let (service, as_of) = (resolve(context, &args.service).await?, as_of(args.at.as_deref())?);
         let depth = args.depth.unwrap_or(5).clamp(1, 10);
-        let affected = graph::reach(&mut *context.read_models().await?, context.org_id.0, service.node_id, Direction::Downstream, depth, as_of).await?;
+        let affected = context.graph.reader(&mut *context.read_models().await?).reach(context.org_id.0, service.node_id, Direction::Downstream, depth, as_of).await?;
         Ok(json!({ "service": service.name, "node_id": service.node_id, "depth": depth, "affected": affected }))
     }
 }
@@ -215,7 +215,7 @@ impl Tool for DependencyPathTool {
     async fn run(&self, context: &ToolContext, args: PathArgs) -> Result<Value, ToolError> {
         let (from, to) = (resolve(context, &args.from).await?, resolve(context, &args.to).await?);
         let (depth, as_of) = (args.depth.unwrap_or(6).clamp(1, 8), as_of(args.at.as_deref())?);
-        match graph::link(&mut *context.read_models().await?, context.org_id.0, from.node_id, to.node_id, depth, as_of).await? {
+        match context.graph.reader(&mut *context.read_models().await?).link(context.org_id.0, from.node_id, to.node_id, depth, as_of).await? {
             Some(path) => Ok(json!({ "path": path.describe(), "services": path.services, "dependencies": path.dependencies })),
             None => Ok(json!({ "path": null, "note": format!("neither {} nor {} depends on the other within {depth} dependencies", from.name, to.name) })),
         }

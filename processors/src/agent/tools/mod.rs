@@ -53,6 +53,8 @@ pub struct ToolContext {
     pub providers: Arc<ConnectionsConfig>,
     /// The organisation's searchable runbooks and past conversations.
     pub knowledge: aurora_adapters::vectors::search::KnowledgeIndex,
+    /// Where the discovered graph is read.
+    pub graph: aurora_adapters::graph::GraphStore,
     /// The organisation's live connections, as the turn's step saw them.
     pub connected: Arc<Connected>,
     /// The chat session the tool runs in: its infrastructure workspace.
@@ -161,8 +163,21 @@ impl Connected {
             .bind(org_id.0)
             .fetch_one(&mut *read)
             .await?;
-        let graph = if has_graph { aurora_adapters::graph::summary(&mut read, org_id.0).await? } else { None };
-        Ok(Self { connections, memory, has_graph, graph })
+        Ok(Self { connections, memory, has_graph, graph: None })
+    }
+
+    /// Adds the estate's summary from `graph`, when discovery found services.
+    pub async fn summarise(
+        &mut self,
+        pool: &PgPool,
+        graph: &aurora_adapters::graph::GraphStore,
+        org_id: OrgId,
+    ) -> Result<(), aurora_adapters::graph::GraphError> {
+        if self.has_graph {
+            let mut read = aurora_adapters::postgres::tenant_transaction(pool, org_id.0).await?;
+            self.graph = graph.reader(&mut read).summary(org_id.0).await?;
+        }
+        Ok(())
     }
 
     pub fn has(&self, provider: Provider) -> bool {
@@ -199,6 +214,12 @@ pub enum ToolError {
 
 impl From<sqlx::Error> for ToolError {
     fn from(error: sqlx::Error) -> Self {
+        ToolError::Unavailable(error.to_string())
+    }
+}
+
+impl From<aurora_adapters::graph::GraphError> for ToolError {
+    fn from(error: aurora_adapters::graph::GraphError) -> Self {
         ToolError::Unavailable(error.to_string())
     }
 }
