@@ -36,6 +36,10 @@ pub struct IncidentOptions {
     /// Keep the bench database afterwards.
     #[arg(long)]
     pub keep: bool,
+    /// Run the gateway alone (no processors, no projections): what the webhook handler accepts
+    /// when the work behind it runs elsewhere. The investigation figures are skipped.
+    #[arg(long)]
+    pub gateway_only: bool,
 }
 
 fn notification(service: &str, fingerprint: &str) -> String {
@@ -144,7 +148,11 @@ async fn run(config: &Config, options: &IncidentOptions) -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base_url = format!("http://{}", listener.local_addr()?);
-    let roles = vec![Role::Gateway(listener), Role::Processors, Role::Projections(Vec::new())];
+    let roles = if options.gateway_only {
+        vec![Role::Gateway(listener)]
+    } else {
+        vec![Role::Gateway(listener), Role::Processors, Role::Projections(Vec::new())]
+    };
     let application = Application::start(&config, pool.clone(), roles, CancellationToken::new()).await?;
     let measured = measure(&base_url, &bare_url, &pool, options).await;
     application.stop().await?;
@@ -174,6 +182,10 @@ async fn measure(base_url: &str, bare_url: &str, pool: &sqlx::PgPool, options: &
         (aurora.accepted as f64 / aurora.elapsed.as_secs_f64()) / (bare.accepted as f64 / bare.elapsed.as_secs_f64())
     );
 
+    if options.gateway_only {
+        println!("  (the gateway alone: the intake and the investigation figures need the processors)");
+        return Ok(());
+    }
     // The intake works through what was accepted; the latency below is measured once it is done.
     let drain_started = Instant::now();
     let mut last = (-1i64, Instant::now());

@@ -16,6 +16,11 @@ use aurora_adapters::{shutdown, Config};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc, not glibc's malloc: many small allocations from many threads at once (each request's
+/// JSON) are where glibc's arena locks made the gateway wait.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "aurora", version, about = "Aurora: AI site reliability, event-sourced over Kafka")]
 struct Cli {

@@ -1,10 +1,23 @@
-//! The event store on Postgres: one round trip per append through `aurora_append`.
+//! The event store on Postgres: one round trip per append, and group commit for appends that
+//! arrive while others are being written.
+//!
+//! An append with no command id joins a queue. While fewer than [`WRITERS`] batches are in
+//! flight, a writer takes the queue's appends of distinct streams (at most [`MAX_BATCH`]) and
+//! writes them in one statement: one transaction, one WAL flush, one round trip for all of them.
+//! At rest an append goes alone at once; under load the ones waiting share the next commit. Each
+//! append keeps its own version check: one that conflicts inserts nothing and fails alone. When a
+//! batch's statement fails as a whole (a concurrent append took one of its streams first), each
+//! of its appends is written again alone, with the single statement's answers.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use aurora_adapters::postgres::is_transient;
 use aurora_events::{Envelope, StreamId};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::store::{AppendRequest, AppendResult, EventStore, StoreError};
@@ -26,6 +39,35 @@ const APPEND_WITHOUT_COMMAND: &str = "WITH inserted AS ( \
    SELECT min(stream_version) AS first_version, max(stream_version) AS last_version, \
           $4::uuid[] AS event_ids, false AS duplicate FROM inserted";
 
+/// Appends of distinct streams in one statement: every event's columns as arrays, with the index
+/// of its append, its stream, the append's expected version and its place in the append. An
+/// append whose stream is not at its expected version inserts nothing; the answer has a row per
+/// append that inserted.
+const APPEND_BATCH: &str = "WITH input AS ( \
+     SELECT * FROM unnest($1::int[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::int[], $7::jsonb[], $8::uuid[], \
+                          $9::text[], $10::timestamptz[], $11::uuid[], $12::uuid[], $13::text[], $14::int[]) \
+       AS i(request, stream, expected, event_id, event_type, schema_version, payload, org_id, actor, occurred_at, \
+            correlation_id, causation_id, traceparent, ordinal)), \
+   current AS ( \
+     SELECT s.stream, (SELECT coalesce(max(e.stream_version), 0) FROM events e WHERE e.stream = s.stream) AS version \
+     FROM (SELECT DISTINCT stream FROM input) AS s), \
+   inserted AS ( \
+     INSERT INTO events (event_id, stream, stream_version, event_type, schema_version, org_id, actor, \
+                         occurred_at, correlation_id, causation_id, traceparent, payload) \
+     SELECT i.event_id, i.stream, c.version + i.ordinal, i.event_type, i.schema_version, i.org_id, i.actor, \
+            i.occurred_at, i.correlation_id, i.causation_id, i.traceparent, i.payload \
+     FROM input i JOIN current c ON c.stream = i.stream \
+     WHERE i.expected < 0 OR c.version = i.expected \
+     ORDER BY i.request, i.ordinal \
+     RETURNING stream, stream_version) \
+   SELECT r.request, min(ins.stream_version) AS first_version, max(ins.stream_version) AS last_version \
+   FROM inserted ins JOIN (SELECT DISTINCT request, stream FROM input) AS r ON r.stream = ins.stream GROUP BY r.request";
+
+/// Batches written at once.
+const WRITERS: usize = 2;
+/// Appends in one batch at most.
+const MAX_BATCH: usize = 128;
+
 /// An append that also records its command id (see migrations/0004).
 const APPEND_WITH_COMMAND: &str = "SELECT first_version, last_version, event_ids, duplicate \
      FROM aurora_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
@@ -35,11 +77,178 @@ const STREAM_VERSION_CONSTRAINT: &str = "events_stream_version_unique";
 #[derive(Clone)]
 pub struct PostgresEventStore {
     pool: PgPool,
+    queue: Arc<Mutex<Queue>>,
+}
+
+/// Appends waiting for a batch, and how many batches are being written.
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Pending>,
+    writing: usize,
+}
+
+/// An append in the queue, and where its batch's answer goes: its first and last versions, none
+/// when its stream was not at the expected version, or, when the batch failed as a whole, the
+/// append itself back, to go alone.
+struct Pending {
+    request: AppendRequest,
+    columns: AppendColumns,
+    reply: oneshot::Sender<BatchAnswer>,
+}
+
+/// An append's first and last versions (none: a conflict), or the append back to go alone.
+type BatchAnswer = Result<Option<(i64, i64)>, (AppendRequest, AppendColumns)>;
+
+impl Pending {
+    fn answer(self, versions: Option<(i64, i64)>) {
+        let _ = self.reply.send(Ok(versions));
+    }
+
+    fn fail(self) {
+        let _ = self.reply.send(Err((self.request, self.columns)));
+    }
 }
 
 impl PostgresEventStore {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, queue: Arc::default() }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes the queue's appends, a batch at a time, until it is empty.
+    async fn write_batches(self) {
+        loop {
+            let batch = {
+                let mut queue = self.queue();
+                let mut streams = HashSet::new();
+                let mut batch = Vec::new();
+                let mut index = 0;
+                while index < queue.waiting.len() && batch.len() < MAX_BATCH {
+                    if streams.insert(queue.waiting[index].request.stream.to_string()) {
+                        batch.push(queue.waiting.remove(index));
+                    } else {
+                        index += 1;
+                    }
+                }
+                if batch.is_empty() {
+                    queue.writing -= 1;
+                    return;
+                }
+                batch
+            };
+            self.write_batch(batch).await;
+        }
+    }
+
+    async fn write_batch(&self, mut batch: Vec<Pending>) {
+        if batch.len() == 1 {
+            let single = batch.remove(0);
+            let answer = append_query(APPEND_WITHOUT_COMMAND, &single.request, &single.columns).fetch_one(&self.pool).await;
+            let versions = answer.and_then(|row| {
+                let first: Option<i64> = row.try_get("first_version")?;
+                let last: Option<i64> = row.try_get("last_version")?;
+                Ok(first.zip(last))
+            });
+            match versions {
+                Ok(versions) => single.answer(versions),
+                Err(_) => single.fail(),
+            }
+            return;
+        }
+        let mut arrays = BatchColumns::default();
+        for (index, pending) in batch.iter().enumerate() {
+            arrays.add(index as i32, pending);
+        }
+        let answered = arrays.query().fetch_all(&self.pool).await;
+        match answered {
+            Ok(rows) => {
+                let mut versions = vec![None; batch.len()];
+                for row in rows {
+                    let read = (|| -> Result<(usize, i64, i64), sqlx::Error> {
+                        Ok((row.try_get::<i32, _>("request")? as usize, row.try_get("first_version")?, row.try_get("last_version")?))
+                    })();
+                    if let Ok((index, first, last)) = read {
+                        if let Some(slot) = versions.get_mut(index) {
+                            *slot = Some((first, last));
+                        }
+                    }
+                }
+                for (pending, versions) in batch.into_iter().zip(versions) {
+                    pending.answer(versions);
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, appends = batch.len(), "a batch of appends failed as a whole; each goes again alone");
+                for pending in batch {
+                    pending.fail();
+                }
+            }
+        }
+    }
+
+    /// One append with no command id, through the queue.
+    async fn append_grouped(&self, request: AppendRequest, columns: AppendColumns) -> Result<AppendResult, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let event_ids = columns.event_ids.clone();
+        let (stream, expected) = (request.stream.clone(), request.expected);
+        let lead = {
+            let mut queue = self.queue();
+            queue.waiting.push(Pending { request, columns, reply });
+            let lead = queue.writing < WRITERS;
+            if lead {
+                queue.writing += 1;
+            }
+            lead
+        };
+        if lead {
+            tokio::spawn(self.clone().write_batches());
+        }
+        match answer.await {
+            Ok(Ok(Some((first, last)))) => {
+                Ok(AppendResult { first_version: first as u64, last_version: last as u64, event_ids, duplicate: false })
+            }
+            Ok(Ok(None)) => Err(StoreError::Conflict { stream: stream.clone(), expected, actual: self.current_version(&stream).await? }),
+            // The batch failed as a whole: this append goes alone.
+            Ok(Err((request, columns))) => self.append_alone(&request, &columns).await,
+            Err(_) => Err(StoreError::Unexpected(anyhow::anyhow!("the append's batch writer stopped before answering"))),
+        }
+    }
+
+    /// One append in a statement of its own: `aurora_append` with a command id, the plain insert
+    /// without.
+    async fn append_alone(&self, request: &AppendRequest, columns: &AppendColumns) -> Result<AppendResult, StoreError> {
+        // Without a command to remember, one INSERT does it: the version check is its WHERE
+        // clause, and no row inserted means the stream was not at the expected version. With an
+        // idempotency key, `aurora_append` also records the command. Both take the same
+        // parameters and answer with one row of the same shape.
+        let statement = if request.command_id.is_none() { APPEND_WITHOUT_COMMAND } else { APPEND_WITH_COMMAND };
+        let outcome = loop {
+            let attempt = append_query(statement, request, columns).fetch_one(&self.pool).await;
+            // The same command was appended concurrently and won: asking again returns its result.
+            match attempt {
+                Err(sqlx::Error::Database(ref database_error)) if database_error.code().as_deref() == Some(COMMAND_IN_FLIGHT) => continue,
+                other => break other,
+            }
+        };
+        let conflict = match &outcome {
+            // The plain INSERT found the stream at another version and inserted nothing.
+            Ok(row) => row.try_get::<Option<i64>, _>("first_version").map_err(store_error)?.is_none(),
+            // `aurora_append` found the stream at another version, or a concurrent append took it.
+            Err(sqlx::Error::Database(database_error)) => {
+                let code = database_error.code();
+                code.as_deref() == Some(VERSION_MISMATCH)
+                    || (code.as_deref() == Some(UNIQUE_VIOLATION) && database_error.constraint() == Some(STREAM_VERSION_CONSTRAINT))
+            }
+            Err(_) => false,
+        };
+        if conflict {
+            let actual = self.current_version(&request.stream).await?;
+            return Err(StoreError::Conflict { stream: request.stream.clone(), expected: request.expected, actual });
+        }
+        append_result(&outcome.map_err(store_error)?)
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -104,6 +313,66 @@ impl AppendColumns {
             schema_versions: request.events.iter().map(|event| event.schema_version as i32).collect(),
             payloads: request.events.iter().map(|event| event.payload.clone()).collect(),
         }
+    }
+}
+
+/// The columns of a batch's events, as [`APPEND_BATCH`] unnests them.
+#[derive(Default)]
+struct BatchColumns {
+    requests: Vec<i32>,
+    streams: Vec<String>,
+    expected: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    types: Vec<String>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<serde_json::Value>,
+    org_ids: Vec<Uuid>,
+    actors: Vec<String>,
+    occurred_at: Vec<chrono::DateTime<chrono::Utc>>,
+    correlation_ids: Vec<Uuid>,
+    causation_ids: Vec<Option<Uuid>>,
+    traceparents: Vec<Option<String>>,
+    ordinals: Vec<i32>,
+}
+
+impl BatchColumns {
+    fn add(&mut self, index: i32, pending: &Pending) {
+        let (request, columns) = (&pending.request, &pending.columns);
+        let (stream, actor) = (request.stream.to_string(), request.actor.to_string());
+        for (ordinal, event_id) in columns.event_ids.iter().enumerate() {
+            self.requests.push(index);
+            self.streams.push(stream.clone());
+            self.expected.push(request.expected.as_sql());
+            self.event_ids.push(*event_id);
+            self.types.push(columns.types[ordinal].clone());
+            self.schema_versions.push(columns.schema_versions[ordinal]);
+            self.payloads.push(columns.payloads[ordinal].clone());
+            self.org_ids.push(request.org_id.0);
+            self.actors.push(actor.clone());
+            self.occurred_at.push(request.occurred_at);
+            self.correlation_ids.push(request.correlation_id);
+            self.causation_ids.push(request.causation_id);
+            self.traceparents.push(request.traceparent.clone());
+            self.ordinals.push(ordinal as i32 + 1);
+        }
+    }
+
+    fn query(&self) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(APPEND_BATCH)
+            .bind(&self.requests)
+            .bind(&self.streams)
+            .bind(&self.expected)
+            .bind(&self.event_ids)
+            .bind(&self.types)
+            .bind(&self.schema_versions)
+            .bind(&self.payloads)
+            .bind(&self.org_ids)
+            .bind(&self.actors)
+            .bind(&self.occurred_at)
+            .bind(&self.correlation_ids)
+            .bind(&self.causation_ids)
+            .bind(&self.traceparents)
+            .bind(&self.ordinals)
     }
 }
 
@@ -172,37 +441,14 @@ impl EventStore for PostgresEventStore {
         }
         request.check_size()?;
         let columns = AppendColumns::of(&request);
-        // Without a command to remember, one INSERT does it: the version check is its WHERE
-        // clause, and no row inserted means the stream was not at the expected version. With an
-        // idempotency key, `aurora_append` also records the command. Both take the same
-        // parameters and answer with one row of the same shape.
-        let statement = if request.command_id.is_none() { APPEND_WITHOUT_COMMAND } else { APPEND_WITH_COMMAND };
-        let outcome = loop {
-            let attempt = append_query(statement, &request, &columns).fetch_one(&self.pool).await;
-            // The same command was appended concurrently and won: asking again returns its result.
-            match attempt {
-                Err(sqlx::Error::Database(ref database_error)) if database_error.code().as_deref() == Some(COMMAND_IN_FLIGHT) => continue,
-                other => break other,
-            }
+        let len = request.events.len() as u64;
+        let result = if request.command_id.is_none() {
+            self.append_grouped(request, columns).await?
+        } else {
+            self.append_alone(&request, &columns).await?
         };
-        let conflict = match &outcome {
-            // The plain INSERT found the stream at another version and inserted nothing.
-            Ok(row) => row.try_get::<Option<i64>, _>("first_version").map_err(store_error)?.is_none(),
-            // `aurora_append` found the stream at another version, or a concurrent append took it.
-            Err(sqlx::Error::Database(database_error)) => {
-                let code = database_error.code();
-                code.as_deref() == Some(VERSION_MISMATCH)
-                    || (code.as_deref() == Some(UNIQUE_VIOLATION) && database_error.constraint() == Some(STREAM_VERSION_CONSTRAINT))
-            }
-            Err(_) => false,
-        };
-        if conflict {
-            let actual = self.current_version(&request.stream).await?;
-            return Err(StoreError::Conflict { stream: request.stream, expected: request.expected, actual });
-        }
-        let result = append_result(&outcome.map_err(store_error)?)?;
         if !result.duplicate {
-            aurora_adapters::metrics::metrics().events_appended.inc_by(request.events.len() as u64);
+            aurora_adapters::metrics::metrics().events_appended.inc_by(len);
         }
         Ok(result)
     }

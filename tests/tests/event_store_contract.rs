@@ -107,6 +107,58 @@ macro_rules! event_store_contract {
             assert_eq!(store.load_stream(&stream, 0).await.unwrap().len(), 2);
         }
 
+        /// Many appends at once, as a gateway under load makes them (the Postgres store writes
+        /// those that wait together, in one statement): each new stream gets its events at
+        /// versions from 1, each append onto a stream already there conflicts alone, and two at
+        /// once onto one stream let one through.
+        #[tokio::test]
+        async fn many_appends_at_once_each_keep_their_own_version_check() {
+            let Some(store) = store().await else { return };
+            let taken: Vec<StreamId> = (0..8).map(|_| stream()).collect();
+            for stream in &taken {
+                store.append(request(stream, ExpectedVersion::NoStream, 1, None)).await.unwrap();
+            }
+            let fresh: Vec<StreamId> = (0..120).map(|_| stream()).collect();
+            let shared = stream();
+            let mut attempts = Vec::new();
+            for (index, stream) in fresh.iter().enumerate() {
+                let (store, stream) = (store.clone(), stream.clone());
+                attempts.push(tokio::spawn(async move {
+                    (stream.clone(), "fresh", store.append(request(&stream, ExpectedVersion::NoStream, 1 + index % 3, None)).await)
+                }));
+            }
+            for stream in &taken {
+                let (store, stream) = (store.clone(), stream.clone());
+                attempts.push(tokio::spawn(async move {
+                    (stream.clone(), "taken", store.append(request(&stream, ExpectedVersion::NoStream, 2, None)).await)
+                }));
+            }
+            for _ in 0..2 {
+                let (store, stream) = (store.clone(), shared.clone());
+                attempts.push(tokio::spawn(async move {
+                    (stream.clone(), "shared", store.append(request(&stream, ExpectedVersion::NoStream, 1, None)).await)
+                }));
+            }
+            let mut shared_through = 0;
+            for outcome in futures::future::join_all(attempts).await {
+                let (stream, kind, outcome) = outcome.unwrap();
+                let loaded = store.load_stream(&stream, 0).await.unwrap();
+                match (kind, outcome) {
+                    ("fresh", Ok(appended)) => {
+                        assert_eq!(appended.first_version, 1, "{stream}");
+                        assert_eq!(appended.last_version as usize, loaded.len(), "{stream}");
+                        assert_eq!(loaded.iter().map(|event| event.id).collect::<Vec<_>>(), appended.event_ids, "{stream}");
+                    }
+                    ("taken", Err(StoreError::Conflict { actual: 1, .. })) => assert_eq!(loaded.len(), 1, "{stream}"),
+                    ("shared", Ok(_)) => shared_through += 1,
+                    ("shared", Err(StoreError::Conflict { actual: 1, .. })) => {}
+                    (kind, outcome) => panic!("{kind} append to {stream}: {outcome:?}"),
+                }
+            }
+            assert_eq!(shared_through, 1);
+            assert_eq!(store.load_stream(&shared, 0).await.unwrap().len(), 1);
+        }
+
         #[tokio::test]
         async fn an_unknown_stream_loads_empty_and_empty_appends_are_refused() {
             let Some(store) = store().await else { return };
