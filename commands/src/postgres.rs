@@ -339,14 +339,15 @@ impl BatchColumns {
     fn add(&mut self, index: i32, pending: &Pending) {
         let (request, columns) = (&pending.request, &pending.columns);
         let (stream, actor) = (request.stream.to_string(), request.actor.to_string());
-        for (ordinal, event_id) in columns.event_ids.iter().enumerate() {
+        let events = columns.event_ids.iter().zip(&columns.types).zip(&columns.schema_versions).zip(&columns.payloads);
+        for (ordinal, (((event_id, event_type), schema_version), payload)) in events.enumerate() {
             self.requests.push(index);
             self.streams.push(stream.clone());
             self.expected.push(request.expected.as_sql());
             self.event_ids.push(*event_id);
-            self.types.push(columns.types[ordinal].clone());
-            self.schema_versions.push(columns.schema_versions[ordinal]);
-            self.payloads.push(columns.payloads[ordinal].clone());
+            self.types.push(event_type.clone());
+            self.schema_versions.push(*schema_version);
+            self.payloads.push(payload.clone());
             self.org_ids.push(request.org_id.0);
             self.actors.push(actor.clone());
             self.occurred_at.push(request.occurred_at);

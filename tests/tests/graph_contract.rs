@@ -298,3 +298,57 @@ async fn a_bolt_server_keeps_the_graph_contract() {
         aurora_projections::projection_named(&env.config, "graph_bolt").expect("the Bolt projection when the graph is in Bolt");
     contract(&env, projection, &GraphStore::from_config(&env.config.discovery)).await;
 }
+
+/// A Bolt server of this test's own: the graph survives its restart (its write-ahead log), and
+/// the first question after it is answered, not refused: a pooled connection that the restart
+/// broke is replaced on the spot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_bolt_server_keeps_the_graph_and_the_next_question_is_answered() {
+    let Ok(bin) = std::env::var("AURORA_TEST_BOLT_BIN") else {
+        eprintln!("SKIPPED: AURORA_TEST_BOLT_BIN is not set (scripts/stack.sh env sets it to the stack's kglite-bolt-server)");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("aurora-test-bolt-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = aurora_tests::free_port();
+    let start = || {
+        let server = std::process::Command::new(&bin)
+            .args(["--graph", dir.join("graph.kgl").to_str().unwrap(), "--storage", "memory", "--durability", "normal"])
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("kglite-bolt-server did not open port {port}");
+    };
+    let mut server = start();
+    let mut env = TestEnv::new().await;
+    env.config.discovery.graph = GraphBackend::Bolt;
+    env.config.discovery.bolt.url = format!("bolt://127.0.0.1:{port}");
+    env.config.discovery.bolt.pool_size = 1;
+    let projection = aurora_projections::projection_named(&env.config, "graph_bolt").unwrap();
+    let org = Uuid::now_v7();
+    let mut stream = Stream { org, version: 0, scan_id: Uuid::now_v7() };
+    let now = DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap();
+    fold(&env, projection.as_ref(), &stream.first_scan(now - Duration::minutes(5))).await;
+    let store = GraphStore::from_config(&env.config.discovery);
+    let all = ServiceFilter { limit: 100, ..ServiceFilter::default() };
+    let mut read = aurora_adapters::postgres::tenant_transaction(&env.pool, org).await.unwrap();
+    assert_eq!(store.reader(&mut read).services(org, &all, AsOf::Now).await.unwrap().len(), 7);
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let mut server = start();
+    let services = store.reader(&mut read).services(org, &all, AsOf::Now).await.expect("answered on a new connection");
+    assert_eq!(services.len(), 7, "the graph survived the restart");
+    assert_eq!(store.reader(&mut read).summary(org).await.unwrap().map(|summary| summary.dependencies), Some(8));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -182,6 +182,10 @@ pub struct BoltGraph {
 struct Lease<'a> {
     graph: &'a BoltGraph,
     session: Option<BoltSession>,
+    /// Taken from the pool, not opened for this use: it may have gone stale while it waited.
+    reused: bool,
+    /// The connection, not the statement, failed (I/O, the protocol, no answer in time).
+    broken: bool,
     _permit: SemaphorePermit<'a>,
 }
 
@@ -193,13 +197,21 @@ impl Lease<'_> {
             Ok(Ok(result)) => Ok(result.records.into_iter().map(Row).collect()),
             Ok(Err(error)) => {
                 self.session = None;
+                self.broken = !matches!(error, boltr::BoltError::Query { .. });
                 Err(failed(error))
             }
             Err(_) => {
                 self.session = None;
+                self.broken = true;
                 Err(GraphError::Unavailable(format!("the Bolt server did not answer within {} s", TIMEOUT.as_secs())))
             }
         }
+    }
+
+    /// Whether a failure may be the pooled connection's staleness (the server restarted while it
+    /// waited), worth one more try on a new connection.
+    fn stale(&self) -> bool {
+        self.reused && self.broken
     }
 }
 
@@ -277,36 +289,59 @@ impl BoltGraph {
         tokio::time::timeout(TIMEOUT, connecting).await.map_err(|_| unreachable("did not answer in time".into()))?
     }
 
-    async fn lease(&self) -> Result<Lease<'_>, GraphError> {
+    /// A session: a pooled one, or a new one when `fresh` or none waits.
+    async fn lease(&self, fresh: bool) -> Result<Lease<'_>, GraphError> {
         let permit = self.open.acquire().await.map_err(|_| GraphError::Unavailable("the Bolt pool is closed".into()))?;
-        let idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let idle = if fresh { None } else { self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop() };
+        let reused = idle.is_some();
         let session = match idle {
             Some(session) => session,
             None => self.connect().await?,
         };
-        Ok(Lease { graph: self, session: Some(session), _permit: permit })
+        Ok(Lease { graph: self, session: Some(session), reused, broken: false, _permit: permit })
     }
 
-    /// Runs one statement in its own transaction.
+    /// Runs one statement in its own transaction; again once on a new connection when a pooled
+    /// one turns out broken.
     pub async fn query(&self, cypher: &str, params: Params) -> Result<Vec<Row>, GraphError> {
-        self.lease().await?.run(cypher, params).await
+        let mut lease = self.lease(false).await?;
+        match lease.run(cypher, params.clone()).await {
+            Err(_) if lease.stale() => {
+                drop(lease);
+                self.lease(true).await?.run(cypher, params).await
+            }
+            answered => answered,
+        }
     }
 
-    /// Opens an explicit transaction.
+    /// Opens an explicit transaction (on a new connection when a pooled one turns out broken).
     pub async fn begin(&self) -> Result<Transaction<'_>, GraphError> {
-        let mut lease = self.lease().await?;
-        let session = lease.session.as_mut().ok_or_else(|| GraphError::Unavailable("the Bolt session broke".into()))?;
-        match tokio::time::timeout(TIMEOUT, session.begin()).await {
-            Ok(Ok(())) => Ok(Transaction { lease, committed: false }),
+        match self.begin_on(self.lease(false).await?).await {
+            Err((lease, _)) if lease.stale() => {
+                drop(lease);
+                self.begin_on(self.lease(true).await?).await.map_err(|(_, error)| error)
+            }
+            begun => begun.map_err(|(_, error)| error),
+        }
+    }
+
+    async fn begin_on<'a>(&'a self, mut lease: Lease<'a>) -> Result<Transaction<'a>, (Lease<'a>, GraphError)> {
+        let Some(session) = lease.session.as_mut() else {
+            return Err((lease, GraphError::Unavailable("the Bolt session broke".into())));
+        };
+        let error = match tokio::time::timeout(TIMEOUT, session.begin()).await {
+            Ok(Ok(())) => return Ok(Transaction { lease, committed: false }),
             Ok(Err(error)) => {
-                lease.session = None;
-                Err(failed(error))
+                lease.broken = !matches!(error, boltr::BoltError::Query { .. });
+                failed(error)
             }
             Err(_) => {
-                lease.session = None;
-                Err(GraphError::Unavailable("the Bolt server did not begin a transaction in time".into()))
+                lease.broken = true;
+                GraphError::Unavailable("the Bolt server did not begin a transaction in time".into())
             }
-        }
+        };
+        lease.session = None;
+        Err((lease, error))
     }
 
     /// The organisation's services, as [`super::GraphReader::services`].
