@@ -312,7 +312,7 @@ async fn a_restarted_bolt_server_keeps_the_graph_and_the_next_question_is_answer
     std::fs::create_dir_all(&dir).unwrap();
     let port = aurora_tests::free_port();
     let start = || {
-        let server = std::process::Command::new(&bin)
+        let mut server = std::process::Command::new(&bin)
             .args(["--graph", dir.join("graph.kgl").to_str().unwrap(), "--storage", "memory", "--durability", "normal"])
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .stdout(std::process::Stdio::null())
@@ -325,6 +325,8 @@ async fn a_restarted_bolt_server_keeps_the_graph_and_the_next_question_is_answer
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        let _ = server.kill();
+        let _ = server.wait();
         panic!("kglite-bolt-server did not open port {port}");
     };
     let mut server = start();
