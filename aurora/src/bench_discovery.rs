@@ -10,6 +10,10 @@
 //!   ones) is written straight into the `graph_nodes` and `graph_edges` read models for a fresh
 //!   organisation, the blast radius (depth 5) of `--queries` random services is asked as the
 //!   gateway asks it, beside a primary-key read of one node, and the graph is deleted after.
+//! - **Blast radius in Bolt**: a graph of `--bolt-nodes` services made the same way is written
+//!   into the Bolt server of `AURORA_DISCOVERY_BOLT_URL` (the stack's kglite-bolt-server), and
+//!   the same question is asked of it through the Bolt store, each with at most
+//!   `--bolt-timeout-secs`; the graph is deleted after. `--bolt-nodes 0` skips it.
 
 use std::time::Instant;
 
@@ -39,6 +43,15 @@ pub struct DiscoveryOptions {
     /// Blast-radius queries to time.
     #[arg(long, default_value_t = 300)]
     pub queries: usize,
+    /// Services in the graph written into the Bolt server (0: no Bolt figures).
+    #[arg(long, default_value_t = 10_000)]
+    pub bolt_nodes: usize,
+    /// Blast-radius queries to time on the Bolt server.
+    #[arg(long, default_value_t = 50)]
+    pub bolt_queries: usize,
+    /// How long one Bolt blast radius may take before it counts as timed out.
+    #[arg(long, default_value_t = 10)]
+    pub bolt_timeout_secs: u64,
     /// The AWS endpoint (moto).
     #[arg(long, default_value = "http://127.0.0.1:5055")]
     pub aws_endpoint: String,
@@ -50,7 +63,103 @@ const REGION: &str = "ap-southeast-2";
 pub async fn discovery(config: &Config, options: DiscoveryOptions) -> anyhow::Result<()> {
     println!("aurora bench discovery");
     scans(config, &options).await?;
-    blast_radius(config, &options).await
+    blast_radius(config, &options).await?;
+    if options.bolt_nodes > 0 {
+        bolt_blast_radius(config, &options).await?;
+    }
+    Ok(())
+}
+
+/// The services service `i` (from 2) depends on: up to three earlier ones, by a hash of `i`, as
+/// in the Postgres graph (a different hash: the graphs are alike, not equal).
+fn earlier(i: u64) -> impl Iterator<Item = u64> {
+    (1..=3u64).map(move |k| {
+        let mut x = (i * 3 + k).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^= x >> 31;
+        1 + x % (i - 1)
+    })
+}
+
+async fn bolt_blast_radius(config: &Config, options: &DiscoveryOptions) -> anyhow::Result<()> {
+    use aurora_adapters::graph::bolt::{params, BoltGraph, BoltValue, ToBolt};
+    let bolt = std::sync::Arc::new(BoltGraph::new(&config.discovery.bolt));
+    let org = Uuid::now_v7();
+    let id = |i: u64| Uuid::new_v5(&org, format!("bench/{i}").as_bytes()).to_string();
+    let writing = Instant::now();
+    bolt.query("CREATE INDEX aurora_service IF NOT EXISTS FOR (n:Service) ON (n.node_id)", params([])).await?;
+    let nodes = options.bolt_nodes as u64;
+    let row = |pairs: Vec<(&str, BoltValue)>| BoltValue::Dict(pairs.into_iter().map(|(key, value)| (key.to_owned(), value)).collect());
+    for chunk in (1..=nodes).collect::<Vec<_>>().chunks(1000) {
+        let rows: Vec<BoltValue> =
+            chunk.iter().map(|i| row(vec![("id", id(*i).to_bolt()), ("name", format!("service-{i}").to_bolt())])).collect();
+        bolt.query(
+            "UNWIND $rows AS row CREATE (:Service {node_id: row.id, org_id: $org, name: row.name, kind: 'vm', provider: 'aws'})",
+            params([("rows", BoltValue::List(rows)), ("org", org.to_bolt())]),
+        )
+        .await?;
+    }
+    let mut pairs: Vec<(u64, u64)> = (2..=nodes).flat_map(|i| earlier(i).map(move |to| (i, to))).collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    for chunk in pairs.chunks(1000) {
+        let rows: Vec<BoltValue> =
+            chunk.iter().map(|(from, to)| row(vec![("from", id(*from).to_bolt()), ("to", id(*to).to_bolt())])).collect();
+        bolt.query(
+            "UNWIND $rows AS row MATCH (a:Service {node_id: row.from}), (b:Service {node_id: row.to}) \
+             CREATE (a)-[:DEPENDS_ON {kind: 'uses', org_id: $org, evidence: 'bench', confidence: 0.9}]->(b)",
+            params([("rows", BoltValue::List(rows)), ("org", org.to_bolt())]),
+        )
+        .await?;
+    }
+    println!("  bolt graph: {nodes} services, {} dependencies written in {:.1} s", pairs.len(), writing.elapsed().as_secs_f64());
+
+    let measured = async {
+        let pool = aurora_adapters::postgres::connect(config).await?;
+        let mut connection = pool.acquire().await?;
+        let store = graph::GraphStore::Bolt(bolt.clone());
+        let limit = std::time::Duration::from_secs(options.bolt_timeout_secs);
+        let (mut blasts, mut lookups, mut affected, mut timed_out) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        for query in 0..options.bolt_queries + 5 {
+            // A fixed spread of services, early (many depend on them) to late (few do).
+            let target: Uuid = id(1 + (query as u64 * 7919) % nodes).parse()?;
+            let started = Instant::now();
+            let reached =
+                tokio::time::timeout(limit, store.reader(&mut connection).reach(org, target, Direction::Downstream, 5, AsOf::Now)).await;
+            let blast = started.elapsed();
+            let started = Instant::now();
+            store.reader(&mut connection).service(org, target, AsOf::Now).await?.ok_or_else(|| anyhow::anyhow!("a service is missing"))?;
+            let lookup = started.elapsed();
+            if query < 5 {
+                continue;
+            }
+            lookups.push(lookup);
+            match reached {
+                Ok(reached) => {
+                    blasts.push(blast);
+                    affected.push(reached?.len());
+                }
+                Err(_) => timed_out += 1,
+            }
+        }
+        let (blast_p50, blast_p99) = percentiles(&mut blasts);
+        let (lookup_p50, lookup_p99) = percentiles(&mut lookups);
+        affected.sort_unstable();
+        println!(
+            "  bolt blast radius (depth 5) of {} services: p50 {} ms, p99 {} ms of those answered; {timed_out} over {} s; services affected p50 {}, max {}",
+            options.bolt_queries,
+            ms(blast_p50),
+            ms(blast_p99),
+            options.bolt_timeout_secs,
+            affected.get(affected.len() / 2).copied().unwrap_or_default(),
+            affected.last().copied().unwrap_or_default()
+        );
+        println!("  bolt: one service read by its id:                     p50 {} ms, p99 {} ms", ms(lookup_p50), ms(lookup_p99));
+        anyhow::Ok(())
+    }
+    .await;
+    // The graph goes whatever the measurement did.
+    bolt.query("MATCH (n:Service) WHERE n.org_id = $org DETACH DELETE n", params([("org", org.to_bolt())])).await?;
+    measured
 }
 
 async fn scans(config: &Config, options: &DiscoveryOptions) -> anyhow::Result<()> {

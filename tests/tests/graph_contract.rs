@@ -354,3 +354,21 @@ async fn a_restarted_bolt_server_keeps_the_graph_and_the_next_question_is_answer
     server.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A question given up half way (a client that went away drops the request) leaves no
+/// half-read answer behind: the next question on the same, one-connection pool gets its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bolt_question_given_up_half_way_leaves_the_pool_clean() {
+    let Ok(url) = std::env::var("AURORA_TEST_BOLT_URL") else {
+        eprintln!("SKIPPED: AURORA_TEST_BOLT_URL is not set (scripts/stack.sh env sets it to the stack's kglite-bolt-server)");
+        return;
+    };
+    use aurora_adapters::graph::bolt::{params, BoltGraph, ToBolt};
+    let config = aurora_adapters::config::BoltConfig { url, pool_size: 1, ..Default::default() };
+    let bolt = BoltGraph::new(&config);
+    let slow = bolt.query("UNWIND range(1, 1000000) AS x WITH x WHERE x % 7 = 0 RETURN count(x) AS n", params([]));
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(20), slow).await.is_err(), "the slow question answered at once");
+    let rows = bolt.query("RETURN $value AS value", params([("value", 42i64.to_bolt())])).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].integer(0).unwrap(), 42);
+}

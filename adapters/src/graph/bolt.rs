@@ -190,18 +190,21 @@ struct Lease<'a> {
 }
 
 impl Lease<'_> {
-    /// Runs `cypher`; on any failure the session is dropped (its state is unknown).
+    /// Runs `cypher`. The session is out of the lease while the statement runs and goes back only
+    /// once it answered, so a caller that gives up (a dropped request) leaves no half-read answer
+    /// in the pool; on any failure it is dropped (its state is unknown).
     async fn run(&mut self, cypher: &str, params: Params) -> Result<Vec<Row>, GraphError> {
-        let session = self.session.as_mut().ok_or_else(|| GraphError::Unavailable("the Bolt session broke earlier".into()))?;
+        let mut session = self.session.take().ok_or_else(|| GraphError::Unavailable("the Bolt session broke earlier".into()))?;
         match tokio::time::timeout(TIMEOUT, session.run_with_params(cypher, params, HashMap::new())).await {
-            Ok(Ok(result)) => Ok(result.records.into_iter().map(Row).collect()),
+            Ok(Ok(result)) => {
+                self.session = Some(session);
+                Ok(result.records.into_iter().map(Row).collect())
+            }
             Ok(Err(error)) => {
-                self.session = None;
                 self.broken = !matches!(error, boltr::BoltError::Query { .. });
                 Err(failed(error))
             }
             Err(_) => {
-                self.session = None;
                 self.broken = true;
                 Err(GraphError::Unavailable(format!("the Bolt server did not answer within {} s", TIMEOUT.as_secs())))
             }
@@ -326,11 +329,14 @@ impl BoltGraph {
     }
 
     async fn begin_on<'a>(&'a self, mut lease: Lease<'a>) -> Result<Transaction<'a>, (Lease<'a>, GraphError)> {
-        let Some(session) = lease.session.as_mut() else {
+        let Some(mut session) = lease.session.take() else {
             return Err((lease, GraphError::Unavailable("the Bolt session broke".into())));
         };
         let error = match tokio::time::timeout(TIMEOUT, session.begin()).await {
-            Ok(Ok(())) => return Ok(Transaction { lease, committed: false }),
+            Ok(Ok(())) => {
+                lease.session = Some(session);
+                return Ok(Transaction { lease, committed: false });
+            }
             Ok(Err(error)) => {
                 lease.broken = !matches!(error, boltr::BoltError::Query { .. });
                 failed(error)
@@ -340,7 +346,6 @@ impl BoltGraph {
                 GraphError::Unavailable("the Bolt server did not begin a transaction in time".into())
             }
         };
-        lease.session = None;
         Err((lease, error))
     }
 
