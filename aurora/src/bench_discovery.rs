@@ -93,8 +93,10 @@ async fn bolt_blast_radius(config: &Config, options: &DiscoveryOptions) -> anyho
         let rows: Vec<BoltValue> =
             chunk.iter().map(|i| row(vec![("id", id(*i).to_bolt()), ("name", format!("service-{i}").to_bolt())])).collect();
         bolt.query(
-            "UNWIND $rows AS row CREATE (:Service {node_id: row.id, org_id: $org, name: row.name, kind: 'vm', provider: 'aws'})",
-            params([("rows", BoltValue::List(rows)), ("org", org.to_bolt())]),
+            "UNWIND $rows AS row CREATE (:Service {node_id: row.id, org_id: $org, resource_id: 'bench:' + row.name, name: row.name, \
+             kind: 'vm', provider: 'aws', provider_type: 'AWS::EC2::Instance', tags: '{}', first_seen: $at, last_changed: $at, \
+             status: 'present'})",
+            params([("rows", BoltValue::List(rows)), ("org", org.to_bolt()), ("at", chrono::Utc::now().to_bolt())]),
         )
         .await?;
     }
