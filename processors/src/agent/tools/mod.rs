@@ -218,9 +218,17 @@ impl From<sqlx::Error> for ToolError {
     }
 }
 
+/// The graph store's own words (its address among them) go to the log, not to the model or the
+/// tool call's recorded output, which the organisation's people read.
 impl From<aurora_adapters::graph::GraphError> for ToolError {
     fn from(error: aurora_adapters::graph::GraphError) -> Self {
-        ToolError::Unavailable(error.to_string())
+        match error {
+            aurora_adapters::graph::GraphError::Database(error) => error.into(),
+            unavailable => {
+                tracing::warn!(error = %unavailable, "graph store unavailable to a tool");
+                ToolError::Unavailable("the service graph cannot be read right now; try again shortly".into())
+            }
+        }
     }
 }
 
