@@ -4,7 +4,8 @@
 //! An append with no command id joins a queue. While fewer than [`WRITERS`] batches are in
 //! flight, a writer takes the queue's appends of distinct streams (at most [`MAX_BATCH`]) and
 //! writes them in one statement: one transaction, one WAL flush, one round trip for all of them.
-//! At rest an append goes alone at once; under load the ones waiting share the next commit. Each
+//! At rest an append is alone in its batch and its caller writes it at once, with the single
+//! statement; under load the ones waiting share the next commit. Each
 //! append keeps its own version check: one that conflicts inserts nothing and fails alone. When a
 //! batch's statement fails as a whole (a concurrent append took one of its streams first), each
 //! of its appends is written again alone, with the single statement's answers.
@@ -88,8 +89,8 @@ struct Queue {
 }
 
 /// An append in the queue, and where its batch's answer goes: its first and last versions, none
-/// when its stream was not at the expected version, or, when the batch failed as a whole, the
-/// append itself back, to go alone.
+/// when its stream was not at the expected version, or the append itself back, to go alone (it
+/// was alone in its batch, or the batch failed as a whole).
 struct Pending {
     request: AppendRequest,
     columns: AppendColumns,
@@ -104,7 +105,8 @@ impl Pending {
         let _ = self.reply.send(Ok(versions));
     }
 
-    fn fail(self) {
+    /// Gives the append back to its caller, to write alone.
+    fn alone(self) {
         let _ = self.reply.send(Err((self.request, self.columns)));
     }
 }
@@ -143,19 +145,11 @@ impl PostgresEventStore {
         }
     }
 
+    /// Writes `batch` in one statement. An append alone in its batch goes back to its caller,
+    /// which writes it with the single statement.
     async fn write_batch(&self, mut batch: Vec<Pending>) {
         if batch.len() == 1 {
-            let single = batch.remove(0);
-            let answer = append_query(APPEND_WITHOUT_COMMAND, &single.request, &single.columns).fetch_one(&self.pool).await;
-            let versions = answer.and_then(|row| {
-                let first: Option<i64> = row.try_get("first_version")?;
-                let last: Option<i64> = row.try_get("last_version")?;
-                Ok(first.zip(last))
-            });
-            match versions {
-                Ok(versions) => single.answer(versions),
-                Err(_) => single.fail(),
-            }
+            batch.remove(0).alone();
             return;
         }
         let mut arrays = BatchColumns::default();
@@ -183,7 +177,7 @@ impl PostgresEventStore {
             Err(error) => {
                 tracing::debug!(%error, appends = batch.len(), "a batch of appends failed as a whole; each goes again alone");
                 for pending in batch {
-                    pending.fail();
+                    pending.alone();
                 }
             }
         }
@@ -211,7 +205,7 @@ impl PostgresEventStore {
                 Ok(AppendResult { first_version: first as u64, last_version: last as u64, event_ids, duplicate: false })
             }
             Ok(Ok(None)) => Err(StoreError::Conflict { stream: stream.clone(), expected, actual: self.current_version(&stream).await? }),
-            // The batch failed as a whole: this append goes alone.
+            // Alone in its batch, or the batch failed as a whole: the single statement writes it.
             Ok(Err((request, columns))) => self.append_alone(&request, &columns).await,
             Err(_) => Err(StoreError::Unexpected(anyhow::anyhow!("the append's batch writer stopped before answering"))),
         }

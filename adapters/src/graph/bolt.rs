@@ -351,7 +351,8 @@ impl BoltGraph {
 
     /// The organisation's services, as [`super::GraphReader::services`].
     pub(super) async fn services(&self, org_id: Uuid, filter: &ServiceFilter, as_of: AsOf) -> Result<Vec<ServiceView>, GraphError> {
-        let mut bound = View::of(as_of).params(org_id);
+        let view = View::of(as_of);
+        let mut bound = view.params(org_id);
         let mut tagged = Vec::new();
         match &filter.tag {
             None => {}
@@ -370,7 +371,6 @@ impl BoltGraph {
             ("name", filter.name.to_bolt()),
             ("limit", filter.limit.to_bolt()),
         ]));
-        let view = View::of(as_of);
         let rows = self
             .query(
                 &format!(

@@ -221,14 +221,11 @@ impl Agent {
     ) -> Result<Option<Advanced>, HandleError> {
         let turn_id = turn.turn_id;
         // What the organisation has connected decides which tools exist and what the prompt says.
-        let mut connected = Connected::load(&self.pool, org_id)
-            .await
-            .map_err(|error| HandleError::Store(aurora_commands::StoreError::Unexpected(error.into())))?;
-        // Without the graph's summary the prompt is shorter; the turn goes on.
-        if let Err(error) = connected.summarise(&self.pool, &self.graph, org_id).await {
-            tracing::warn!(%error, "the estate's summary could not be read");
-        }
-        let connected = Arc::new(connected);
+        let connected = Arc::new(
+            Connected::load(&self.pool, org_id, Some(&self.graph))
+                .await
+                .map_err(|error| HandleError::Store(aurora_commands::StoreError::Unexpected(error.into())))?,
+        );
         let offered = self.tools.offered(&connected, turn.mode);
         if turn.cancel_requested {
             self.record(stream, org_id, turn_id, ChatSessionCommand::Cancel { turn_id }).await?;

@@ -164,7 +164,7 @@ impl DiscoveryProcessor {
     /// or the organisation has no cloud left to scan (a new connection sets one again).
     async fn fire(&self, timer: DueTimer) -> anyhow::Result<()> {
         let org_id = OrgId(timer.org_id);
-        let connected = Connected::load(&self.context.pool, org_id).await?;
+        let connected = Connected::load(&self.context.pool, org_id, None).await?;
         if !connected.connections.iter().any(|connection| matches!(connection.provider, Provider::Aws | Provider::Gcp | Provider::Azure)) {
             // A first scan's connection may not be in the read model yet: look again shortly,
             // a few times, before the chain waits for the next connection.
@@ -251,7 +251,7 @@ impl DiscoveryProcessor {
     }
 
     async fn scan(&self, envelope: &Envelope, scan_id: Uuid) -> anyhow::Result<()> {
-        let connected = Connected::load(&self.context.pool, envelope.org_id).await?;
+        let connected = Connected::load(&self.context.pool, envelope.org_id, None).await?;
         let clouds: Vec<_> = connected
             .connections
             .iter()

@@ -134,8 +134,10 @@ pub struct Connected {
 
 impl Connected {
     /// The organisation's connections that are not removed and need no reconnection, read
-    /// through row-level security.
-    pub async fn load(pool: &PgPool, org_id: OrgId) -> Result<Self, sqlx::Error> {
+    /// through row-level security; with `graph`, the estate's summary from it too, in the same
+    /// transaction when the graph is in Postgres (a Bolt store that cannot be read is logged, not
+    /// an error: without the summary the prompt is shorter).
+    pub async fn load(pool: &PgPool, org_id: OrgId, graph: Option<&aurora_adapters::graph::GraphStore>) -> Result<Self, sqlx::Error> {
         let mut read = aurora_adapters::postgres::tenant_transaction(pool, org_id.0).await?;
         let rows: Vec<(Uuid, String, String, String, serde_json::Value, i64)> = sqlx::query_as(
             "SELECT connection_id, provider, name, account, inventory, inventory_omitted FROM connections \
@@ -163,21 +165,18 @@ impl Connected {
             .bind(org_id.0)
             .fetch_one(&mut *read)
             .await?;
-        Ok(Self { connections, memory, has_graph, graph: None })
-    }
-
-    /// Adds the estate's summary from `graph`, when discovery found services.
-    pub async fn summarise(
-        &mut self,
-        pool: &PgPool,
-        graph: &aurora_adapters::graph::GraphStore,
-        org_id: OrgId,
-    ) -> Result<(), aurora_adapters::graph::GraphError> {
-        if self.has_graph {
-            let mut read = aurora_adapters::postgres::tenant_transaction(pool, org_id.0).await?;
-            self.graph = graph.reader(&mut read).summary(org_id.0).await?;
-        }
-        Ok(())
+        let summary = match graph.filter(|_| has_graph) {
+            Some(graph) => match graph.reader(&mut read).summary(org_id.0).await {
+                Ok(summary) => summary,
+                Err(aurora_adapters::graph::GraphError::Database(error)) => return Err(error),
+                Err(unavailable) => {
+                    tracing::warn!(error = %unavailable, "the estate's summary could not be read");
+                    None
+                }
+            },
+            None => None,
+        };
+        Ok(Self { connections, memory, has_graph, graph: summary })
     }
 
     pub fn has(&self, provider: Provider) -> bool {
