@@ -49,12 +49,16 @@ fn read_all_blocking(config: &Config, topic: &str) -> Vec<OwnedMessage> {
             // watermarks were read; what is below its low watermark now will never come. The
             // consumer is moved to the new low watermark: left at a deleted offset, it would
             // reset to the end (librdkafka's default) and never see the records still kept.
+            // Tansu 0.6 reads both marks from the records it still holds, and answers 0 for
+            // both once a partition's last record is deleted: what is above its high watermark
+            // now will never come either.
             None => {
                 let mut moved = false;
-                for (partition, low, _) in partition_watermarks(&consumer, topic, Duration::from_secs(10)).unwrap() {
+                for (partition, low, high) in partition_watermarks(&consumer, topic, Duration::from_secs(10)).unwrap() {
                     if let Some(entry) = next.iter_mut().find(|(known, _, _)| *known == partition) {
                         moved |= low > entry.1;
                         entry.1 = entry.1.max(low);
+                        entry.2 = entry.2.min(high);
                     }
                 }
                 if moved {
