@@ -1,14 +1,14 @@
 //! The event store on Postgres: one round trip per append, and group commit for appends that
 //! arrive while others are being written.
 //!
-//! An append with no command id joins a queue. While fewer than [`WRITERS`] batches are in
-//! flight, a writer takes the queue's appends of distinct streams (at most [`MAX_BATCH`]) and
-//! writes them in one statement: one transaction, one WAL flush, one round trip for all of them.
-//! At rest an append is alone in its batch and its caller writes it at once, with the single
-//! statement; under load the ones waiting share the next commit. Each
-//! append keeps its own version check: one that conflicts inserts nothing and fails alone. When a
-//! batch's statement fails as a whole (a concurrent append took one of its streams first), each
-//! of its appends is written again alone, with the single statement's answers.
+//! An append with no command id joins a queue. One writer ([`WRITERS`]) at a time takes the
+//! queue's appends (at most [`MAX_BATCH`], of distinct streams, none of a stream in a batch being
+//! written) and writes them in one statement: one transaction, one WAL flush, one round trip for
+//! all of them. At rest an append is alone in its batch and written at once; under load the ones
+//! that arrive while a batch is written share the next commit. Each append keeps its own version
+//! check: one that conflicts inserts nothing, fails alone and learns the stream's version from
+//! the same answer. When a batch's statement fails as a whole (another process's append took one
+//! of its streams first), each of its appends is written again alone, with the single statement.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -43,7 +43,8 @@ const APPEND_WITHOUT_COMMAND: &str = "WITH inserted AS ( \
 /// Appends of distinct streams in one statement: every event's columns as arrays, with the index
 /// of its append, its stream, the append's expected version and its place in the append. An
 /// append whose stream is not at its expected version inserts nothing; the answer has a row per
-/// append that inserted.
+/// append: the stream's version before the statement, and the first and last versions it
+/// inserted (null when it inserted nothing).
 const APPEND_BATCH: &str = "WITH input AS ( \
      SELECT * FROM unnest($1::int[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::int[], $7::jsonb[], $8::uuid[], \
                           $9::text[], $10::timestamptz[], $11::uuid[], $12::uuid[], $13::text[], $14::int[]) \
@@ -61,11 +62,15 @@ const APPEND_BATCH: &str = "WITH input AS ( \
      WHERE i.expected < 0 OR c.version = i.expected \
      ORDER BY i.request, i.ordinal \
      RETURNING stream, stream_version) \
-   SELECT r.request, min(ins.stream_version) AS first_version, max(ins.stream_version) AS last_version \
-   FROM inserted ins JOIN (SELECT DISTINCT request, stream FROM input) AS r ON r.stream = ins.stream GROUP BY r.request";
+   SELECT r.request, r.version AS current_version, min(ins.stream_version) AS first_version, \
+          max(ins.stream_version) AS last_version \
+   FROM (SELECT DISTINCT i.request, i.stream, c.version FROM input i JOIN current c ON c.stream = i.stream) AS r \
+   LEFT JOIN inserted ins ON ins.stream = r.stream GROUP BY r.request, r.version";
 
-/// Batches written at once.
-const WRITERS: usize = 2;
+/// Batches written at once. One: Postgres's cost is mostly per statement and per commit, so
+/// that appends arriving while a batch is written do better waiting for the next one than taking
+/// a connection and a commit of their own (measured with `aurora bench incidents`).
+const WRITERS: usize = 1;
 /// Appends in one batch at most.
 const MAX_BATCH: usize = 128;
 
@@ -81,28 +86,42 @@ pub struct PostgresEventStore {
     queue: Arc<Mutex<Queue>>,
 }
 
-/// Appends waiting for a batch, and how many batches are being written.
+/// Appends waiting for a batch, the streams of the batches being written, and how many are.
 #[derive(Default)]
 struct Queue {
     waiting: Vec<Pending>,
+    /// An append of one of these streams waits for the next batch, so that no two batches of
+    /// this process collide on a stream (a redelivery arriving while its original is written).
+    in_flight: HashSet<String>,
     writing: usize,
 }
 
-/// An append in the queue, and where its batch's answer goes: its first and last versions, none
-/// when its stream was not at the expected version, or the append itself back, to go alone (it
-/// was alone in its batch, or the batch failed as a whole).
+/// An append in the queue, and where its batch's answer goes.
 struct Pending {
     request: AppendRequest,
     columns: AppendColumns,
     reply: oneshot::Sender<BatchAnswer>,
 }
 
-/// An append's first and last versions (none: a conflict), or the append back to go alone.
-type BatchAnswer = Result<Option<(i64, i64)>, (AppendRequest, AppendColumns)>;
+/// What a batch's statement did with one append.
+enum Written {
+    Appended {
+        first: i64,
+        last: i64,
+    },
+    /// The stream was at `actual`, not the expected version: nothing was inserted.
+    Conflict {
+        actual: i64,
+    },
+}
+
+/// What became of an append in a batch (none: the statement's answer had no row for it), or the
+/// append back, to go alone when the batch failed as a whole.
+type BatchAnswer = Result<Option<Written>, (AppendRequest, AppendColumns)>;
 
 impl Pending {
-    fn answer(self, versions: Option<(i64, i64)>) {
-        let _ = self.reply.send(Ok(versions));
+    fn answer(self, written: Option<Written>) {
+        let _ = self.reply.send(Ok(written));
     }
 
     /// Gives the append back to its caller, to write alone.
@@ -120,17 +139,19 @@ impl PostgresEventStore {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Writes the queue's appends, a batch at a time, until it is empty.
+    /// Writes the queue's appends, a batch at a time, until none it may take is left (the rest
+    /// are of streams another writer is writing, which takes them next).
     async fn write_batches(self) {
         loop {
-            let batch = {
+            let (batch, streams) = {
                 let mut queue = self.queue();
-                let mut streams = HashSet::new();
-                let mut batch = Vec::new();
+                let (mut batch, mut streams) = (Vec::new(), Vec::new());
                 let mut index = 0;
                 while index < queue.waiting.len() && batch.len() < MAX_BATCH {
-                    if streams.insert(queue.waiting[index].request.stream.to_string()) {
+                    let stream = queue.waiting[index].request.stream.to_string();
+                    if queue.in_flight.insert(stream.clone()) {
                         batch.push(queue.waiting.remove(index));
+                        streams.push(stream);
                     } else {
                         index += 1;
                     }
@@ -139,19 +160,18 @@ impl PostgresEventStore {
                     queue.writing -= 1;
                     return;
                 }
-                batch
+                (batch, streams)
             };
             self.write_batch(batch).await;
+            let mut queue = self.queue();
+            for stream in &streams {
+                queue.in_flight.remove(stream);
+            }
         }
     }
 
-    /// Writes `batch` in one statement. An append alone in its batch goes back to its caller,
-    /// which writes it with the single statement.
-    async fn write_batch(&self, mut batch: Vec<Pending>) {
-        if batch.len() == 1 {
-            batch.remove(0).alone();
-            return;
-        }
+    /// Writes `batch` in one statement and answers each of its appends.
+    async fn write_batch(&self, batch: Vec<Pending>) {
         let mut arrays = BatchColumns::default();
         for (index, pending) in batch.iter().enumerate() {
             arrays.add(index as i32, pending);
@@ -159,19 +179,28 @@ impl PostgresEventStore {
         let answered = arrays.query().fetch_all(&self.pool).await;
         match answered {
             Ok(rows) => {
-                let mut versions = vec![None; batch.len()];
+                let mut written: Vec<Option<Written>> = batch.iter().map(|_| None).collect();
                 for row in rows {
-                    let read = (|| -> Result<(usize, i64, i64), sqlx::Error> {
-                        Ok((row.try_get::<i32, _>("request")? as usize, row.try_get("first_version")?, row.try_get("last_version")?))
+                    let read = (|| -> Result<(usize, Written), sqlx::Error> {
+                        let index = row.try_get::<i32, _>("request")? as usize;
+                        let versions: Option<(i64, i64)> =
+                            row.try_get::<Option<i64>, _>("first_version")?.zip(row.try_get("last_version")?);
+                        Ok((
+                            index,
+                            match versions {
+                                Some((first, last)) => Written::Appended { first, last },
+                                None => Written::Conflict { actual: row.try_get("current_version")? },
+                            },
+                        ))
                     })();
-                    if let Ok((index, first, last)) = read {
-                        if let Some(slot) = versions.get_mut(index) {
-                            *slot = Some((first, last));
+                    if let Ok((index, answer)) = read {
+                        if let Some(slot) = written.get_mut(index) {
+                            *slot = Some(answer);
                         }
                     }
                 }
-                for (pending, versions) in batch.into_iter().zip(versions) {
-                    pending.answer(versions);
+                for (pending, written) in batch.into_iter().zip(written) {
+                    pending.answer(written);
                 }
             }
             Err(error) => {
@@ -201,11 +230,12 @@ impl PostgresEventStore {
             tokio::spawn(self.clone().write_batches());
         }
         match answer.await {
-            Ok(Ok(Some((first, last)))) => {
+            Ok(Ok(Some(Written::Appended { first, last }))) => {
                 Ok(AppendResult { first_version: first as u64, last_version: last as u64, event_ids, duplicate: false })
             }
-            Ok(Ok(None)) => Err(StoreError::Conflict { stream: stream.clone(), expected, actual: self.current_version(&stream).await? }),
-            // Alone in its batch, or the batch failed as a whole: the single statement writes it.
+            Ok(Ok(Some(Written::Conflict { actual }))) => Err(StoreError::Conflict { stream, expected, actual: actual as u64 }),
+            Ok(Ok(None)) => Err(StoreError::Unexpected(anyhow::anyhow!("the batch's answer had no row for an append of {stream}"))),
+            // The batch failed as a whole: the single statement writes it.
             Ok(Err((request, columns))) => self.append_alone(&request, &columns).await,
             Err(_) => Err(StoreError::Unexpected(anyhow::anyhow!("the append's batch writer stopped before answering"))),
         }
