@@ -7,8 +7,9 @@
 //! all of them. At rest an append is alone in its batch and written at once; under load the ones
 //! that arrive while a batch is written share the next commit. Each append keeps its own version
 //! check: one that conflicts inserts nothing, fails alone and learns the stream's version from
-//! the same answer. When a batch's statement fails as a whole (another process's append took one
-//! of its streams first), each of its appends is written again alone, with the single statement.
+//! the same answer. When a batch's statement fails as a whole (an append outside the queue, of
+//! another process or with a command id, took one of its streams first; or the database is
+//! away), each of its appends is written again alone, with the single statement.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
