@@ -93,7 +93,7 @@ struct Queue {
     waiting: Vec<Pending>,
     /// An append of one of these streams waits for the next batch, so that no two batches of
     /// this process collide on a stream (a redelivery arriving while its original is written).
-    in_flight: HashSet<String>,
+    in_flight: HashSet<StreamId>,
     writing: usize,
 }
 
@@ -149,7 +149,7 @@ impl PostgresEventStore {
                 let (mut batch, mut streams) = (Vec::new(), Vec::new());
                 let mut index = 0;
                 while index < queue.waiting.len() && batch.len() < MAX_BATCH {
-                    let stream = queue.waiting[index].request.stream.to_string();
+                    let stream = queue.waiting[index].request.stream.clone();
                     if queue.in_flight.insert(stream.clone()) {
                         batch.push(queue.waiting.remove(index));
                         streams.push(stream);
