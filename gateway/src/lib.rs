@@ -4,6 +4,7 @@
 //! what is decided in one place, [`auth`].
 
 pub mod auth;
+pub mod change_stream;
 pub mod commands;
 pub mod extract;
 pub mod openapi;

@@ -34,6 +34,8 @@ pub fn described() -> utoipa::openapi::OpenApi {
     let components = api.components.get_or_insert_with(Default::default);
     components.add_security_scheme("session", SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(SESSION_COOKIE))));
     components.add_security_scheme("api_token", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    // A change stream's single-use ticket, from `POST /v1/auth/ws-ticket`.
+    components.add_security_scheme("ticket", SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("ticket"))));
     for spec in routes.specs() {
         // `Routes::add` took the path and method from the description, so both are there.
         let item = api.paths.paths.get_mut(&spec.path).expect("a registered route is described");
@@ -52,11 +54,13 @@ pub fn described() -> utoipa::openapi::OpenApi {
             Some(extensions) => extensions.merge(rule),
             None => operation.extensions = Some(rule),
         }
-        if let Access::Member(_) = spec.access {
-            operation.security = Some(vec![
-                SecurityRequirement::new("session", Vec::<String>::new()),
-                SecurityRequirement::new("api_token", Vec::<String>::new()),
-            ]);
+        let schemes: &[&str] = match spec.access {
+            Access::Member(_) => &["session", "api_token"],
+            Access::ChangeStream(_) => &["session", "api_token", "ticket"],
+            Access::Public | Access::Ticket => &[],
+        };
+        if !schemes.is_empty() {
+            operation.security = Some(schemes.iter().map(|scheme| SecurityRequirement::new(*scheme, Vec::<String>::new())).collect());
         }
     }
     api

@@ -86,22 +86,14 @@ impl EventStream {
 
     /// Reads until an event satisfies `matches` (or fails after `wait`).
     pub async fn until(&mut self, what: &str, wait: Duration, matches: impl Fn(&Value) -> bool) -> Value {
-        if let Some(found) = self.events.iter().find(|event| matches(event)) {
-            return found.clone();
-        }
         let deadline = tokio::time::Instant::now() + wait;
+        let mut checked = 0;
         loop {
-            while let Some(end) = self.buffer.find("\n\n") {
-                let message: String = self.buffer.drain(..end + 2).collect();
-                let data: String = message.lines().filter_map(|line| line.strip_prefix("data:")).map(str::trim).collect();
-                if message.lines().any(|line| line.starts_with("event:")) && !data.is_empty() {
-                    let event: Value = serde_json::from_str(&data).unwrap();
-                    self.events.push(event.clone());
-                    if matches(&event) {
-                        return event;
-                    }
-                }
+            self.take_messages();
+            if let Some(found) = self.events[checked..].iter().find(|event| matches(event)) {
+                return found.clone();
             }
+            checked = self.events.len();
             let piece = tokio::time::timeout_at(deadline, self.body.next())
                 .await
                 .unwrap_or_else(|_| panic!("timed out waiting for {what}; events so far: {:#?}", self.events));
@@ -115,12 +107,30 @@ impl EventStream {
         let deadline = tokio::time::Instant::now() + wait;
         while let Ok(Some(Ok(piece))) = tokio::time::timeout_at(deadline, self.body.next()).await {
             self.buffer.push_str(&String::from_utf8_lossy(&piece));
-            while let Some(end) = self.buffer.find("\n\n") {
-                let message: String = self.buffer.drain(..end + 2).collect();
-                let data: String = message.lines().filter_map(|line| line.strip_prefix("data:")).map(str::trim).collect();
-                if message.lines().any(|line| line.starts_with("event:")) && !data.is_empty() {
-                    self.events.push(serde_json::from_str(&data).unwrap());
-                }
+        }
+        self.take_messages();
+    }
+
+    /// Whether the server ends the stream within `wait` (what arrives before is kept).
+    pub async fn ends_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Ok(Some(Ok(piece))) => self.buffer.push_str(&String::from_utf8_lossy(&piece)),
+                Ok(None) => break true,
+                Ok(Some(Err(error))) => panic!("the stream broke instead of ending: {error}"),
+                Err(_) => break false,
+            }
+        }
+    }
+
+    /// Moves the complete messages received into `events` (comments, such as keep-alives, are skipped).
+    fn take_messages(&mut self) {
+        while let Some(end) = self.buffer.find("\n\n") {
+            let message: String = self.buffer.drain(..end + 2).collect();
+            let data: String = message.lines().filter_map(|line| line.strip_prefix("data:")).map(str::trim).collect();
+            if message.lines().any(|line| line.starts_with("event:")) && !data.is_empty() {
+                self.events.push(serde_json::from_str(&data).unwrap());
             }
         }
     }

@@ -242,6 +242,14 @@ impl Caller {
         self.create_session(app, title).await["session_id"].as_str().expect("a session id").to_owned()
     }
 
+    /// A single-use ticket (for the WebSocket or a change stream), asked for with the session.
+    pub async fn ticket(&self, app: &App) -> String {
+        let response = self.apply(http().post(app.url("/v1/auth/ws-ticket"))).send().await.unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED, "ticket refused: {}", response.text().await.unwrap());
+        let issued: serde_json::Value = response.json().await.unwrap();
+        issued["ticket"].as_str().expect("a ticket").to_owned()
+    }
+
     /// Creates an API token with `role` and returns its secret.
     pub async fn create_token(&self, app: &App, role: &str) -> String {
         let response = self

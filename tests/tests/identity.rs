@@ -344,12 +344,6 @@ async fn cookie_requests_that_change_something_need_the_csrf_token() {
     app.stop().await;
 }
 
-async fn ticket(app: &App, caller: &Caller) -> String {
-    let response = caller.apply(http().post(app.url("/v1/auth/ws-ticket"))).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    response.json::<Value>().await.unwrap()["ticket"].as_str().unwrap().to_owned()
-}
-
 fn ws_url(app: &App, ticket: &str) -> String {
     format!("{}/ws?ticket={ticket}", app.base_url.replacen("http://", "ws://", 1))
 }
@@ -368,7 +362,7 @@ async fn websocket_tickets_are_single_use_and_short_lived() {
     let app = App::spawn(&env, GATEWAY_ONLY).await;
     let ana = Caller::register(&app.base_url, "ana").await;
 
-    let first = ticket(&app, &ana).await;
+    let first = ana.ticket(&app).await;
     let (mut socket, _) = tokio_tungstenite::connect_async(ws_url(&app, &first)).await.unwrap();
     let hello: Value = serde_json::from_str(socket.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
     assert_eq!(hello["type"], "hello");
@@ -392,7 +386,7 @@ async fn websocket_tickets_are_single_use_and_short_lived() {
     assert_eq!(handshake_status(without), 400);
 
     // Short-lived: this app's tickets last one second.
-    let stale = ticket(&app, &ana).await;
+    let stale = ana.ticket(&app).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let expired = tokio_tungstenite::connect_async(ws_url(&app, &stale)).await.unwrap_err();
     assert_eq!(handshake_status(expired), 401);

@@ -205,6 +205,69 @@ async fn alerts_of_every_source_are_investigated_into_cited_honest_rcas() {
     app.stop().await;
 }
 
+/// A change stream opened with `?ticket=` (a browser's `EventSource` sends no header).
+async fn stream_by_ticket(app: &App, path: &str, ticket: &str) -> EventStream {
+    EventStream::open(http().get(app.url(&format!("{path}?ticket={ticket}")))).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_streams_take_a_ticket_and_end_with_the_membership_or_the_credential() {
+    let (_env, app, llm, _vault) = incident_app(|_| {}).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let vic = Caller::join(&app.base_url, &ana, "vic", "viewer").await;
+    let ed = Caller::join(&app.base_url, &ana, "ed", "editor").await;
+    let eve = Caller::register(&app.base_url, "eve").await;
+    let token = webhook_token(&app, &ana).await;
+    let vics_token = vic.create_token(&app, "viewer").await;
+
+    // A ticket opens one stream, once; a made-up one none.
+    let ticket = vic.ticket(&app).await;
+    let mut vic_by_ticket = stream_by_ticket(&app, "/v1/incidents/events", &ticket).await;
+    for used in [ticket.as_str(), "auw_made_up"] {
+        let again = http().get(app.url(&format!("/v1/incidents/events?ticket={used}"))).send().await.unwrap();
+        let refused = problem(again, StatusCode::UNAUTHORIZED).await;
+        assert!(refused["detail"].as_str().unwrap().contains("ticket"), "{refused}");
+    }
+    let mut vic_documents = stream_by_ticket(&app, "/v1/knowledge/events", &vic.ticket(&app).await).await;
+    let mut vic_by_cookie = EventStream::open(vic.apply(http().get(app.url("/v1/incidents/events")))).await;
+    let mut vic_by_token = EventStream::open(http().get(app.url("/v1/incidents/events")).bearer_auth(&vics_token)).await;
+    let mut ed_by_cookie = EventStream::open(ed.apply(http().get(app.url("/v1/incidents/events")))).await;
+    let mut ed_by_ticket = stream_by_ticket(&app, "/v1/incidents/events", &ed.ticket(&app).await).await;
+    let mut elsewhere = stream_by_ticket(&app, "/v1/incidents/events", &eve.ticket(&app).await).await;
+
+    // Each shows the organisation's changes, the other organisation's none.
+    llm.script_containing("Incident: StreamedAlert", vec![Step::text(&rca_json("Nothing shows why.", "inconclusive", None, &[]))]);
+    let am = alertmanager("StreamedAlert", &[Fired::firing("StreamedAlert", "search", "search-1:9100", "5e1f00d2a9b3c4e7")]);
+    accepted(&app, ana.org, "alertmanager", &token, &am, &[]).await;
+    for stream in [&mut vic_by_ticket, &mut vic_by_cookie, &mut vic_by_token, &mut ed_by_cookie, &mut ed_by_ticket] {
+        stream.until("the incident opened", Duration::from_secs(30), |entry| entry["event_type"] == "incident.opened").await;
+    }
+    elsewhere.drain(Duration::from_millis(500)).await;
+    assert!(elsewhere.events.is_empty(), "another organisation's stream showed {:#?}", elsewhere.events);
+    // The streams stay open past the first recheck (two seconds) while the caller may read.
+    assert!(!vic_by_cookie.ends_within(Duration::from_secs(3)).await, "a member's stream ended");
+
+    // Logging out ends the session's streams, the one opened with its ticket too.
+    let logout = ed.apply(http().post(app.url("/v1/auth/logout"))).send().await.unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    assert!(ed_by_cookie.ends_within(Duration::from_secs(10)).await, "a logged-out session's stream went on");
+    assert!(ed_by_ticket.ends_within(Duration::from_secs(10)).await, "a stream opened with a logged-out session's ticket went on");
+
+    // A member removed stops receiving, however the stream was opened.
+    let removed = ana.apply(http().delete(app.url(&format!("/v1/org/members/{}", vic.user_id)))).send().await.unwrap();
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+    for (how, stream) in [
+        ("ticket", &mut vic_by_ticket),
+        ("ticket, documents", &mut vic_documents),
+        ("cookie", &mut vic_by_cookie),
+        ("token", &mut vic_by_token),
+    ] {
+        assert!(stream.ends_within(Duration::from_secs(10)).await, "a removed member's stream ({how}) went on");
+    }
+    assert!(!elsewhere.ends_within(Duration::from_millis(500)).await, "another organisation's stream ended");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_repeats_resolutions_grouping_split_and_merge() {
     let (_env, app, _llm, _vault) = incident_app(|env| env.config.incident.auto_investigate = false).await;

@@ -2,8 +2,8 @@
 //!
 //! Every route is registered in [`crate::routes::Routes`] with an [`Access`] rule, and the
 //! router wraps each one in [`guard`]: a route cannot exist without a rule. The guard
-//! authenticates the request (a session cookie, or an API token as `Authorization: Bearer`),
-//! checks the CSRF token on
+//! authenticates the request (a session cookie, or an API token as `Authorization: Bearer`; on a
+//! change stream also a single-use ticket as `?ticket=`), checks the CSRF token on
 //! state-changing requests made with a cookie, checks the caller's current role against the
 //! route's, and hands the handler a [`Caller`]. Handlers reach the read models only through
 //! [`Caller::read_models`], a transaction in which Postgres row-level security shows the caller's
@@ -28,6 +28,7 @@ use uuid::Uuid;
 use crate::problem::ApiError;
 use crate::AppState;
 pub use store::{Credential, Identity};
+use tickets::TicketHolder;
 
 pub const SESSION_COOKIE: &str = "aurora_session";
 pub const CSRF_COOKIE: &str = "aurora_csrf";
@@ -42,6 +43,11 @@ pub enum Access {
     Ticket,
     /// A member of the organisation with at least this role.
     Member(Role),
+    /// A member with at least this role, on a change stream (server-sent events): besides the
+    /// cookie and the token, a single-use ticket from `POST /v1/auth/ws-ticket` as `?ticket=`,
+    /// since a browser's `EventSource` can send no header. The stream ends once the caller's
+    /// membership or credential does ([`crate::stream`]).
+    ChangeStream(Role),
 }
 
 impl Access {
@@ -50,7 +56,15 @@ impl Access {
         match self {
             Access::Public => "public",
             Access::Ticket => "ticket",
-            Access::Member(role) => role.as_str(),
+            Access::Member(role) | Access::ChangeStream(role) => role.as_str(),
+        }
+    }
+
+    /// The role a caller needs, on a guarded route.
+    pub fn role(self) -> Option<Role> {
+        match self {
+            Access::Public | Access::Ticket => None,
+            Access::Member(role) | Access::ChangeStream(role) => Some(role),
         }
     }
 }
@@ -110,8 +124,18 @@ pub struct Guarded {
 
 /// Authenticates and authorises a request for a route whose rule is `guarded.access`.
 pub async fn guard(State(guarded): State<Guarded>, mut request: Request, next: Next) -> Result<Response, ApiError> {
-    let Access::Member(required) = guarded.access else { return Ok(next.run(request).await) };
-    let identity = authenticate(&guarded.state, request.headers()).await?;
+    let Some(required) = guarded.access.role() else { return Ok(next.run(request).await) };
+    let ticket = match guarded.access {
+        Access::ChangeStream(_) => axum::extract::Query::<TicketQuery>::try_from_uri(request.uri()).ok().and_then(|query| query.0.ticket),
+        _ => None,
+    };
+    let identity = match ticket {
+        Some(ticket) => {
+            let (holder, role) = redeem_ticket(&guarded.state, &ticket).await?;
+            Identity { user_id: holder.user_id, org_id: holder.org_id, role, credential: Credential::Ticket(holder.credential) }
+        }
+        None => authenticate(&guarded.state, request.headers()).await?,
+    };
     if let Credential::Session { csrf_hash, .. } = &identity.credential {
         let safe = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
         if !safe {
@@ -128,6 +152,25 @@ pub async fn guard(State(guarded): State<Guarded>, mut request: Request, next: N
     }
     request.extensions_mut().insert(Caller { identity });
     Ok(next.run(request).await)
+}
+
+/// The query of a change stream opened with a ticket.
+#[derive(serde::Deserialize)]
+struct TicketQuery {
+    ticket: Option<String>,
+}
+
+/// Who holds `ticket`, and the role they have now (never more than the ticket's). Using it ends it.
+pub async fn redeem_ticket(state: &AppState, ticket: &str) -> Result<(TicketHolder, Role), ApiError> {
+    let refused = || ApiError::Unauthenticated("the ticket is unknown, used or expired; ask for a new one".into());
+    let ticket = ticket.trim();
+    if ticket.is_empty() || ticket.len() > 200 {
+        return Err(refused());
+    }
+    let holder = state.tickets.redeem(ticket).await?.ok_or_else(refused)?;
+    // The account may have been removed since the ticket was issued, its credential ended, its role changed.
+    let role = state.identities.ticket_role(&holder).await?.ok_or_else(refused)?;
+    Ok((holder, role))
 }
 
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Identity, ApiError> {

@@ -34,6 +34,19 @@ pub enum Credential {
     ApiToken {
         token_id: Uuid,
     },
+    /// A single-use ticket, issued on that credential (a change stream opened with `?ticket=`).
+    Ticket(TicketCredential),
+}
+
+impl Credential {
+    /// The credential as a ticket names it: what must still be live for whatever it opened.
+    pub fn ticket(&self) -> TicketCredential {
+        match self {
+            Credential::Session { session_hash, .. } => TicketCredential::Session { session_hash: session_hash.clone() },
+            Credential::ApiToken { token_id } => TicketCredential::ApiToken { token_id: *token_id },
+            Credential::Ticket(credential) => credential.clone(),
+        }
+    }
 }
 
 /// An authenticated member of an organisation, with the role in force right now.
@@ -43,6 +56,13 @@ pub struct Identity {
     pub org_id: OrgId,
     pub role: Role,
     pub credential: Credential,
+}
+
+impl Identity {
+    /// Who this is, as a ticket or a long-lived response keeps it: their role now and their credential.
+    pub fn holder(&self) -> TicketHolder {
+        TicketHolder { user_id: self.user_id, org_id: self.org_id, role: self.role, credential: self.credential.ticket() }
+    }
 }
 
 /// A session just opened: the two secrets go to the browser, only their digests are stored.
@@ -334,7 +354,7 @@ impl IdentityStore {
         }))
     }
 
-    /// The role a WebSocket opened with `holder`'s ticket has now: the lowest of the ticket's,
+    /// The role `holder` has now (a WebSocket opened with their ticket, a change stream): the lowest of the ticket's,
     /// the credential's (a token's own role) and the account's, or `None` once the account left
     /// the organisation or the credential ended (logged out, revoked, expired).
     pub async fn ticket_role(&self, holder: &TicketHolder) -> Result<Option<Role>, ApiError> {
@@ -412,9 +432,9 @@ impl IdentityStore {
 
     /// Replaces the password and ends every other session of the account.
     pub async fn change_password(&self, identity: &Identity, new_hash: String) -> Result<(), ApiError> {
-        let keep = match &identity.credential {
-            Credential::Session { session_hash, .. } => Some(session_hash.clone()),
-            Credential::ApiToken { .. } => None,
+        let keep = match identity.credential.ticket() {
+            TicketCredential::Session { session_hash } => Some(session_hash),
+            TicketCredential::ApiToken { .. } => None,
         };
         let mut transaction = self.begin(&[&UserEvent::stream_of(identity.user_id)]).await?;
         sqlx::query("UPDATE accounts SET password_hash = $2, password_changed_at = now() WHERE user_id = $1")

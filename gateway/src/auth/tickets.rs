@@ -1,6 +1,7 @@
-//! WebSocket tickets. A browser cannot put a cookie-independent credential on a WebSocket
-//! handshake, and a long-lived token in a URL ends up in logs; so a client asks for a ticket over
-//! authenticated HTTP and presents it once, within seconds, on the handshake. Tickets live in
+//! Tickets for the WebSocket and the change streams. A browser cannot put a cookie-independent
+//! credential on a WebSocket handshake or an `EventSource`, and a long-lived token in a URL ends up
+//! in logs; so a client asks for a ticket over authenticated HTTP and presents it once, within
+//! seconds, on the handshake or as the stream's `?ticket=`. Tickets live in
 //! Redis under their digest and are taken with `GETDEL`, which makes them single-use across every
 //! gateway instance.
 

@@ -55,19 +55,13 @@ pub async fn open(
     Query(params): Query<TicketParams>,
 ) -> Result<Response, ApiError> {
     let upgrade = upgrade.map_err(|rejection| ApiError::BadRequest { detail: rejection.body_text(), field: None })?;
-    let refused = || ApiError::Unauthenticated("the WebSocket ticket is unknown, used or expired; ask for a new one".into());
-    let holder = state.tickets.redeem(params.ticket.trim()).await?.ok_or_else(refused)?;
-    // The account may have been removed since the ticket was issued, its credential ended, its role changed.
-    let role = state.identities.ticket_role(&holder).await?.ok_or_else(refused)?;
+    let (holder, role) = crate::auth::redeem_ticket(&state, &params.ticket).await?;
     tracing::debug!(user_id = %holder.user_id, org_id = %holder.org_id.0, "websocket opened");
     Ok(upgrade
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| serve_socket(state, socket, holder, role)))
 }
-
-/// How often an open socket checks that its holder is still a member with a live credential.
-pub const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Sessions one socket may follow at once.
 pub const MAX_FOLLOWED_SESSIONS: usize = 100;
@@ -174,7 +168,7 @@ async fn serve_socket(state: AppState, mut socket: WebSocket, holder: TicketHold
     }
     let (outbox, mut inbox) = mpsc::channel::<Value>(crate::chat::hub::SOCKET_BACKLOG);
     let mut following = Following { outbox, sessions: Default::default() };
-    let mut recheck = tokio::time::interval(RECHECK_EVERY);
+    let mut recheck = tokio::time::interval(crate::change_stream::RECHECK_EVERY);
     recheck.tick().await;
     loop {
         let reply = tokio::select! {

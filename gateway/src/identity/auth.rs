@@ -13,7 +13,6 @@ use uuid::Uuid;
 
 use crate::auth::secret::Password;
 use crate::auth::store::{Joining, OpenedSession, Registration};
-use crate::auth::tickets::{TicketCredential, TicketHolder};
 use crate::auth::{password, session_cookies, Caller, Credential};
 use crate::extract::Json;
 use crate::problem::{ApiError, Problem};
@@ -75,7 +74,7 @@ pub struct Me {
     #[sqlx(try_from = "String")]
     #[schema(value_type = RoleSchema)]
     pub role: RoleName,
-    /// `session` or `api_token`.
+    /// `session` or `api_token` (`ticket` is how a change stream opened with one is held).
     #[sqlx(skip)]
     pub authenticated_with: String,
 }
@@ -105,7 +104,8 @@ impl TryFrom<String> for RoleName {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WsTicket {
-    /// Present once, within `expires_in_seconds`, as `GET /ws?ticket=...`.
+    /// Present once, within `expires_in_seconds`: as `GET /ws?ticket=...`, or on a change stream
+    /// (`GET /v1/incidents/events?ticket=...`, `GET /v1/knowledge/events?ticket=...`).
     pub ticket: String,
     pub expires_in_seconds: u64,
 }
@@ -260,21 +260,17 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<axum::J
     me.authenticated_with = match caller.identity.credential {
         Credential::Session { .. } => "session".into(),
         Credential::ApiToken { .. } => "api_token".into(),
+        Credential::Ticket(_) => "ticket".into(),
     };
     Ok(axum::Json(me))
 }
 
-/// A single-use ticket for opening the WebSocket.
+/// A single-use ticket for opening the WebSocket or a change stream.
 #[utoipa::path(
     post, path = "/v1/auth/ws-ticket", tag = "auth",
     responses((status = 201, body = WsTicket), (status = 401, body = Problem), (status = 503, body = Problem))
 )]
 pub async fn ws_ticket(State(state): State<AppState>, caller: Caller) -> Result<(StatusCode, axum::Json<WsTicket>), ApiError> {
-    let credential = match &caller.identity.credential {
-        Credential::Session { session_hash, .. } => TicketCredential::Session { session_hash: session_hash.clone() },
-        Credential::ApiToken { token_id } => TicketCredential::ApiToken { token_id: *token_id },
-    };
-    let holder = TicketHolder { user_id: caller.user_id(), org_id: caller.org_id(), role: caller.role(), credential };
-    let ticket = state.tickets.issue(holder).await?;
+    let ticket = state.tickets.issue(caller.identity.holder()).await?;
     Ok((StatusCode::CREATED, axum::Json(WsTicket { ticket: ticket.into_exposed(), expires_in_seconds: state.tickets.ttl().as_secs() })))
 }

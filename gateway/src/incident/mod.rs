@@ -29,8 +29,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::Access::Member;
+use crate::auth::Access::{ChangeStream, Member};
 use crate::auth::Caller;
+use crate::change_stream::Follow;
 use crate::commands::command_meta;
 use crate::extract::{Json, Path, Query};
 use crate::page::{list_of, next_time_cursor, time_cursor};
@@ -43,7 +44,7 @@ pub fn register(routes: &mut Routes) {
     webhooks::register(routes);
     routes.add(Member(Viewer), routes!(list_incidents));
     routes.add(Member(Viewer), routes!(incident_metrics));
-    routes.add(Member(Viewer), routes!(incident_events));
+    routes.add(ChangeStream(Viewer), routes!(incident_events));
     routes.add(Member(Viewer), routes!(get_incident));
     routes.add(Member(Viewer), routes!(get_tool_call));
     routes.add(Member(Editor), routes!(acknowledge));
@@ -774,7 +775,8 @@ const EVENTS_BATCH: i64 = 500;
 
 /// Every change to the organisation's incidents as server-sent events: `event` is the event
 /// type, `id` its position, `data` a TimelineEntry. With `Last-Event-ID` it resumes after that
-/// position; without, it starts with what happens next.
+/// position; without, it starts with what happens next. Opened with a cookie, a token or a
+/// single-use `?ticket=`; it ends when the caller's membership or credential does.
 #[utoipa::path(
     get, path = "/v1/incidents/events", tag = "incidents",
     params(("Last-Event-ID" = Option<i64>, Header, description = "The `id` of the last event received")),
@@ -803,10 +805,9 @@ pub async fn incident_events(
             .await?
             .unwrap_or(0),
     };
-    let signals = state.signals.subscribe();
-    let org_id = caller.org_id().0;
-    let watch = (state, caller, signals, since, Vec::<TimelineEntry>::new());
-    let stream = futures::stream::unfold(watch, move |(state, caller, mut signals, mut since, mut pending)| async move {
+    let follow = Follow::new(&state, &caller, Viewer, aurora_projections::incident::READ_MODEL);
+    let watch = (state, caller, follow, since, Vec::<TimelineEntry>::new());
+    let stream = futures::stream::unfold(watch, move |(state, caller, mut follow, mut since, mut pending)| async move {
         loop {
             if let Some(entry) = pending.pop() {
                 let event = Event::default()
@@ -814,7 +815,10 @@ pub async fn incident_events(
                     .id(entry.position.to_string())
                     .json_data(&entry)
                     .unwrap_or_else(|_| Event::default().comment("unencodable"));
-                return Some((Ok(event), (state, caller, signals, since, pending)));
+                return Some((Ok(event), (state, caller, follow, since, pending)));
+            }
+            if !follow.allowed().await {
+                return None;
             }
             let read = async {
                 let mut read = caller.read_models(&state.pool).await?;
@@ -838,19 +842,8 @@ pub async fn incident_events(
                 Ok(_) => {}
                 Err(error) => tracing::debug!(%error, "an incident change stream could not read; it tries again"),
             }
-            let deadline = tokio::time::sleep(EVENTS_RECHECK);
-            tokio::pin!(deadline);
-            loop {
-                tokio::select! {
-                    _ = state.shutdown.cancelled() => return None,
-                    _ = &mut deadline => break,
-                    signal = signals.recv() => match signal {
-                        Ok(signal) if signal.changed(aurora_projections::incident::READ_MODEL, org_id) => break,
-                        Ok(_) => continue,
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                    },
-                }
+            if !follow.changed(EVENTS_RECHECK).await {
+                return None;
             }
         }
     });

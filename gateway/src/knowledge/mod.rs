@@ -31,8 +31,9 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::Access::Member;
+use crate::auth::Access::{ChangeStream, Member};
 use crate::auth::Caller;
+use crate::change_stream::Follow;
 use crate::commands::command_meta;
 use crate::extract::{Json, Path};
 use crate::problem::{ApiError, Problem};
@@ -47,7 +48,7 @@ pub fn register(routes: &mut Routes) {
     routes.add(Member(Viewer), routes!(list_documents));
     routes.add(Member(Viewer), routes!(get_document));
     routes.add(Member(Editor), routes!(delete_document));
-    routes.add(Member(Viewer), routes!(document_events));
+    routes.add(ChangeStream(Viewer), routes!(document_events));
     routes.add(Member(Viewer), routes!(search));
     routes.add(Member(Viewer), routes!(get_memory));
     routes.add(Member(Admin), routes!(set_memory));
@@ -166,6 +167,8 @@ const EVENTS_SNAPSHOT: i64 = 1_000;
 
 /// The organisation's documents' status as it changes, as server-sent events: first every
 /// document, then each change (`event: document`, the document as JSON; `deleted` when it goes).
+/// Opened with a cookie, a token or a single-use `?ticket=`; it ends when the caller's membership
+/// or credential does.
 #[utoipa::path(
     get, path = "/v1/knowledge/events", tag = "knowledge",
     responses(
@@ -174,9 +177,8 @@ const EVENTS_SNAPSHOT: i64 = 1_000;
     )
 )]
 pub async fn document_events(State(state): State<AppState>, caller: Caller) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let signals = state.signals.subscribe();
-    let org_id = caller.org_id().0;
-    let watch = Watch { state, caller, signals, seen: HashMap::new(), since: None, pending: Vec::new() };
+    let follow = Follow::new(&state, &caller, Viewer, "documents");
+    let watch = Watch { state, caller, follow, seen: HashMap::new(), since: None, pending: Vec::new() };
     let stream = futures::stream::unfold(watch, move |mut watch| async move {
         loop {
             if let Some(document) = watch.pending.pop() {
@@ -184,22 +186,10 @@ pub async fn document_events(State(state): State<AppState>, caller: Caller) -> R
                 let event = Event::default().event("document").id(id).json_data(&document).unwrap_or_else(|_| Event::default().comment("unencodable"));
                 return Some((Ok(event), watch));
             }
-            if watch.since.is_some() {
-                // Wait for a change of this organisation's documents, or look again after a while.
-                let deadline = tokio::time::sleep(EVENTS_RECHECK);
-                tokio::pin!(deadline);
-                loop {
-                    tokio::select! {
-                        _ = watch.state.shutdown.cancelled() => return None,
-                        _ = &mut deadline => break,
-                        signal = watch.signals.recv() => match signal {
-                            Ok(signal) if signal.changed("documents", org_id) => break,
-                            Ok(_) => continue,
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                        },
-                    }
-                }
+            // Wait for a change of this organisation's documents, or look again after a while.
+            let going_on = watch.since.is_none() || watch.follow.changed(EVENTS_RECHECK).await;
+            if !going_on || !watch.follow.allowed().await {
+                return None;
             }
             match watch.changes().await {
                 Ok(mut changed) => {
@@ -219,7 +209,7 @@ pub async fn document_events(State(state): State<AppState>, caller: Caller) -> R
 struct Watch {
     state: AppState,
     caller: Caller,
-    signals: tokio::sync::broadcast::Receiver<aurora_adapters::wakeup::Signal>,
+    follow: Follow,
     /// The stream version last sent of each document.
     seen: HashMap<Uuid, i64>,
     /// The latest change sent; `None` before the first message.
