@@ -1,5 +1,5 @@
-//! No password, password hash, session id, CSRF token, API token, invitation token or WebSocket
-//! ticket appears in any event (in Postgres or on Kafka), any log line or any error body. The
+//! No password, password hash, session id, CSRF token, API token, invitation token or ticket
+//! (WebSocket or change stream) appears in any event (in Postgres or on Kafka), any log line or any error body. The
 //! test runs the real binary with debug logging, drives every flow that handles a secret
 //! (including the failing ones), and then searches everything for every value it used.
 
@@ -160,6 +160,15 @@ async fn secrets_never_reach_events_logs_or_error_bodies() {
         }
         other => panic!("expected a refused handshake, got {other}"),
     }
+    // A change stream's ticket, used and then refused.
+    let ticket: Value = seen.send(as_ana(http().post(url("/v1/auth/ws-ticket")))).await.json().await.unwrap();
+    let ticket = ticket["ticket"].as_str().unwrap().to_owned();
+    seen.secret("change stream ticket", &ticket);
+    let stream = seen.send(http().get(url(&format!("/v1/incidents/events?ticket={ticket}")))).await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    drop(stream);
+    let reused = seen.send(http().get(url(&format!("/v1/incidents/events?ticket={ticket}")))).await;
+    assert_eq!(reused.status(), StatusCode::UNAUTHORIZED);
     // Two chat turns: one answered, one refused by the model; the key went to the model only.
     for question in ["is the key safe?", "fail please"] {
         let ticket: Value = seen.send(as_ana(http().post(url("/v1/auth/ws-ticket")))).await.json().await.unwrap();
