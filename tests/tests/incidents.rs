@@ -787,6 +787,42 @@ async fn an_investigation_that_hits_a_limit_fails_with_its_reason_and_keeps_its_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_rca_is_asked_again_within_what_is_left_of_the_limits() {
+    let (_env, app, llm, _vault) = incident_app(|env| env.config.incident.investigation_tool_calls = 1).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let token = webhook_token(&app, &ana).await;
+    // The first answer claims a cause with no evidence, after the one tool call the investigation has.
+    llm.script_containing(
+        "Incident: Overspent",
+        vec![
+            Step::reasoned("First the runbooks.", "call_1", "knowledge_base_search", json!({ "query": "overspent" })),
+            Step::text(&rca_json("It broke.", "likely", Some("A bad deploy."), &[])),
+        ],
+    );
+    // Asked again, it reaches for another tool: none is left.
+    llm.script_containing(
+        "Your RCA was refused",
+        vec![
+            Step::reasoned("Let me look at past incidents.", "call_2", "past_investigations_search", json!({ "query": "overspent" })),
+            Step::text(&rca_json("It broke; nothing shows why.", "inconclusive", None, &[])),
+        ],
+    );
+    let am = alertmanager("Overspent", &[Fired::firing("Overspent", "billing", "billing-1:9100", "0fe1a2b3c4d5e6f7")]);
+    accepted(&app, ana.org, "alertmanager", &token, &am, &[]).await;
+    let list = incidents_until(&app, &ana, "", "the investigation ended", |list| {
+        list.len() == 1 && matches!(list[0]["investigation_status"].as_str(), Some("completed" | "failed"))
+    })
+    .await;
+    let found = detail(&app, &ana, list[0]["incident_id"].as_str().unwrap()).await;
+    let investigation = &found["investigations"][0];
+    assert_eq!(investigation["status"], "failed", "the retry had a budget of its own: {investigation:#}");
+    assert_eq!(investigation["failure_reason"], "tool_call_limit", "{investigation:#}");
+    let asked_again = llm.requests().iter().filter(|request| request.to_string().contains("Your RCA was refused")).count();
+    assert_eq!(asked_again, 1, "the model was asked for the RCA again once, and called no more after its tool was refused");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_cancels_a_queued_and_a_running_investigation_and_the_queue_goes_on() {
     let (env, app, llm, _vault) = incident_app(|env| env.config.incident.max_concurrent_investigations = 1).await;
     let ana = Caller::register(&app.base_url, "ana").await;

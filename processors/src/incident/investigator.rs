@@ -3,7 +3,8 @@
 //! incident's context and the RCA's shape in the question and the investigation's limits on the
 //! turn. The agent runtime runs the turn (and resumes it after a crash); this processor follows
 //! the session's events: each model call's reasoning becomes thoughts, the final answer is read
-//! as the RCA (refused once with the reasons and asked again, then failed), a failed or cancelled
+//! as the RCA (refused once with the reasons and asked again within what is left of the
+//! investigation's limits, then failed), a failed or cancelled
 //! turn fails the investigation with its reason.
 //!
 //! At most `max_concurrent_investigations` run at once per organisation; the rest wait in
@@ -61,6 +62,44 @@ struct Run {
     investigation_id: Uuid,
     incident_id: Uuid,
     session_id: Uuid,
+}
+
+/// What an investigation has used of its limits, as its chat session recorded it.
+#[derive(Debug, Default)]
+struct Used {
+    /// The tool calls that gave a result: what evidence may cite.
+    known: Vec<KnownToolCall>,
+    /// Tool calls asked for.
+    tool_calls: u32,
+    llm_calls: u32,
+    /// Prompt and completion tokens of every model call.
+    tokens: u32,
+    /// When its first turn started: its wall time counts from there.
+    started_at: Option<DateTime<Utc>>,
+}
+
+impl Used {
+    /// What is left of `limits` at `now` for the turn that asks again, or the reason it cannot
+    /// run and what was used up. With no tool call left it may still answer.
+    fn left_of(&self, limits: &InvestigationLimits, now: DateTime<Utc>) -> Result<TurnLimits, (InvestigationFailure, String)> {
+        let elapsed = self.started_at.map_or(0, |started_at| u64::try_from((now - started_at).num_seconds()).unwrap_or(0));
+        let left = TurnLimits {
+            llm_calls: limits.llm_calls.saturating_sub(self.llm_calls),
+            tool_calls: limits.tool_calls.saturating_sub(self.tool_calls),
+            wall_time_secs: limits.wall_time_secs.saturating_sub(elapsed),
+            tokens: limits.tokens.saturating_sub(self.tokens),
+        };
+        if left.llm_calls == 0 {
+            return Err((InvestigationFailure::LlmCallLimit, format!("its {} model calls were used up", limits.llm_calls)));
+        }
+        if left.tokens == 0 {
+            return Err((InvestigationFailure::TokenLimit, format!("its {} tokens were used up", limits.tokens)));
+        }
+        if left.wall_time_secs == 0 {
+            return Err((InvestigationFailure::WallTimeLimit, format!("its {} s of wall time were used up", limits.wall_time_secs)));
+        }
+        Ok(left)
+    }
 }
 
 pub struct Investigator {
@@ -239,15 +278,29 @@ impl Investigator {
                 Ok(())
             }
             ChatSessionEvent::AssistantMessageCompleted(completed) => {
-                let (known, tool_calls, tokens) = self.session_record(envelope).await?;
-                match rca::read(&completed.text, &known) {
+                let used = self.used(envelope).await?;
+                match rca::read(&completed.text, &used.known) {
                     Ok(rca) => {
-                        let command = IncidentCommand::CompleteInvestigation { investigation_id, rca: Box::new(rca), at: Utc::now(), tool_calls, tokens };
+                        let command = IncidentCommand::CompleteInvestigation {
+                            investigation_id,
+                            rca: Box::new(rca),
+                            at: Utc::now(),
+                            tool_calls: used.tool_calls,
+                            tokens: used.tokens,
+                        };
                         record(&self.context, org_id, run.incident_id, actor(), key(investigation_id, "completed"), envelope, command).await?;
                         tracing::info!(incident_id = %run.incident_id, %investigation_id, "investigation completed");
                         Ok(())
                     }
                     Err(problems) if completed.turn_id == turn_of(investigation_id, 1) => {
+                        // The second turn has what the first left of the investigation's limits.
+                        let left = match used.left_of(&self.limits(), Utc::now()) {
+                            Ok(left) => left,
+                            Err((reason, spent)) => {
+                                let message = format!("The model's RCA was refused ({}); {spent}, so it was not asked again.", problems.join("; "));
+                                return self.fail(envelope, &run, reason, message).await;
+                            }
+                        };
                         tracing::info!(%investigation_id, problems = problems.len(), "the RCA was refused; asking once more");
                         let text = format!(
                             "Your RCA was refused:\n- {}\nAnswer again with only the corrected JSON object. Every evidence item must cite the \
@@ -259,7 +312,7 @@ impl Investigator {
                             text: sources::clip_text(&text, MAX_BRIEF_CHARS),
                             mode: ChatMode::Ask,
                             submitted_by: actor(),
-                            limits: Some(self.turn_limits()),
+                            limits: Some(left),
                         };
                         match self.chat(org_id, run.session_id, key(investigation_id, "submit-2"), envelope, submit).await {
                             Ok(()) | Err(HandleError::Domain(DomainError::ChatSession(ChatSessionError::TurnRunning))) => Ok(()),
@@ -294,27 +347,33 @@ impl Investigator {
         Ok(())
     }
 
-    /// The session's tool calls that gave a result, how many were asked for, and the tokens used.
-    async fn session_record(&self, envelope: &Envelope) -> anyhow::Result<(Vec<KnownToolCall>, u32, u32)> {
+    /// What the investigation has used so far, as its session recorded it.
+    async fn used(&self, envelope: &Envelope) -> anyhow::Result<Used> {
         let events = self.context.commands.store().load_stream(&envelope.stream, 0).await?;
         let mut names: HashMap<String, String> = HashMap::new();
-        let (mut known, mut requested, mut tokens) = (Vec::new(), 0u32, 0u32);
+        let mut used = Used::default();
         for stored in events {
             let Ok(event) = ChatSessionEvent::decode(&stored.event_type, stored.schema_version, stored.payload) else { continue };
             match event {
+                ChatSessionEvent::TurnStarted(started) => {
+                    used.started_at.get_or_insert(started.started_at);
+                }
                 ChatSessionEvent::ToolCallRequested(call) => {
-                    requested += 1;
+                    used.tool_calls += 1;
                     names.insert(call.tool_call_id, call.name);
                 }
                 ChatSessionEvent::ToolCallCompleted(completed) => {
                     let tool = names.get(&completed.tool_call_id).cloned().unwrap_or_default();
-                    known.push(KnownToolCall { tool_call_id: completed.tool_call_id, tool });
+                    used.known.push(KnownToolCall { tool_call_id: completed.tool_call_id, tool });
                 }
-                ChatSessionEvent::LlmCallCompleted(call) => tokens = tokens.saturating_add(call.prompt_tokens).saturating_add(call.completion_tokens),
+                ChatSessionEvent::LlmCallCompleted(call) => {
+                    used.llm_calls += 1;
+                    used.tokens = used.tokens.saturating_add(call.prompt_tokens).saturating_add(call.completion_tokens);
+                }
                 _ => {}
             }
         }
-        Ok((known, requested, tokens))
+        Ok(used)
     }
 
     /// Makes a completed RCA findable by later investigations (`past_investigations_search`).
@@ -533,5 +592,19 @@ mod tests {
         assert_eq!(sentences("Done. {\"summary\": \"x. y.\"}", true), vec!["Done."]);
         assert!(sentences("{\"summary\": \"x\"}", true).is_empty());
         assert_eq!(sentences("Version 1.2 is out.", false), vec!["Version 1.2 is out."]);
+    }
+
+    #[test]
+    fn the_second_turn_has_what_the_first_left_of_the_limits() {
+        let limits = InvestigationLimits { wall_time_secs: 1_800, tool_calls: 4, llm_calls: 5, tokens: 10_000 };
+        let started_at = Utc::now() - chrono::Duration::seconds(600);
+        let used = Used { tool_calls: 4, llm_calls: 3, tokens: 7_000, started_at: Some(started_at), ..Used::default() };
+        let left = used.left_of(&limits, started_at + chrono::Duration::seconds(600)).unwrap();
+        assert_eq!((left.wall_time_secs, left.tool_calls, left.llm_calls, left.tokens), (1_200, 0, 2, 3_000));
+        let spent = |used: Used, at: DateTime<Utc>| used.left_of(&limits, at).unwrap_err().0;
+        assert_eq!(spent(Used { llm_calls: 5, ..Used::default() }, started_at), InvestigationFailure::LlmCallLimit);
+        assert_eq!(spent(Used { tokens: 12_000, ..Used::default() }, started_at), InvestigationFailure::TokenLimit);
+        let late = started_at + chrono::Duration::seconds(1_801);
+        assert_eq!(spent(Used { started_at: Some(started_at), ..Used::default() }, late), InvestigationFailure::WallTimeLimit);
     }
 }
