@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::bench::BenchWorld;
 use crate::bench_chat::{percentile, Client};
+use crate::bench_cpu::CpuUse;
 
 #[derive(Debug, clap::Args)]
 pub struct IncidentOptions {
@@ -175,8 +176,13 @@ async fn measure(base_url: &str, bare_url: &str, pool: &sqlx::PgPool, options: &
     // A short warm-up (connections, prepared statements), then the measured run on fresh alerts.
     hammer(&hook.url("alertmanager"), options.senders, 2, body.clone()).await?;
     let measured_body: Arc<dyn Fn(usize) -> String + Send + Sync> = Arc::new(move |index| body(index + 1_000_000));
+    let cpu = CpuUse::start();
     let aurora = hammer(&hook.url("alertmanager"), options.senders, options.seconds, measured_body).await?;
+    let cpu = cpu.and_then(|cpu| cpu.report());
     print_run("aurora webhook (token, parse, dedup, record)", &aurora);
+    if let Some(cpu) = cpu {
+        println!("  CPU meanwhile, in cores: {cpu}");
+    }
     println!(
         "  ratio to the baseline: {:.2}",
         (aurora.accepted as f64 / aurora.elapsed.as_secs_f64()) / (bare.accepted as f64 / bare.elapsed.as_secs_f64())

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_chat;
+mod bench_cpu;
 mod bench_discovery;
 mod bench_incidents;
 mod bench_knowledge;
