@@ -225,6 +225,42 @@ async fn bad_documents_fail_with_a_reason_and_bad_uploads_keep_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_document_of_one_organisation_holds_up_no_other() {
+    let env = TestEnv::new().await;
+    let app = App::spawn(&env, Roles::ALL).await;
+    let ana = Caller::register(&app.base_url, "ana").await;
+    let eve = Caller::register(&app.base_url, "eve").await;
+    // Some sixty chunks of up to 500 word pieces: several batches of the embedding model.
+    let mut long = String::from("# Platform runbook\n\n");
+    for section in 1..=60 {
+        long.push_str(&format!("## Service {section}\n\n"));
+        for step in 0..30 {
+            long.push_str(&format!(
+                "Step {step} for service {section}: check that the health endpoint answers, then compare the error rate. "
+            ));
+        }
+        long.push_str("\n\n");
+    }
+    let long = uploaded(&app, &ana, "platform.md", long.into_bytes()).await;
+    let long_id = long["document_id"].as_str().unwrap().to_owned();
+    eventually("ana's long document being indexed", Duration::from_secs(60), || async {
+        let body: Value = document(&app, &ana, &long_id).await.json().await.ok()?;
+        body["processing_started_at"].is_string().then_some(())
+    })
+    .await;
+    // Another organisation's short one is indexed while the long one still is.
+    let short = uploaded(&app, &eve, "oncall.md", ONCALL_V1.as_bytes().to_vec()).await;
+    let short = settled(&app, &eve, short["document_id"].as_str().unwrap(), 1).await;
+    assert_eq!(short["status"], "ready", "{short}");
+    let meanwhile: Value = document(&app, &ana, &long_id).await.json().await.unwrap();
+    assert_eq!(meanwhile["status"], "processing", "the short document waited for the long one of another organisation: {meanwhile}");
+    let long = settled(&app, &ana, &long_id, 1).await;
+    assert_eq!(long["status"], "ready", "{long}");
+    assert!(long["chunks"].as_i64().unwrap() >= 40, "{long}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotas_refuse_what_does_not_fit_and_keep_nothing_of_it() {
     let mut env = TestEnv::new().await;
     env.config.knowledge.max_documents = 2;
