@@ -817,6 +817,8 @@ async fn a_refused_rca_is_asked_again_within_what_is_left_of_the_limits() {
     let investigation = &found["investigations"][0];
     assert_eq!(investigation["status"], "failed", "the retry had a budget of its own: {investigation:#}");
     assert_eq!(investigation["failure_reason"], "tool_call_limit", "{investigation:#}");
+    let message = investigation["failure_message"].as_str().unwrap();
+    assert!(message.starts_with("Asked again for its RCA with what was left"), "{message}");
     let asked_again = llm.requests().iter().filter(|request| request.to_string().contains("Your RCA was refused")).count();
     assert_eq!(asked_again, 1, "the model was asked for the RCA again once, and called no more after its tool was refused");
     app.stop().await;

@@ -46,7 +46,7 @@ pub enum Access {
     /// A member with at least this role, on a change stream (server-sent events): besides the
     /// cookie and the token, a single-use ticket from `POST /v1/auth/ws-ticket` as `?ticket=`,
     /// since a browser's `EventSource` can send no header. The stream ends once the caller's
-    /// membership or credential does ([`crate::stream`]).
+    /// membership or credential does ([`crate::change_stream`]).
     ChangeStream(Role),
 }
 

@@ -333,7 +333,13 @@ impl Investigator {
                     TurnFailure::WallTimeLimit => InvestigationFailure::WallTimeLimit,
                     TurnFailure::TokenLimit => InvestigationFailure::TokenLimit,
                 };
-                self.fail(envelope, &run, reason, failed.message).await
+                // The second turn's limits are what the first left, which its message counts.
+                let message = if failed.turn_id == turn_of(investigation_id, 2) {
+                    format!("Asked again for its RCA with what was left of the investigation's limits: {}", failed.message)
+                } else {
+                    failed.message
+                };
+                self.fail(envelope, &run, reason, message).await
             }
             ChatSessionEvent::TurnCancelled(_) => self.fail(envelope, &run, InvestigationFailure::Cancelled, "The investigation was cancelled.".into()).await,
             _ => Ok(()),
