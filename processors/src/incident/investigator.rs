@@ -76,6 +76,8 @@ struct Used {
     tokens: u32,
     /// When its first turn started: its wall time counts from there.
     started_at: Option<DateTime<Utc>>,
+    /// The turns asked for, in order.
+    turns: Vec<Uuid>,
 }
 
 impl Used {
@@ -293,6 +295,10 @@ impl Investigator {
                         Ok(())
                     }
                     Err(problems) if completed.turn_id == turn_of(investigation_id, 1) => {
+                        if used.turns.contains(&turn_of(investigation_id, 2)) {
+                            // Read again after a restart: it was asked again already, with what was left then.
+                            return Ok(());
+                        }
                         // The second turn has what the first left of the investigation's limits.
                         let left = match used.left_of(&self.limits(), Utc::now()) {
                             Ok(left) => left,
@@ -361,6 +367,7 @@ impl Investigator {
         for stored in events {
             let Ok(event) = ChatSessionEvent::decode(&stored.event_type, stored.schema_version, stored.payload) else { continue };
             match event {
+                ChatSessionEvent::MessageSubmitted(submitted) => used.turns.push(submitted.turn_id),
                 ChatSessionEvent::TurnStarted(started) => {
                     used.started_at.get_or_insert(started.started_at);
                 }
