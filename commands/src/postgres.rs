@@ -92,8 +92,8 @@ struct Queue {
 
 /// Batches written at once at most. One writer made every append wait for the batch before it:
 /// four appenders, each waiting for its append, got 31 - 36 % of four connections' raw INSERTs
-/// (`aurora bench backbone`). Four writers, a batch of one written with the plain INSERT: 77 %,
-/// whole commands 58 - 70 %. Under many senders the batches stay large (gateway alone, `aurora
+/// (`aurora bench backbone`). Four writers, a batch of one written with the plain INSERT: 64 - 77 %,
+/// whole commands 52 - 70 %. Under many senders the batches stay large (gateway alone, `aurora
 /// bench incidents --gateway-only`: 6 325 - 6 849 webhooks/s, p99 16.3 - 17.6 ms, against 7 478 -
 /// 7 728/s, p99 16.0 - 16.5 ms with one writer).
 const WRITERS: usize = 4;
