@@ -20,6 +20,9 @@ use crate::AppState;
 /// still a member with a live credential.
 pub const RECHECK_EVERY: Duration = Duration::from_secs(2);
 
+/// How long a stream waits without a word before it looks again (an announcement it missed).
+const LOOK_AGAIN_AFTER: Duration = Duration::from_secs(15);
+
 /// One stream's watch on a read model of its caller's organisation.
 pub struct Follow {
     state: AppState,
@@ -44,11 +47,11 @@ impl Follow {
         }
     }
 
-    /// Waits until the read model may have changed: announced, possibly missed, or `recheck`
-    /// gone by without a word. `false` when the stream is to end: the gateway stops, or the caller
-    /// is no longer a member with a live credential and the role.
-    pub async fn changed(&mut self, recheck: Duration) -> bool {
-        let deadline = tokio::time::sleep(recheck);
+    /// Waits until the read model may have changed: announced, possibly missed, or
+    /// [`LOOK_AGAIN_AFTER`] gone by without a word. `false` when the stream is to end: the gateway
+    /// stops, or the caller is no longer a member with a live credential and the role.
+    pub async fn changed(&mut self) -> bool {
+        let deadline = tokio::time::sleep(LOOK_AGAIN_AFTER);
         tokio::pin!(deadline);
         let org_id = self.holder.org_id.0;
         loop {

@@ -769,8 +769,6 @@ fn seed(incident_id: Uuid, incident: &Incident) -> String {
     text.chars().take(aurora_domain::chat::MAX_CONTEXT_CHARS).collect()
 }
 
-/// How often a change stream looks again when it heard nothing (a missed announcement).
-const EVENTS_RECHECK: Duration = Duration::from_secs(15);
 const EVENTS_BATCH: i64 = 500;
 
 /// Every change to the organisation's incidents as server-sent events: `event` is the event
@@ -842,7 +840,7 @@ pub async fn incident_events(
                 Ok(_) => {}
                 Err(error) => tracing::debug!(%error, "an incident change stream could not read; it tries again"),
             }
-            if !follow.changed(EVENTS_RECHECK).await {
+            if !follow.changed().await {
                 return None;
             }
         }

@@ -160,8 +160,6 @@ pub async fn delete_document(
     Ok((axum::http::StatusCode::ACCEPTED, axum::Json(KnowledgeAccepted { stream_version: handled.stream_version })))
 }
 
-/// How often a status stream looks again when it heard nothing (a missed announcement).
-const EVENTS_RECHECK: Duration = Duration::from_secs(15);
 /// Documents the first message of a status stream lists at most.
 const EVENTS_SNAPSHOT: i64 = 1_000;
 
@@ -187,7 +185,7 @@ pub async fn document_events(State(state): State<AppState>, caller: Caller) -> R
                 return Some((Ok(event), watch));
             }
             // Wait for a change of this organisation's documents, or look again after a while.
-            let going_on = watch.since.is_none() || watch.follow.changed(EVENTS_RECHECK).await;
+            let going_on = watch.since.is_none() || watch.follow.changed().await;
             if !going_on || !watch.follow.allowed().await {
                 return None;
             }
